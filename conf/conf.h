@@ -1,0 +1,143 @@
+/*
+ * conf.h - the configuration generation: one immutable object built from a
+ * libconfig file, validated whole at load, and shared by reference.
+ *
+ * Lifetime: pst_conf_load returns a generation with one reference. Sessions
+ * take a reference at accept (pst_conf_ref) and drop it at close, so a
+ * reload can swap the server's current generation while old sessions finish
+ * on the one they started with. Nothing in a generation changes after load.
+ *
+ * Relative paths in the file are resolved against the working directory at
+ * load and stored absolute (the process may chdir or drop privileges later).
+ *
+ * Every setting, its default and its range is listed in docs/CONFIG.md.
+ */
+#ifndef PST_CONF_CONF_H
+#define PST_CONF_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/net.h"
+#include "core/util.h"
+
+enum pst_tls_mode { PST_TLS_NONE, PST_TLS_STARTTLS, PST_TLS_IMPLICIT };
+enum pst_bare_newline { PST_BARE_NORMALIZE, PST_BARE_REJECT };
+
+struct pst_listener_conf {
+    char *address;                  /* "127.0.0.1", "::1", "0.0.0.0", "::" */
+    unsigned port;
+    enum pst_tls_mode tls;          /* default starttls when tls certs are
+                                       configured, else none */
+    bool auth;                      /* offer AUTH on this listener */
+    bool auth_plaintext;            /* allow AUTH without TLS */
+    int line;                       /* source line, for messages */
+};
+
+struct pst_limits {
+    uint64_t message_size;          /* SIZE; 552 5.3.4 beyond */
+    unsigned recipients;            /* per message; 452 4.5.3 beyond */
+    unsigned text_line_max;         /* octets per message line; 552 5.3.4 */
+    unsigned hops;                  /* Received headers; 554 5.4.6 beyond */
+    unsigned sessions;              /* concurrent; 421 4.7.0 at greeting */
+    unsigned sessions_per_ip;
+    unsigned ipv6_prefix;           /* IPv6 clients counted per prefix */
+    unsigned errors;                /* per session before 421 4.7.0 */
+    unsigned command_timeout;       /* seconds waiting for a command */
+    unsigned data_block_timeout;    /* seconds waiting for a data block */
+    unsigned data_timeout;          /* seconds for all of DATA/BDAT */
+    unsigned tls_handshake_timeout; /* seconds */
+    uint64_t disk_free_min;         /* bytes free in the spool, 452 4.3.1 */
+};
+
+struct pst_smtp_conf {
+    enum pst_bare_newline bare_newline;
+    char *banner;                   /* text after "220 hostname ESMTP" */
+};
+
+struct pst_relay_domain {
+    char *domain;                   /* lowercase A-label, no trailing dot */
+    char *recipients_file;          /* NULL: any local part accepted */
+};
+
+struct pst_relay_conf {
+    struct pst_cidr *trusted;       /* trusted_networks */
+    size_t ntrusted;
+    struct pst_relay_domain *domains;
+    size_t ndomains;
+};
+
+struct pst_tls_cert {
+    char *cert_file;                /* PEM chain */
+    char *key_file;
+};
+
+struct pst_tls_conf {
+    struct pst_tls_cert *certs;     /* first is the default; others by SNI */
+    size_t ncerts;
+    char *min_version;              /* "TLSv1.2" (default) or "TLSv1.3" */
+    char *ciphers;                  /* TLS 1.2 cipher list */
+    char *ciphersuites;             /* TLS 1.3 suites */
+};
+
+struct pst_auth_conf {
+    char *password_file;            /* user:crypt-hash lines; NULL: no AUTH */
+    char *sender_login_map;         /* NULL: any sender for any login */
+    unsigned workers;               /* crypt worker threads */
+    unsigned max_failures_per_ip;
+    unsigned max_failures_per_login;
+    unsigned failure_window;        /* seconds */
+};
+
+struct pst_log_conf {
+    int level;                      /* enum pst_log_level */
+    bool syslog;
+    int facility;                   /* LOG_MAIL by default */
+};
+
+struct pst_queue_conf {
+    char *directory;                /* spool root, created 0700 */
+    char *control_socket;           /* default <directory>/control.sock */
+    char *control_group;            /* group allowed to use the CLI */
+};
+
+struct pst_delivery_conf {
+    char *default_route;            /* "maildir:DIR", "smtp:host:port", ... */
+    unsigned retry_min;             /* seconds */
+    unsigned retry_max;             /* seconds */
+    unsigned lifetime;              /* seconds before a bounce */
+    unsigned concurrency;           /* deliveries in flight, all routes */
+};
+
+struct pst_conf {
+    unsigned refs;                  /* touched on the loop thread only */
+    char *path;                     /* the file this came from */
+    char *hostname;                 /* default: the system's FQDN */
+    char *user;                     /* drop to this user when run as root */
+    char *group;
+    struct pst_listener_conf *listeners;
+    size_t nlisteners;
+    struct pst_limits limits;
+    struct pst_smtp_conf smtp;
+    struct pst_relay_conf relay;
+    struct pst_tls_conf tls;
+    struct pst_auth_conf auth;
+    struct pst_log_conf log;
+    struct pst_queue_conf queue;
+    struct pst_delivery_conf delivery;
+};
+
+/*
+ * pst_conf_load - parse and validate path. On any error returns NULL and
+ * fills err with every problem found ("file:line: text"), so check-config
+ * can report them all.
+ */
+struct pst_conf *pst_conf_load(const char *path, struct pst_err *err);
+struct pst_conf *pst_conf_ref(struct pst_conf *c);
+void pst_conf_unref(struct pst_conf *c);
+
+/* pst_conf_defaults - a generation with every default, no file. */
+struct pst_conf *pst_conf_defaults(void);
+
+#endif

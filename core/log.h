@@ -1,0 +1,40 @@
+/*
+ * log.h - one event per line: "LEVEL sess=<hex> msg=<qid> event=<e> k=v ...".
+ *
+ * Callers compose the key=value text; client-supplied strings go through
+ * pst_log_quote first (escaped, truncated, never raw). Message bodies and
+ * AUTH data are never logged. Output is stderr with a timestamp, or syslog
+ * when configured. Logging is called only from the loop thread or with a
+ * whole line at once, so lines never interleave.
+ */
+#ifndef PST_CORE_LOG_H
+#define PST_CORE_LOG_H
+
+#include <stddef.h>
+
+enum pst_log_level { PST_LOG_ERR, PST_LOG_WARN, PST_LOG_INFO, PST_LOG_DEBUG };
+
+void pst_log_open(const char *ident, int use_syslog, int facility,
+                  enum pst_log_level min);
+void pst_log_set_level(enum pst_log_level min);
+int pst_log_enabled(enum pst_log_level lvl);
+void pst_log(enum pst_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * pst_log_quote - write s (len bytes) into dst as a double-quoted string
+ * with '"', '\\', and bytes outside 0x21..0x7e escaped (\xNN), truncated to
+ * fit dstsz (marked with "..."). Returns dst.
+ */
+char *pst_log_quote(char *dst, size_t dstsz, const char *s, size_t len);
+
+#define pst_err(...) pst_log(PST_LOG_ERR, __VA_ARGS__)
+#define pst_warn(...) pst_log(PST_LOG_WARN, __VA_ARGS__)
+#define pst_info(...) pst_log(PST_LOG_INFO, __VA_ARGS__)
+#define pst_debug(...)                                                         \
+    do {                                                                       \
+        if (pst_log_enabled(PST_LOG_DEBUG))                                    \
+            pst_log(PST_LOG_DEBUG, __VA_ARGS__);                               \
+    } while (0)
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * net.c - address normalisation and CIDR matching.
+ */
+#include "core/net.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+int
+pst_ip_from_sockaddr(struct pst_ip *ip, const struct sockaddr *sa)
+{
+    memset(ip, 0, sizeof(*ip));
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        ip->family = AF_INET;
+        memcpy(ip->addr, &s4->sin_addr, 4);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        const uint8_t *a = s6->sin6_addr.s6_addr;
+        if (memcmp(a, v4mapped, 12) == 0) {
+            ip->family = AF_INET;
+            memcpy(ip->addr, a + 12, 4);
+        } else {
+            ip->family = AF_INET6;
+            memcpy(ip->addr, a, 16);
+        }
+        return 0;
+    }
+    return -1;
+}
+
+int
+pst_ip_parse(struct pst_ip *ip, const char *s)
+{
+    memset(ip, 0, sizeof(*ip));
+    if (inet_pton(AF_INET, s, ip->addr) == 1) {
+        ip->family = AF_INET;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, s, ip->addr) == 1) {
+        ip->family = AF_INET6;
+        if (memcmp(ip->addr, v4mapped, 12) == 0) {
+            memmove(ip->addr, ip->addr + 12, 4);
+            memset(ip->addr + 4, 0, 12);
+            ip->family = AF_INET;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+const char *
+pst_ip_str(const struct pst_ip *ip, char *buf, size_t n)
+{
+    if (inet_ntop(ip->family, ip->addr, buf, (socklen_t)n) == NULL)
+        snprintf(buf, n, "?");
+    return buf;
+}
+
+struct pst_ip
+pst_ip_mask(const struct pst_ip *ip, unsigned prefix)
+{
+    struct pst_ip m = *ip;
+    unsigned bits = ip->family == AF_INET ? 32 : 128;
+    if (prefix > bits)
+        prefix = bits;
+    for (unsigned i = 0; i < bits / 8; i++) {
+        unsigned keep = prefix > i * 8 ? prefix - i * 8 : 0;
+        if (keep >= 8)
+            continue;
+        m.addr[i] &= (uint8_t)(0xff << (8 - keep));
+    }
+    return m;
+}
+
+int
+pst_cidr_parse(struct pst_cidr *c, const char *s)
+{
+    char host[64];
+    const char *slash = strchr(s, '/');
+    size_t hl = slash ? (size_t)(slash - s) : strlen(s);
+    unsigned bits;
+
+    if (hl == 0 || hl >= sizeof(host))
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (pst_ip_parse(&c->ip, host) < 0)
+        return -1;
+    bits = c->ip.family == AF_INET ? 32 : 128;
+    if (slash) {
+        char *end;
+        const char *p = slash + 1;
+        if (*p < '0' || *p > '9')
+            return -1;
+        unsigned long v = strtoul(p, &end, 10);
+        if (*end != '\0' || v > bits)
+            return -1;
+        /* "::ffff:10.0.0.0/104" was folded to IPv4 above: shift the prefix */
+        if (c->ip.family == AF_INET && strchr(host, ':') != NULL) {
+            if (v < 96)
+                return -1;
+            v -= 96;
+        }
+        c->prefix = (unsigned)v;
+    } else {
+        c->prefix = bits;
+    }
+    c->ip = pst_ip_mask(&c->ip, c->prefix);
+    return 0;
+}
+
+int
+pst_cidr_match(const struct pst_cidr *c, const struct pst_ip *ip)
+{
+    if (c->ip.family != ip->family)
+        return 0;
+    struct pst_ip m = pst_ip_mask(ip, c->prefix);
+    return pst_ip_equal(&m, &c->ip);
+}
+
+int
+pst_ip_equal(const struct pst_ip *a, const struct pst_ip *b)
+{
+    return a->family == b->family &&
+           memcmp(a->addr, b->addr, a->family == AF_INET ? 4 : 16) == 0;
+}

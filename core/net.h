@@ -1,0 +1,39 @@
+/*
+ * net.h - IP addresses and CIDR blocks as the policy code sees them.
+ *
+ * Client addresses are normalised at accept: an IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d) becomes plain IPv4, so one CIDR list covers both kinds of
+ * listener.
+ */
+#ifndef PST_CORE_NET_H
+#define PST_CORE_NET_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct pst_ip {
+    int family;                     /* AF_INET or AF_INET6 */
+    uint8_t addr[16];               /* 4 or 16 bytes used */
+};
+
+struct pst_cidr {
+    struct pst_ip ip;               /* host bits cleared */
+    unsigned prefix;                /* 0..32 or 0..128 */
+};
+
+/* Longest text form: IPv6 with zone-free notation, plus NUL. */
+#define PST_IP_STRLEN 46
+
+int pst_ip_from_sockaddr(struct pst_ip *ip, const struct sockaddr *sa);
+int pst_ip_parse(struct pst_ip *ip, const char *s);
+const char *pst_ip_str(const struct pst_ip *ip, char *buf, size_t n);
+
+/* pst_cidr_parse - "a.b.c.d/n", "x::y/n" or a bare address; 0 or -1. */
+int pst_cidr_parse(struct pst_cidr *c, const char *s);
+int pst_cidr_match(const struct pst_cidr *c, const struct pst_ip *ip);
+/* pst_ip_mask - ip with all but the first prefix bits cleared. */
+struct pst_ip pst_ip_mask(const struct pst_ip *ip, unsigned prefix);
+int pst_ip_equal(const struct pst_ip *a, const struct pst_ip *b);
+
+#endif

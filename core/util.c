@@ -1,0 +1,126 @@
+/*
+ * util.c - allocation wrappers, error collection, ASCII string helpers.
+ */
+#include "core/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+oom(size_t n)
+{
+    fprintf(stderr, "postern: panic: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *
+pst_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        oom(n);
+    return p;
+}
+
+void *
+pst_xcalloc(size_t nmemb, size_t size)
+{
+    void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+    if (p == NULL)
+        oom(nmemb * size);
+    return p;
+}
+
+void *
+pst_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        oom(n);
+    return q;
+}
+
+char *
+pst_xstrdup(const char *s)
+{
+    return pst_xstrndup(s, strlen(s));
+}
+
+char *
+pst_xstrndup(const char *s, size_t n)
+{
+    char *d = pst_xmalloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *
+pst_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        oom(0);
+    va_end(ap);
+    return s;
+}
+
+void
+pst_err_add(struct pst_err *e, const char *file, int line, const char *fmt,
+            ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (e->count < PST_ERR_MAX) {
+        if (file && line > 0)
+            e->msgs[e->count] = pst_xasprintf("%s:%d: %s", file, line, text);
+        else if (file)
+            e->msgs[e->count] = pst_xasprintf("%s: %s", file, text);
+        else
+            e->msgs[e->count] = pst_xstrdup(text);
+    }
+    e->count++;
+}
+
+void
+pst_err_free(struct pst_err *e)
+{
+    for (unsigned i = 0; i < e->count && i < PST_ERR_MAX; i++)
+        free(e->msgs[i]);
+    e->count = 0;
+}
+
+const char *
+pst_err_first(const struct pst_err *e)
+{
+    return e->count ? e->msgs[0] : "no error";
+}
+
+int
+pst_strcaseeq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (pst_tolower((unsigned char)*a) != pst_tolower((unsigned char)*b))
+            return 0;
+    return *a == *b;
+}
+
+int
+pst_strncaseeq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int ca = pst_tolower((unsigned char)a[i]);
+        int cb = pst_tolower((unsigned char)b[i]);
+        if (ca != cb)
+            return 0;
+        if (ca == 0)
+            return 1;
+    }
+    return 1;
+}

@@ -1,0 +1,55 @@
+/*
+ * util.h - allocation that cannot fail, error reports with a location, and
+ * small string helpers shared by every folder.
+ *
+ * Allocation failure is a broken environment, not a recoverable condition:
+ * pst_x* abort. Sizes that come from clients are checked against their
+ * limits before any allocation.
+ */
+#ifndef PST_CORE_UTIL_H
+#define PST_CORE_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PST_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define PST_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PST_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+void *pst_xmalloc(size_t n);
+void *pst_xcalloc(size_t nmemb, size_t size);
+void *pst_xrealloc(void *p, size_t n);
+char *pst_xstrdup(const char *s);
+char *pst_xstrndup(const char *s, size_t n);
+char *pst_xasprintf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/*
+ * An error report: a message plus, for config errors, the file and line
+ * it concerns. Functions that can fail for reasons a user must read take a
+ * struct pst_err * and fill it; several errors can be collected (check-config
+ * reports them all).
+ */
+#define PST_ERR_MAX 64
+struct pst_err {
+    unsigned count;                 /* errors recorded (may exceed max) */
+    char *msgs[PST_ERR_MAX];        /* "file:line: text" */
+};
+
+void pst_err_add(struct pst_err *e, const char *file, int line,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void pst_err_free(struct pst_err *e);
+const char *pst_err_first(const struct pst_err *e);
+
+/* ASCII-only case helpers: SMTP verbs and domains are ASCII. */
+int pst_strcaseeq(const char *a, const char *b);
+int pst_strncaseeq(const char *a, const char *b, size_t n);
+static inline int
+pst_tolower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+#endif

@@ -1,0 +1,11 @@
+/*
+ * cli.h - the entry points of the postern command's subcommands. Each takes
+ * its own argv (argv[0] is the subcommand name) and returns the exit code.
+ */
+#ifndef PST_GATEWAY_CLI_H
+#define PST_GATEWAY_CLI_H
+
+int pst_cli_run(const char *config_path);
+int pst_cli_check_config(int argc, char **argv);
+
+#endif

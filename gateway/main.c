@@ -1,0 +1,44 @@
+/*
+ * main.c - the postern command: run the gateway, or one of its tools.
+ *
+ *   postern -c FILE                 run in the foreground
+ *   postern check-config FILE       validate FILE, report every error
+ *   postern inspect [--json] FILE   print the parse of a message file
+ *   postern queue CMD ...           manage the queue of a running gateway
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway/cli.h"
+
+static int
+usage(void)
+{
+    fprintf(stderr,
+            "usage: postern -c FILE\n"
+            "       postern check-config FILE\n"
+            "       postern inspect [--json] FILE\n"
+            "       postern queue [-c FILE] list [--json] | show ID | flush |\n"
+            "                     delete ID|all | hold ID | release ID\n");
+    return 2;
+}
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"check-config", pst_cli_check_config},
+};
+
+int
+main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "-c") == 0)
+        return pst_cli_run(argv[2]);
+    if (argc < 2)
+        return usage();
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    return usage();
+}

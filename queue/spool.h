@@ -1,0 +1,70 @@
+/*
+ * spool.h - the durable on-disk queue, as the gateway sees it.
+ *
+ * A message is received into a spool file while it streams (writes happen
+ * on the loop thread into the page cache, in large buffered chunks), then
+ * committed: envelope records and a commit record are appended, and the
+ * file and its directory entry are synced on the spool's own sync thread
+ * (never libuv's shared pool), concurrent commits sharing one directory
+ * sync (group commit). Only when the commit callback reports 0 may the
+ * gateway answer 250: the message is then durable and will be delivered.
+ *
+ * Ownership: pst_spool_msg belongs to the caller from pst_spool_msg_new
+ * until exactly one of pst_spool_msg_commit (the callback runs once on the
+ * loop thread; the spool frees the msg after it returns) or
+ * pst_spool_msg_abort (file removed, msg freed).
+ */
+#ifndef PST_QUEUE_SPOOL_H
+#define PST_QUEUE_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "core/envelope.h"
+
+#define PST_QID_LEN 16              /* hex characters, unique per spool */
+
+struct pst_spool;
+struct pst_spool_msg;
+
+typedef void (*pst_spool_commit_cb)(void *arg, int status);
+
+/*
+ * pst_spool_open - lock and recover the spool named by conf (removing
+ * incomplete files, moving corrupt ones aside), start its sync thread and
+ * its queue manager. Returns 0 or -errno with err filled.
+ */
+int pst_spool_open(struct pst_spool **sp, uv_loop_t *loop,
+                   struct pst_conf *conf, struct pst_err *err);
+/* pst_spool_close - stop the sync thread and queue; call before loop ends. */
+void pst_spool_close(struct pst_spool *sp);
+
+/* pst_spool_msg_new - create a receiving file; qid gets PST_QID_LEN+1. */
+int pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp,
+                      char *qid);
+/*
+ * pst_spool_msg_write - append message bytes (canonical CRLF text, not
+ * dot-stuffed). Returns 0 or -errno (-ENOSPC, -EIO); after an error the
+ * message can only be aborted.
+ */
+int pst_spool_msg_write(struct pst_spool_msg *m, const void *data,
+                        size_t len);
+/* pst_spool_msg_size - message bytes written so far. */
+uint64_t pst_spool_msg_size(const struct pst_spool_msg *m);
+/*
+ * pst_spool_msg_commit - make the message durable with envelope env (copied
+ * before return). cb(arg, 0) once file and directory entry are synced;
+ * cb(arg, -errno) if anything failed, the file then being removed.
+ */
+void pst_spool_msg_commit(struct pst_spool_msg *m,
+                          const struct pst_envelope *env,
+                          pst_spool_commit_cb cb, void *arg);
+/* pst_spool_msg_abort - remove the file and free m. */
+void pst_spool_msg_abort(struct pst_spool_msg *m);
+
+/* pst_spool_free_bytes - bytes free on the spool's file system, or -1. */
+int64_t pst_spool_free_bytes(struct pst_spool *sp);
+
+#endif
