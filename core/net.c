@@ -93,7 +93,9 @@ pst_cidr_parse(struct pst_cidr *c, const char *s)
     host[hl] = '\0';
     if (pst_ip_parse(&c->ip, host) < 0)
         return -1;
-    bits = c->ip.family == AF_INET ? 32 : 128;
+    /* the prefix counts bits of the address as written: an IPv4-mapped
+       "::ffff:a.b.c.d" takes 96..128 and is shifted below */
+    bits = strchr(host, ':') != NULL ? 128 : 32;
     if (slash) {
         char *end;
         const char *p = slash + 1;
@@ -110,7 +112,7 @@ pst_cidr_parse(struct pst_cidr *c, const char *s)
         }
         c->prefix = (unsigned)v;
     } else {
-        c->prefix = bits;
+        c->prefix = c->ip.family == AF_INET ? 32 : 128;
     }
     c->ip = pst_ip_mask(&c->ip, c->prefix);
     return 0;
