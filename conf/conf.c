@@ -108,15 +108,22 @@ raw_line(struct pst__ctx *x, const char *file, unsigned n, size_t *len)
 {
     if (x->raw_file == NULL || strcmp(x->raw_file, file) != 0) {
         FILE *f = fopen(file, "r");
-        size_t got;
+        struct stat st;
+        size_t got, cap;
         free(x->raw_file);
         free(x->raw);
         x->raw_file = NULL;
         x->raw = NULL;
         if (f == NULL)
             return NULL;
-        x->raw = pst_xmalloc(PST_CONF_FILE_MAX + 1);
-        got = fread(x->raw, 1, PST_CONF_FILE_MAX, f);
+        if (fstat(fileno(f), &st) < 0 || st.st_size < 0 ||
+            st.st_size > (off_t)PST_CONF_FILE_MAX) {
+            fclose(f);
+            return NULL;
+        }
+        cap = (size_t)st.st_size;
+        x->raw = pst_xmalloc(cap + 1);
+        got = fread(x->raw, 1, cap, f);
         fclose(f);
         x->raw[got] = '\0';
         x->raw_file = pst_xstrdup(file);
@@ -548,6 +555,48 @@ set_grouplist(struct pst__ctx *x, const config_setting_t *s,
     *count = n;
 }
 
+/* edit_distance - Levenshtein distance of two short names, capped. */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[64];
+
+    if (la >= PST_ARRAY_LEN(row) || lb >= PST_ARRAY_LEN(row))
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            best = PST_MIN(best, up + 1);
+            best = PST_MIN(best, row[j - 1] + 1);
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* suggest - the closest known name (at most 2 edits away), or NULL. */
+static const char *
+suggest(const struct pst__directive *t, const char *name)
+{
+    const char *best = NULL;
+    size_t bd = 3;
+    for (; t->name != NULL; t++) {
+        size_t d = edit_distance(t->name, name);
+        if (d < bd) {
+            bd = d;
+            best = t->name;
+        }
+    }
+    return best;
+}
+
 static const struct pst__directive *
 find_directive(const struct pst__directive *t, const char *name)
 {
@@ -575,11 +624,16 @@ pst__conf_parse_group(struct pst__ctx *x, const config_setting_t *g,
         const struct pst__directive *d = find_directive(t, name);
 
         if (d == NULL) {
+            const char *near = suggest(t, name);
+            char hint[96] = "";
+            if (near != NULL)
+                snprintf(hint, sizeof(hint), " (did you mean '%s'?)", near);
             if (where[0] == '\0')
-                pst__conf_error(x, s, "unknown top-level key '%s'", name);
+                pst__conf_error(x, s, "unknown top-level key '%s'%s", name,
+                                hint);
             else
-                pst__conf_error(x, s, "unknown key '%s' in %.*s", name,
-                                (int)strlen(where) - 1, where);
+                pst__conf_error(x, s, "unknown key '%s' in %.*s%s", name,
+                                (int)strlen(where) - 1, where, hint);
             continue;
         }
         switch (d->type) {
@@ -763,6 +817,11 @@ pst_conf_load(const char *path, struct pst_err *err)
     f = fopen(path, "r");
     if (f == NULL) {
         pst_err_add(err, path, 0, "cannot open: %s", strerror(errno));
+        goto fail;
+    }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        pst_err_add(err, path, 0, "cannot read: is a directory");
+        fclose(f);
         goto fail;
     }
     if (fstat(fileno(f), &st) == 0 && st.st_size > (off_t)PST_CONF_FILE_MAX) {

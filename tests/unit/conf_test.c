@@ -102,7 +102,8 @@ static const struct bad_case bad_cases[] = {
     {"filters not supported yet", "filters = ();\n",
      {"t.conf:1: unknown top-level key 'filters'"}},
     {"unknown key in section", "limits = {\n  recipents = 5;\n};\n",
-     {"t.conf:2: unknown key 'recipents' in limits"}},
+     {"t.conf:2: unknown key 'recipents' in limits (did you mean "
+      "'recipients'?)"}},
     {"unknown key in listener",
      "listeners = (\n { port = 25; tls_mode = \"none\"; }\n);\n",
      {"t.conf:2: unknown key 'tls_mode' in listeners[0]"}},
@@ -344,6 +345,10 @@ test_cannot_open(void **state)
     assert_int_equal(err.count, 1);
     assert_string_equal(err.msgs[0], "/nonexistent/postern.conf: cannot "
                                      "open: No such file or directory");
+    pst_err_free(&err);
+    assert_null(pst_conf_load("/tmp", &err));
+    assert_int_equal(err.count, 1);
+    assert_string_equal(err.msgs[0], "/tmp: cannot read: is a directory");
     pst_err_free(&err);
 }
 
