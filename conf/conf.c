@@ -340,44 +340,49 @@ set_string(struct pst__ctx *x, const config_setting_t *s, const char *where,
            const struct pst__directive *d, void *base)
 {
     const char *v = get_string(x, s, where, d);
-    char *nv;
+    char *nv = NULL;
     char **field = FIELD(base, d->off, char *);
+    struct stat st;
 
     if (v == NULL)
-        return;
+        goto fail;
     if (d->type == PST__C_WORD && find_word(d->words, v) == NULL) {
         char allowed[256];
         list_words(d->words, allowed, sizeof(allowed));
         pst__conf_error(x, s, "%s%s: \"%s\" is not one of %s", where, d->name,
                         v, allowed);
-        return;
+        goto fail;
     }
     nv = d->type == PST__C_PATH ? pst__conf_abspath(x, v) : pst_xstrdup(v);
     if (d->fix != NULL) {
         char full[192];
         snprintf(full, sizeof(full), "%s%s", where, d->name);
-        if (d->fix(x, s, full, &nv) < 0) {
-            free(nv);
-            return;
-        }
+        if (d->fix(x, s, full, &nv) < 0)
+            goto fail;
     }
     if (d->flags & PST__F_EXISTS) {
-        struct stat st;
         if (stat(nv, &st) < 0) {
             pst__conf_error(x, s, "%s%s: %s: %s", where, d->name, nv,
                             strerror(errno));
-            free(nv);
-            return;
+            goto fail;
         }
         if (S_ISDIR(st.st_mode)) {
             pst__conf_error(x, s, "%s%s: %s: is a directory", where, d->name,
                             nv);
-            free(nv);
-            return;
+            goto fail;
         }
     }
     free(*field);
     *field = nv;
+    return;
+
+fail:
+    /* A bad value leaves the field unset rather than at its default, so
+       the checks across settings skip it instead of reporting a second,
+       misleading error (two bad addresses are not a duplicate 127.0.0.1). */
+    free(nv);
+    free(*field);
+    *field = NULL;
 }
 
 static void

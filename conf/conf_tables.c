@@ -485,6 +485,9 @@ static void
 finish_listeners(struct pst__ctx *x, struct pst_conf *c)
 {
     static const char *const mode_names[] = {"none", "starttls", "implicit"};
+    const config_setting_t *certs = lookup(x, "tls.certificates");
+    /* certificates given but not a list: reported already, not again */
+    bool certs_bad = certs != NULL && !config_setting_is_list(certs);
 
     if (lookup(x, "listeners") == NULL) {
         c->listeners = pst_xcalloc(1, sizeof(*c->listeners));
@@ -507,18 +510,19 @@ finish_listeners(struct pst__ctx *x, struct pst_conf *c)
             l->tls = c->tls.ncerts ? PST_TLS_STARTTLS : PST_TLS_NONE;
         if (!has_auth)
             l->auth = c->auth.password_file != NULL;
-        if (l->tls != PST_TLS_NONE && c->tls.ncerts == 0)
+        if (l->tls != PST_TLS_NONE && c->tls.ncerts == 0 && !certs_bad)
             pst__conf_error(x, s,
                             "listeners[%zu]: tls = \"%s\" needs "
                             "tls.certificates",
                             i, mode_names[l->tls]);
-        if (l->auth && has_auth && c->auth.password_file == NULL)
+        if (l->auth && has_auth && c->auth.password_file == NULL &&
+            lookup(x, "auth.password_file") == NULL)
             pst__conf_error(x, s,
                             "listeners[%zu]: auth = true needs "
                             "auth.password_file",
                             i);
-        if (l->address == NULL)
-            continue;
+        if (l->address == NULL || l->port == 0)
+            continue;   /* bad address or port, already reported */
         struct pst_ip a, b;
         if (pst_ip_parse(&a, l->address) < 0)
             continue;

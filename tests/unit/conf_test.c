@@ -260,6 +260,12 @@ static const struct bad_case bad_cases[] = {
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"; };\n",
      {"t.conf:1: queue.control_socket: ", "is longer than a unix socket path"}},
+    /* one error each, no follow-on error from the value left unset */
+    {"two bad addresses are not a duplicate",
+     "listeners = (\n { address = \"foo\"; port = 25; },\n"
+     " { address = \"bar\"; port = 25; }\n);\n",
+     {"t.conf:2: listeners[0].address: \"foo\" is not",
+      "t.conf:3: listeners[1].address: \"bar\" is not"}},
     {"syntax error", "limits = {\n  recipients = 5;\n  hops = ;\n};\n",
      {"t.conf:3: syntax error"}},
     {"libconfig duplicate setting", "limits = {\n hops = 5;\n hops = 6;\n};\n",
@@ -334,6 +340,39 @@ test_several_errors_all_reported(void **state)
     assert_true(has_error(&err, "t.conf:7: delivery.default_route: "
                                 "\"pigeon\": unknown kind"));
     pst_err_free(&err);
+    tmp_leave(&t);
+}
+
+/* exactly these messages: a bad value causes no second, derived error */
+static void
+test_no_follow_on_errors(void **state)
+{
+    static const struct {
+        const char *text;
+        unsigned count;
+    } cases[] = {
+        {"listeners = (\n { address = \"foo\"; port = 25; },\n"
+         " { address = \"bar\"; port = 25; }\n);\n", 2},
+        {"listeners = ( { port = 0; }, { port = 0; } );\n", 2},
+        {"auth = { password_file = \"nope\"; };\n"
+         "listeners = ( { port = 25; auth = true; } );\n", 1},
+        {"tls = { certificates = 5; };\n"
+         "listeners = ( { port = 25; tls = \"starttls\"; } );\n", 1},
+        {"queue = { directory = \"\"; };\n", 1},
+    };
+    struct tmp t;
+
+    tmp_enter(&t);
+    for (size_t i = 0; i < PST_ARRAY_LEN(cases); i++) {
+        struct pst_err err = {0};
+        assert_null(load(&t, cases[i].text, &err));
+        if (err.count != cases[i].count) {
+            print_message("case %zu: want %u errors\n", i, cases[i].count);
+            print_errors(&err);
+        }
+        assert_int_equal(err.count, cases[i].count);
+        pst_err_free(&err);
+    }
     tmp_leave(&t);
 }
 
@@ -711,6 +750,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_several_errors_all_reported),
+        cmocka_unit_test(test_no_follow_on_errors),
         cmocka_unit_test(test_cannot_open),
         cmocka_unit_test(test_defaults_empty_file),
         cmocka_unit_test(test_full_config),
