@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/net.h"
 #include "core/util.h"
@@ -139,5 +140,12 @@ void pst_conf_unref(struct pst_conf *c);
 
 /* pst_conf_defaults - a generation with every default, no file. */
 struct pst_conf *pst_conf_defaults(void);
+
+/*
+ * pst_conf_print - c in libconfig syntax (it loads back to the same
+ * generation); only_changed: only what differs from pst_conf_defaults(),
+ * as `postern -n -c FILE` prints.
+ */
+void pst_conf_print(FILE *f, const struct pst_conf *c, bool only_changed);
 
 #endif

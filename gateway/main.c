@@ -2,6 +2,8 @@
  * main.c - the postern command: run the gateway, or one of its tools.
  *
  *   postern -c FILE                 run in the foreground
+ *   postern -n -c FILE              print the settings that differ from
+ *                                   the defaults
  *   postern check-config FILE       validate FILE, report every error
  *   postern inspect [--json] FILE   print the parse of a message file
  *   postern queue CMD ...           manage the queue of a running gateway
@@ -16,6 +18,7 @@ usage(void)
 {
     fprintf(stderr,
             "usage: postern -c FILE\n"
+            "       postern -n -c FILE\n"
             "       postern check-config FILE\n"
             "       postern inspect [--json] FILE\n"
             "       postern queue [-c FILE] list [--json] | show ID | flush |\n"
@@ -35,6 +38,8 @@ main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "-c") == 0)
         return pst_cli_run(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "-n") == 0 && strcmp(argv[2], "-c") == 0)
+        return pst_cli_print_config(argv[3]);
     if (argc < 2)
         return usage();
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -1,6 +1,7 @@
 """`postern check-config FILE`: exit 0 and "FILE: ok" on a valid file; exit 1
 with every error on stderr, one "FILE:LINE: text" per line, on a broken one.
-check-config only reads: it never creates the spool or anything else."""
+check-config only reads: it never creates the spool or anything else.
+`postern -n -c FILE` prints the settings that differ from the defaults."""
 
 import os
 import re
@@ -117,6 +118,33 @@ class CheckConfigTest(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertEqual(err, path + ": cannot open: No such file or "
                               "directory\n")
+
+    def test_print_changed(self):
+        # postern -n -c FILE: only what differs from the defaults, in a form
+        # that loads back
+        p = subprocess.run([harness.POSTERN_BIN, "-n", "-c", BUNDLED],
+                           cwd=self.tmp, capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode(), 'hostname = "postern.localhost";\n')
+        path = self.write("changed.conf",
+                          'limits = { recipients = 7; };\n'
+                          'listeners = ( { port = 2526; } );\n')
+        p = subprocess.run([harness.POSTERN_BIN, "-n", "-c", path],
+                           cwd=self.tmp, capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode()
+        self.assertIn("limits = {\n    recipients = 7;\n};\n", out)
+        self.assertIn('{ address = "127.0.0.1"; port = 2526; tls = "none"; '
+                      'auth = false; auth_plaintext = false; }', out)
+        again = self.write("again.conf", out)
+        code, _, err = self.run_check(again)
+        self.assertEqual(code, 0, err)
+        bad = self.write("bad.conf", "limits = { hops = 0; };\n")
+        p = subprocess.run([harness.POSTERN_BIN, "-n", "-c", bad],
+                           cwd=self.tmp, capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, b"")
+        self.assert_error_lines(bad, p.stderr.decode())
 
     def test_usage(self):
         code, out, err = self.run_check()

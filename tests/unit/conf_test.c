@@ -475,6 +475,17 @@ test_defaults_empty_file(void **state)
     c = pst_conf_defaults();
     check_defaults(c, cwd);
     assert_null(c->path);
+    /* nothing differs from the defaults */
+    {
+        char *text = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&text, &n);
+        assert_non_null(f);
+        pst_conf_print(f, c, true);
+        assert_int_equal(fclose(f), 0);
+        assert_string_equal(text, "");
+        free(text);
+    }
     pst_conf_unref(c);
     tmp_leave(&t);
 }
@@ -569,6 +580,43 @@ test_full_config(void **state)
     snprintf(want, sizeof(want), "maildir:%s/mail", cwd);
     assert_string_equal(c->delivery.default_route, want);
     assert_int_equal(c->delivery.concurrency, 5);
+
+    /* printed whole, it loads back to the same generation */
+    {
+        char *text1 = NULL, *text2 = NULL;
+        size_t n1 = 0, n2 = 0;
+        FILE *f = open_memstream(&text1, &n1);
+        struct pst_conf *c2;
+        assert_non_null(f);
+        pst_conf_print(f, c, false);
+        assert_int_equal(fclose(f), 0);
+        c2 = load(&t, text1, &err);
+        print_errors(&err);
+        assert_non_null(c2);
+        f = open_memstream(&text2, &n2);
+        assert_non_null(f);
+        pst_conf_print(f, c2, false);
+        assert_int_equal(fclose(f), 0);
+        assert_string_equal(text1, text2);
+        assert_non_null(strstr(text1, "message_size = 5000000000L;\n"));
+        assert_non_null(strstr(text1, "trusted_networks = [ \"10.0.0.0/8\", "
+                                      "\"2001:db8::/32\", "
+                                      "\"192.168.0.0/16\" ];"));
+        free(text2);
+        /* only what differs from the defaults (postern -n) */
+        f = open_memstream(&text2, &n2);
+        assert_non_null(f);
+        pst_conf_print(f, c2, true);
+        assert_int_equal(fclose(f), 0);
+        assert_non_null(strstr(text2, "limits = {\n    message_size = "
+                                      "5000000000L;\n    recipients = 16;\n"
+                                      "    disk_free_min = 1073741824;\n};"));
+        assert_null(strstr(text2, "hops"));
+        assert_null(strstr(text2, "retry_min"));
+        free(text1);
+        free(text2);
+        pst_conf_unref(c2);
+    }
 
     /* a generation lives until its last reference goes */
     assert_ptr_equal(pst_conf_ref(c), c);
