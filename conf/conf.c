@@ -36,8 +36,8 @@ _Static_assert(sizeof(enum pst_bare_newline) == sizeof(int), "enum is int");
 #define FIELD(base, off, type) ((type *)((char *)(base) + (off)))
 
 void
-pst__conf_error(struct pst__ctx *x, const config_setting_t *s,
-                const char *fmt, ...)
+pst__conf_error(struct pst__ctx *x, const config_setting_t *s, const char *fmt,
+                ...)
 {
     char text[768];
     va_list ap;
@@ -59,15 +59,23 @@ static const char *
 type_name(int type)
 {
     switch (type) {
-    case CONFIG_TYPE_GROUP: return "a group { ... }";
+    case CONFIG_TYPE_GROUP:
+        return "a group { ... }";
     case CONFIG_TYPE_INT:
-    case CONFIG_TYPE_INT64: return "an integer";
-    case CONFIG_TYPE_FLOAT: return "a floating-point number";
-    case CONFIG_TYPE_STRING: return "a string";
-    case CONFIG_TYPE_BOOL: return "a boolean";
-    case CONFIG_TYPE_ARRAY: return "an array [ ... ]";
-    case CONFIG_TYPE_LIST: return "a list ( ... )";
-    default: return "nothing";
+    case CONFIG_TYPE_INT64:
+        return "an integer";
+    case CONFIG_TYPE_FLOAT:
+        return "a floating-point number";
+    case CONFIG_TYPE_STRING:
+        return "a string";
+    case CONFIG_TYPE_BOOL:
+        return "a boolean";
+    case CONFIG_TYPE_ARRAY:
+        return "an array [ ... ]";
+    case CONFIG_TYPE_LIST:
+        return "a list ( ... )";
+    default:
+        return "nothing";
     }
 }
 
@@ -174,8 +182,8 @@ get_int(struct pst__ctx *x, const config_setting_t *s, long long *out)
         q++;
         while (q < line + len && (*q == ' ' || *q == '\t'))
             q++;
-        if (q >= line + len || !(isdigit((unsigned char)*q) || *q == '-' ||
-                                 *q == '+'))
+        if (q >= line + len ||
+            !(isdigit((unsigned char)*q) || *q == '-' || *q == '+'))
             return 0;
         char *end;
         errno = 0;
@@ -220,8 +228,8 @@ get_string(struct pst__ctx *x, const config_setting_t *s, const char *where,
         return NULL;
     }
     if (has_control(v)) {
-        pst__conf_error(x, s, "%s%s: control characters are not allowed",
-                        where, d->name);
+        pst__conf_error(x, s, "%s%s: control characters are not allowed", where,
+                        d->name);
         return NULL;
     }
     return v;
@@ -268,12 +276,26 @@ parse_size(const char *v, uint64_t *out)
     if (errno == ERANGE)
         return -1;
     switch (pst_tolower((unsigned char)*end)) {
-    case '\0': break;
-    case 'k': shift = 10; end++; break;
-    case 'm': shift = 20; end++; break;
-    case 'g': shift = 30; end++; break;
-    case 't': shift = 40; end++; break;
-    default: return -1;
+    case '\0':
+        break;
+    case 'k':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+        shift = 40;
+        end++;
+        break;
+    default:
+        return -1;
     }
     if (shift && (pst_tolower((unsigned char)end[0]) == 'i') &&
         pst_tolower((unsigned char)end[1]) == 'b')
@@ -307,14 +329,16 @@ set_number(struct pst__ctx *x, const config_setting_t *s, const char *where,
     } else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) {
         long long ll;
         if (get_int(x, s, &ll) < 0) {
-            pst__conf_error(x, s, "%s%s: number too large; the range is "
-                            "%" PRIu64 "..%" PRIu64, where, d->name, d->min,
-                            d->max);
+            pst__conf_error(x, s,
+                            "%s%s: number too large; the range is "
+                            "%" PRIu64 "..%" PRIu64,
+                            where, d->name, d->min, d->max);
             return;
         }
         if (ll < 0) {
-            pst__conf_error(x, s, "%s%s: %lld is out of range %" PRIu64
-                            "..%" PRIu64, where, d->name, ll, d->min, d->max);
+            pst__conf_error(x, s,
+                            "%s%s: %lld is out of range %" PRIu64 "..%" PRIu64,
+                            where, d->name, ll, d->min, d->max);
             return;
         }
         v = (uint64_t)ll;
@@ -325,8 +349,9 @@ set_number(struct pst__ctx *x, const config_setting_t *s, const char *where,
         return;
     }
     if (v < d->min || v > d->max) {
-        pst__conf_error(x, s, "%s%s: %" PRIu64 " is out of range %" PRIu64
-                        "..%" PRIu64, where, d->name, v, d->min, d->max);
+        pst__conf_error(
+            x, s, "%s%s: %" PRIu64 " is out of range %" PRIu64 "..%" PRIu64,
+            where, d->name, v, d->min, d->max);
         return;
     }
     if (d->type == PST__C_SIZE)
@@ -432,7 +457,8 @@ cidr_check(const char *v, struct pst_cidr *c, char *why, size_t n)
     bits = strchr(host, ':') != NULL ? 128 : 32;
     if (pst_cidr_parse(c, v) < 0) {
         if (ip.family == AF_INET && bits == 128)
-            snprintf(why, n, "bad prefix length (96..128 for an "
+            snprintf(why, n,
+                     "bad prefix length (96..128 for an "
                      "IPv4-mapped address)");
         else
             snprintf(why, n, "bad prefix length (0..%u)", bits);
@@ -471,8 +497,8 @@ set_cidrlist(struct pst__ctx *x, const config_setting_t *s, const char *where,
     }
     n = (unsigned)config_setting_length(s);
     if (n > d->max) {
-        pst__conf_error(x, s, "%s%s: %u entries, at most %" PRIu64
-                        " allowed", where, d->name, n, d->max);
+        pst__conf_error(x, s, "%s%s: %u entries, at most %" PRIu64 " allowed",
+                        where, d->name, n, d->max);
         return;
     }
     v = pst_xcalloc(n ? n : 1, sizeof(*v));
@@ -505,8 +531,8 @@ set_cidrlist(struct pst__ctx *x, const config_setting_t *s, const char *where,
 }
 
 static void
-set_grouplist(struct pst__ctx *x, const config_setting_t *s,
-              const char *where, const struct pst__directive *d, void *base)
+set_grouplist(struct pst__ctx *x, const config_setting_t *s, const char *where,
+              const struct pst__directive *d, void *base)
 {
     char **field = FIELD(base, d->off, char *);
     size_t *count = FIELD(base, d->count_off, size_t);
@@ -521,8 +547,8 @@ set_grouplist(struct pst__ctx *x, const config_setting_t *s,
     }
     n = (unsigned)config_setting_length(s);
     if (n > d->max) {
-        pst__conf_error(x, s, "%s%s: %u entries, at most %" PRIu64
-                        " allowed", where, d->name, n, d->max);
+        pst__conf_error(x, s, "%s%s: %u entries, at most %" PRIu64 " allowed",
+                        where, d->name, n, d->max);
         return;
     }
     v = pst_xcalloc(n ? n : 1, d->elem_size);
@@ -543,12 +569,11 @@ set_grouplist(struct pst__ctx *x, const config_setting_t *s,
             continue;
         }
         if (config_setting_type(e) != CONFIG_TYPE_GROUP) {
-            pst__conf_error(x, e, "%.*s: expected %s, got %s",
-                            (int)strlen(ew) - 1, ew,
-                            (d->flags & PST__F_SHORTHAND)
-                                ? "a string or a group { ... }"
-                                : "a group { ... }",
-                            type_name(config_setting_type(e)));
+            pst__conf_error(
+                x, e, "%.*s: expected %s, got %s", (int)strlen(ew) - 1, ew,
+                (d->flags & PST__F_SHORTHAND) ? "a string or a group { ... }"
+                                              : "a group { ... }",
+                type_name(config_setting_type(e)));
             continue;
         }
         pst__conf_parse_group(x, e, d->sub, eb, ew);
@@ -670,8 +695,7 @@ pst__conf_parse_group(struct pst__ctx *x, const config_setting_t *g,
                 break;
             }
             snprintf(sw, sizeof(sw), "%s%s.", where, d->name);
-            pst__conf_parse_group(x, s, d->sub, FIELD(base, d->off, char),
-                                  sw);
+            pst__conf_parse_group(x, s, d->sub, FIELD(base, d->off, char), sw);
             break;
         }
         case PST__C_GROUPLIST:
@@ -682,8 +706,8 @@ pst__conf_parse_group(struct pst__ctx *x, const config_setting_t *g,
     for (; t->name != NULL; t++)
         if ((t->flags & PST__F_REQUIRED) &&
             config_setting_get_member(g, t->name) == NULL)
-            pst__conf_error(x, g, "%.*s: missing '%s'",
-                            (int)strlen(where) - 1, where, t->name);
+            pst__conf_error(x, g, "%.*s: missing '%s'", (int)strlen(where) - 1,
+                            where, t->name);
 }
 
 /* pst__conf_apply_defaults - every default of table t into base. */

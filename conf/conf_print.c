@@ -83,8 +83,7 @@ field_eq(const struct pst__directive *d, const void *a, const void *b)
         return 1;
     }
     case PST__C_SECTION:
-        return table_eq(d->sub, FIELD(a, d->off, char),
-                        FIELD(b, d->off, char));
+        return table_eq(d->sub, FIELD(a, d->off, char), FIELD(b, d->off, char));
     case PST__C_GROUPLIST: {
         size_t n = *FIELD(a, d->count_off, size_t);
         const char *ea = *FIELD(a, d->off, char *);
@@ -92,8 +91,7 @@ field_eq(const struct pst__directive *d, const void *a, const void *b)
         if (n != *FIELD(b, d->count_off, size_t))
             return 0;
         for (size_t i = 0; i < n; i++)
-            if (!table_eq(d->sub, ea + i * d->elem_size,
-                          eb + i * d->elem_size))
+            if (!table_eq(d->sub, ea + i * d->elem_size, eb + i * d->elem_size))
                 return 0;
         return 1;
     }
@@ -187,7 +185,7 @@ print_table(FILE *f, const struct pst__directive *t, const void *base,
 {
     for (; t->name != NULL; t++) {
         if (is_unset(t, base))
-            continue;       /* unset strings have no libconfig form */
+            continue; /* unset strings have no libconfig form */
         if (def != NULL && field_eq(t, base, def))
             continue;
         if (inline_group)

@@ -30,11 +30,12 @@ enum pst__ctype {
     PST__C_GROUPLIST, /* array of elem_size structs, each parsed with sub */
 };
 
-#define PST__F_REQUIRED 0x01  /* must be present (in a group of a list) */
-#define PST__F_EMPTY_OK 0x02  /* "" accepted */
-#define PST__F_EXISTS 0x04    /* path must name an existing file */
-#define PST__F_SHORTHAND 0x08 /* list element may be a bare string that
-                                 sets the first directive of sub */
+/* flags */
+#define PST__F_REQUIRED 0x01 /* must be present (in a group of a list) */
+#define PST__F_EMPTY_OK 0x02 /* "" accepted */
+#define PST__F_EXISTS 0x04   /* path must name an existing file */
+/* a list element may be a bare string that sets the first directive */
+#define PST__F_SHORTHAND 0x08
 
 struct pst__word {
     const char *word;
@@ -43,11 +44,11 @@ struct pst__word {
 
 /* One load: where messages go and what relative paths are relative to. */
 struct pst__ctx {
-    const char *path;         /* file name as given, for messages */
+    const char *path; /* file name as given, for messages */
     struct pst_err *err;
-    char *cwd;                /* NULL: getcwd failed */
+    char *cwd;                    /* NULL: getcwd failed */
     const config_setting_t *root; /* NULL for pst_conf_defaults */
-    char *raw_file;           /* cached source text, see pst__raw_int */
+    char *raw_file;               /* cached source text, see pst__raw_int */
     char *raw;
 };
 
@@ -66,17 +67,17 @@ struct pst__directive {
     const char *name;
     enum pst__ctype type;
     unsigned flags;
-    size_t off;               /* field, from the section's struct */
-    size_t count_off;         /* CIDRLIST, GROUPLIST: size_t count */
-    const char *def_str;      /* STR, PATH, WORD: default or NULL */
-    uint64_t def_num;         /* UINT, SIZE, BOOL, ENUM */
-    uint64_t min, max;        /* numbers; lists: max element count */
-    const struct pst__word *words; /* ENUM, WORD; ends with {NULL} */
-    const char *const *def_list;   /* CIDRLIST default; ends with NULL */
+    size_t off;                       /* field, from the section's struct */
+    size_t count_off;                 /* CIDRLIST, GROUPLIST: size_t count */
+    const char *def_str;              /* STR, PATH, WORD: default or NULL */
+    uint64_t def_num;                 /* UINT, SIZE, BOOL, ENUM */
+    uint64_t min, max;                /* numbers; lists: max element count */
+    const struct pst__word *words;    /* ENUM, WORD; ends with {NULL} */
+    const char *const *def_list;      /* CIDRLIST default; ends with NULL */
     const struct pst__directive *sub; /* SECTION, GROUPLIST; ends {NULL} */
-    size_t elem_size;         /* GROUPLIST */
-    long line_off;            /* GROUPLIST: int line in element, or -1 */
-    pst__fix_fn fix;          /* STR, PATH, WORD */
+    size_t elem_size;                 /* GROUPLIST */
+    long line_off;   /* GROUPLIST: int line in element, or -1 */
+    pst__fix_fn fix; /* STR, PATH, WORD */
 };
 
 /* conf.c: the engine */

@@ -189,7 +189,7 @@ route_hostport(const char *hp)
         if (close[1] != ':')
             return "missing :PORT";
         return parse_port(close + 2, &port) < 0 ? "port must be 1..65535"
-                                                 : NULL;
+                                                : NULL;
     }
     colon = strrchr(hp, ':');
     if (colon == NULL)
@@ -290,46 +290,69 @@ static const struct pst__word log_levels[] = {
 };
 
 static const struct pst__word facilities[] = {
-    {"mail", LOG_MAIL},     {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1},
-    {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4},
-    {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
-    {NULL, 0},
+    {"mail", LOG_MAIL},     {"local0", LOG_LOCAL0},
+    {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+    {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4},
+    {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6},
+    {"local7", LOG_LOCAL7}, {NULL, 0},
 };
 
-static const char *const trusted_default[] = {"127.0.0.0/8", "::1/128",
-                                              NULL};
+static const char *const trusted_default[] = {"127.0.0.0/8", "::1/128", NULL};
 
 /* ---- tables ---- */
 
 /* Initializer helpers keep each row on one or two lines. */
 #define STR(n, st, f, def, fl, fx)                                             \
-    {.name = n, .type = PST__C_STR, .flags = fl, .off = OFF(st, f),            \
-     .def_str = def, .fix = fx}
+    {                                                                          \
+        .name = n, .type = PST__C_STR, .flags = fl, .off = OFF(st, f),         \
+        .def_str = def, .fix = fx                                              \
+    }
 #define PATH(n, st, f, def, fl)                                                \
-    {.name = n, .type = PST__C_PATH, .flags = fl, .off = OFF(st, f),           \
-     .def_str = def}
+    {                                                                          \
+        .name = n, .type = PST__C_PATH, .flags = fl, .off = OFF(st, f),        \
+        .def_str = def                                                         \
+    }
 #define UINT(n, st, f, def, lo, hi)                                            \
-    {.name = n, .type = PST__C_UINT, .off = OFF(st, f), .def_num = def,        \
-     .min = lo, .max = hi}
+    {                                                                          \
+        .name = n, .type = PST__C_UINT, .off = OFF(st, f), .def_num = def,     \
+        .min = lo, .max = hi                                                   \
+    }
 #define SIZE(n, st, f, def, lo, hi)                                            \
-    {.name = n, .type = PST__C_SIZE, .off = OFF(st, f), .def_num = def,        \
-     .min = lo, .max = hi}
+    {                                                                          \
+        .name = n, .type = PST__C_SIZE, .off = OFF(st, f), .def_num = def,     \
+        .min = lo, .max = hi                                                   \
+    }
 #define BOOL(n, st, f, def)                                                    \
-    {.name = n, .type = PST__C_BOOL, .off = OFF(st, f), .def_num = def}
+    {                                                                          \
+        .name = n, .type = PST__C_BOOL, .off = OFF(st, f), .def_num = def      \
+    }
 #define ENUM(n, st, f, def, w)                                                 \
-    {.name = n, .type = PST__C_ENUM, .off = OFF(st, f), .def_num = def,        \
-     .words = w}
+    {                                                                          \
+        .name = n, .type = PST__C_ENUM, .off = OFF(st, f), .def_num = def,     \
+        .words = w                                                             \
+    }
 #define WORD(n, st, f, def, w)                                                 \
-    {.name = n, .type = PST__C_WORD, .off = OFF(st, f), .def_str = def,        \
-     .words = w}
+    {                                                                          \
+        .name = n, .type = PST__C_WORD, .off = OFF(st, f), .def_str = def,     \
+        .words = w                                                             \
+    }
 #define SECTION(n, f, t)                                                       \
-    {.name = n, .type = PST__C_SECTION, .off = OFF(pst_conf, f), .sub = t}
-#define END {.name = NULL}
+    {                                                                          \
+        .name = n, .type = PST__C_SECTION, .off = OFF(pst_conf, f), .sub = t   \
+    }
+#define END                                                                    \
+    {                                                                          \
+        .name = NULL                                                           \
+    }
 
 static const struct pst__directive listener_table[] = {
     STR("address", pst_listener_conf, address, "127.0.0.1", 0, fix_ip),
-    {.name = "port", .type = PST__C_UINT, .flags = PST__F_REQUIRED,
-     .off = OFF(pst_listener_conf, port), .min = 1, .max = 65535},
+    {.name = "port",
+     .type = PST__C_UINT,
+     .flags = PST__F_REQUIRED,
+     .off = OFF(pst_listener_conf, port),
+     .min = 1,
+     .max = 65535},
     /* tls and auth defaults depend on other sections: pst__conf_finish */
     ENUM("tls", pst_listener_conf, tls, PST_TLS_NONE, tls_modes),
     BOOL("auth", pst_listener_conf, auth, false),
@@ -367,22 +390,26 @@ static const struct pst__directive smtp_table[] = {
 
 static const struct pst__directive domain_table[] = {
     /* first: a bare string in relay.domains sets this one */
-    STR("domain", pst_relay_domain, domain, NULL, PST__F_REQUIRED,
-        fix_domain),
-    PATH("recipients", pst_relay_domain, recipients_file, NULL,
-         PST__F_EXISTS),
+    STR("domain", pst_relay_domain, domain, NULL, PST__F_REQUIRED, fix_domain),
+    PATH("recipients", pst_relay_domain, recipients_file, NULL, PST__F_EXISTS),
     END,
 };
 
 static const struct pst__directive relay_table[] = {
-    {.name = "trusted_networks", .type = PST__C_CIDRLIST,
+    {.name = "trusted_networks",
+     .type = PST__C_CIDRLIST,
      .off = OFF(pst_relay_conf, trusted),
-     .count_off = OFF(pst_relay_conf, ntrusted), .max = 100000,
+     .count_off = OFF(pst_relay_conf, ntrusted),
+     .max = 100000,
      .def_list = trusted_default},
-    {.name = "domains", .type = PST__C_GROUPLIST, .flags = PST__F_SHORTHAND,
+    {.name = "domains",
+     .type = PST__C_GROUPLIST,
+     .flags = PST__F_SHORTHAND,
      .off = OFF(pst_relay_conf, domains),
-     .count_off = OFF(pst_relay_conf, ndomains), .max = 100000,
-     .sub = domain_table, .elem_size = sizeof(struct pst_relay_domain),
+     .count_off = OFF(pst_relay_conf, ndomains),
+     .max = 100000,
+     .sub = domain_table,
+     .elem_size = sizeof(struct pst_relay_domain),
      .line_off = -1},
     END,
 };
@@ -390,15 +417,18 @@ static const struct pst__directive relay_table[] = {
 static const struct pst__directive cert_table[] = {
     PATH("cert", pst_tls_cert, cert_file, NULL,
          PST__F_REQUIRED | PST__F_EXISTS),
-    PATH("key", pst_tls_cert, key_file, NULL,
-         PST__F_REQUIRED | PST__F_EXISTS),
+    PATH("key", pst_tls_cert, key_file, NULL, PST__F_REQUIRED | PST__F_EXISTS),
     END,
 };
 
 static const struct pst__directive tls_table[] = {
-    {.name = "certificates", .type = PST__C_GROUPLIST,
-     .off = OFF(pst_tls_conf, certs), .count_off = OFF(pst_tls_conf, ncerts),
-     .max = 64, .sub = cert_table, .elem_size = sizeof(struct pst_tls_cert),
+    {.name = "certificates",
+     .type = PST__C_GROUPLIST,
+     .off = OFF(pst_tls_conf, certs),
+     .count_off = OFF(pst_tls_conf, ncerts),
+     .max = 64,
+     .sub = cert_table,
+     .elem_size = sizeof(struct pst_tls_cert),
      .line_off = -1},
     WORD("min_version", pst_tls_conf, min_version, "TLSv1.2", tls_versions),
     STR("ciphers", pst_tls_conf, ciphers, NULL, 0, NULL),
@@ -413,8 +443,8 @@ static const struct pst__directive auth_table[] = {
     UINT("workers", pst_auth_conf, workers, 2, 1, 64),
     UINT("max_failures_per_ip", pst_auth_conf, max_failures_per_ip, 10, 1,
          1000000),
-    UINT("max_failures_per_login", pst_auth_conf, max_failures_per_login, 5,
-         1, 1000000),
+    UINT("max_failures_per_login", pst_auth_conf, max_failures_per_login, 5, 1,
+         1000000),
     UINT("failure_window", pst_auth_conf, failure_window, 600, 1, DAY),
     END,
 };
@@ -435,8 +465,8 @@ static const struct pst__directive queue_table[] = {
 };
 
 static const struct pst__directive delivery_table[] = {
-    STR("default_route", pst_delivery_conf, default_route,
-        "maildir:var/mail", 0, fix_route),
+    STR("default_route", pst_delivery_conf, default_route, "maildir:var/mail",
+        0, fix_route),
     UINT("retry_min", pst_delivery_conf, retry_min, 300, 1, DAY),
     UINT("retry_max", pst_delivery_conf, retry_max, 14400, 1, 7 * DAY),
     UINT("lifetime", pst_delivery_conf, lifetime, 432000, 60, 30 * DAY),
@@ -448,9 +478,12 @@ const struct pst__directive pst__conf_root[] = {
     STR("hostname", pst_conf, hostname, NULL, 0, fix_hostname),
     STR("user", pst_conf, user, NULL, 0, fix_user),
     STR("group", pst_conf, group, NULL, 0, fix_group),
-    {.name = "listeners", .type = PST__C_GROUPLIST,
-     .off = OFF(pst_conf, listeners), .count_off = OFF(pst_conf, nlisteners),
-     .max = 64, .sub = listener_table,
+    {.name = "listeners",
+     .type = PST__C_GROUPLIST,
+     .off = OFF(pst_conf, listeners),
+     .count_off = OFF(pst_conf, nlisteners),
+     .max = 64,
+     .sub = listener_table,
      .elem_size = sizeof(struct pst_listener_conf),
      .line_off = (long)OFF(pst_listener_conf, line)},
     SECTION("limits", limits, limits_table),
@@ -505,7 +538,7 @@ finish_listeners(struct pst__ctx *x, struct pst_conf *c)
         bool has_auth = s && config_setting_get_member(s, "auth") != NULL;
 
         if (s != NULL && config_setting_type(s) != CONFIG_TYPE_GROUP)
-            continue;   /* already reported */
+            continue; /* already reported */
         if (!has_tls)
             l->tls = c->tls.ncerts ? PST_TLS_STARTTLS : PST_TLS_NONE;
         if (!has_auth)
@@ -522,7 +555,7 @@ finish_listeners(struct pst__ctx *x, struct pst_conf *c)
                             "auth.password_file",
                             i);
         if (l->address == NULL || l->port == 0)
-            continue;   /* bad address or port, already reported */
+            continue; /* bad address or port, already reported */
         struct pst_ip a, b;
         if (pst_ip_parse(&a, l->address) < 0)
             continue;
@@ -539,9 +572,9 @@ finish_listeners(struct pst__ctx *x, struct pst_conf *c)
                 pst__conf_error(x, s,
                                 "listeners[%zu]: duplicate listener %s%s%s:%u "
                                 "(also listeners[%zu] at line %d)",
-                                i, a.family == AF_INET6 ? "[" : "",
-                                l->address, a.family == AF_INET6 ? "]" : "",
-                                l->port, j, o->line);
+                                i, a.family == AF_INET6 ? "[" : "", l->address,
+                                a.family == AF_INET6 ? "]" : "", l->port, j,
+                                o->line);
             else if (awild || bwild)
                 pst__conf_error(x, s,
                                 "listeners[%zu]: %s port %u overlaps the "
@@ -564,11 +597,9 @@ finish_domains(struct pst__ctx *x, struct pst_conf *c)
         for (size_t j = 0; j < i; j++) {
             const char *o = c->relay.domains[j].domain;
             if (o != NULL && strcmp(o, d) == 0) {
-                pst__conf_error(x,
-                                l ? config_setting_get_elem(l, (unsigned)i)
-                                  : NULL,
-                                "relay.domains[%zu]: duplicate domain \"%s\"",
-                                i, d);
+                pst__conf_error(
+                    x, l ? config_setting_get_elem(l, (unsigned)i) : NULL,
+                    "relay.domains[%zu]: duplicate domain \"%s\"", i, d);
                 break;
             }
         }

@@ -58,7 +58,7 @@ static void
 tmp_leave(struct tmp *t)
 {
     static const char *const files[] = {"t.conf", "cert.pem", "key.pem",
-                                        "passwd", "rcpts", "inc.conf"};
+                                        "passwd", "rcpts",    "inc.conf"};
     for (size_t i = 0; i < PST_ARRAY_LEN(files); i++)
         unlink(files[i]);
     assert_int_equal(chdir(t->old), 0);
@@ -93,49 +93,66 @@ has_error(const struct pst_err *err, const char *want)
 struct bad_case {
     const char *name;
     const char *text;
-    const char *want[4];        /* each must appear in some message */
+    const char *want[4]; /* each must appear in some message */
 };
 
 static const struct bad_case bad_cases[] = {
-    {"unknown top-level key", "hostname = \"a.example\";\nbogus = 1;\n",
+    {"unknown top-level key",
+     "hostname = \"a.example\";\nbogus = 1;\n",
      {"t.conf:2: unknown top-level key 'bogus'"}},
-    {"filters not supported yet", "filters = ();\n",
+    {"filters not supported yet",
+     "filters = ();\n",
      {"t.conf:1: unknown top-level key 'filters'"}},
-    {"unknown key in section", "limits = {\n  recipents = 5;\n};\n",
+    {"unknown key in section",
+     "limits = {\n  recipents = 5;\n};\n",
      {"t.conf:2: unknown key 'recipents' in limits (did you mean "
       "'recipients'?)"}},
     {"unknown key in listener",
      "listeners = (\n { port = 25; tls_mode = \"none\"; }\n);\n",
      {"t.conf:2: unknown key 'tls_mode' in listeners[0]"}},
-    {"wrong type int", "limits = { recipients = \"ten\"; };\n",
+    {"wrong type int",
+     "limits = { recipients = \"ten\"; };\n",
      {"t.conf:1: limits.recipients: expected an integer, got a string"}},
-    {"wrong type float", "limits = { hops = 1.5; };\n",
+    {"wrong type float",
+     "limits = { hops = 1.5; };\n",
      {"t.conf:1: limits.hops: expected an integer, got a floating-point"}},
-    {"wrong type section", "\nlimits = 5;\n",
+    {"wrong type section",
+     "\nlimits = 5;\n",
      {"t.conf:2: limits: expected a group"}},
-    {"wrong type bool", "logging = { syslog = \"yes\"; };\n",
+    {"wrong type bool",
+     "logging = { syslog = \"yes\"; };\n",
      {"t.conf:1: logging.syslog: expected true or false, got a string"}},
-    {"wrong type string", "hostname = 5;\n",
+    {"wrong type string",
+     "hostname = 5;\n",
      {"t.conf:1: hostname: expected a string, got an integer"}},
-    {"wrong type listeners", "listeners = { port = 25; };\n",
+    {"wrong type listeners",
+     "listeners = { port = 25; };\n",
      {"t.conf:1: listeners: expected a list"}},
-    {"out of range low", "limits = {\n\n text_line_max = 997; };\n",
+    {"out of range low",
+     "limits = {\n\n text_line_max = 997; };\n",
      {"t.conf:3: limits.text_line_max: 997 is out of range 998..10000000"}},
-    {"out of range port", "listeners = ( { port = 70000; } );\n",
+    {"out of range port",
+     "listeners = ( { port = 70000; } );\n",
      {"t.conf:1: listeners[0].port: 70000 is out of range 1..65535"}},
-    {"port zero", "listeners = ( { port = 0; } );\n",
+    {"port zero",
+     "listeners = ( { port = 0; } );\n",
      {"t.conf:1: listeners[0].port: 0 is out of range 1..65535"}},
-    {"negative", "limits = { recipients = -1; };\n",
+    {"negative",
+     "limits = { recipients = -1; };\n",
      {"t.conf:1: limits.recipients: -1 is out of range 1..100000"}},
     /* libconfig wraps this to 32 bits; the loader must not */
-    {"beyond 32 bits", "limits = { message_size = 50000000000; };\n",
+    {"beyond 32 bits",
+     "limits = { message_size = 50000000000; };\n",
      {"t.conf:1: limits.message_size: 50000000000 is out of range "
       "1024..17179869184"}},
-    {"beyond 64 bits", "limits = { recipients = 99999999999999999999999; };\n",
+    {"beyond 64 bits",
+     "limits = { recipients = 99999999999999999999999; };\n",
      {"t.conf:1: limits.recipients: number too large"}},
-    {"bad size text", "limits = { message_size = \"50X\"; };\n",
+    {"bad size text",
+     "limits = { message_size = \"50X\"; };\n",
      {"t.conf:1: limits.message_size: \"50X\" is not a size"}},
-    {"size text out of range", "limits = { message_size = \"1T\"; };\n",
+    {"size text out of range",
+     "limits = { message_size = \"1T\"; };\n",
      {"t.conf:1: limits.message_size: 1099511627776 is out of range"}},
     {"bad cidr v4 address",
      "relay = {\n trusted_networks = [\n \"10.0.0.256/8\" ];\n};\n",
@@ -165,17 +182,22 @@ static const struct bad_case bad_cases[] = {
      {"bad CIDR \"10.0.0.1/8\": host bits set beyond /8; use 10.0.0.0/8",
       "bad CIDR \"2001:db8::1/32\": host bits set beyond /32; use "
       "2001:db8::/32"}},
-    {"cidr not a string", "relay = { trusted_networks = [ 1 ]; };\n",
+    {"cidr not a string",
+     "relay = { trusted_networks = [ 1 ]; };\n",
      {"t.conf:1: relay.trusted_networks[0]: expected a CIDR string"}},
-    {"bad enum", "smtp = {\n bare_newline = \"strip\";\n};\n",
+    {"bad enum",
+     "smtp = {\n bare_newline = \"strip\";\n};\n",
      {"t.conf:2: smtp.bare_newline: \"strip\" is not one of \"normalize\", "
       "\"reject\""}},
-    {"bad log level", "logging = { level = \"verbose\"; };\n",
+    {"bad log level",
+     "logging = { level = \"verbose\"; };\n",
      {"logging.level: \"verbose\" is not one of \"error\", \"warn\", "
       "\"info\", \"debug\""}},
-    {"bad facility", "logging = { facility = \"local8\"; };\n",
+    {"bad facility",
+     "logging = { facility = \"local8\"; };\n",
      {"logging.facility: \"local8\" is not one of \"mail\", \"local0\""}},
-    {"bad tls version", "tls = { min_version = \"TLSv1.1\"; };\n",
+    {"bad tls version",
+     "tls = { min_version = \"TLSv1.1\"; };\n",
      {"tls.min_version: \"TLSv1.1\" is not one of \"TLSv1.2\", "
       "\"TLSv1.3\""}},
     {"duplicate listener",
@@ -191,19 +213,23 @@ static const struct bad_case bad_cases[] = {
      "listeners = (\n { address = \"0.0.0.0\"; port = 25; },\n"
      " { address = \"127.0.0.1\"; port = 25; }\n);\n",
      {"t.conf:3: listeners[1]: 127.0.0.1 port 25 overlaps the wildcard"}},
-    {"bad listener address", "listeners = ( { address = \"localhost\"; "
-                             "port = 25; } );\n",
+    {"bad listener address",
+     "listeners = ( { address = \"localhost\"; "
+     "port = 25; } );\n",
      {"t.conf:1: listeners[0].address: \"localhost\" is not an IPv4 or IPv6 "
       "address"}},
-    {"listener without port", "listeners = (\n { address = \"::1\"; }\n);\n",
+    {"listener without port",
+     "listeners = (\n { address = \"::1\"; }\n);\n",
      {"t.conf:2: listeners[0]: missing 'port'"}},
-    {"no listeners", "listeners = ();\n",
+    {"no listeners",
+     "listeners = ();\n",
      {"t.conf:1: listeners: at least one listener is needed"}},
     {"tls without certificates",
      "listeners = (\n { port = 25; },\n { port = 465; tls = \"implicit\"; }\n"
      ");\n",
      {"t.conf:3: listeners[1]: tls = \"implicit\" needs tls.certificates"}},
-    {"bad tls mode", "listeners = ( { port = 25; tls = \"yes\"; } );\n",
+    {"bad tls mode",
+     "listeners = ( { port = 25; tls = \"yes\"; } );\n",
      {"listeners[0].tls: \"yes\" is not one of \"none\", \"starttls\", "
       "\"implicit\""}},
     {"auth without password file",
@@ -216,27 +242,36 @@ static const struct bad_case bad_cases[] = {
     {"cert without key",
      "tls = { certificates = ( { cert = \"cert.pem\"; } ); };\n",
      {"t.conf:1: tls.certificates[0]: missing 'key'"}},
-    {"missing password file", "auth = { password_file = \"nopass\"; };\n",
+    {"missing password file",
+     "auth = { password_file = \"nopass\"; };\n",
      {"t.conf:1: auth.password_file: ", "/nopass: No such file"}},
-    {"bad route kind", "delivery = { default_route = \"ftp:x\"; };\n",
+    {"bad route kind",
+     "delivery = { default_route = \"ftp:x\"; };\n",
      {"t.conf:1: delivery.default_route: \"ftp:x\": unknown kind; the forms "
       "are maildir:DIR"}},
-    {"route without port", "delivery = { default_route = \"smtp:mx.example\"; "
-                           "};\n",
+    {"route without port",
+     "delivery = { default_route = \"smtp:mx.example\"; "
+     "};\n",
      {"delivery.default_route: \"smtp:mx.example\": missing :PORT"}},
-    {"route bad port", "delivery = { default_route = \"lmtp:[::1]:0\"; };\n",
+    {"route bad port",
+     "delivery = { default_route = \"lmtp:[::1]:0\"; };\n",
      {"delivery.default_route: \"lmtp:[::1]:0\": port must be 1..65535"}},
-    {"route bare v6", "delivery = { default_route = \"smtp:::1:25\"; };\n",
+    {"route bare v6",
+     "delivery = { default_route = \"smtp:::1:25\"; };\n",
      {"write an IPv6 address as [ADDRESS]"}},
-    {"route empty maildir", "delivery = { default_route = \"maildir:\"; };\n",
+    {"route empty maildir",
+     "delivery = { default_route = \"maildir:\"; };\n",
      {"maildir: needs a directory"}},
     {"retry_min above retry_max",
      "delivery = {\n retry_min = 7200;\n retry_max = 3600;\n};\n",
      {"t.conf:2: delivery.retry_min (7200) is greater than "
       "delivery.retry_max (3600)"}},
-    {"bad relay domain", "relay = { domains = ( \"exa mple.org\" ); };\n",
+    {"bad relay domain",
+     "relay = { domains = ( \"exa mple.org\" ); };\n",
      {"t.conf:1: relay.domains[0].domain: \"exa mple.org\" is not a domain"}},
-    {"non-ascii relay domain", "relay = { domains = ( \"b\xc3\xbc" "cher.de\" ); };\n",
+    {"non-ascii relay domain",
+     "relay = { domains = ( \"b\xc3\xbc"
+     "cher.de\" ); };\n",
      {"write the A-label (xn--...)"}},
     {"duplicate relay domain",
      "relay = { domains = (\n \"Example.org\",\n { domain = \"example.ORG.\"; "
@@ -245,15 +280,20 @@ static const struct bad_case bad_cases[] = {
     {"relay domain group without domain",
      "relay = { domains = ( { recipients = \"rcpts\"; } ); };\n",
      {"t.conf:1: relay.domains[0]: missing 'domain'"}},
-    {"relay domain bad element", "relay = { domains = ( 5 ); };\n",
+    {"relay domain bad element",
+     "relay = { domains = ( 5 ); };\n",
      {"t.conf:1: relay.domains[0]: expected a string or a group"}},
-    {"control characters", "smtp = { banner = \"a\\r\\nb\"; };\n",
+    {"control characters",
+     "smtp = { banner = \"a\\r\\nb\"; };\n",
      {"t.conf:1: smtp.banner: control characters are not allowed"}},
-    {"empty string", "hostname = \"\";\n",
+    {"empty string",
+     "hostname = \"\";\n",
      {"t.conf:1: hostname: must not be empty"}},
-    {"bad hostname", "hostname = \"-bad.example\";\n",
+    {"bad hostname",
+     "hostname = \"-bad.example\";\n",
      {"t.conf:1: hostname: \"-bad.example\" is not a host name"}},
-    {"unknown user", "user = \"no-such-user-postern\";\n",
+    {"unknown user",
+     "user = \"no-such-user-postern\";\n",
      {"t.conf:1: user: no such user \"no-such-user-postern\""}},
     {"control socket too long",
      "queue = { control_socket = \"/"
@@ -266,9 +306,11 @@ static const struct bad_case bad_cases[] = {
      " { address = \"bar\"; port = 25; }\n);\n",
      {"t.conf:2: listeners[0].address: \"foo\" is not",
       "t.conf:3: listeners[1].address: \"bar\" is not"}},
-    {"syntax error", "limits = {\n  recipients = 5;\n  hops = ;\n};\n",
+    {"syntax error",
+     "limits = {\n  recipients = 5;\n  hops = ;\n};\n",
      {"t.conf:3: syntax error"}},
-    {"libconfig duplicate setting", "limits = {\n hops = 5;\n hops = 6;\n};\n",
+    {"libconfig duplicate setting",
+     "limits = {\n hops = 5;\n hops = 6;\n};\n",
      {"t.conf:3: duplicate setting name"}},
     {"several errors in one pass",
      "hostname = \"a.example\";\n"
@@ -313,8 +355,8 @@ test_bad_configs(void **state)
         for (unsigned k = 0; k < err.count && k < PST_ERR_MAX; k++) {
             if (strncmp(err.msgs[k], t.conf, strlen(t.conf)) != 0 ||
                 err.msgs[k][strlen(t.conf)] != ':') {
-                print_message("case '%s': message without file: %s\n",
-                              bc->name, err.msgs[k]);
+                print_message("case '%s': message without file: %s\n", bc->name,
+                              err.msgs[k]);
                 failed++;
             }
         }
@@ -352,12 +394,15 @@ test_no_follow_on_errors(void **state)
         unsigned count;
     } cases[] = {
         {"listeners = (\n { address = \"foo\"; port = 25; },\n"
-         " { address = \"bar\"; port = 25; }\n);\n", 2},
+         " { address = \"bar\"; port = 25; }\n);\n",
+         2},
         {"listeners = ( { port = 0; }, { port = 0; } );\n", 2},
         {"auth = { password_file = \"nope\"; };\n"
-         "listeners = ( { port = 25; auth = true; } );\n", 1},
+         "listeners = ( { port = 25; auth = true; } );\n",
+         1},
         {"tls = { certificates = 5; };\n"
-         "listeners = ( { port = 25; tls = \"starttls\"; } );\n", 1},
+         "listeners = ( { port = 25; tls = \"starttls\"; } );\n",
+         1},
         {"queue = { directory = \"\"; };\n", 1},
     };
     struct tmp t;
@@ -632,10 +677,14 @@ static void
 test_routes_accepted(void **state)
 {
     static const char *const routes[] = {
-        "smtp:mx.example.org:25", "smtp:[192.0.2.1]:2525",
-        "smtp:[2001:db8::1]:25",  "lmtp:localhost:24",
-        "lmtp:[::1]:24",          "lmtp:unix:/run/dovecot/lmtp",
-        "mx",                     "maildir:/var/mail/x",
+        "smtp:mx.example.org:25",
+        "smtp:[192.0.2.1]:2525",
+        "smtp:[2001:db8::1]:25",
+        "lmtp:localhost:24",
+        "lmtp:[::1]:24",
+        "lmtp:unix:/run/dovecot/lmtp",
+        "mx",
+        "maildir:/var/mail/x",
     };
     struct tmp t;
 
@@ -658,8 +707,9 @@ test_routes_accepted(void **state)
         char cwd[4096], want[4200];
         struct pst_conf *c;
         assert_non_null(getcwd(cwd, sizeof(cwd)));
-        c = load(&t, "delivery = { default_route = \"lmtp:unix:lmtp.sock\"; "
-                     "};\n",
+        c = load(&t,
+                 "delivery = { default_route = \"lmtp:unix:lmtp.sock\"; "
+                 "};\n",
                  &err);
         assert_non_null(c);
         snprintf(want, sizeof(want), "lmtp:unix:%s/lmtp.sock", cwd);
@@ -776,8 +826,7 @@ test_cidr_sockaddr_mapped(void **state)
 
     memset(&s6, 0, sizeof(s6));
     s6.sin6_family = AF_INET6;
-    assert_int_equal(inet_pton(AF_INET6, "::ffff:127.0.0.1", &s6.sin6_addr),
-                     1);
+    assert_int_equal(inet_pton(AF_INET6, "::ffff:127.0.0.1", &s6.sin6_addr), 1);
     assert_int_equal(pst_ip_from_sockaddr(&ip, (struct sockaddr *)&s6), 0);
     assert_int_equal(ip.family, AF_INET);
     assert_string_equal(pst_ip_str(&ip, buf, sizeof(buf)), "127.0.0.1");
