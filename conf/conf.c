@@ -35,6 +35,22 @@ _Static_assert(sizeof(enum pst_bare_newline) == sizeof(int), "enum is int");
 
 #define FIELD(base, off, type) ((type *)((char *)(base) + (off)))
 
+/*
+ * source_name - the file a setting came from, as a name the user can open:
+ * libconfig records an @include by the name written in it, which is
+ * relative to the including file's directory, not to ours.
+ */
+static const char *
+source_name(struct pst__ctx *x, const char *file, char *buf, size_t n)
+{
+    if (file == NULL)
+        return x->path;
+    if (file[0] == '/' || x->incdir == NULL || strcmp(file, x->path) == 0)
+        return file;
+    snprintf(buf, n, "%s%s", x->incdir, file);
+    return buf;
+}
+
 void
 pst__conf_error(struct pst__ctx *x, const config_setting_t *s, const char *fmt,
                 ...)
@@ -47,9 +63,10 @@ pst__conf_error(struct pst__ctx *x, const config_setting_t *s, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
+    char buf[4096];
+
     if (s != NULL) {
-        if (config_setting_source_file(s) != NULL)
-            file = config_setting_source_file(s);
+        file = source_name(x, config_setting_source_file(s), buf, sizeof(buf));
         line = (int)config_setting_source_line(s);
     }
     pst_err_add(x->err, file, line, "%s", text);
@@ -156,10 +173,15 @@ raw_line(struct pst__ctx *x, const char *file, unsigned n, size_t *len)
 static int
 get_int(struct pst__ctx *x, const config_setting_t *s, long long *out)
 {
-    const char *file = config_setting_source_file(s);
+    char buf[4096];
+    const char *file;
     const char *name = config_setting_name(s);
     const char *line, *p;
     size_t len, nl;
+
+    if (config_setting_source_file(s) == NULL)
+        return 0;
+    file = source_name(x, config_setting_source_file(s), buf, sizeof(buf));
 
     *out = config_setting_get_int64(s);
     if (file == NULL || name == NULL)
@@ -863,16 +885,17 @@ pst_conf_load(const char *path, struct pst_err *err)
         pst_err_add(err, path, 0,
                     "cannot resolve relative paths: working directory: %s",
                     strerror(errno));
-    {
-        const char *slash = strrchr(path, '/');
-        dir = slash ? pst_xstrndup(path, (size_t)(slash - path + 1))
-                    : pst_xstrdup(".");
+    /* @include names are relative to this file's directory */
+    if (strrchr(path, '/') != NULL) {
+        dir = pst_xstrndup(path, (size_t)(strrchr(path, '/') - path + 1));
         config_set_include_dir(&cf, dir);
+        x.incdir = dir;
     }
     if (!config_read_file(&cf, path)) {
-        const char *ef = config_error_file(&cf);
-        pst_err_add(err, ef ? ef : path, config_error_line(&cf), "%s",
-                    config_error_text(&cf));
+        char buf[4096];
+        pst_err_add(err,
+                    source_name(&x, config_error_file(&cf), buf, sizeof(buf)),
+                    config_error_line(&cf), "%s", config_error_text(&cf));
         goto fail;
     }
     x.root = config_root_setting(&cf);

@@ -44,7 +44,8 @@ struct pst__word {
 
 /* One load: where messages go and what relative paths are relative to. */
 struct pst__ctx {
-    const char *path; /* file name as given, for messages */
+    const char *path;   /* file name as given, for messages */
+    const char *incdir; /* directory of path with '/', or NULL */
     struct pst_err *err;
     char *cwd;                    /* NULL: getcwd failed */
     const config_setting_t *root; /* NULL for pst_conf_defaults */

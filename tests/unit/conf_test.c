@@ -725,14 +725,31 @@ test_include(void **state)
     struct tmp t;
     struct pst_err err = {0};
     struct pst_conf *c;
+    char want[256];
 
     tmp_enter(&t);
-    write_file("inc.conf", "\nlimits = { hops = 7; bogus = 1; };\n");
-    c = load(&t, "@include \"inc.conf\"\n", &err);
+    write_file("inc.conf", "\nlimits = { hops = 7; bogus = 1;\n"
+                           " message_size = 50000000000; };\n");
+    write_file("t.conf", "@include \"inc.conf\"\n");
+    /* @include is relative to the including file, not to the cwd */
+    assert_int_equal(chdir("/"), 0);
+    c = pst_conf_load(t.conf, &err);
+    assert_int_equal(chdir(t.dir), 0);
     assert_null(c);
     print_errors(&err);
-    /* the message names the included file and its line */
-    assert_true(has_error(&err, "inc.conf:2: unknown key 'bogus' in limits"));
+    /* the messages name the included file and its line */
+    assert_int_equal(err.count, 2);
+    snprintf(want, sizeof(want),
+             "%s/inc.conf:2: unknown key 'bogus' in "
+             "limits",
+             t.dir);
+    assert_string_equal(err.msgs[0], want);
+    /* the literal is re-read from the included file, not from the cwd */
+    snprintf(want, sizeof(want),
+             "%s/inc.conf:3: limits.message_size: "
+             "50000000000 is out of range 1024..17179869184",
+             t.dir);
+    assert_string_equal(err.msgs[1], want);
     pst_err_free(&err);
     tmp_leave(&t);
 }
