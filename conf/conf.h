@@ -103,12 +103,67 @@ struct pst_queue_conf {
     char *control_group;            /* group allowed to use the CLI */
 };
 
+/* STARTTLS policy toward a next hop (queue/smtp_client.c). */
+enum pst_dtls { PST_DTLS_INHERIT, PST_DTLS_NONE, PST_DTLS_MAY,
+                PST_DTLS_ENCRYPT, PST_DTLS_VERIFY };
+/* 8-bit text to a hop without 8BITMIME. */
+enum pst_8bit { PST_8BIT_CONVERT, PST_8BIT_BOUNCE };
+
+struct pst_route_conf {
+    char *domain;                   /* "example.com" or ".example.com" */
+    char *route;                    /* same forms as default_route */
+    enum pst_dtls tls;              /* INHERIT: delivery.tls */
+    char *tls_name;                 /* name to verify; NULL: see CONFIG.md */
+    char *auth_user;                /* AUTH PLAIN/LOGIN to this hop */
+    char *auth_password;
+    bool auth_plaintext;            /* allow AUTH without TLS */
+    unsigned concurrency;           /* 0: delivery.destination_concurrency */
+    unsigned rate;                  /* messages per rate_period, 0: none */
+    unsigned rate_period;           /* seconds */
+    int line;
+};
+
 struct pst_delivery_conf {
     char *default_route;            /* "maildir:DIR", "smtp:host:port", ... */
+    struct pst_route_conf *routes;  /* first match wins, exact before .dom */
+    size_t nroutes;
     unsigned retry_min;             /* seconds */
     unsigned retry_max;             /* seconds */
     unsigned lifetime;              /* seconds before a bounce */
     unsigned concurrency;           /* deliveries in flight, all routes */
+    unsigned destination_concurrency; /* connections per next hop */
+    unsigned dead_host_backoff;     /* seconds a failed hop is skipped */
+    unsigned recipients_per_transaction;
+    unsigned messages_per_connection;
+    unsigned idle_timeout;          /* seconds a reusable connection waits */
+    char *helo_name;                /* NULL: hostname */
+    enum pst_dtls tls;              /* default STARTTLS policy */
+    char *tls_ca_file;              /* verify: CA bundle (PEM) */
+    char *tls_cert_file;            /* client certificate, optional */
+    char *tls_key_file;
+    enum pst_8bit eight_bit;
+    unsigned connect_timeout;       /* RFC 5321 4.5.3.2 client timeouts */
+    unsigned greeting_timeout;
+    unsigned helo_timeout;
+    unsigned mail_timeout;
+    unsigned rcpt_timeout;
+    unsigned data_timeout;          /* the 354 reply */
+    unsigned data_block_timeout;
+    unsigned final_timeout;         /* reply to the final dot */
+    unsigned reply_lines_max;       /* multi-line reply cap */
+    uint64_t bounce_size_max;       /* RET=FULL beyond: headers only */
+    unsigned delay_warning;         /* seconds; 0 = no delay DSNs */
+};
+
+struct pst_resolver_ns {
+    char *address;                  /* "IP", "IP:PORT", "[IPv6]:PORT" */
+};
+
+struct pst_resolver_conf {
+    struct pst_resolver_ns *nameservers; /* none: /etc/resolv.conf */
+    size_t nnameservers;
+    unsigned timeout;               /* milliseconds per try */
+    unsigned tries;
 };
 
 struct pst_conf {
@@ -127,6 +182,7 @@ struct pst_conf {
     struct pst_log_conf log;
     struct pst_queue_conf queue;
     struct pst_delivery_conf delivery;
+    struct pst_resolver_conf resolver;
 };
 
 /*

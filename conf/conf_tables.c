@@ -260,7 +260,71 @@ fix_route(struct pst__ctx *x, const config_setting_t *s, const char *where,
     return -1;
 }
 
+/* fix_route_domain - "example.com" or ".example.com" (subdomains). */
+static int
+fix_route_domain(struct pst__ctx *x, const config_setting_t *s,
+                 const char *where, char **v)
+{
+    if ((*v)[0] != '.')
+        return fix_domain(x, s, where, v);
+    char *rest = pst_xstrdup(*v + 1);
+    int rc = fix_domain(x, s, where, &rest);
+    if (rc == 0) {
+        free(*v);
+        *v = pst_xasprintf(".%s", rest);
+    }
+    free(rest);
+    return rc;
+}
+
+/* fix_nameserver - "IP", "IP:PORT" or "[IP]:PORT" (c-ares' forms). */
+static int
+fix_nameserver(struct pst__ctx *x, const config_setting_t *s,
+               const char *where, char **v)
+{
+    struct pst_ip ip;
+    const char *why = NULL;
+
+    if (pst_ip_parse(&ip, *v) == 0)
+        return 0;
+    if ((*v)[0] == '[') {
+        why = route_hostport(*v);
+    } else {
+        const char *colon = strrchr(*v, ':');
+        char lit[PST_IP_STRLEN];
+        unsigned port;
+        if (colon == NULL || (size_t)(colon - *v) >= sizeof(lit)) {
+            why = "not an IP address";
+        } else {
+            memcpy(lit, *v, (size_t)(colon - *v));
+            lit[colon - *v] = '\0';
+            if (pst_ip_parse(&ip, lit) != 0 || ip.family != AF_INET)
+                why = "not an IP address (write IPv6 as [ADDRESS]:PORT)";
+            else if (parse_port(colon + 1, &port) != 0)
+                why = "port must be 1..65535";
+        }
+    }
+    if (why == NULL)
+        return 0;
+    fix_error(x, s, where, "%s: \"%s\": %s", *v, why);
+    return -1;
+}
+
 /* ---- word lists ---- */
+
+static const struct pst__word dtls_words[] = {
+    {"none", PST_DTLS_NONE},
+    {"may", PST_DTLS_MAY},
+    {"encrypt", PST_DTLS_ENCRYPT},
+    {"verify", PST_DTLS_VERIFY},
+    {NULL, 0},
+};
+
+static const struct pst__word eight_bit_words[] = {
+    {"convert", PST_8BIT_CONVERT},
+    {"bounce", PST_8BIT_BOUNCE},
+    {NULL, 0},
+};
 
 static const struct pst__word tls_modes[] = {
     {"none", PST_TLS_NONE},
@@ -464,13 +528,84 @@ static const struct pst__directive queue_table[] = {
     END,
 };
 
+static const struct pst__directive route_table[] = {
+    STR("domain", pst_route_conf, domain, NULL, PST__F_REQUIRED,
+        fix_route_domain),
+    STR("route", pst_route_conf, route, NULL, PST__F_REQUIRED, fix_route),
+    ENUM("tls", pst_route_conf, tls, PST_DTLS_INHERIT, dtls_words),
+    STR("tls_name", pst_route_conf, tls_name, NULL, 0, fix_hostname),
+    STR("auth_user", pst_route_conf, auth_user, NULL, 0, NULL),
+    STR("auth_password", pst_route_conf, auth_password, NULL,
+        PST__F_EMPTY_OK, NULL),
+    BOOL("auth_plaintext", pst_route_conf, auth_plaintext, false),
+    UINT("concurrency", pst_route_conf, concurrency, 0, 0, 10000),
+    UINT("rate", pst_route_conf, rate, 0, 0, 1000000),
+    UINT("rate_period", pst_route_conf, rate_period, 3600, 1, DAY),
+    END,
+};
+
+#define DTIME(n, f, def)                                                       \
+    UINT(n, pst_delivery_conf, f, def, 1, DAY)
+
 static const struct pst__directive delivery_table[] = {
-    STR("default_route", pst_delivery_conf, default_route, "maildir:var/mail",
-        0, fix_route),
+    STR("default_route", pst_delivery_conf, default_route,
+        "maildir:var/mail", 0, fix_route),
+    {.name = "routes", .type = PST__C_GROUPLIST,
+     .off = OFF(pst_delivery_conf, routes),
+     .count_off = OFF(pst_delivery_conf, nroutes), .max = 10000,
+     .sub = route_table, .elem_size = sizeof(struct pst_route_conf),
+     .line_off = (long)OFF(pst_route_conf, line)},
     UINT("retry_min", pst_delivery_conf, retry_min, 300, 1, DAY),
     UINT("retry_max", pst_delivery_conf, retry_max, 14400, 1, 7 * DAY),
     UINT("lifetime", pst_delivery_conf, lifetime, 432000, 60, 30 * DAY),
     UINT("concurrency", pst_delivery_conf, concurrency, 20, 1, 10000),
+    UINT("destination_concurrency", pst_delivery_conf,
+         destination_concurrency, 10, 1, 10000),
+    UINT("dead_host_backoff", pst_delivery_conf, dead_host_backoff, 60, 0,
+         DAY),
+    UINT("recipients_per_transaction", pst_delivery_conf,
+         recipients_per_transaction, 100, 1, 100000),
+    UINT("messages_per_connection", pst_delivery_conf,
+         messages_per_connection, 100, 1, 1000000),
+    UINT("idle_timeout", pst_delivery_conf, idle_timeout, 5, 0, 3600),
+    STR("helo_name", pst_delivery_conf, helo_name, NULL, 0, fix_hostname),
+    ENUM("tls", pst_delivery_conf, tls, PST_DTLS_MAY, dtls_words),
+    PATH("tls_ca_file", pst_delivery_conf, tls_ca_file, NULL, PST__F_EXISTS),
+    PATH("tls_cert", pst_delivery_conf, tls_cert_file, NULL, PST__F_EXISTS),
+    PATH("tls_key", pst_delivery_conf, tls_key_file, NULL, PST__F_EXISTS),
+    ENUM("eight_bit", pst_delivery_conf, eight_bit, PST_8BIT_CONVERT,
+         eight_bit_words),
+    /* RFC 5321 4.5.3.2 minimums */
+    DTIME("connect_timeout", connect_timeout, 30),
+    DTIME("greeting_timeout", greeting_timeout, 300),
+    DTIME("helo_timeout", helo_timeout, 300),
+    DTIME("mail_timeout", mail_timeout, 300),
+    DTIME("rcpt_timeout", rcpt_timeout, 300),
+    DTIME("data_timeout", data_timeout, 120),
+    DTIME("data_block_timeout", data_block_timeout, 180),
+    DTIME("final_timeout", final_timeout, 600),
+    UINT("reply_lines_max", pst_delivery_conf, reply_lines_max, 100, 1,
+         10000),
+    SIZE("bounce_size_max", pst_delivery_conf, bounce_size_max, 1048576, 0,
+         UINT64_C(1) << 34),
+    UINT("delay_warning", pst_delivery_conf, delay_warning, 0, 0, 30 * DAY),
+    END,
+};
+
+static const struct pst__directive nameserver_table[] = {
+    STR("address", pst_resolver_ns, address, NULL, PST__F_REQUIRED,
+        fix_nameserver),
+    END,
+};
+
+static const struct pst__directive resolver_table[] = {
+    {.name = "nameservers", .type = PST__C_GROUPLIST,
+     .flags = PST__F_SHORTHAND, .off = OFF(pst_resolver_conf, nameservers),
+     .count_off = OFF(pst_resolver_conf, nnameservers), .max = 16,
+     .sub = nameserver_table, .elem_size = sizeof(struct pst_resolver_ns),
+     .line_off = -1},
+    UINT("timeout", pst_resolver_conf, timeout, 5000, 10, 60000),
+    UINT("tries", pst_resolver_conf, tries, 2, 1, 10),
     END,
 };
 
@@ -494,6 +629,7 @@ const struct pst__directive pst__conf_root[] = {
     SECTION("logging", log, log_table),
     SECTION("queue", queue, queue_table),
     SECTION("delivery", delivery, delivery_table),
+    SECTION("resolver", resolver, resolver_table),
     END,
 };
 
@@ -606,6 +742,39 @@ finish_domains(struct pst__ctx *x, struct pst_conf *c)
     }
 }
 
+static void
+finish_delivery(struct pst__ctx *x, struct pst_conf *c)
+{
+    struct pst_delivery_conf *d = &c->delivery;
+    const config_setting_t *l = lookup(x, "delivery.routes");
+
+    if ((d->tls_cert_file == NULL) != (d->tls_key_file == NULL))
+        pst__conf_error(x, lookup(x, d->tls_cert_file ? "delivery.tls_cert"
+                                                      : "delivery.tls_key"),
+                        "delivery.tls_cert and delivery.tls_key go together");
+    for (size_t i = 0; i < d->nroutes; i++) {
+        const struct pst_route_conf *r = &d->routes[i];
+        const config_setting_t *s =
+            l ? config_setting_get_elem(l, (unsigned)i) : NULL;
+        if (r->domain == NULL || r->route == NULL)
+            continue;
+        if ((r->auth_user == NULL) != (r->auth_password == NULL))
+            pst__conf_error(x, s, "delivery.routes[%zu]: auth_user and "
+                            "auth_password go together", i);
+        if (r->auth_user && strncmp(r->route, "smtp:", 5) != 0 &&
+            strncmp(r->route, "lmtp:", 5) != 0)
+            pst__conf_error(x, s, "delivery.routes[%zu]: AUTH needs an "
+                            "smtp: or lmtp: route", i);
+        for (size_t j = 0; j < i; j++)
+            if (d->routes[j].domain &&
+                strcmp(d->routes[j].domain, r->domain) == 0) {
+                pst__conf_error(x, s, "delivery.routes[%zu]: duplicate "
+                                "domain \"%s\"", i, r->domain);
+                break;
+            }
+    }
+}
+
 /*
  * pst__conf_finish - the defaults that depend on the machine or on other
  * settings, and the checks that span settings. Runs on every load and on
@@ -639,6 +808,7 @@ pst__conf_finish(struct pst__ctx *x, struct pst_conf *c)
     }
     finish_listeners(x, c);
     finish_domains(x, c);
+    finish_delivery(x, c);
     if (c->delivery.retry_min > c->delivery.retry_max) {
         const config_setting_t *s = lookup(x, "delivery.retry_min");
         pst__conf_error(x, s ? s : lookup(x, "delivery.retry_max"),
