@@ -674,6 +674,66 @@ test_full_config(void **state)
 }
 
 static void
+test_delivery_routes_resolver(void **state)
+{
+    struct tmp t;
+    struct pst_err err = {0};
+    struct pst_conf *c;
+
+    (void)state;
+    tmp_enter(&t);
+    c = load(&t,
+             "delivery = {\n"
+             "  routes = ( { domain = \"Example.ORG.\"; route = \"smtp:[127.0.0.1]:2525\";\n"
+             "               tls = \"verify\"; tls_name = \"mx.example.org\"; rate = 250; },\n"
+             "             { domain = \".sub.example.org\"; route = \"lmtp:unix:l.sock\"; } );\n"
+             "  tls = \"encrypt\"; eight_bit = \"bounce\"; rcpt_timeout = 10;\n"
+             "};\n"
+             "resolver = { nameservers = [ \"127.0.0.1:5353\", \"[::1]:53\", \"10.0.0.1\" ];\n"
+             "             timeout = 500; tries = 1; };\n",
+             &err);
+    print_errors(&err);
+    assert_non_null(c);
+    assert_int_equal(c->delivery.nroutes, 2);
+    assert_string_equal(c->delivery.routes[0].domain, "example.org");
+    assert_int_equal(c->delivery.routes[0].tls, PST_DTLS_VERIFY);
+    assert_int_equal(c->delivery.routes[0].rate, 250);
+    assert_int_equal(c->delivery.routes[0].rate_period, 3600);
+    assert_int_equal(c->delivery.routes[0].line, 2);
+    assert_string_equal(c->delivery.routes[1].domain, ".sub.example.org");
+    assert_int_equal(c->delivery.routes[1].tls, PST_DTLS_INHERIT);
+    assert_int_equal(c->delivery.tls, PST_DTLS_ENCRYPT);
+    assert_int_equal(c->delivery.eight_bit, PST_8BIT_BOUNCE);
+    assert_int_equal(c->delivery.rcpt_timeout, 10);
+    assert_int_equal(c->delivery.final_timeout, 600);
+    assert_int_equal(c->resolver.nnameservers, 3);
+    assert_string_equal(c->resolver.nameservers[1].address, "[::1]:53");
+    assert_int_equal(c->resolver.timeout, 500);
+    pst_conf_unref(c);
+
+    c = load(&t,
+             "delivery = { routes = ( { domain = \"a.test\"; route = \"ftp:x\"; },\n"
+             "  { domain = \"a.test\"; route = \"mx\"; auth_user = \"u\"; } ); };\n"
+             "resolver = { nameservers = [ \"nameserver.test\" ]; };\n",
+             &err);
+    assert_null(c);
+    print_errors(&err);
+    assert_true(has_error(&err, "t.conf:1: delivery.routes[0].route: \"ftp:x\": "
+                                "unknown kind; the forms are maildir:DIR, "
+                                "smtp:HOST:PORT, smtp:[IP]:PORT, "
+                                "lmtp:HOST:PORT, lmtp:[IP]:PORT, "
+                                "lmtp:unix:PATH and mx"));
+    assert_true(has_error(&err, "t.conf:2: delivery.routes[1]: auth_user and "
+                                "auth_password go together"));
+    assert_true(has_error(&err, "t.conf:2: delivery.routes[1]: duplicate "
+                                "domain \"a.test\""));
+    assert_true(has_error(&err, "t.conf:3: resolver.nameservers[0].address: "
+                                "\"nameserver.test\": not an IP address"));
+    pst_err_free(&err);
+    tmp_leave(&t);
+}
+
+static void
 test_routes_accepted(void **state)
 {
     static const char *const routes[] = {
@@ -869,6 +929,7 @@ main(void)
         cmocka_unit_test(test_defaults_empty_file),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_routes_accepted),
+        cmocka_unit_test(test_delivery_routes_resolver),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_bundled_config),
         cmocka_unit_test(test_cidr_match),
