@@ -17,6 +17,7 @@
 #ifndef PST_QUEUE_SPOOL_H
 #define PST_QUEUE_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -38,7 +39,14 @@ typedef void (*pst_spool_commit_cb)(void *arg, int status);
  */
 int pst_spool_open(struct pst_spool **sp, uv_loop_t *loop,
                    struct pst_conf *conf, struct pst_err *err);
-/* pst_spool_close - stop the sync thread and queue; call before loop ends. */
+/*
+ * pst_spool_close - stop the control socket, the sync thread and the queue
+ * manager. Commits already handed to the sync thread finish first and
+ * their callbacks run before this returns; messages still open (never
+ * committed) should be aborted by their owners before. Releases the spool
+ * lock at once; the remaining memory is freed when the loop next runs (the
+ * uv handles close), so run the loop before uv_loop_close.
+ */
 void pst_spool_close(struct pst_spool *sp);
 
 /* pst_spool_msg_new - create a receiving file; qid gets PST_QID_LEN+1. */
@@ -66,5 +74,22 @@ void pst_spool_msg_abort(struct pst_spool_msg *m);
 
 /* pst_spool_free_bytes - bytes free on the spool's file system, or -1. */
 int64_t pst_spool_free_bytes(struct pst_spool *sp);
+
+/* Counters since open, for logs, tests and bench/. */
+struct pst_spool_stats {
+    uint64_t fsyncs;                /* every fsync the spool issued */
+    uint64_t batches;               /* group commits (one dir sync each) */
+    uint64_t committed;             /* messages made durable */
+    unsigned queued;                /* messages in the queue (all states) */
+    unsigned delivering;            /* deliveries in flight */
+};
+
+void pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st);
+
+/*
+ * pst_spool_pause - stop (true) or resume (false) starting deliveries;
+ * deliveries in flight finish. Messages keep being accepted and queued.
+ */
+void pst_spool_pause(struct pst_spool *sp, bool paused);
 
 #endif

@@ -1,0 +1,597 @@
+/*
+ * record.c - encoding, decoding and verification of spool records
+ * (record.h, docs/SPOOL.md).
+ *
+ * Limits: a record payload is at most PST_REC_MAX bytes; a length beyond
+ * that, or beyond the end of the file, is damage. The scan reads the file
+ * sequentially through one 128 KiB buffer plus one buffer per non-CHUNK
+ * record (bounded by PST_REC_MAX), so memory does not grow with message
+ * size. Thread-safe: no globals besides the CRC table.
+ */
+#include "queue/record.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/crc32c.h"
+#include "core/util.h"
+
+/* ---- output buffer ---- */
+
+void
+pst__wbuf_reserve(struct pst_wbuf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more)
+        cap *= 2;
+    b->p = pst_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void
+pst__wbuf_u8(struct pst_wbuf *b, uint8_t v)
+{
+    pst__wbuf_reserve(b, 1);
+    b->p[b->len++] = v;
+}
+
+static void
+put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t
+get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+void
+pst__wbuf_u32(struct pst_wbuf *b, uint32_t v)
+{
+    pst__wbuf_reserve(b, 4);
+    put_le(b->p + b->len, v, 4);
+    b->len += 4;
+}
+
+void
+pst__wbuf_u64(struct pst_wbuf *b, uint64_t v)
+{
+    pst__wbuf_reserve(b, 8);
+    put_le(b->p + b->len, v, 8);
+    b->len += 8;
+}
+
+void
+pst__wbuf_bytes(struct pst_wbuf *b, const void *p, size_t n)
+{
+    pst__wbuf_reserve(b, n);
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+/* Strings: u32 length then bytes; 0xffffffff stands for NULL. */
+void
+pst__wbuf_str(struct pst_wbuf *b, const char *s)
+{
+    if (s == NULL) {
+        pst__wbuf_u32(b, UINT32_MAX);
+        return;
+    }
+    size_t n = strlen(s);
+    pst__wbuf_u32(b, (uint32_t)n);
+    pst__wbuf_bytes(b, s, n);
+}
+
+void
+pst__wbuf_free(struct pst_wbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+size_t
+pst__rec_begin(struct pst_wbuf *b, enum pst_rec_type type)
+{
+    size_t start = b->len;
+    pst__wbuf_reserve(b, PST_REC_HDR_LEN);
+    memset(b->p + b->len, 0, PST_REC_HDR_LEN);
+    b->p[b->len] = (uint8_t)type;
+    b->len += PST_REC_HDR_LEN;
+    return start;
+}
+
+void
+pst__rec_end(struct pst_wbuf *b, size_t start)
+{
+    size_t plen = b->len - start - PST_REC_HDR_LEN;
+    put_le(b->p + start + 4, plen, 4);
+    uint32_t crc = pst_crc32c(0, b->p + start, b->len - start);
+    pst__wbuf_u32(b, crc);
+}
+
+/* ---- input cursor ---- */
+
+static const uint8_t *
+rbuf_take(struct pst_rbuf *b, size_t n)
+{
+    if (b->err || b->len - b->off < n) {
+        b->err = 1;
+        return NULL;
+    }
+    const uint8_t *p = b->p + b->off;
+    b->off += n;
+    return p;
+}
+
+uint8_t
+pst__rbuf_u8(struct pst_rbuf *b)
+{
+    const uint8_t *p = rbuf_take(b, 1);
+    return p ? p[0] : 0;
+}
+
+uint32_t
+pst__rbuf_u32(struct pst_rbuf *b)
+{
+    const uint8_t *p = rbuf_take(b, 4);
+    return p ? (uint32_t)get_le(p, 4) : 0;
+}
+
+uint64_t
+pst__rbuf_u64(struct pst_rbuf *b)
+{
+    const uint8_t *p = rbuf_take(b, 8);
+    return p ? get_le(p, 8) : 0;
+}
+
+char *
+pst__rbuf_str(struct pst_rbuf *b)
+{
+    uint32_t n = pst__rbuf_u32(b);
+    if (b->err || n == UINT32_MAX)
+        return NULL;
+    const uint8_t *p = rbuf_take(b, n);
+    if (p == NULL)
+        return NULL;
+    if (memchr(p, '\0', n) != NULL) {   /* stored strings never hold NUL */
+        b->err = 1;
+        return NULL;
+    }
+    return pst_xstrndup((const char *)p, n);
+}
+
+/* ---- envelope codec ---- */
+
+void
+pst__env_encode(struct pst_wbuf *b, const struct pst_envelope *e)
+{
+    pst__wbuf_str(b, e->sender ? e->sender : "");
+    pst__wbuf_u8(b, (uint8_t)e->body);
+    pst__wbuf_u8(b, e->smtputf8 ? 1 : 0);
+    pst__wbuf_u8(b, (uint8_t)e->ret);
+    pst__wbuf_u64(b, e->size_param);
+    pst__wbuf_str(b, e->envid);
+    pst__wbuf_u8(b, (uint8_t)(e->client_ip.family == AF_INET6 ? 6 :
+                              e->client_ip.family == AF_INET ? 4 : 0));
+    pst__wbuf_bytes(b, e->client_ip.addr, 16);
+    pst__wbuf_str(b, e->helo);
+    pst__wbuf_str(b, e->client_name);
+    pst__wbuf_str(b, e->auth_login);
+    pst__wbuf_str(b, e->proto);
+    pst__wbuf_u64(b, (uint64_t)(int64_t)e->arrival);
+    pst__wbuf_u32(b, (uint32_t)e->nrcpts);
+    for (size_t i = 0; i < e->nrcpts; i++) {
+        const struct pst_rcpt *r = &e->rcpts[i];
+        pst__wbuf_str(b, r->addr);
+        pst__wbuf_str(b, r->orcpt);
+        pst__wbuf_u32(b, r->notify);
+        pst__wbuf_u8(b, (uint8_t)r->state);
+    }
+}
+
+int
+pst__env_decode(struct pst_rbuf *b, struct pst_envelope *e)
+{
+    pst_envelope_init(e);
+    e->sender = pst__rbuf_str(b);
+    uint8_t body = pst__rbuf_u8(b);
+    e->smtputf8 = pst__rbuf_u8(b) != 0;
+    uint8_t ret = pst__rbuf_u8(b);
+    e->size_param = pst__rbuf_u64(b);
+    e->envid = pst__rbuf_str(b);
+    uint8_t fam = pst__rbuf_u8(b);
+    const uint8_t *ip = rbuf_take(b, 16);
+    if (ip)
+        memcpy(e->client_ip.addr, ip, 16);
+    e->client_ip.family = fam == 6 ? AF_INET6 : fam == 4 ? AF_INET : 0;
+    e->helo = pst__rbuf_str(b);
+    e->client_name = pst__rbuf_str(b);
+    e->auth_login = pst__rbuf_str(b);
+    e->proto = pst__rbuf_str(b);
+    e->arrival = (time_t)(int64_t)pst__rbuf_u64(b);
+    uint32_t n = pst__rbuf_u32(b);
+    /* each recipient takes at least 13 bytes: a bound before allocating */
+    if (b->err || e->sender == NULL || body > PST_BODY_BINARYMIME ||
+        ret > PST_RET_HDRS || (fam != 0 && fam != 4 && fam != 6) ||
+        n == 0 || n > (b->len - b->off) / 13)
+        goto fail;
+    e->body = body;
+    e->ret = ret;
+    for (uint32_t i = 0; i < n; i++) {
+        char *addr = pst__rbuf_str(b);
+        if (addr == NULL)
+            goto fail;
+        struct pst_rcpt *r = pst_envelope_add_rcpt(e, addr);
+        free(addr);
+        r->orcpt = pst__rbuf_str(b);
+        r->notify = pst__rbuf_u32(b);
+        uint8_t st = pst__rbuf_u8(b);
+        if (b->err || st > PST_RCPT_FAILED)
+            goto fail;
+        r->state = st;
+    }
+    if (b->err)
+        goto fail;
+    return 0;
+fail:
+    pst_envelope_free(e);
+    return -EINVAL;
+}
+
+void
+pst__env_copy(struct pst_envelope *dst, const struct pst_envelope *src)
+{
+    struct pst_wbuf w = {0};
+    pst__env_encode(&w, src);
+    struct pst_rbuf r = {.p = w.p, .len = w.len};
+    if (pst__env_decode(&r, dst) != 0) {
+        /* only an envelope without recipients fails to round-trip */
+        pst_envelope_init(dst);
+        dst->sender = pst_xstrdup(src->sender ? src->sender : "");
+        dst->arrival = src->arrival;
+    }
+    pst__wbuf_free(&w);
+}
+
+/* ---- update records ---- */
+
+static const char *
+clip(const char *s, char *buf)
+{
+    if (s == NULL)
+        return NULL;
+    size_t n = strnlen(s, PST_ERRTEXT_MAX);
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+void
+pst__rec_rcpt(struct pst_wbuf *b, uint32_t idx, enum pst_rcpt_state st,
+              time_t when, const char *err)
+{
+    char tmp[PST_ERRTEXT_MAX + 1];
+    size_t s = pst__rec_begin(b, PST_REC_RCPT);
+    pst__wbuf_u32(b, idx);
+    pst__wbuf_u8(b, (uint8_t)st);
+    pst__wbuf_u64(b, (uint64_t)(int64_t)when);
+    pst__wbuf_str(b, clip(err, tmp));
+    pst__rec_end(b, s);
+}
+
+void
+pst__rec_retry(struct pst_wbuf *b, unsigned attempts, time_t next,
+               const char *err)
+{
+    char tmp[PST_ERRTEXT_MAX + 1];
+    size_t s = pst__rec_begin(b, PST_REC_RETRY);
+    pst__wbuf_u32(b, attempts);
+    pst__wbuf_u64(b, (uint64_t)(int64_t)next);
+    pst__wbuf_str(b, clip(err, tmp));
+    pst__rec_end(b, s);
+}
+
+void
+pst__rec_state(struct pst_wbuf *b, enum pst_qstate st, time_t when,
+               const char *reason)
+{
+    char tmp[PST_ERRTEXT_MAX + 1];
+    size_t s = pst__rec_begin(b, PST_REC_STATE);
+    pst__wbuf_u8(b, (uint8_t)st);
+    pst__wbuf_u64(b, (uint64_t)(int64_t)when);
+    pst__wbuf_str(b, clip(reason, tmp));
+    pst__rec_end(b, s);
+}
+
+int
+pst__write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* ---- scan ---- */
+
+/* Sequential reader over the file with a 128 KiB window. */
+struct seq {
+    int fd;
+    uint8_t *buf;
+    size_t have, pos;   /* bytes in buf, consumed */
+    uint64_t off;       /* file offset of buf[pos] */
+    int err;
+};
+
+/* seq_read - copy n bytes (or fewer at EOF); returns count or -errno. */
+static ssize_t
+seq_read(struct seq *q, void *dst, size_t n, uint32_t *crc)
+{
+    size_t got = 0;
+    while (got < n) {
+        if (q->pos == q->have) {
+            ssize_t r = read(q->fd, q->buf, PST_SPOOL_WBUF);
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -errno;
+            }
+            if (r == 0)
+                break;
+            q->have = (size_t)r;
+            q->pos = 0;
+        }
+        size_t k = PST_MIN(n - got, q->have - q->pos);
+        if (crc)
+            *crc = pst_crc32c(*crc, q->buf + q->pos, k);
+        if (dst)
+            memcpy((uint8_t *)dst + got, q->buf + q->pos, k);
+        q->pos += k;
+        q->off += k;
+        got += k;
+    }
+    return (ssize_t)got;
+}
+
+void
+pst__scan_free(struct pst_scan *s)
+{
+    if (s->rcpt_err) {
+        for (size_t i = 0; i < s->env.nrcpts; i++)
+            free(s->rcpt_err[i]);
+        free(s->rcpt_err);
+    }
+    free(s->last_error);
+    pst_envelope_free(&s->env);
+    memset(s, 0, sizeof(*s));
+}
+
+static int
+apply_update(struct pst_scan *s, uint8_t type, struct pst_rbuf *r)
+{
+    if (type == PST_REC_RCPT) {
+        uint32_t idx = pst__rbuf_u32(r);
+        uint8_t st = pst__rbuf_u8(r);
+        (void)pst__rbuf_u64(r);
+        char *err = pst__rbuf_str(r);
+        if (r->err || idx >= s->env.nrcpts || st > PST_RCPT_FAILED) {
+            free(err);
+            return -1;
+        }
+        s->env.rcpts[idx].state = st;
+        free(s->rcpt_err[idx]);
+        s->rcpt_err[idx] = err;
+    } else if (type == PST_REC_RETRY) {
+        s->attempts = pst__rbuf_u32(r);
+        s->next_attempt = (time_t)(int64_t)pst__rbuf_u64(r);
+        char *err = pst__rbuf_str(r);
+        if (r->err) {
+            free(err);
+            return -1;
+        }
+        free(s->last_error);
+        s->last_error = err;
+    } else if (type == PST_REC_STATE) {
+        uint8_t st = pst__rbuf_u8(r);
+        time_t when = (time_t)(int64_t)pst__rbuf_u64(r);
+        char *why = pst__rbuf_str(r);
+        free(why);
+        if (r->err || st > PST_QSTATE_FAILED)
+            return -1;
+        s->state = st;
+        s->state_time = when;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+int
+pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
+{
+    struct seq q = {.fd = fd};
+    uint8_t hdr[PST_REC_HDR_LEN];
+    uint8_t *payload = NULL;
+    int rc = PST_SCAN_CORRUPT;
+    bool committed = false, have_info = false, have_env = false;
+    uint64_t chunk_bytes = 0, env_off = 0;
+    ssize_t n;
+
+    memset(s, 0, sizeof(*s));
+    snprintf(why, whylen, "unknown");
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end < 0 || lseek(fd, 0, SEEK_SET) < 0)
+        return -errno;
+    s->file_size = (uint64_t)end;
+    q.buf = pst_xmalloc(PST_SPOOL_WBUF);
+
+    n = seq_read(&q, hdr, PST_SPOOL_HDR_LEN, NULL);
+    if (n < 0) {
+        rc = (int)n;
+        goto out;
+    }
+    if ((size_t)n < PST_SPOOL_HDR_LEN) {
+        snprintf(why, whylen, "short file header");
+        rc = PST_SCAN_INCOMPLETE;
+        goto out;
+    }
+    if (memcmp(hdr, PST_SPOOL_MAGIC, 4) != 0) {
+        snprintf(why, whylen, "bad magic");
+        goto out;
+    }
+    uint32_t version = (uint32_t)get_le(hdr + 4, 4);
+    if (version != PST_SPOOL_VERSION) {
+        snprintf(why, whylen, "unknown version %u", version);
+        goto out;
+    }
+
+    for (;;) {
+        uint64_t rec_off = q.off;
+        uint32_t crc = 0;
+        n = seq_read(&q, hdr, PST_REC_HDR_LEN, &crc);
+        if (n < 0) {
+            rc = (int)n;
+            goto out;
+        }
+        if ((size_t)n < PST_REC_HDR_LEN) {
+            if (committed) {
+                s->torn = n > 0;            /* n == 0: clean end */
+                break;
+            }
+            snprintf(why, whylen, "truncated before the commit record");
+            rc = PST_SCAN_INCOMPLETE;
+            goto out;
+        }
+        uint8_t type = hdr[0];
+        uint32_t len = (uint32_t)get_le(hdr + 4, 4);
+        bool short_rec = rec_off + PST_REC_OVERHEAD + len > s->file_size;
+        bool bad_hdr = hdr[1] || hdr[2] || hdr[3] || len > PST_REC_MAX;
+        if (committed && (short_rec || bad_hdr)) {
+            s->torn = true;                 /* damaged tail: ignore it */
+            break;
+        }
+        if (short_rec && !bad_hdr) {
+            snprintf(why, whylen, "truncated before the commit record");
+            rc = PST_SCAN_INCOMPLETE;
+            goto out;
+        }
+        if (bad_hdr || short_rec) {
+            snprintf(why, whylen, "bad record header at offset %llu",
+                     (unsigned long long)rec_off);
+            goto out;
+        }
+        bool keep = type != PST_REC_CHUNK;
+        if (keep) {
+            free(payload);
+            payload = pst_xmalloc(len ? len : 1);
+        }
+        n = seq_read(&q, keep ? payload : NULL, len, &crc);
+        uint8_t cbuf[4];
+        ssize_t n2 = n >= 0 ? seq_read(&q, cbuf, 4, NULL) : 0;
+        if (n < 0 || n2 < 0) {
+            rc = n < 0 ? (int)n : (int)n2;
+            goto out;
+        }
+        if ((size_t)n < len || n2 < 4 || (uint32_t)get_le(cbuf, 4) != crc) {
+            if (committed) {
+                s->torn = true;
+                break;
+            }
+            snprintf(why, whylen, "bad checksum in record type %u at "
+                     "offset %llu", type, (unsigned long long)rec_off);
+            goto out;
+        }
+        struct pst_rbuf r = {.p = payload, .len = len};
+        if (committed) {
+            if (apply_update(s, type, &r) != 0) {
+                snprintf(why, whylen, "bad update record type %u at "
+                         "offset %llu", type, (unsigned long long)rec_off);
+                goto out;
+            }
+            s->good_end = q.off;
+            continue;
+        }
+        switch (type) {
+        case PST_REC_INFO: {
+            const uint8_t *id = rbuf_take(&r, 16);
+            s->created = (time_t)(int64_t)pst__rbuf_u64(&r);
+            if (have_info || rec_off != PST_SPOOL_HDR_LEN || id == NULL ||
+                r.err) {
+                snprintf(why, whylen, "bad info record");
+                goto out;
+            }
+            memcpy(s->qid, id, 16);
+            s->qid[16] = '\0';
+            have_info = true;
+            s->data_off = q.off;
+            break;
+        }
+        case PST_REC_CHUNK:
+            if (!have_info || have_env) {
+                snprintf(why, whylen, "misplaced data record");
+                goto out;
+            }
+            chunk_bytes += len;
+            break;
+        case PST_REC_ENVELOPE:
+            if (!have_info || have_env || pst__env_decode(&r, &s->env) != 0) {
+                snprintf(why, whylen, "bad envelope record");
+                goto out;
+            }
+            have_env = true;
+            env_off = rec_off;
+            s->rcpt_err = pst_xcalloc(s->env.nrcpts, sizeof(char *));
+            break;
+        case PST_REC_COMMIT: {
+            uint64_t eo = pst__rbuf_u64(&r);
+            uint64_t sz = pst__rbuf_u64(&r);
+            if (!have_env || r.err || eo != env_off || sz != chunk_bytes) {
+                snprintf(why, whylen, "commit record does not match");
+                goto out;
+            }
+            s->env_off = env_off;
+            s->msg_size = sz;
+            committed = true;
+            s->good_end = q.off;
+            break;
+        }
+        default:
+            snprintf(why, whylen, "unexpected record type %u before commit",
+                     type);
+            goto out;
+        }
+    }
+    rc = PST_SCAN_OK;
+out:
+    free(payload);
+    free(q.buf);
+    if (rc != PST_SCAN_OK) {
+        if (have_env)
+            pst__scan_free(s);
+        else
+            memset(s, 0, sizeof(*s));
+    }
+    return rc;
+}

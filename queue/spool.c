@@ -1,0 +1,840 @@
+/*
+ * spool.c - the durable spool: directory layout and lock, queue IDs, the
+ * receive path (buffered writes on the loop thread), group commit on a
+ * dedicated sync thread, and crash recovery at open. docs/SPOOL.md has
+ * the file format and the durability argument.
+ *
+ * Threads. The loop thread creates, writes, commits and aborts messages.
+ * write(2) of message text happens on the loop thread on purpose: it only
+ * copies into the page cache (128 KiB CHUNK records, one syscall each), it
+ * never waits for the disk, and doing it elsewhere would cost a copy and a
+ * hand-off per chunk. Everything that waits for the disk - fsync of the
+ * file, the rename into active/, fsync of active/ - runs on the sync
+ * thread. Nothing here uses libuv's shared thread pool.
+ *
+ * Group commit. pst_spool_msg_commit appends the envelope and COMMIT
+ * records (the message's last write) and only then puts the message on the
+ * pending list. The sync thread takes the whole pending list as one batch,
+ * so a batch holds only messages whose writes completed before its syncs
+ * began. It fsyncs each file, renames each into active/, fsyncs active/
+ * once, and hands the batch back through uv_async. While it syncs, new
+ * commits gather for the next batch; no timer holds anyone back, so a lone
+ * message is synced at once. An fsync error fails the whole batch: every
+ * file in it is removed and every callback gets -EIO; nothing is retried
+ * and then reported durable (after a failed fsync the kernel may have
+ * dropped the dirty pages, so a second fsync proves nothing).
+ *
+ * Ownership: see spool.h. Limits: one 128 KiB buffer per message being
+ * received (freed at commit); QIDs: 2^40 per run, 2^24 runs.
+ */
+#include "queue/spool_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "core/crc32c.h"
+#include "core/log.h"
+#include "core/util.h"
+
+static const char *const subdirs[] = {"incoming", "active", "hold",
+                                      "corrupt"};
+
+bool
+pst__qid_valid(const char *name)
+{
+    size_t i;
+    for (i = 0; name[i]; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') ||
+              (name[i] >= 'A' && name[i] <= 'F')))
+            return false;
+    return i == PST_QID_LEN;
+}
+
+static void
+qid_format(char *qid, uint64_t gen, uint64_t seq)
+{
+    snprintf(qid, PST_QID_LEN + 1, "%016" PRIX64,
+             (gen << PST_QID_SEQ_BITS) | seq);
+}
+
+static int
+fsync_fd(struct pst_spool *sp, int fd)
+{
+    atomic_fetch_add(&sp->n_fsync, 1);
+#ifdef POSTERN_TEST_NO_SYNC
+    /* Test-only build (postern-nosync): proves the durability test fails
+     * when the syncs are missing. Never used in a real binary. */
+    (void)fd;
+    return 0;
+#else
+    return fsync(fd) == 0 ? 0 : -errno;
+#endif
+}
+
+/* ---- the sync thread ---- */
+
+static void *
+sync_main(void *arg)
+{
+    struct pst_spool *sp = arg;
+    struct pst_msgl batch = TAILQ_HEAD_INITIALIZER(batch);
+    struct pst_spool_msg *m;
+
+    pthread_mutex_lock(&sp->mu);
+    for (;;) {
+        while (TAILQ_EMPTY(&sp->pending) && !sp->stop)
+            pthread_cond_wait(&sp->cv, &sp->mu);
+        if (TAILQ_EMPTY(&sp->pending))
+            break;                          /* stop, nothing left */
+        TAILQ_CONCAT(&batch, &sp->pending, link);
+        pthread_mutex_unlock(&sp->mu);
+
+        int ferr = 0;
+        bool any = false;
+        TAILQ_FOREACH(m, &batch, link) {
+            int rc = fsync_fd(sp, m->fd);
+            if (rc != 0 && ferr == 0) {
+                ferr = rc;
+                pst_err("msg=%s event=spool_fsync_error error=\"%s\"",
+                        m->qid, strerror(-rc));
+            }
+        }
+        if (ferr == 0) {
+            TAILQ_FOREACH(m, &batch, link) {
+                if (renameat(sp->incfd, m->qid, sp->actfd, m->qid) != 0) {
+                    m->status = -errno;
+                    pst_err("msg=%s event=spool_rename_error error=\"%s\"",
+                            m->qid, strerror(errno));
+                    unlinkat(sp->incfd, m->qid, 0);
+                } else {
+                    m->renamed = true;
+                    any = true;
+                }
+            }
+            if (any) {
+                int rc = fsync_fd(sp, sp->actfd);
+                if (rc != 0) {
+                    ferr = rc;
+                    pst_err("event=spool_fsync_error dir=active error=\"%s\"",
+                            strerror(-rc));
+                }
+            }
+        }
+        TAILQ_FOREACH(m, &batch, link) {
+            if (ferr != 0) {
+                if (m->renamed)
+                    unlinkat(sp->actfd, m->qid, 0);
+                else if (m->status == 0)
+                    unlinkat(sp->incfd, m->qid, 0);
+                m->renamed = false;
+                m->status = -EIO;
+            }
+            close(m->fd);
+            m->fd = -1;
+        }
+        atomic_fetch_add(&sp->n_batches, 1);
+        pthread_mutex_lock(&sp->mu);
+        TAILQ_CONCAT(&sp->done, &batch, link);
+        uv_async_send(&sp->async);
+    }
+    pthread_mutex_unlock(&sp->mu);
+    return NULL;
+}
+
+static void
+msg_free(struct pst_spool_msg *m)
+{
+    if (m->fd >= 0)
+        close(m->fd);
+    free(m->buf);
+    pst_envelope_free(&m->env);
+    free(m);
+}
+
+/* Loop thread: run the callbacks of finished commits. */
+static void
+drain_done(struct pst_spool *sp)
+{
+    struct pst_msgl l = TAILQ_HEAD_INITIALIZER(l);
+    struct pst_spool_msg *m;
+
+    pthread_mutex_lock(&sp->mu);
+    TAILQ_CONCAT(&l, &sp->done, link);
+    pthread_mutex_unlock(&sp->mu);
+    while ((m = TAILQ_FIRST(&l)) != NULL) {
+        TAILQ_REMOVE(&l, m, link);
+        if (m->status == 0) {
+            atomic_fetch_add(&sp->n_committed, 1);
+            pst__qmgr_add(sp->qm, m->qid, &m->env, m->data_off, m->env_off,
+                          m->size, m->off);
+        } else {
+            pst_warn("msg=%s event=spool_commit_failed error=\"%s\"", m->qid,
+                     strerror(-m->status));
+        }
+        m->cb(m->cb_arg, m->status);
+        msg_free(m);
+    }
+}
+
+static void
+on_async(uv_async_t *a)
+{
+    drain_done(a->data);
+}
+
+/* ---- receive path ---- */
+
+int
+pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp, char *qid)
+{
+    struct pst_spool_msg *m;
+    int fd = -1, rc;
+
+    if (sp->closing)
+        return -ESHUTDOWN;
+    m = pst_xcalloc(1, sizeof(*m));
+    m->sp = sp;
+    m->fd = -1;
+    for (int tries = 0; tries < 1000; tries++) {
+        if (sp->seq >= (UINT64_C(1) << PST_QID_SEQ_BITS))
+            return -EOVERFLOW;
+        qid_format(m->qid, sp->gen, sp->seq++);
+        fd = openat(sp->incfd, m->qid, O_WRONLY | O_CREAT | O_EXCL |
+                    O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    m->fd = fd;
+
+    struct pst_wbuf w = {0};
+    pst__wbuf_bytes(&w, PST_SPOOL_MAGIC, 4);
+    pst__wbuf_u32(&w, PST_SPOOL_VERSION);
+    size_t s = pst__rec_begin(&w, PST_REC_INFO);
+    pst__wbuf_bytes(&w, m->qid, PST_QID_LEN);
+    pst__wbuf_u64(&w, (uint64_t)(int64_t)time(NULL));
+    pst__rec_end(&w, s);
+    rc = pst__write_all(fd, w.p, w.len);
+    m->off = m->data_off = w.len;
+    pst__wbuf_free(&w);
+    if (rc != 0) {
+        unlinkat(sp->incfd, m->qid, 0);
+        goto fail;
+    }
+    m->buf = pst_xmalloc(PST_SPOOL_WBUF);
+    sp->open_msgs++;
+    memcpy(qid, m->qid, PST_QID_LEN + 1);
+    *mp = m;
+    return 0;
+fail:
+    msg_free(m);
+    return rc;
+}
+
+/* Frame the buffered text as one CHUNK record and write it. */
+static int
+flush_chunk(struct pst_spool_msg *m)
+{
+    uint8_t *b = m->buf;
+    size_t len = m->fill;
+
+    if (len == 0)
+        return 0;
+    memset(b, 0, PST_REC_HDR_LEN);
+    b[0] = PST_REC_CHUNK;
+    b[4] = (uint8_t)len;
+    b[5] = (uint8_t)(len >> 8);
+    b[6] = (uint8_t)(len >> 16);
+    b[7] = (uint8_t)(len >> 24);
+    uint32_t crc = pst_crc32c(0, b, PST_REC_HDR_LEN + len);
+    uint8_t *t = b + PST_REC_HDR_LEN + len;
+    t[0] = (uint8_t)crc;
+    t[1] = (uint8_t)(crc >> 8);
+    t[2] = (uint8_t)(crc >> 16);
+    t[3] = (uint8_t)(crc >> 24);
+    int rc = pst__write_all(m->fd, b, len + PST_REC_OVERHEAD);
+    if (rc != 0)
+        return rc;
+    m->off += len + PST_REC_OVERHEAD;
+    m->fill = 0;
+    return 0;
+}
+
+int
+pst_spool_msg_write(struct pst_spool_msg *m, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+
+    if (m->err)
+        return m->err;
+    while (len > 0) {
+        size_t k = PST_MIN(len, PST_CHUNK_MAX - m->fill);
+        memcpy(m->buf + PST_REC_HDR_LEN + m->fill, p, k);
+        m->fill += k;
+        m->size += k;
+        p += k;
+        len -= k;
+        if (m->fill == PST_CHUNK_MAX) {
+            int rc = flush_chunk(m);
+            if (rc != 0) {
+                m->err = rc;
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+uint64_t
+pst_spool_msg_size(const struct pst_spool_msg *m)
+{
+    return m->size;
+}
+
+void
+pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
+                     pst_spool_commit_cb cb, void *arg)
+{
+    struct pst_spool *sp = m->sp;
+    struct pst_wbuf w = {0};
+    int rc = m->err;
+
+    m->cb = cb;
+    m->cb_arg = arg;
+    sp->open_msgs--;
+    if (rc == 0 && env->nrcpts == 0)
+        rc = -EINVAL;
+    if (rc == 0)
+        rc = flush_chunk(m);
+    if (rc == 0) {
+        pst__env_copy(&m->env, env);
+        m->env_off = m->off;
+        size_t s = pst__rec_begin(&w, PST_REC_ENVELOPE);
+        pst__env_encode(&w, &m->env);
+        pst__rec_end(&w, s);
+        if (w.len - s > PST_REC_MAX + PST_REC_OVERHEAD) {
+            rc = -E2BIG;
+        } else {
+            s = pst__rec_begin(&w, PST_REC_COMMIT);
+            pst__wbuf_u64(&w, m->env_off);
+            pst__wbuf_u64(&w, m->size);
+            pst__rec_end(&w, s);
+            rc = pst__write_all(m->fd, w.p, w.len);
+            m->off += w.len;
+        }
+        pst__wbuf_free(&w);
+    }
+    free(m->buf);
+    m->buf = NULL;
+    m->status = rc;
+    if (rc != 0)
+        unlinkat(sp->incfd, m->qid, 0);
+    pthread_mutex_lock(&sp->mu);
+    if (rc == 0 && sp->sync_started) {
+        TAILQ_INSERT_TAIL(&sp->pending, m, link);
+        pthread_cond_signal(&sp->cv);
+    } else {
+        /* failed before the sync: report through the same async path so
+         * the callback never runs inside pst_spool_msg_commit */
+        if (m->status == 0)
+            m->status = -ESHUTDOWN;
+        TAILQ_INSERT_TAIL(&sp->done, m, link);
+        uv_async_send(&sp->async);
+    }
+    pthread_mutex_unlock(&sp->mu);
+}
+
+void
+pst_spool_msg_abort(struct pst_spool_msg *m)
+{
+    struct pst_spool *sp = m->sp;
+
+    sp->open_msgs--;
+    unlinkat(sp->incfd, m->qid, 0);
+    msg_free(m);
+}
+
+int64_t
+pst_spool_free_bytes(struct pst_spool *sp)
+{
+    struct statvfs v;
+    if (fstatvfs(sp->dirfd, &v) != 0)
+        return -1;
+    return (int64_t)((uint64_t)v.f_bavail * v.f_frsize);
+}
+
+void
+pst_spool_pause(struct pst_spool *sp, bool paused)
+{
+    pst__qmgr_pause(sp->qm, paused);
+}
+
+void
+pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->fsyncs = atomic_load(&sp->n_fsync);
+    st->batches = atomic_load(&sp->n_batches);
+    st->committed = atomic_load(&sp->n_committed);
+    pst__qmgr_counts(sp->qm, &st->queued, &st->delivering);
+}
+
+/* ---- open: directories, lock, generation, recovery ---- */
+
+static int
+mkdir_p(const char *path, mode_t last_mode)
+{
+    char *p = pst_xstrdup(path);
+    int rc = 0;
+
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            rc = -errno;
+            goto out;
+        }
+        *s = '/';
+    }
+    if (mkdir(p, last_mode) != 0 && errno != EEXIST)
+        rc = -errno;
+out:
+    free(p);
+    return rc;
+}
+
+static int
+take_lock(struct pst_spool *sp, struct pst_err *err)
+{
+    sp->lockfd = openat(sp->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC,
+                        0600);
+    if (sp->lockfd < 0) {
+        int e = errno;
+        pst_err_add(err, NULL, 0, "spool %s: lock file: %s", sp->o.dir,
+                    strerror(e));
+        return -e;
+    }
+    if (flock(sp->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(sp->lockfd, pid, sizeof(pid) - 1, 0);
+        if (n > 0) {
+            pid[n] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+        }
+        if (e == EWOULDBLOCK)
+            pst_err_add(err, NULL, 0, "spool %s is in use by another "
+                        "postern (pid %s)", sp->o.dir, pid[0] ? pid : "?");
+        else
+            pst_err_add(err, NULL, 0, "spool %s: lock: %s", sp->o.dir,
+                        strerror(e));
+        return e == EWOULDBLOCK ? -EBUSY : -e;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(sp->lockfd, 0) != 0 ||
+        pwrite(sp->lockfd, buf, (size_t)n, 0) != n)
+        pst_warn("event=spool_lock_pid error=\"%s\"", strerror(errno));
+    return 0;
+}
+
+/*
+ * The generation (QID high bits) grows by one per open and is stored
+ * durably before any QID of the run is handed out, so QIDs never repeat
+ * across restarts, whatever the clock does. It also starts above the
+ * highest generation found in the queue, in case the counter file was
+ * lost.
+ */
+static int
+bump_generation(struct pst_spool *sp, uint64_t seen_max, struct pst_err *err)
+{
+    char buf[64];
+    uint64_t g = 0;
+    int fd, rc;
+
+    fd = openat(sp->dirfd, "generation", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            g = strtoull(buf, NULL, 10);
+        }
+    }
+    g = PST_MAX(g, seen_max) + 1;
+    if (g >= (UINT64_C(1) << (64 - PST_QID_SEQ_BITS))) {
+        pst_err_add(err, NULL, 0, "spool %s: queue ID generations "
+                    "exhausted", sp->o.dir);
+        return -EOVERFLOW;
+    }
+    int n = snprintf(buf, sizeof(buf), "%" PRIu64 "\n", g);
+    fd = openat(sp->dirfd, "generation.tmp", O_WRONLY | O_CREAT | O_TRUNC |
+                O_CLOEXEC, 0600);
+    if (fd < 0)
+        goto fail;
+    rc = pst__write_all(fd, buf, (size_t)n);
+    if (rc == 0)
+        rc = fsync_fd(sp, fd);
+    close(fd);
+    if (rc != 0) {
+        errno = -rc;
+        goto fail;
+    }
+    if (renameat(sp->dirfd, "generation.tmp", sp->dirfd, "generation") != 0 ||
+        fsync_fd(sp, sp->dirfd) != 0)
+        goto fail;
+    sp->gen = g;
+    sp->seq = 0;
+    return 0;
+fail:
+    rc = -errno;
+    pst_err_add(err, NULL, 0, "spool %s: generation file: %s", sp->o.dir,
+                strerror(errno));
+    return rc;
+}
+
+static uint64_t
+qid_gen(const char *qid)
+{
+    return strtoull(qid, NULL, 16) >> PST_QID_SEQ_BITS;
+}
+
+/* Move a damaged file aside, never deleting it. */
+static void
+quarantine(struct pst_spool *sp, int fromfd, const char *from,
+           const char *name, const char *why)
+{
+    char dst[300];
+    snprintf(dst, sizeof(dst), "%s", name);
+    for (int i = 1; i < 1000; i++) {
+        if (faccessat(sp->corfd, dst, F_OK, 0) != 0)
+            break;
+        snprintf(dst, sizeof(dst), "%.200s.%d", name, i);
+    }
+    if (renameat(fromfd, name, sp->corfd, dst) != 0) {
+        pst_err("msg=%.64s event=spool_corrupt dir=%s reason=\"%s\" "
+                "action=left error=\"%s\"", name, from, why,
+                strerror(errno));
+        return;
+    }
+    pst_err("msg=%.64s event=spool_corrupt dir=%s reason=\"%s\" "
+            "action=moved to=corrupt/%s", name, from, why, dst);
+}
+
+struct recov {
+    unsigned removed, corrupt, loaded, torn;
+    uint64_t gen_max;
+};
+
+static int
+recover_dir(struct pst_spool *sp, int dfd, const char *dname, bool held,
+            struct recov *rv)
+{
+    int fd2 = dup(dfd);
+    DIR *d;
+    struct dirent *de;
+
+    if (fd2 < 0 || (d = fdopendir(fd2)) == NULL) {
+        if (fd2 >= 0)
+            close(fd2);
+        return -errno;
+    }
+    rewinddir(d);
+    while ((de = readdir(d)) != NULL) {
+        const char *name = de->d_name;
+        char why[160];
+        struct pst_scan s;
+
+        if (name[0] == '.')
+            continue;
+        if (!pst__qid_valid(name)) {
+            quarantine(sp, dfd, dname, name, "not a queue file name");
+            rv->corrupt++;
+            continue;
+        }
+        rv->gen_max = PST_MAX(rv->gen_max, qid_gen(name));
+        int fd = openat(dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+            pst_err("msg=%s event=spool_recover dir=%s error=\"%s\"", name,
+                    dname, strerror(errno));
+            continue;
+        }
+        int rc = pst__spool_scan(fd, &s, why, sizeof(why));
+        if (rc == PST_SCAN_OK && strcmp(s.qid, name) != 0) {
+            snprintf(why, sizeof(why), "queue ID %s inside does not match",
+                     s.qid);
+            pst__scan_free(&s);
+            rc = PST_SCAN_CORRUPT;
+        }
+        if (rc < 0) {
+            pst_err("msg=%s event=spool_recover dir=%s error=\"%s\"", name,
+                    dname, strerror(-rc));
+            close(fd);
+            continue;
+        }
+        if (rc != PST_SCAN_OK) {
+            /* a file in active/ or hold/ was renamed there only after its
+             * COMMIT record was synced: anything less is damage */
+            close(fd);
+            quarantine(sp, dfd, dname, name, why);
+            rv->corrupt++;
+            continue;
+        }
+        if (s.torn) {
+            /* cut the damaged update so later appends follow good records */
+            if (ftruncate(fd, (off_t)s.good_end) != 0 || fsync(fd) != 0)
+                pst_warn("msg=%s event=spool_truncate error=\"%s\"", name,
+                         strerror(errno));
+            else
+                pst_warn("msg=%s event=spool_torn_tail dir=%s "
+                         "ignored_bytes=%" PRIu64, name, dname,
+                         s.file_size - s.good_end);
+            s.file_size = s.good_end;
+            rv->torn++;
+        }
+        close(fd);
+        pst__qmgr_load(sp->qm, &s, held);
+        rv->loaded++;
+    }
+    closedir(d);
+    return 0;
+}
+
+static int
+recover(struct pst_spool *sp, struct pst_err *err)
+{
+    struct recov rv = {0};
+    int fd2 = dup(sp->incfd);
+    DIR *d;
+    struct dirent *de;
+
+    /* incoming/: never acknowledged (a 250 follows the rename), remove */
+    if (fd2 < 0 || (d = fdopendir(fd2)) == NULL) {
+        if (fd2 >= 0)
+            close(fd2);
+        goto fail;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        if (pst__qid_valid(de->d_name))
+            rv.gen_max = PST_MAX(rv.gen_max, qid_gen(de->d_name));
+        if (unlinkat(sp->incfd, de->d_name, 0) == 0) {
+            rv.removed++;
+            pst_info("msg=%.64s event=spool_recover dir=incoming "
+                     "action=removed reason=incomplete", de->d_name);
+        }
+    }
+    closedir(d);
+    if (recover_dir(sp, sp->actfd, "active", false, &rv) != 0 ||
+        recover_dir(sp, sp->holdfd, "hold", true, &rv) != 0)
+        goto fail;
+    if (rv.corrupt) {
+        fsync_fd(sp, sp->corfd);
+        fsync_fd(sp, sp->actfd);
+        fsync_fd(sp, sp->holdfd);
+    }
+    if (bump_generation(sp, rv.gen_max, err) != 0)
+        return -EIO;
+    pst_info("event=spool_open dir=%s loaded=%u removed=%u corrupt=%u "
+             "torn=%u", sp->o.dir, rv.loaded, rv.removed, rv.corrupt,
+             rv.torn);
+    return 0;
+fail:
+    pst_err_add(err, NULL, 0, "spool %s: recovery: %s", sp->o.dir,
+                strerror(errno));
+    return -errno;
+}
+
+static void
+opts_copy(struct pst_spool_opts *o, const struct pst_conf *c)
+{
+    o->dir = pst_xstrdup(c->queue.directory ? c->queue.directory
+                                            : "/var/spool/postern");
+    o->control_socket =
+        c->queue.control_socket && c->queue.control_socket[0]
+            ? pst_xstrdup(c->queue.control_socket)
+            : pst_xasprintf("%s/control.sock", o->dir);
+    o->control_group = c->queue.control_group && c->queue.control_group[0]
+                           ? pst_xstrdup(c->queue.control_group)
+                           : NULL;
+    o->default_route = pst_xstrdup(c->delivery.default_route
+                                       ? c->delivery.default_route
+                                       : "maildir:/var/mail/postern");
+    o->retry_min = c->delivery.retry_min ? c->delivery.retry_min : 60;
+    o->retry_max = PST_MAX(c->delivery.retry_max, o->retry_min);
+    o->lifetime = c->delivery.lifetime ? c->delivery.lifetime : 5 * 86400;
+    o->concurrency = c->delivery.concurrency ? c->delivery.concurrency : 20;
+}
+
+static void
+opts_free(struct pst_spool_opts *o)
+{
+    free(o->dir);
+    free(o->control_socket);
+    free(o->control_group);
+    free(o->default_route);
+}
+
+static void
+spool_free(struct pst_spool *sp)
+{
+    for (int *fd = &sp->dirfd; fd <= &sp->lockfd; fd++)
+        if (*fd >= 0)
+            close(*fd);
+    pthread_mutex_destroy(&sp->mu);
+    pthread_cond_destroy(&sp->cv);
+    opts_free(&sp->o);
+    free(sp);
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct pst_spool *sp = h->data;
+    if (--sp->handles == 0)
+        spool_free(sp);
+}
+
+int
+pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
+               struct pst_err *err)
+{
+    struct pst_spool *sp = pst_xcalloc(1, sizeof(*sp));
+    int rc;
+
+    sp->loop = loop;
+    opts_copy(&sp->o, conf);
+    sp->dirfd = sp->incfd = sp->actfd = sp->holdfd = sp->corfd = sp->lockfd =
+        -1;
+    pthread_mutex_init(&sp->mu, NULL);
+    pthread_cond_init(&sp->cv, NULL);
+    TAILQ_INIT(&sp->pending);
+    TAILQ_INIT(&sp->done);
+
+    if ((rc = mkdir_p(sp->o.dir, 0700)) != 0) {
+        pst_err_add(err, NULL, 0, "spool %s: %s", sp->o.dir, strerror(-rc));
+        goto fail;
+    }
+    sp->dirfd = open(sp->o.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sp->dirfd < 0) {
+        rc = -errno;
+        pst_err_add(err, NULL, 0, "spool %s: %s", sp->o.dir, strerror(-rc));
+        goto fail;
+    }
+    /* 0700, or 0710 with the control group so its members can reach the
+     * control socket (and nothing else: the subdirectories stay 0700) */
+    mode_t mode = 0700;
+    if (sp->o.control_group) {
+        struct group gr, *g = NULL;
+        char gbuf[4096];
+        if (getgrnam_r(sp->o.control_group, &gr, gbuf, sizeof(gbuf), &g) !=
+                0 || g == NULL) {
+            pst_err_add(err, NULL, 0, "queue.control_group: unknown group "
+                        "\"%s\"", sp->o.control_group);
+            rc = -EINVAL;
+            goto fail;
+        }
+        if (fchown(sp->dirfd, (uid_t)-1, g->gr_gid) == 0)
+            mode = 0710;
+    }
+    if (fchmod(sp->dirfd, mode) != 0)
+        pst_warn("event=spool_chmod dir=%s error=\"%s\"", sp->o.dir,
+                 strerror(errno));
+    if ((rc = take_lock(sp, err)) != 0)
+        goto fail;
+    int *fds[] = {&sp->incfd, &sp->actfd, &sp->holdfd, &sp->corfd};
+    for (size_t i = 0; i < PST_ARRAY_LEN(subdirs); i++) {
+        if (mkdirat(sp->dirfd, subdirs[i], 0700) != 0 && errno != EEXIST)
+            goto fail_errno;
+        *fds[i] = openat(sp->dirfd, subdirs[i],
+                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (*fds[i] < 0)
+            goto fail_errno;
+    }
+    if (fsync_fd(sp, sp->dirfd) != 0)
+        goto fail_errno;
+    if ((rc = pst__qmgr_new(&sp->qm, sp, err)) != 0)
+        goto fail;
+    if ((rc = recover(sp, err)) != 0)
+        goto fail_qm;
+    if ((rc = uv_async_init(loop, &sp->async, on_async)) != 0) {
+        pst_err_add(err, NULL, 0, "spool: uv_async_init: %s",
+                    uv_strerror(rc));
+        goto fail_qm;
+    }
+    sp->async.data = sp;
+    sp->handles++;
+    if ((rc = pthread_create(&sp->sync_thr, NULL, sync_main, sp)) != 0) {
+        pst_err_add(err, NULL, 0, "spool: sync thread: %s", strerror(rc));
+        rc = -rc;
+        goto fail_async;
+    }
+    sp->sync_started = true;
+    if ((rc = pst__control_start(&sp->ctl, sp, err)) != 0) {
+        pst_spool_close(sp);
+        return rc;
+    }
+    pst__qmgr_start(sp->qm);
+    *spp = sp;
+    return 0;
+
+fail_errno:
+    rc = -errno;
+    pst_err_add(err, NULL, 0, "spool %s: %s", sp->o.dir, strerror(-rc));
+    goto fail_qm;
+fail_async:
+    sp->closing = true;
+    pst__qmgr_close(sp->qm);
+    close(sp->lockfd);
+    sp->lockfd = -1;
+    uv_close((uv_handle_t *)&sp->async, on_handle_closed);
+    return rc;
+fail_qm:
+    if (sp->qm)
+        pst__qmgr_close(sp->qm);
+fail:
+    spool_free(sp);
+    return rc;
+}
+
+void
+pst_spool_close(struct pst_spool *sp)
+{
+    sp->closing = true;
+    if (sp->ctl) {
+        pst__control_close(sp->ctl);
+        sp->ctl = NULL;
+    }
+    if (sp->sync_started) {
+        pthread_mutex_lock(&sp->mu);
+        sp->stop = true;
+        pthread_cond_signal(&sp->cv);
+        pthread_mutex_unlock(&sp->mu);
+        pthread_join(sp->sync_thr, NULL);
+        sp->sync_started = false;
+    }
+    drain_done(sp);
+    pst__qmgr_close(sp->qm);
+    sp->qm = NULL;
+    if (sp->open_msgs)
+        pst_warn("event=spool_close open_messages=%u", sp->open_msgs);
+    /* release the lock now; memory goes when the handle has closed */
+    close(sp->lockfd);
+    sp->lockfd = -1;
+    uv_close((uv_handle_t *)&sp->async, on_handle_closed);
+}

@@ -1,0 +1,76 @@
+/*
+ * transport.h - how the queue manager hands a message to a delivery
+ * method. maildir (queue/maildir.c) is the first; SMTP and LMTP (issue 5)
+ * plug in beside it. A route string "name:argument" from the config names
+ * a transport and its argument ("maildir:/var/mail/inbox").
+ *
+ * Contract for a blocking transport (blocking = true): deliver runs on a
+ * delivery worker thread (queue/workq.c, never the libuv pool, never the
+ * loop), may block on files or sockets, touches only d and its own route
+ * object, and returns after setting a result for every recipient in d.
+ * It must make each delivery durable at the destination before reporting
+ * it delivered: the queue then records the state and forgets the
+ * recipient, so "delivered" is never said of bytes that a crash can lose.
+ * A non-blocking (event-loop) variant is the shape issue 5's SMTP client
+ * will take: the same struct pst_delivery, completed on the loop thread.
+ */
+#ifndef PST_QUEUE_TRANSPORT_H
+#define PST_QUEUE_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/envelope.h"
+
+/*
+ * A committed message read back from its spool file, chunk by chunk, each
+ * chunk's CRC verified (-EBADMSG on a mismatch). One reader per delivery,
+ * used by one thread at a time.
+ */
+struct pst_spool_reader;
+
+/* pst_spool_reader_read - up to len bytes; 0 at the end, or -errno. */
+ssize_t pst_spool_reader_read(struct pst_spool_reader *r, void *buf,
+                              size_t len);
+/* pst_spool_reader_rewind - back to the first message byte. */
+int pst_spool_reader_rewind(struct pst_spool_reader *r);
+uint64_t pst_spool_reader_size(const struct pst_spool_reader *r);
+
+enum pst_dres {
+    PST_DRES_OK,            /* delivered, durable at the destination */
+    PST_DRES_TEMP,          /* try again later */
+    PST_DRES_PERM,          /* will never succeed (bounce: issue 5) */
+};
+
+struct pst_rcpt_result {
+    enum pst_dres res;
+    char text[256];         /* for logs and `postern queue list` */
+};
+
+struct pst_delivery {
+    const char *qid;
+    const struct pst_envelope *env;
+    struct pst_spool_reader *reader;
+    size_t n;                       /* recipients in this attempt */
+    const size_t *idx;              /* n indexes into env->rcpts */
+    struct pst_rcpt_result *res;    /* n results, set by the transport */
+};
+
+struct pst_transport {
+    const char *name;               /* route scheme */
+    bool blocking;                  /* runs on a delivery worker thread */
+    /* route_new - parse the argument after "name:"; 0 or -errno + text */
+    int (*route_new)(const char *arg, void **route, char *err, size_t len);
+    void (*route_free)(void *route);
+    void (*deliver)(void *route, struct pst_delivery *d);
+};
+
+extern const struct pst_transport pst_transport_maildir;
+
+/* pst_transport_find - the transport for a route string, or NULL. */
+const struct pst_transport *pst_transport_find(const char *route,
+                                               const char **arg);
+
+#endif
