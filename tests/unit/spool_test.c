@@ -1,0 +1,933 @@
+/*
+ * spool_test.c - the spool and queue manager driven through their API with
+ * a real libuv loop, real files in a temporary directory, real threads,
+ * and (for disk-full cases) real small tmpfs mounts.
+ *
+ * Covers: commit then maildir delivery (bytes checked), group commit of
+ * many concurrent messages, abort, the one-gateway lock, queue IDs across
+ * restarts, recovery of torn/bad-checksum/unknown-version/truncated files
+ * and torn update tails, recipient state surviving a restart (partial
+ * delivery), retries after a clock jump, ENOSPC while receiving and while
+ * delivering (partial delivery, then retry), expiry to hold/, and the
+ * control socket commands.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/envelope.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "queue/record.h"
+#include "queue/spool.h"
+
+struct fx {
+    char root[128];
+    char spool[192];
+    char mail[192];
+    char route[256];
+    uv_loop_t loop;
+    uv_timer_t tick;
+    struct pst_conf conf;
+    struct pst_spool *sp;
+    char mounts[4][192];
+    int nmounts;
+};
+
+static void
+fx_conf(struct fx *f, unsigned rmin, unsigned rmax, unsigned life)
+{
+    memset(&f->conf, 0, sizeof(f->conf));
+    f->conf.queue.directory = f->spool;
+    snprintf(f->route, sizeof(f->route), "maildir:%s", f->mail);
+    f->conf.delivery.default_route = f->route;
+    f->conf.delivery.retry_min = rmin;
+    f->conf.delivery.retry_max = rmax;
+    f->conf.delivery.lifetime = life;
+    f->conf.delivery.concurrency = 4;
+}
+
+static int
+setup(void **state)
+{
+    struct fx *f = pst_xcalloc(1, sizeof(*f));
+    snprintf(f->root, sizeof(f->root), "/tmp/pst-spool-test-XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(f->spool, sizeof(f->spool), "%s/spool", f->root);
+    snprintf(f->mail, sizeof(f->mail), "%s/mail", f->root);
+    fx_conf(f, 1, 1, 3600);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    uv_timer_init(&f->loop, &f->tick);
+    *state = f;
+    return 0;
+}
+
+static void
+rm_rf(const char *path)
+{
+    char *cmd = pst_xasprintf("rm -rf '%s'", path);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    if (f->sp)                  /* a failed assertion left it open */
+        pst_spool_close(f->sp);
+    uv_close((uv_handle_t *)&f->tick, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    /* a test that leaves handles open fails here */
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    for (int i = f->nmounts - 1; i >= 0; i--)
+        umount2(f->mounts[i], MNT_DETACH);
+    rm_rf(f->root);
+    free(f);
+    return 0;
+}
+
+static void
+mount_tmpfs(struct fx *f, const char *path, const char *size)
+{
+    char opts[64];
+    assert_true(mkdir(path, 0700) == 0 || errno == EEXIST);
+    snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+    if (mount("tmpfs", path, "tmpfs", 0, opts) != 0)
+        fail_msg("mount tmpfs on %s: %s (the spool tests need root for "
+                 "their disk-full cases)", path, strerror(errno));
+    snprintf(f->mounts[f->nmounts++], sizeof(f->mounts[0]), "%s", path);
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run the loop until *flag is set or ms pass; returns the flag. */
+static bool
+run_until(struct fx *f, bool (*pred)(void *), void *arg, unsigned ms)
+{
+    uint64_t end = uv_now(&f->loop) + ms;
+    uv_timer_start(&f->tick, on_tick, 5, 5);
+    while (!pred(arg) && uv_now(&f->loop) < end)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_timer_stop(&f->tick);
+    return pred(arg);
+}
+
+static void
+spool_open(struct fx *f)
+{
+    struct pst_err err = {0};
+    int rc = pst_spool_open(&f->sp, &f->loop, &f->conf, &err);
+    if (rc != 0)
+        fail_msg("pst_spool_open: %d %s", rc, pst_err_first(&err));
+    pst_err_free(&err);
+}
+
+static void
+spool_close(struct fx *f)
+{
+    pst_spool_close(f->sp);
+    f->sp = NULL;
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static int
+count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int n = 0;
+    if (d == NULL)
+        return -1;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static int
+count_sub(struct fx *f, const char *base, const char *sub)
+{
+    char p[300];
+    snprintf(p, sizeof(p), "%s/%s", base, sub);
+    return count_dir(p);
+}
+
+struct cnt {
+    struct fx *f;
+    const char *base, *sub;
+    int want;
+};
+
+static bool
+pred_count(void *arg)
+{
+    struct cnt *c = arg;
+    return count_sub(c->f, c->base, c->sub) == c->want;
+}
+
+static bool
+wait_count(struct fx *f, const char *base, const char *sub, int want,
+           unsigned ms)
+{
+    struct cnt c = {f, base, sub, want};
+    return run_until(f, pred_count, &c, ms);
+}
+
+static char *
+slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    char *b = pst_xmalloc((size_t)st.st_size + 1);
+    assert_int_equal(read(fd, b, (size_t)st.st_size), st.st_size);
+    b[st.st_size] = '\0';
+    close(fd);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+/* ---- submitting messages ---- */
+
+struct sub {
+    int status;
+    bool done;
+    char qid[PST_QID_LEN + 1];
+};
+
+static void
+on_commit(void *arg, int status)
+{
+    struct sub *s = arg;
+    assert_false(s->done);      /* exactly once */
+    s->status = status;
+    s->done = true;
+}
+
+static bool
+pred_done(void *arg)
+{
+    return ((struct sub *)arg)->done;
+}
+
+static void
+envelope(struct pst_envelope *e, const char *sender, const char **rcpts,
+         size_t n)
+{
+    pst_envelope_init(e);
+    e->sender = pst_xstrdup(sender);
+    for (size_t i = 0; i < n; i++)
+        pst_envelope_add_rcpt(e, rcpts[i]);
+    e->arrival = time(NULL);
+    e->helo = pst_xstrdup("client.example");
+    e->proto = pst_xstrdup("ESMTP");
+    pst_ip_parse(&e->client_ip, "127.0.0.1");
+}
+
+/* Start a message: create, write body in uneven pieces, commit. */
+static void
+submit(struct fx *f, struct sub *s, const char *sender, const char **rcpts,
+       size_t n, const char *body, size_t len)
+{
+    struct pst_spool_msg *m;
+    struct pst_envelope e;
+
+    memset(s, 0, sizeof(*s));
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, s->qid), 0);
+    assert_int_equal(strlen(s->qid), PST_QID_LEN);
+    size_t off = 0, step = 1;
+    while (off < len) {
+        size_t k = PST_MIN(step, len - off);
+        assert_int_equal(pst_spool_msg_write(m, body + off, k), 0);
+        off += k;
+        step = step * 3 + 7;
+    }
+    assert_int_equal(pst_spool_msg_size(m), len);
+    envelope(&e, sender, rcpts, n);
+    pst_spool_msg_commit(m, &e, on_commit, s);
+    pst_envelope_free(&e);
+    assert_false(s->done);      /* never called back synchronously */
+}
+
+static char *
+make_body(size_t len, unsigned seed)
+{
+    static const char hdr[] = "Received: from client.example\r\n\tby test "
+                              "(postern); Sun, 22 Nov 2026 00:00:00 +0000"
+                              "\r\nSubject: test\r\n\r\n";
+    char *b = pst_xmalloc(len + 1);
+    size_t h = PST_MIN(len, sizeof(hdr) - 1);
+    memcpy(b, hdr, h);
+    for (size_t i = h; i < len; i++) {
+        size_t col = (i - h) % 78;
+        b[i] = col == 76 ? '\r' : col == 77 ? '\n'
+                                : (char)('a' + (i * 7 + seed) % 26);
+    }
+    b[len] = '\0';
+    return b;
+}
+
+/* Check that dir p holds exactly one copy per recipient, each right. */
+static void
+check_dir(const char *p, const char *sender, const char **rcpts, size_t n,
+          const char *body, size_t len, bool maildir_names)
+{
+    DIR *d = opendir(p);
+    struct dirent *de;
+    bool *seen = pst_xcalloc(n, sizeof(bool));
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char fp[700];
+        size_t flen;
+        snprintf(fp, sizeof(fp), "%s/%s", p, de->d_name);
+        /* maildir unique name: sec.M<usec>P<pid>Q<n>.host */
+        if (maildir_names) {
+            assert_non_null(strstr(de->d_name, ".M"));
+            assert_non_null(strchr(de->d_name, 'P'));
+            assert_non_null(strchr(de->d_name, 'Q'));
+        }
+        char *c = slurp(fp, &flen);
+        size_t i;
+        for (i = 0; i < n; i++) {
+            char *want = pst_xasprintf("Return-Path: <%s>\r\nDelivered-To: "
+                                       "<%s>\r\n", sender, rcpts[i]);
+            size_t wl = strlen(want);
+            bool match = flen == wl + len && memcmp(c, want, wl) == 0 &&
+                         memcmp(c + wl, body, len) == 0;
+            free(want);
+            if (match && !seen[i]) {
+                seen[i] = true;
+                break;
+            }
+        }
+        if (i == n)
+            fail_msg("unexpected maildir file %s (%zu bytes)", de->d_name,
+                     flen);
+        free(c);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++)
+        if (!seen[i])
+            fail_msg("no copy for %s", rcpts[i]);
+    free(seen);
+}
+
+static void
+check_maildir(struct fx *f, const char *sender, const char **rcpts, size_t n,
+              const char *body, size_t len)
+{
+    char p[400];
+    snprintf(p, sizeof(p), "%s/new", f->mail);
+    check_dir(p, sender, rcpts, n, body, len, true);
+}
+
+/* ---- tests ---- */
+
+static void
+test_commit_and_deliver(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"a@example.org", "b@example.org"};
+    size_t len = 300 * 1024 + 17;       /* spans several CHUNK records */
+    char *body = make_body(len, 1);
+    struct sub s;
+    struct pst_spool_stats st;
+    struct stat sb;
+
+    spool_open(f);
+    assert_int_equal(stat(f->spool, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    submit(f, &s, "sender@example.com", rc, 2, body, len);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    assert_int_equal(count_sub(f, f->mail, "new"), 2);
+    assert_int_equal(count_sub(f, f->mail, "tmp"), 0);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
+    check_maildir(f, "sender@example.com", rc, 2, body, len);
+    pst_spool_stats(f->sp, &st);
+    assert_int_equal(st.committed, 1);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.queued, 0);
+    spool_close(f);
+    free(body);
+}
+
+static void
+test_group_commit(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 200 };
+    const char *rc[] = {"x@example.org"};
+    struct sub *s = pst_xcalloc(N, sizeof(*s));
+    char *body = make_body(1024, 2);
+    struct pst_spool_stats st0, st;
+
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    pst_spool_stats(f->sp, &st0);
+    for (int i = 0; i < N; i++)
+        submit(f, &s[i], "", rc, 1, body, 1024);
+    for (int i = 0; i < N; i++) {
+        assert_true(run_until(f, pred_done, &s[i], 10000));
+        assert_int_equal(s[i].status, 0);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(s[i].qid, s[j].qid);
+    }
+    pst_spool_stats(f->sp, &st);
+    printf("# group commit: %d messages, %llu batches, %.2f fsyncs/message\n",
+           N, (unsigned long long)(st.batches - st0.batches),
+           (double)(st.fsyncs - st0.fsyncs) / N);
+    assert_int_equal(st.committed, N);
+    /* one dir sync per batch: far fewer batches than messages */
+    assert_true(st.batches - st0.batches <= N / 4);
+    assert_true(st.fsyncs - st0.fsyncs <= N + N / 4);
+    assert_int_equal(count_sub(f, f->spool, "active"), N);
+    assert_int_equal(st.queued, N);
+    pst_spool_pause(f->sp, false);
+    assert_true(wait_count(f, f->mail, "new", N, 20000));
+    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    spool_close(f);
+    free(body);
+    free(s);
+}
+
+static void
+test_abort_and_lock(void **state)
+{
+    struct fx *f = *state;
+    struct pst_spool_msg *m;
+    struct pst_spool *sp2;
+    struct pst_err err = {0};
+    char qid[PST_QID_LEN + 1];
+
+    spool_open(f);
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
+    assert_int_equal(pst_spool_msg_write(m, "x\r\n", 3), 0);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 1);
+    pst_spool_msg_abort(m);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
+    /* a second gateway on the same spool is refused, with the reason */
+    assert_int_equal(pst_spool_open(&sp2, &f->loop, &f->conf, &err), -EBUSY);
+    assert_non_null(strstr(pst_err_first(&err), "in use by another"));
+    pst_err_free(&err);
+    assert_true(pst_spool_free_bytes(f->sp) > 0);
+    spool_close(f);
+}
+
+static void
+test_qid_unique_across_restarts(void **state)
+{
+    struct fx *f = *state;
+    char seen[6][PST_QID_LEN + 1];
+    int n = 0;
+
+    for (int run = 0; run < 3; run++) {
+        spool_open(f);
+        for (int i = 0; i < 2; i++) {
+            struct pst_spool_msg *m;
+            assert_int_equal(pst_spool_msg_new(f->sp, &m, seen[n]), 0);
+            pst_spool_msg_abort(m);
+            for (int j = 0; j < n; j++)
+                assert_string_not_equal(seen[j], seen[n]);
+            n++;
+        }
+        spool_close(f);
+    }
+    /* the generation file lost: QIDs still move past those in the queue */
+    char p[300];
+    snprintf(p, sizeof(p), "%s/generation", f->spool);
+    assert_int_equal(unlink(p), 0);
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    const char *rc[] = {"r@example.org"};
+    struct sub s;
+    submit(f, &s, "s@example.org", rc, 1, "hi\r\n", 4);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    spool_close(f);
+    assert_int_equal(unlink(p), 0);
+    spool_open(f);
+    struct pst_spool_msg *m;
+    char q[PST_QID_LEN + 1];
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, q), 0);
+    assert_true(strcmp(q, s.qid) > 0);
+    pst_spool_msg_abort(m);
+    spool_close(f);
+}
+
+/* Commit n messages with delivery paused and close: files stay queued. */
+static void
+queue_paused(struct fx *f, struct sub *s, int n, const char **rcpts,
+             size_t nr, const char *body, size_t len)
+{
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    for (int i = 0; i < n; i++)
+        submit(f, &s[i], "from@example.com", rcpts, nr, body, len);
+    for (int i = 0; i < n; i++) {
+        assert_true(run_until(f, pred_done, &s[i], 5000));
+        assert_int_equal(s[i].status, 0);
+    }
+    spool_close(f);
+}
+
+static char *
+spath(struct fx *f, const char *sub, const char *name)
+{
+    return pst_xasprintf("%s/%s/%s", f->spool, sub, name);
+}
+
+static void
+patch_byte(const char *path, off_t off, int delta)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char c;
+    assert_true(fd >= 0);
+    if (off < 0)
+        off += lseek(fd, 0, SEEK_END);
+    assert_int_equal(pread(fd, &c, 1, off), 1);
+    c = (unsigned char)(c + delta);
+    assert_int_equal(pwrite(fd, &c, 1, off), 1);
+    close(fd);
+}
+
+static void
+append_bytes(const char *path, const void *p, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, p, n), (ssize_t)n);
+    close(fd);
+}
+
+static void
+test_recovery(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"rcpt@example.net"};
+    char *body = make_body(5000, 3);
+    struct sub s[5];
+    char *p;
+
+    queue_paused(f, s, 5, rc, 1, body, 5000);
+    assert_int_equal(count_sub(f, f->spool, "active"), 5);
+    /* 0: a flipped bit in the message text -> corrupt/ */
+    p = spath(f, "active", s[0].qid);
+    patch_byte(p, 200, 1);
+    free(p);
+    /* 1: an unknown format version -> corrupt/ */
+    p = spath(f, "active", s[1].qid);
+    patch_byte(p, 4, 1);
+    free(p);
+    /* 2: truncated before its commit record -> corrupt/ (was renamed
+     * into active/ only after a sync, so this is damage, never deleted) */
+    p = spath(f, "active", s[2].qid);
+    assert_int_equal(truncate(p, 3000), 0);
+    free(p);
+    /* 3: a torn update record after the commit -> ignored, delivered */
+    p = spath(f, "active", s[3].qid);
+    struct pst_wbuf w = {0};
+    pst__rec_rcpt(&w, 0, PST_RCPT_DELIVERED, time(NULL), NULL);
+    append_bytes(p, w.p, w.len - 3);
+    pst__wbuf_free(&w);
+    free(p);
+    /* 4: untouched -> delivered */
+    /* incoming/: a half-written file from a crash -> removed */
+    p = spath(f, "incoming", "00000000000000FF");
+    int fd = open(p, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "PSTQ\1\0\0\0garbage", 15), 15);
+    close(fd);
+    free(p);
+    /* and a stray non-queue file in active/ -> corrupt/ */
+    p = spath(f, "active", "stray.tmp");
+    fd = open(p, O_WRONLY | O_CREAT, 0600);
+    close(fd);
+    free(p);
+
+    spool_open(f);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
+    assert_int_equal(count_sub(f, f->spool, "corrupt"), 4);
+    for (int i = 0; i < 3; i++) {
+        p = spath(f, "corrupt", s[i].qid);
+        assert_int_equal(access(p, F_OK), 0);
+        free(p);
+    }
+    /* the torn tail was cut off: the file ends at its last good record */
+    assert_true(wait_count(f, f->mail, "new", 2, 5000));
+    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    const char *both[] = {"rcpt@example.net", "rcpt@example.net"};
+    check_maildir(f, "from@example.com", both, 2, body, 5000);
+    spool_close(f);
+    free(body);
+}
+
+/* After a partial delivery only the remaining recipients stay queued. */
+static void
+test_partial_state_survives_restart(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"one@example.net", "two@example.net",
+                        "three@example.net"};
+    struct sub s;
+    char *p;
+
+    queue_paused(f, &s, 1, rc, 3, "Subject: x\r\n\r\nbody\r\n", 21);
+    /* as if "two" had been delivered before a crash */
+    p = spath(f, "active", s.qid);
+    struct pst_wbuf w = {0};
+    pst__rec_rcpt(&w, 1, PST_RCPT_DELIVERED, time(NULL), NULL);
+    append_bytes(p, w.p, w.len);
+    pst__wbuf_free(&w);
+    free(p);
+    spool_open(f);
+    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    const char *left[] = {"one@example.net", "three@example.net"};
+    check_maildir(f, "from@example.com", left, 2,
+                  "Subject: x\r\n\r\nbody\r\n", 21);
+    spool_close(f);
+}
+
+/* A next-attempt time far in the future (the clock was ahead) is capped
+ * at retry_max, so the queue does not stall. */
+static void
+test_clock_jump_does_not_stall(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"later@example.net"};
+    struct sub s;
+
+    queue_paused(f, &s, 1, rc, 1, "x\r\n", 3);
+    char *p = spath(f, "active", s.qid);
+    struct pst_wbuf w = {0};
+    pst__rec_retry(&w, 3, time(NULL) + 365 * 86400, "4.3.0 earlier");
+    append_bytes(p, w.p, w.len);
+    pst__wbuf_free(&w);
+    free(p);
+    fx_conf(f, 1, 2, 3600);
+    spool_open(f);
+    assert_int_equal(count_sub(f, f->mail, "new"), 0);
+    assert_true(wait_count(f, f->mail, "new", 1, 4000));
+    spool_close(f);
+}
+
+static void
+test_enospc_while_receiving(void **state)
+{
+    struct fx *f = *state;
+    struct pst_spool_msg *m;
+    char qid[PST_QID_LEN + 1];
+    char *big = make_body(256 * 1024, 4);
+    int rc = 0;
+
+    mount_tmpfs(f, f->spool, "512k");
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
+    for (int i = 0; i < 8 && rc == 0; i++)
+        rc = pst_spool_msg_write(m, big, 256 * 1024);
+    assert_int_equal(rc, -ENOSPC);
+    /* sticky: the message can only end; commit reports the error */
+    assert_int_equal(pst_spool_msg_write(m, "x", 1), -ENOSPC);
+    struct pst_envelope e;
+    const char *rc1[] = {"r@example.org"};
+    envelope(&e, "s@example.org", rc1, 1);
+    struct sub s = {0};
+    pst_spool_msg_commit(m, &e, on_commit, &s);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, -ENOSPC);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
+    /* space is back: the next message commits */
+    submit(f, &s, "s@example.org", rc1, 1, big, 100 * 1024);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+    assert_int_equal(count_sub(f, f->spool, "active"), 1);
+    pst_envelope_free(&e);
+    spool_close(f);
+    free(big);
+}
+
+static int
+scan_file(const char *path, struct pst_scan *sc)
+{
+    char why[160];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    int rc = pst__spool_scan(fd, sc, why, sizeof(why));
+    close(fd);
+    return rc;
+}
+
+/* Disk full at the destination: the recipients that fit are delivered and
+ * recorded, the rest retried later; each copy is made exactly once. */
+static void
+test_maildir_full_partial_then_retry(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"p1@example.net", "p2@example.net", "p3@example.net"};
+    size_t len = 200 * 1024;
+    char *body = make_body(len, 5);
+    struct sub s;
+
+    mount_tmpfs(f, f->mail, "512k");
+    spool_open(f);
+    submit(f, &s, "from@example.com", rc, 3, body, len);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+    assert_true(wait_count(f, f->mail, "new", 2, 5000));
+    /* the third did not fit: recorded as pending with its error */
+    char *p = spath(f, "active", s.qid);
+    struct pst_scan sc;
+    for (int i = 0; i < 100; i++) {
+        run_until(f, pred_done, &s, 20);
+        assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+        if (sc.attempts == 1)
+            break;
+        pst__scan_free(&sc);
+    }
+    assert_int_equal(sc.attempts, 1);
+    assert_int_equal(sc.env.rcpts[0].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[1].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[2].state, PST_RCPT_PENDING);
+    assert_non_null(sc.rcpt_err[2]);
+    assert_non_null(strstr(sc.rcpt_err[2], "4.3.1"));
+    pst__scan_free(&sc);
+    free(p);
+    /* make room (a reader took a message); the retry delivers only p3 */
+    char np[300];
+    snprintf(np, sizeof(np), "%s/new", f->mail);
+    DIR *d = opendir(np);
+    struct dirent *de;
+    char moved[2][400];
+    int nm = 0;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.' && nm < 2) {
+            snprintf(moved[nm], sizeof(moved[0]), "%s/%s", np, de->d_name);
+            nm++;
+        }
+    closedir(d);
+    char *keep = pst_xasprintf("%s/kept", f->root);
+    mkdir(keep, 0700);
+    for (int i = 0; i < nm; i++) {
+        char *dst = pst_xasprintf("%s/%d", keep, i);
+        char *cmd = pst_xasprintf("mv '%s' '%s'", moved[i], dst);
+        assert_int_equal(system(cmd), 0);
+        free(cmd);
+        free(dst);
+    }
+    assert_true(wait_count(f, f->mail, "new", 1, 5000));
+    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    /* exactly one more copy, for p3; p1 and p2 were not made twice */
+    check_maildir(f, "from@example.com", rc + 2, 1, body, len);
+    check_dir(keep, "from@example.com", rc, 2, body, len, false);
+    free(keep);
+    spool_close(f);
+    free(body);
+}
+
+/* Lifetime over after a failed attempt: recorded failed, kept in hold/. */
+static void
+test_expire_to_hold(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"gone@example.net"};
+    size_t len = 600 * 1024;
+    char *body = make_body(len, 6);
+    struct sub s;
+
+    mount_tmpfs(f, f->mail, "256k");
+    fx_conf(f, 1, 1, 2);
+    spool_open(f);
+    submit(f, &s, "from@example.com", rc, 1, body, len);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+    assert_true(wait_count(f, f->spool, "hold", 1, 8000));
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
+    assert_int_equal(count_sub(f, f->mail, "new"), 0);
+    char *p = spath(f, "hold", s.qid);
+    struct pst_scan sc;
+    assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+    assert_int_equal(sc.state, PST_QSTATE_FAILED);
+    assert_true(sc.attempts >= 2);
+    pst__scan_free(&sc);
+    free(p);
+    spool_close(f);
+    /* still held (as failed) after a restart, not retried */
+    spool_open(f);
+    struct pst_spool_stats st;
+    pst_spool_stats(f->sp, &st);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(st.delivering, 0);
+    spool_close(f);
+    free(body);
+}
+
+/* ---- control socket, driven from a client thread ---- */
+
+struct ctl_req {
+    char path[300];
+    char line[128];
+    char resp[16384];
+    atomic_bool done;
+};
+
+static void *
+ctl_thread(void *arg)
+{
+    struct ctl_req *r = arg;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    size_t n = 0;
+
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->path);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        write(fd, r->line, strlen(r->line)) == (ssize_t)strlen(r->line)) {
+        ssize_t k;
+        while (n < sizeof(r->resp) - 1 &&
+               (k = read(fd, r->resp + n, sizeof(r->resp) - 1 - n)) > 0)
+            n += (size_t)k;
+    }
+    r->resp[n] = '\0';
+    close(fd);
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+static bool
+pred_ctl(void *arg)
+{
+    return atomic_load(&((struct ctl_req *)arg)->done);
+}
+
+static void
+ctl(struct fx *f, struct ctl_req *r, const char *line)
+{
+    pthread_t t;
+    memset(r, 0, sizeof(*r));
+    snprintf(r->path, sizeof(r->path), "%s/control.sock", f->spool);
+    snprintf(r->line, sizeof(r->line), "%s\n", line);
+    assert_int_equal(pthread_create(&t, NULL, ctl_thread, r), 0);
+    assert_true(run_until(f, pred_ctl, r, 5000));
+    pthread_join(t, NULL);
+}
+
+static void
+test_control(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"c1@example.net", "c2@example.net"};
+    struct sub s[3];
+    struct ctl_req *r = pst_xcalloc(1, sizeof(*r));
+    char line[64];
+
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    for (int i = 0; i < 3; i++)
+        submit(f, &s[i], "ctl@example.com", rc, 2, "x\r\n", 3);
+    for (int i = 0; i < 3; i++)
+        assert_true(run_until(f, pred_done, &s[i], 5000));
+
+    ctl(f, r, "LIST JSON");
+    assert_memory_equal(r->resp, "OK\n{\"messages\":[", 16);
+    assert_non_null(strstr(r->resp, s[2].qid));
+    assert_non_null(strstr(r->resp, "\"count\":3"));
+    assert_non_null(strstr(r->resp, "\"address\":\"c2@example.net\","
+                                    "\"state\":\"pending\""));
+    ctl(f, r, "LIST");
+    assert_memory_equal(r->resp, "OK\n", 3);
+    assert_non_null(strstr(r->resp, "ctl@example.com"));
+
+    snprintf(line, sizeof(line), "SHOW %s", s[0].qid);
+    ctl(f, r, line);
+    assert_memory_equal(r->resp, "OK\n", 3);
+    assert_non_null(strstr(r->resp, "helo: \"client.example\""));
+    ctl(f, r, "SHOW 0123456789ABCDEF");
+    assert_memory_equal(r->resp, "ERR ", 4);
+
+    snprintf(line, sizeof(line), "HOLD %s", s[0].qid);
+    ctl(f, r, line);
+    assert_memory_equal(r->resp, "OK held", 7);
+    assert_int_equal(count_sub(f, f->spool, "hold"), 1);
+    ctl(f, r, line);
+    assert_memory_equal(r->resp, "ERR ", 4);   /* already held */
+
+    snprintf(line, sizeof(line), "DELETE %s", s[1].qid);
+    ctl(f, r, line);
+    assert_memory_equal(r->resp, "OK deleted", 10);
+    assert_int_equal(count_sub(f, f->spool, "active"), 1);
+
+    /* resume: only the one left in active/ is delivered, held one stays */
+    pst_spool_pause(f->sp, false);
+    assert_true(wait_count(f, f->mail, "new", 2, 5000));
+    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    assert_int_equal(count_sub(f, f->spool, "hold"), 1);
+
+    snprintf(line, sizeof(line), "RELEASE %s", s[0].qid);
+    ctl(f, r, line);
+    assert_memory_equal(r->resp, "OK released", 11);
+    assert_true(wait_count(f, f->mail, "new", 4, 5000));
+    assert_true(wait_count(f, f->spool, "hold", 0, 5000));
+
+    ctl(f, r, "FLUSH");
+    assert_memory_equal(r->resp, "OK flushed", 10);
+    ctl(f, r, "DELETE ALL");
+    assert_memory_equal(r->resp, "OK deleted 0 messages", 21);
+    ctl(f, r, "BOGUS");
+    assert_memory_equal(r->resp, "ERR unknown command", 19);
+    spool_close(f);
+    free(r);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_commit_and_deliver, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_and_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qid_unique_across_restarts,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partial_state_survives_restart,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clock_jump_does_not_stall, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_enospc_while_receiving, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_maildir_full_partial_then_retry,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_to_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_control, setup, teardown),
+    };
+    pst_log_open("postern", 0, LOG_MAIL, PST_LOG_INFO);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
