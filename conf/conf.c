@@ -649,6 +649,32 @@ suggest(const struct pst__directive *t, const char *name)
     return best;
 }
 
+static const struct pst_conf_hook *filters_hook;
+
+/* pst_conf_set_filters_hook - see conf.h. */
+void
+pst_conf_set_filters_hook(const struct pst_conf_hook *h)
+{
+    filters_hook = h;
+}
+
+static void
+set_filters(struct pst__ctx *x, const config_setting_t *s,
+            const struct pst__directive *d, void *base)
+{
+    void **f = FIELD(base, d->off, void *);
+    if (filters_hook == NULL) {
+        pst__conf_error(x, s, "'%s': this program has no filter support",
+                        d->name);
+        return;
+    }
+    if (*f != NULL) {
+        filters_hook->free(*f);
+        *f = NULL;
+    }
+    filters_hook->load(s, x->path, f, x->err);
+}
+
 static const struct pst__directive *
 find_directive(const struct pst__directive *t, const char *name)
 {
@@ -723,6 +749,9 @@ pst__conf_parse_group(struct pst__ctx *x, const config_setting_t *g,
         case PST__C_GROUPLIST:
             set_grouplist(x, s, where, d, base);
             break;
+        case PST__C_FILTERS:
+            set_filters(x, s, d, base);
+            break;
         }
     }
     for (; t->name != NULL; t++)
@@ -787,6 +816,8 @@ pst__conf_apply_defaults(struct pst__ctx *x, const struct pst__directive *t,
             /* Lists of groups start empty; pst__conf_finish supplies a
                default list where a section has one (listeners). */
             break;
+        case PST__C_FILTERS:
+            break;                  /* no filters unless configured */
         }
     }
 }
@@ -815,6 +846,13 @@ pst__conf_free_table(const struct pst__directive *t, void *base)
             free(v);
             *FIELD(base, t->off, char *) = NULL;
             *FIELD(base, t->count_off, size_t) = 0;
+            break;
+        }
+        case PST__C_FILTERS: {
+            void **f = FIELD(base, t->off, void *);
+            if (*f != NULL && filters_hook != NULL)
+                filters_hook->free(*f);
+            *f = NULL;
             break;
         }
         default:

@@ -183,6 +183,8 @@ struct pst_conf {
     struct pst_queue_conf queue;
     struct pst_delivery_conf delivery;
     struct pst_resolver_conf resolver;
+    void *filters;                  /* struct pst_chain * (filters/chain.h),
+                                       built by the filters hook, or NULL */
 };
 
 /*
@@ -193,6 +195,20 @@ struct pst_conf {
 struct pst_conf *pst_conf_load(const char *path, struct pst_err *err);
 struct pst_conf *pst_conf_ref(struct pst_conf *c);
 void pst_conf_unref(struct pst_conf *c);
+
+/*
+ * The `filters` section is parsed by filters/, which sits above conf/: it
+ * registers its loader here once at startup (pst_filters_setup). Without
+ * one, a `filters` section is an error. load gets the libconfig setting
+ * (const config_setting_t *) and the file name for messages, and reports
+ * its errors into err; free releases what load built.
+ */
+struct pst_conf_hook {
+    int (*load)(const void *setting, const char *file, void **out,
+                struct pst_err *err);
+    void (*free)(void *obj);
+};
+void pst_conf_set_filters_hook(const struct pst_conf_hook *h);
 
 /* pst_conf_defaults - a generation with every default, no file. */
 struct pst_conf *pst_conf_defaults(void);

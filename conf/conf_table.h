@@ -28,6 +28,8 @@ enum pst__ctype {
     PST__C_CIDRLIST,  /* struct pst_cidr * plus size_t count at count_off */
     PST__C_SECTION,   /* a group parsed with sub, struct at off */
     PST__C_GROUPLIST, /* array of elem_size structs, each parsed with sub */
+    PST__C_FILTERS,   /* void * at off, built by the registered filters
+                         hook (conf.h pst_conf_set_filters_hook) */
 };
 
 /* flags */

@@ -630,6 +630,7 @@ const struct pst__directive pst__conf_root[] = {
     SECTION("queue", queue, queue_table),
     SECTION("delivery", delivery, delivery_table),
     SECTION("resolver", resolver, resolver_table),
+    {.name = "filters", .type = PST__C_FILTERS, .off = OFF(pst_conf, filters)},
     END,
 };
 

@@ -1,0 +1,131 @@
+/*
+ * chain.h - the filter chain as the host (gateway/) drives it.
+ *
+ * What this offers:
+ *   struct pst_chain    the configured modules in order, each with its
+ *                       conf, deadline and failure mode (immutable but for
+ *                       its counters; owned by a config generation)
+ *   struct pst_frt      the runtime of one loop: the filter worker pool
+ *                       and the live filter sessions by id
+ *   struct pst_fsess    one SMTP session's filter state
+ *
+ * The host calls pst_fsess_run at each phase. It returns 0 with the result
+ * filled, or 1: a filter is pending; the host stops reading and its
+ * callback gets the result later (on the loop thread). For the message
+ * phases the host feeds the text with pst_fsess_msg_data while it streams
+ * and runs PST_FP_EOM once at the end: on_headers, on_message and on_eom
+ * then run in turn and the result is the message's verdict (the strictest
+ * of all its filters). pst_fsess_edits then gives the edit blob the spool
+ * commits beside the original text (queue/edits.h).
+ *
+ * Ids, not pointers: a pending filter's answer finds its session through
+ * the runtime's table by (session id, generation). pst_fsess_free drops
+ * the session from the table, so an answer that arrives later is freed
+ * without effect.
+ */
+#ifndef PST_FILTERS_CHAIN_H
+#define PST_FILTERS_CHAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "filters/filter.h"
+#include "queue/edits.h"
+
+#define PST_FCHAIN_MAX 32           /* modules in one chain */
+#define PST_FHDR_MAX (256 * 1024)   /* header bytes filters see and edit */
+#define PST_FHDR_FIELDS_MAX 1000    /* header fields filters see */
+#define PST_FPOOL_QUEUE_MAX 4096    /* offloaded jobs waiting or running */
+#define PST_FDEADLINE_DEFAULT 30000 /* ms */
+
+struct pst_chain;
+struct pst_frt;
+struct pst_fsess;
+
+struct pst_fstats {
+    uint64_t calls;                 /* hook invocations */
+    uint64_t pending;               /* of which answered later */
+    uint64_t failures;              /* failure mode applied (any cause) */
+    uint64_t timeouts;              /* of which deadline expiries */
+    uint64_t invalid;               /* of which invalid verdicts/replies */
+};
+
+/* The outcome of one phase. */
+struct pst_fres {
+    enum pst_verdict verdict;       /* CONTINUE, REJECT, TEMPFAIL, and for
+                                       the message DISCARD or QUARANTINE */
+    int code;                       /* REJECT/TEMPFAIL reply */
+    char enh[16];
+    char text[PST_FREPLY_TEXT_MAX + 1];
+    const char *filter;             /* name of the deciding filter */
+    const char *new_sender;         /* set by a filter in this run, or NULL
+                                       (valid until the next run) */
+    const char *new_rcpt;           /* RCPT: the address to route to */
+};
+
+/* ---- building ---- */
+struct pst_chain *pst_chain_new(void);
+/*
+ * pst_chain_append - add module f with its conf (owned by the chain from
+ * now: unconfigure runs at free). Refuses (-EINVAL, err filled) a module
+ * whose API version or struct sizes differ from the host's.
+ */
+int pst_chain_append(struct pst_chain *ch, const struct pst_filter *f,
+                     void *conf, unsigned deadline_ms, enum pst_failmode fm,
+                     struct pst_err *err);
+size_t pst_chain_len(const struct pst_chain *ch);
+void pst_chain_free(struct pst_chain *ch);
+void pst_chain_stats(const struct pst_chain *ch, size_t i,
+                     struct pst_fstats *st);
+/* pst_filter_abi_check - NULL if f fits this host, else why not. */
+const char *pst_filter_abi_check(const struct pst_filter *f);
+
+/*
+ * pst_chain_load - build a chain from the `filters` list setting: each
+ * element a group with `module` (a built-in name, or any name with
+ * `path` to a shared object), optional `deadline` (seconds, may be
+ * fractional) and `failure` ("tempfail", "accept", "reject"), and the
+ * module's own keys. Every error goes to err with file and line.
+ */
+int pst_chain_load(const config_setting_t *list, const char *file,
+                   struct pst_chain **out, struct pst_err *err);
+
+/* registry.c: built-in modules by name, NULL if none */
+const struct pst_filter *pst_filter_builtin(const char *name);
+
+/* pst_filters_setup - let conf/ hand the `filters` section to
+ * pst_chain_load (call once, before loading a config). */
+void pst_filters_setup(void);
+
+/* ---- runtime ---- */
+/* workers: threads of the filter pool (1..64). */
+int pst_frt_new(uv_loop_t *loop, unsigned workers, struct pst_frt **out);
+/* pst_frt_close - stop the pool; jobs not delivered get their done() with
+ * no session to find. Call after every fsess is freed, before the loop's
+ * last run (the async handle closes). */
+void pst_frt_close(struct pst_frt *rt);
+
+/* ---- sessions ---- */
+typedef void (*pst_fsess_cb)(void *arg, const struct pst_fres *res);
+
+/* env: the host's envelope, read while the session lives. */
+struct pst_fsess *pst_fsess_new(struct pst_frt *rt, struct pst_chain *ch,
+                                uint64_t sess_id,
+                                const struct pst_envelope *env,
+                                pst_fsess_cb cb, void *arg);
+void pst_fsess_free(struct pst_fsess *fs);
+bool pst_fsess_pending(const struct pst_fsess *fs);
+/* pst_fsess_run - arg: HELO name, sender, recipient, or NULL. */
+int pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
+                  struct pst_fres *res);
+/* a message starts (before running PST_FP_MAIL) and ends (after commit,
+ * refusal or RSET); smtputf8 as given at MAIL */
+void pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8);
+void pst_fsess_msg_data(struct pst_fsess *fs, const void *p, size_t n);
+void pst_fsess_msg_end(struct pst_fsess *fs);
+/* pst_fsess_edits - after PST_FP_EOM: append the edit blob to out if any
+ * filter edited the message; returns 1 (blob), 0 (no edits) or -E2BIG. */
+int pst_fsess_edits(struct pst_fsess *fs, struct pst_ebuf *out);
+
+#endif

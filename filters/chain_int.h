@@ -1,0 +1,105 @@
+/*
+ * chain_int.h - internal to filters/: the structures the chain runner
+ * (chain.c), the runtime (runtime.c), the header view and edits (edit.c)
+ * and the config loader (load.c) share.
+ */
+#ifndef PST_FILTERS_CHAIN_INT_H
+#define PST_FILTERS_CHAIN_INT_H
+
+#include <pthread.h>
+
+#include "filters/chain.h"
+
+struct pst__fentry {
+    const struct pst_filter *f;
+    void *conf;
+    unsigned deadline_ms;
+    enum pst_failmode fm;
+    void *dl;                       /* dlopen handle, or NULL */
+    struct pst_fstats st;
+};
+
+struct pst_chain {
+    struct pst__fentry e[PST_FCHAIN_MAX];
+    size_t n;
+};
+
+/* One header field of the view (see filter.h struct pst_hdr). */
+struct pst__vhdr {
+    struct pst_hdr pub;
+    uint64_t off, len;              /* original bytes, for orig >= 0 */
+    char *own_name, *own_value, *own_raw; /* allocated for edited fields */
+};
+
+struct pst__brepl {                 /* a body range replacement */
+    uint64_t off, len;
+    unsigned char *data;
+    size_t n;
+};
+
+struct pst_fctx {
+    struct pst_fsess *fs;
+    const struct pst__fentry *e;
+    size_t idx;
+    void *state;                    /* per message */
+    bool has_reply, bad_reply, failed;
+    char fail_why[120];
+    int code;
+    char enh[16];
+    char text[PST_FREPLY_TEXT_MAX + 1];
+};
+
+struct pst_fsess {
+    struct pst_frt *rt;
+    struct pst_chain *ch;
+    uint64_t id;
+    struct pst_fsess *hnext;        /* runtime table chain */
+    const struct pst_envelope *env;
+    pst_fsess_cb cb;
+    void *cbarg;
+    struct pst_fctx *fcs;           /* one per chain entry */
+    uv_timer_t *timer;              /* deadline; freed by its close cb */
+
+    /* the phase being run */
+    bool running, pending, in_hook, early;
+    enum pst_verdict early_v;
+    enum pst_fphase phase, last_phase;
+    size_t idx;
+    uint64_t gen;
+    char *arg;
+    struct pst_fres res;
+    char *new_sender, *new_rcpt;    /* results of this run */
+
+    /* the message */
+    bool in_msg, smtputf8, accepted;
+    enum pst_verdict disp;          /* CONTINUE, QUARANTINE or DISCARD */
+    struct pst_ebuf hbuf;           /* header bytes as received */
+    bool hdr_done, hdr_trunc, view_built, edited;
+    uint64_t hdr_end;               /* fields are [0, hdr_end) */
+    uint64_t msg_bytes;
+    struct pst__vhdr *v;
+    size_t nv, cv;
+    struct pst__brepl *br;
+    size_t nbr;
+};
+
+/* runtime.c */
+uv_loop_t *pst__frt_loop(struct pst_frt *rt);
+void pst__frt_attach(struct pst_frt *rt, struct pst_fsess *fs);
+void pst__frt_detach(struct pst_frt *rt, struct pst_fsess *fs);
+struct pst_fsess *pst__frt_find(struct pst_frt *rt, uint64_t id);
+int pst__frt_submit(struct pst_frt *rt, void *job, pst_fwork_fn work,
+                    pst_fdone_fn done);
+/* the runtime that is resolving pst_fctx_lookup (one per loop thread) */
+extern _Thread_local struct pst_frt *pst__frt_current;
+
+/* edit.c */
+void pst__view_build(struct pst_fsess *fs);
+void pst__view_free(struct pst_fsess *fs);
+void pst__hdr_collect(struct pst_fsess *fs, const unsigned char *p,
+                      size_t n);
+
+/* chain.c */
+void pst__fsess_resume(struct pst_fsess *fs, enum pst_verdict v);
+
+#endif

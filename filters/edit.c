@@ -1,0 +1,633 @@
+/*
+ * edit.c - the edit engine: the header view filters see, the edits they
+ * ask for, and the edit blob the spool commits.
+ *
+ * The header section is collected while the text streams (at most
+ * PST_FHDR_MAX bytes; a longer header is seen only in part and cannot be
+ * edited: edits return -E2BIG). At the first message phase it is split
+ * into fields, each pointing at its original bytes. An edit changes the
+ * view at once (so the next filter sees it) and marks the field; nothing
+ * is written into the original. pst_fsess_edits walks the final view and
+ * writes "keep original range" for every untouched field and the new text
+ * for the rest (queue/edits.h), so untouched fields stay byte-identical.
+ *
+ * New field text is folded at blanks to lines of at most 78 characters
+ * where possible (no line beyond 998), and unless the message is SMTPUTF8
+ * runs of words with non-ASCII bytes are RFC 2047 encoded (UTF-8, B).
+ */
+#include "filters/chain_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define FOLD_AT 78
+#define LINE_MAX_HARD 998
+
+/* ---- collecting ---- */
+
+void
+pst__hdr_collect(struct pst_fsess *fs, const unsigned char *p, size_t n)
+{
+    if (fs->hdr_done || n == 0)
+        return;
+    size_t old = fs->hbuf.len;
+    size_t take = n;
+    if (old + take > PST_FHDR_MAX) {
+        take = PST_FHDR_MAX - old;
+    }
+    pst_ebuf_add(&fs->hbuf, p, take);
+    /* look for the empty line: CRLF at offset 0, or CRLFCRLF */
+    const unsigned char *b = fs->hbuf.p;
+    size_t len = fs->hbuf.len;
+    if (len >= 2 && b[0] == '\r' && b[1] == '\n') {
+        fs->hdr_done = true;
+        fs->hdr_end = 0;
+        return;
+    }
+    size_t from = old >= 3 ? old - 3 : 0;
+    for (size_t i = from; i + 4 <= len; i++) {
+        if (b[i] == '\r' && b[i + 1] == '\n' && b[i + 2] == '\r' &&
+            b[i + 3] == '\n') {
+            fs->hdr_done = true;
+            fs->hdr_end = i + 2;
+            return;
+        }
+    }
+    if (take < n) {
+        fs->hdr_done = true;
+        fs->hdr_trunc = true;
+    }
+}
+
+static struct pst__vhdr *
+view_insert(struct pst_fsess *fs, size_t at)
+{
+    if (fs->nv == fs->cv) {
+        fs->cv = fs->cv ? fs->cv * 2 : 32;
+        fs->v = pst_xrealloc(fs->v, fs->cv * sizeof(*fs->v));
+    }
+    memmove(fs->v + at + 1, fs->v + at, (fs->nv - at) * sizeof(*fs->v));
+    fs->nv++;
+    memset(&fs->v[at], 0, sizeof(fs->v[at]));
+    return &fs->v[at];
+}
+
+/* Unfold raw[0..n) after the colon: drop CRLFs, trim blanks at both ends. */
+static char *
+unfold(const char *raw, size_t n)
+{
+    char *o = pst_xmalloc(n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (raw[i] == '\r' || raw[i] == '\n')
+            continue;
+        o[k++] = raw[i];
+    }
+    size_t s = 0;
+    while (s < k && (o[s] == ' ' || o[s] == '\t'))
+        s++;
+    while (k > s && (o[k - 1] == ' ' || o[k - 1] == '\t'))
+        k--;
+    memmove(o, o + s, k - s);
+    o[k - s] = '\0';
+    return o;
+}
+
+/* pst__view_build - split the collected header into fields (once). */
+void
+pst__view_build(struct pst_fsess *fs)
+{
+    if (fs->view_built)
+        return;
+    fs->view_built = true;
+    const char *b = (const char *)fs->hbuf.p;
+    size_t end = fs->hdr_done && !fs->hdr_trunc ? fs->hdr_end : fs->hbuf.len;
+    if (!fs->hdr_done) {
+        /* the text ended inside the header: all of it is header */
+        fs->hdr_end = fs->hbuf.len;
+        end = fs->hdr_end;
+    }
+    size_t i = 0;
+    int idx = 0;
+    while (i < end && fs->nv < PST_FHDR_FIELDS_MAX) {
+        size_t st = i;
+        /* the field runs to a line end not followed by a blank */
+        for (;;) {
+            const char *lf = memchr(b + i, '\n', end - i);
+            if (lf == NULL) {
+                i = end;
+                break;
+            }
+            i = (size_t)(lf - b) + 1;
+            if (i >= end || (b[i] != ' ' && b[i] != '\t'))
+                break;
+        }
+        if (fs->hdr_trunc && i == end && (end == 0 || b[end - 1] != '\n'))
+            break;                  /* cut by the limit: not a field */
+        struct pst__vhdr *v = view_insert(fs, fs->nv);
+        const char *colon = memchr(b + st, ':', i - st);
+        size_t nl = colon ? (size_t)(colon - (b + st)) : 0;
+        while (nl && (b[st + nl - 1] == ' ' || b[st + nl - 1] == '\t'))
+            nl--;
+        v->own_name = pst_xstrndup(b + st, nl);
+        v->own_value = colon ? unfold(colon + 1, (size_t)(b + i - colon - 1))
+                             : pst_xstrdup("");
+        v->pub.name = v->own_name;
+        v->pub.name_len = nl;
+        v->pub.value = v->own_value;
+        v->pub.raw = b + st;
+        v->pub.raw_len = i - st;
+        v->pub.orig = idx++;
+        v->off = st;
+        v->len = i - st;
+    }
+    if (fs->nv >= PST_FHDR_FIELDS_MAX && i < end)
+        fs->hdr_trunc = true;
+}
+
+void
+pst__view_free(struct pst_fsess *fs)
+{
+    for (size_t i = 0; i < fs->nv; i++) {
+        free(fs->v[i].own_name);
+        free(fs->v[i].own_value);
+        free(fs->v[i].own_raw);
+    }
+    free(fs->v);
+    fs->v = NULL;
+    fs->nv = fs->cv = 0;
+    for (size_t i = 0; i < fs->nbr; i++)
+        free(fs->br[i].data);
+    free(fs->br);
+    fs->br = NULL;
+    fs->nbr = 0;
+    pst_ebuf_free(&fs->hbuf);
+    fs->hdr_done = fs->hdr_trunc = fs->view_built = fs->edited = false;
+    fs->hdr_end = 0;
+}
+
+/* ---- reading the view ---- */
+
+static bool
+in_msg_phase(struct pst_fctx *fc)
+{
+    return fc->fs->in_msg && fc->fs->view_built;
+}
+
+size_t
+pst_hdr_count(struct pst_fctx *fc)
+{
+    return in_msg_phase(fc) ? fc->fs->nv : 0;
+}
+
+const struct pst_hdr *
+pst_hdr_at(struct pst_fctx *fc, size_t i)
+{
+    if (!in_msg_phase(fc) || i >= fc->fs->nv)
+        return NULL;
+    return &fc->fs->v[i].pub;
+}
+
+long
+pst_hdr_find(struct pst_fctx *fc, const char *name, size_t from)
+{
+    if (!in_msg_phase(fc))
+        return -1;
+    for (size_t i = from; i < fc->fs->nv; i++)
+        if (pst_strcaseeq(fc->fs->v[i].pub.name, name))
+            return (long)i;
+    return -1;
+}
+
+/* ---- building field text ---- */
+
+static bool
+name_valid(const char *n)
+{
+    if (n == NULL || n[0] == '\0' || strlen(n) > 76)
+        return false;
+    for (const char *p = n; *p; p++)
+        if (*p < 33 || *p > 126 || *p == ':')
+            return false;
+    return true;
+}
+
+static bool
+value_valid(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            return false;
+    return strlen(v) <= PST_HDR_EDIT_MAX;
+}
+
+static bool
+needs_encoding(const char *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)w[i] >= 0x80)
+            return true;
+    return n >= 2 && w[0] == '=' && w[1] == '?';
+}
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void
+b64_add(struct pst_ebuf *o, const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16;
+        if (i + 1 < n)
+            v |= (unsigned)s[i + 1] << 8;
+        if (i + 2 < n)
+            v |= s[i + 2];
+        char q[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63],
+                     i + 1 < n ? b64[v >> 6 & 63] : '=',
+                     i + 2 < n ? b64[v & 63] : '='};
+        pst_ebuf_add(o, q, 4);
+    }
+}
+
+/* Encode s[0..n) as encoded words of at most 75 characters, split only
+ * between UTF-8 characters, separated by a blank. */
+static void
+encode_words(struct pst_ebuf *o, const char *s, size_t n)
+{
+    /* "=?UTF-8?B?" + 60 base64 chars + "?=" = 72: 45 input bytes */
+    size_t i = 0;
+    bool first = true;
+    while (i < n) {
+        size_t take = PST_MIN((size_t)45, n - i);
+        if (i + take < n)
+            while (take > 1 &&
+                   ((unsigned char)s[i + take] & 0xc0) == 0x80)
+                take--;
+        if (!first)
+            pst_ebuf_add(o, " ", 1);
+        pst_ebuf_add(o, "=?UTF-8?B?", 10);
+        b64_add(o, (const unsigned char *)s + i, take);
+        pst_ebuf_add(o, "?=", 2);
+        first = false;
+        i += take;
+    }
+}
+
+/* The value with runs of words that need it encoded. */
+static void
+encode_value(struct pst_ebuf *o, const char *v)
+{
+    size_t n = strlen(v), i = 0;
+    while (i < n) {
+        /* copy blanks */
+        size_t ws = i;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        pst_ebuf_add(o, v + ws, i - ws);
+        if (i >= n)
+            break;
+        size_t ws_end = i, we = i;
+        while (we < n && v[we] != ' ' && v[we] != '\t')
+            we++;
+        if (!needs_encoding(v + i, we - i)) {
+            pst_ebuf_add(o, v + i, we - i);
+            i = we;
+            continue;
+        }
+        /* a run of words to encode, blanks between them included */
+        size_t run_end = we;
+        for (;;) {
+            size_t j = run_end;
+            while (j < n && (v[j] == ' ' || v[j] == '\t'))
+                j++;
+            size_t k = j;
+            while (k < n && v[k] != ' ' && v[k] != '\t')
+                k++;
+            if (k == j || !needs_encoding(v + j, k - j))
+                break;
+            run_end = k;
+        }
+        encode_words(o, v + ws_end, run_end - ws_end);
+        i = run_end;
+    }
+}
+
+/*
+ * Fold "name: value" into a CRLF-ended field: break at a blank when the
+ * line would pass FOLD_AT. Returns NULL if a line would pass 998.
+ */
+static char *
+fold_field(const char *name, const char *value, size_t vlen, size_t *outlen)
+{
+    struct pst_ebuf o = {0};
+    size_t col, i = 0;
+    pst_ebuf_add(&o, name, strlen(name));
+    pst_ebuf_add(&o, ":", 1);
+    col = strlen(name) + 1;
+    while (i < vlen) {
+        /* next token: blanks then a word */
+        size_t j = i;
+        while (j < vlen && (value[j] == ' ' || value[j] == '\t'))
+            j++;
+        size_t k = j;
+        while (k < vlen && value[k] != ' ' && value[k] != '\t')
+            k++;
+        size_t blanks = j - i, word = k - j;
+        if (i == 0 && blanks == 0) {
+            pst_ebuf_add(&o, " ", 1);   /* "Name: value" */
+            col++;
+        }
+        if (col + blanks + word > FOLD_AT && col > strlen(name) + 2 &&
+            blanks > 0) {
+            pst_ebuf_add(&o, "\r\n", 2);
+            col = 0;
+        }
+        pst_ebuf_add(&o, value + i, k - i);
+        col += k - i;
+        if (col > LINE_MAX_HARD) {
+            pst_ebuf_free(&o);
+            return NULL;
+        }
+        i = k;
+    }
+    pst_ebuf_add(&o, "\r\n", 3);   /* with the NUL */
+    *outlen = o.len - 1;
+    return (char *)o.p;
+}
+
+static int
+edit_check(struct pst_fctx *fc)
+{
+    struct pst_fsess *fs = fc->fs;
+    if (!in_msg_phase(fc))
+        return -EINVAL;
+    if (fs->hdr_trunc)
+        return -E2BIG;
+    return 0;
+}
+
+/* Set v's text to name: value (value encoded unless raw). */
+static int
+set_field(struct pst_fctx *fc, struct pst__vhdr *v, const char *name,
+          const char *value, bool raw)
+{
+    struct pst_ebuf ev = {0};
+    size_t rl;
+    char *r;
+    if (!raw && !fc->fs->smtputf8) {
+        encode_value(&ev, value);
+        pst_ebuf_add(&ev, "", 1);
+        value = (const char *)ev.p;
+    }
+    r = fold_field(name, value, strlen(value), &rl);
+    if (r == NULL) {
+        pst_ebuf_free(&ev);
+        return -E2BIG;
+    }
+    char *nv = pst_xstrdup(value);
+    char *nn = pst_xstrdup(name);
+    pst_ebuf_free(&ev);
+    free(v->own_name);
+    free(v->own_value);
+    free(v->own_raw);
+    v->own_name = nn;
+    v->own_value = nv;
+    v->own_raw = r;
+    v->pub.name = nn;
+    v->pub.name_len = strlen(nn);
+    v->pub.value = nv;
+    v->pub.raw = r;
+    v->pub.raw_len = rl;
+    v->pub.changed = true;
+    fc->fs->edited = true;
+    return 0;
+}
+
+static int
+hdr_add(struct pst_fctx *fc, const char *name, const char *value, bool top,
+        bool raw)
+{
+    int rc = edit_check(fc);
+    if (rc < 0)
+        return rc;
+    if (!name_valid(name) || value == NULL || !value_valid(value))
+        return -EINVAL;
+    if (fc->fs->nv >= PST_FHDR_FIELDS_MAX)
+        return -E2BIG;
+    struct pst__vhdr tmp = {0};
+    rc = set_field(fc, &tmp, name, value, raw);
+    if (rc < 0)
+        return rc;
+    tmp.pub.orig = -1;
+    tmp.pub.changed = false;
+    struct pst__vhdr *v = view_insert(fc->fs, top ? 0 : fc->fs->nv);
+    *v = tmp;
+    pst_debug("sess=%016" PRIx64 " event=hdr_edit filter=%s op=add name=%s",
+              fc->fs->id, fc->e->f->name, name);
+    return 0;
+}
+
+int
+pst_hdr_add(struct pst_fctx *fc, const char *name, const char *value,
+            bool top)
+{
+    return hdr_add(fc, name, value, top, false);
+}
+
+int
+pst_hdr_add_raw(struct pst_fctx *fc, const char *name, const char *value,
+                bool top)
+{
+    return hdr_add(fc, name, value, top, true);
+}
+
+int
+pst_hdr_remove(struct pst_fctx *fc, size_t i)
+{
+    struct pst_fsess *fs = fc->fs;
+    int rc = edit_check(fc);
+    if (rc < 0)
+        return rc;
+    if (i >= fs->nv)
+        return -EINVAL;
+    pst_debug("sess=%016" PRIx64 " event=hdr_edit filter=%s op=remove "
+              "name=%s", fs->id, fc->e->f->name, fs->v[i].pub.name);
+    free(fs->v[i].own_name);
+    free(fs->v[i].own_value);
+    free(fs->v[i].own_raw);
+    memmove(fs->v + i, fs->v + i + 1, (fs->nv - i - 1) * sizeof(*fs->v));
+    fs->nv--;
+    fs->edited = true;
+    return 0;
+}
+
+static int
+hdr_replace(struct pst_fctx *fc, size_t i, const char *value, bool raw)
+{
+    struct pst_fsess *fs = fc->fs;
+    int rc = edit_check(fc);
+    if (rc < 0)
+        return rc;
+    if (i >= fs->nv || value == NULL || !value_valid(value))
+        return -EINVAL;
+    char *name = pst_xstrdup(fs->v[i].pub.name);
+    rc = set_field(fc, &fs->v[i], name, value, raw);
+    free(name);
+    if (rc == 0)
+        pst_debug("sess=%016" PRIx64 " event=hdr_edit filter=%s op=replace "
+                  "name=%s", fs->id, fc->e->f->name, fs->v[i].pub.name);
+    return rc;
+}
+
+int
+pst_hdr_replace(struct pst_fctx *fc, size_t i, const char *value)
+{
+    return hdr_replace(fc, i, value, false);
+}
+
+int
+pst_hdr_replace_raw(struct pst_fctx *fc, size_t i, const char *value)
+{
+    return hdr_replace(fc, i, value, true);
+}
+
+/* pst_part_replace - see filter.h. */
+int
+pst_part_replace(struct pst_fctx *fc, uint64_t off, uint64_t len,
+                 const void *data, size_t n)
+{
+    struct pst_fsess *fs = fc->fs;
+    if (!in_msg_phase(fc) || !fs->hdr_done || off < fs->hdr_end ||
+        off + len < off || off + len > fs->msg_bytes)
+        return -EINVAL;
+    if (n > PST_EDITS_MAX / 2)
+        return -E2BIG;
+    size_t at = 0;
+    while (at < fs->nbr && fs->br[at].off < off)
+        at++;
+    if ((at > 0 && fs->br[at - 1].off + fs->br[at - 1].len > off) ||
+        (at < fs->nbr && off + len > fs->br[at].off))
+        return -EINVAL;             /* overlaps another replacement */
+    fs->br = pst_xrealloc(fs->br, (fs->nbr + 1) * sizeof(*fs->br));
+    memmove(fs->br + at + 1, fs->br + at, (fs->nbr - at) * sizeof(*fs->br));
+    fs->br[at].off = off;
+    fs->br[at].len = len;
+    fs->br[at].data = pst_xmalloc(n ? n : 1);
+    memcpy(fs->br[at].data, data, n);
+    fs->br[at].n = n;
+    fs->nbr++;
+    fs->edited = true;
+    pst_info("sess=%016" PRIx64 " event=part_edit filter=%s off=%" PRIu64
+             " len=%" PRIu64 " new_len=%zu", fs->id, fc->e->f->name, off,
+             len, n);
+    return 0;
+}
+
+/* ---- envelope ---- */
+
+static bool
+addr_valid(const char *a, bool empty_ok)
+{
+    size_t n = strlen(a), at = 0;
+    if (n == 0)
+        return empty_ok;
+    if (n > 256)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c <= ' ' || c == 0x7f || c == '<' || c == '>')
+            return false;
+        if (c == '@')
+            at++;
+    }
+    return at >= 1 && a[0] != '@' && a[n - 1] != '@';
+}
+
+int
+pst_env_set_sender(struct pst_fctx *fc, const char *addr)
+{
+    struct pst_fsess *fs = fc->fs;
+    if (!fs->in_msg || addr == NULL || !addr_valid(addr, true))
+        return -EINVAL;
+    free(fs->new_sender);
+    fs->new_sender = pst_xstrdup(addr);
+    return 0;
+}
+
+int
+pst_env_set_rcpt(struct pst_fctx *fc, const char *addr)
+{
+    struct pst_fsess *fs = fc->fs;
+    if (fs->phase != PST_FP_RCPT || addr == NULL || !addr_valid(addr, false))
+        return -EINVAL;
+    free(fs->new_rcpt);
+    fs->new_rcpt = pst_xstrdup(addr);
+    return 0;
+}
+
+/* ---- the blob ---- */
+
+/* pst_fsess_edits - see chain.h. */
+int
+pst_fsess_edits(struct pst_fsess *fs, struct pst_ebuf *out)
+{
+    if (!fs->in_msg || !fs->edited)
+        return 0;
+    struct pst_ebuf b = {0};
+    int rc = pst_edits_begin(&b);
+    bool same = true;
+    uint64_t next = 0;
+    for (size_t i = 0; i < fs->nv; i++) {
+        const struct pst__vhdr *v = &fs->v[i];
+        if (v->pub.orig < 0 || v->pub.changed || v->off != next) {
+            same = false;
+            break;
+        }
+        next = v->off + v->len;
+    }
+    if (next != fs->hdr_end)
+        same = false;
+    if (!same) {
+        uint64_t ko = 0, kl = 0;    /* pending keep range, merged */
+        rc = pst_edits_put_hdr(&b, fs->hdr_end);
+        for (size_t i = 0; rc == 0 && i < fs->nv; i++) {
+            const struct pst__vhdr *v = &fs->v[i];
+            if (v->pub.orig >= 0 && !v->pub.changed) {
+                if (kl && ko + kl == v->off) {
+                    kl += v->len;
+                    continue;
+                }
+                if (kl)
+                    rc = pst_edits_put_keep(&b, ko, kl);
+                ko = v->off;
+                kl = v->len;
+                continue;
+            }
+            if (kl)
+                rc = pst_edits_put_keep(&b, ko, kl);
+            kl = 0;
+            if (rc == 0)
+                rc = pst_edits_put_text(&b, v->pub.raw, v->pub.raw_len);
+        }
+        if (rc == 0 && kl)
+            rc = pst_edits_put_keep(&b, ko, kl);
+    }
+    for (size_t i = 0; rc == 0 && i < fs->nbr; i++)
+        rc = pst_edits_put_body(&b, fs->br[i].off, fs->br[i].len,
+                                fs->br[i].data, fs->br[i].n);
+    if (rc < 0) {
+        pst_ebuf_free(&b);
+        return rc;
+    }
+    if (same && fs->nbr == 0) {
+        pst_ebuf_free(&b);
+        return 0;
+    }
+    pst_ebuf_add(out, b.p, b.len);
+    pst_ebuf_free(&b);
+    return 1;
+}

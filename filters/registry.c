@@ -1,0 +1,54 @@
+/*
+ * registry.c - the built-in filter modules, by name.
+ *
+ * One table: adding a built-in module is one line here plus its file.
+ * The chain's order comes from the config file's `filters` list, not from
+ * this table; the documented default order for a gateway in front of a
+ * mail server is spf -> headers -> attachments (each is optional).
+ * External modules (dlopen) are loaded by load.c and never listed here.
+ */
+#include <string.h>
+
+#include "conf/conf.h"
+#include "filters/chain.h"
+
+extern const struct pst_filter pst_filter_headers;
+
+static const struct pst_filter *const builtins[] = {
+    &pst_filter_headers,
+};
+
+/* pst_filter_builtin - the built-in module called name, or NULL. */
+const struct pst_filter *
+pst_filter_builtin(const char *name)
+{
+    for (size_t i = 0; i < PST_ARRAY_LEN(builtins); i++)
+        if (strcmp(builtins[i]->name, name) == 0)
+            return builtins[i];
+    return NULL;
+}
+
+static int
+hook_load(const void *setting, const char *file, void **out,
+          struct pst_err *err)
+{
+    struct pst_chain *ch = NULL;
+    int rc = pst_chain_load(setting, file, &ch, err);
+    *out = ch;
+    return rc;
+}
+
+static void
+hook_free(void *obj)
+{
+    pst_chain_free(obj);
+}
+
+static const struct pst_conf_hook filters_hook = {hook_load, hook_free};
+
+/* pst_filters_setup - see chain.h. */
+void
+pst_filters_setup(void)
+{
+    pst_conf_set_filters_hook(&filters_hook);
+}
