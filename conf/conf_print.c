@@ -95,6 +95,8 @@ field_eq(const struct pst__directive *d, const void *a, const void *b)
                 return 0;
         return 1;
     }
+    case PST__C_FILTERS:
+        return *FIELD(a, d->off, void *) == *FIELD(b, d->off, void *);
     }
     return 0;
 }
@@ -164,12 +166,18 @@ print_value(FILE *f, const struct pst__directive *d, const void *base,
         fprintf(f, n ? "\n%*s)" : ")", depth * 4, "");
         break;
     }
+    case PST__C_FILTERS:
+        break;                      /* never printed: see is_unset */
     }
 }
 
 static int
 is_unset(const struct pst__directive *d, const void *base)
 {
+    /* The filters list is owned by the modules' own parsers and has no
+     * form here: it is not printed (the config file is its source). */
+    if (d->type == PST__C_FILTERS)
+        return 1;
     return (d->type == PST__C_STR || d->type == PST__C_PATH ||
             d->type == PST__C_WORD) &&
            *FIELD(base, d->off, char *) == NULL;

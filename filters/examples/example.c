@@ -76,9 +76,13 @@ example_on_headers(struct pst_fctx *fc)
 
 const struct pst_filter pst_filter_module = {
     .name = "example",
-    PST_FILTER_ABI,
 #ifdef EXAMPLE_WRONG_API
     .api = PST_FILTER_API + 1,
+    .desc_size = sizeof(struct pst_filter),
+    .hdr_size = sizeof(struct pst_hdr),
+    .env_size = sizeof(struct pst_envelope),
+#else
+    PST_FILTER_ABI,
 #endif
     .configure = example_configure,
     .unconfigure = example_unconfigure,

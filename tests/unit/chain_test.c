@@ -1,0 +1,583 @@
+/*
+ * chain_test.c - the filter chain driven directly on a libuv loop: every
+ * verdict, the strictest-verdict rule, accept, pending answers from the
+ * worker pool while another session flows, deadlines and each failure
+ * mode, invalid replies, sessions that go while pending, the ABI check,
+ * the edit engine and its blob applied to a message.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "filters/chain.h"
+#include "queue/edits.h"
+
+/* A test module: each phase's verdict comes from its conf. */
+struct tconf {
+    enum pst_verdict v[PST_FP_COUNT];
+    int code;                       /* reply, if non-zero */
+    const char *enh, *text;
+    unsigned sleep_ms;              /* PENDING: the work sleeps this long */
+    enum pst_verdict async_v;       /* and answers this */
+    int calls;
+    int aborts;
+    int dones;                      /* done() calls, found or not */
+    size_t seen_hdrs;               /* header count at on_headers */
+    const char *add, *remove;       /* on_headers edits */
+};
+
+struct tjob {
+    struct pst_fref ref;
+    struct tconf *c;
+};
+
+static void
+t_work(void *p)
+{
+    struct tjob *j = p;
+    usleep(j->c->sleep_ms * 1000);
+}
+
+static void
+t_done(void *p)
+{
+    struct tjob *j = p;
+    struct pst_fctx *fc = pst_fctx_lookup(j->ref);
+    j->c->dones++;
+    if (fc != NULL) {
+        if (j->c->code)
+            pst_fctx_reply(fc, j->c->code, j->c->enh, j->c->text);
+        pst_fctx_resume(fc, j->c->async_v);
+    }
+    free(j);
+}
+
+static enum pst_verdict
+t_verdict(struct pst_fctx *fc, enum pst_fphase ph)
+{
+    struct tconf *c = pst_fctx_conf(fc);
+    c->calls++;
+    if (c->v[ph] == PST_PENDING) {
+        struct tjob *j = calloc(1, sizeof(*j));
+        j->ref = pst_fctx_ref(fc);
+        j->c = c;
+        if (pst_fctx_offload(fc, j, t_work, t_done) < 0) {
+            free(j);
+            return PST_TEMPFAIL;
+        }
+        return PST_PENDING;
+    }
+    if (c->code && (c->v[ph] == PST_REJECT || c->v[ph] == PST_TEMPFAIL))
+        pst_fctx_reply(fc, c->code, c->enh, c->text);
+    return c->v[ph];
+}
+
+static enum pst_verdict
+t_connect(struct pst_fctx *fc)
+{
+    return t_verdict(fc, PST_FP_CONNECT);
+}
+
+static enum pst_verdict
+t_mail(struct pst_fctx *fc, const char *s)
+{
+    return t_verdict(fc, PST_FP_MAIL);
+}
+
+static enum pst_verdict
+t_rcpt(struct pst_fctx *fc, const char *r)
+{
+    return t_verdict(fc, PST_FP_RCPT);
+}
+
+static enum pst_verdict
+t_headers(struct pst_fctx *fc)
+{
+    struct tconf *c = pst_fctx_conf(fc);
+    c->seen_hdrs = pst_hdr_count(fc);
+    if (c->remove) {
+        long i = pst_hdr_find(fc, c->remove, 0);
+        if (i >= 0)
+            assert_int_equal(pst_hdr_remove(fc, (size_t)i), 0);
+    }
+    if (c->add)
+        assert_int_equal(pst_hdr_add(fc, c->add, "added value", false), 0);
+    return t_verdict(fc, PST_FP_HEADERS);
+}
+
+static enum pst_verdict
+t_eom(struct pst_fctx *fc)
+{
+    return t_verdict(fc, PST_FP_EOM);
+}
+
+static void
+t_abort(struct pst_fctx *fc)
+{
+    struct tconf *c = pst_fctx_conf(fc);
+    c->aborts++;
+}
+
+static const struct pst_filter tmod = {
+    .name = "t",
+    PST_FILTER_ABI,
+    .on_connect = t_connect,
+    .on_mail = t_mail,
+    .on_rcpt = t_rcpt,
+    .on_headers = t_headers,
+    .on_eom = t_eom,
+    .on_abort = t_abort,
+};
+
+/* ---- fixture ---- */
+
+struct fx {
+    uv_loop_t loop;
+    struct pst_frt *rt;
+    struct pst_chain *ch;
+    struct pst_envelope env;
+    struct tconf c[4];
+    int cbs;
+    struct pst_fres last;
+};
+
+static void
+add(struct fx *f, int i, unsigned deadline_ms, enum pst_failmode fm)
+{
+    struct pst_err err = {0};
+    assert_int_equal(pst_chain_append(f->ch, &tmod, &f->c[i], deadline_ms,
+                                      fm, &err), 0);
+}
+
+static int
+setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    uv_loop_init(&f->loop);
+    assert_int_equal(pst_frt_new(&f->loop, 2, &f->rt), 0);
+    f->ch = pst_chain_new();
+    pst_envelope_init(&f->env);
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    /* the test's confs are not heap objects: no unconfigure */
+    pst_frt_close(f->rt);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);  /* no handle left */
+    pst_chain_free(f->ch);
+    pst_envelope_free(&f->env);
+    free(f);
+    return 0;
+}
+
+static void
+on_result(void *arg, const struct pst_fres *r)
+{
+    struct fx *f = arg;
+    f->cbs++;
+    f->last = *r;
+}
+
+static struct pst_fsess *
+sess(struct fx *f, uint64_t id)
+{
+    return pst_fsess_new(f->rt, f->ch, id, &f->env, on_result, f);
+}
+
+/* Run ph to completion, on the loop if it pends. */
+static struct pst_fres
+run(struct fx *f, struct pst_fsess *fs, enum pst_fphase ph)
+{
+    struct pst_fres r;
+    int cbs = f->cbs;
+    int rc = pst_fsess_run(fs, ph, "a@b.example", &r);
+    assert_true(rc == 0 || rc == 1);
+    if (rc == 0)
+        return r;
+    while (f->cbs == cbs)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    return f->last;
+}
+
+static const char msg[] = "Received: from x\r\n"
+                          "Subject: hello\r\n"
+                          " folded\r\n"
+                          "From: a@b.example\r\n"
+                          "\r\n"
+                          "body line 1\r\n"
+                          "body line 2\r\n";
+
+static struct pst_fres
+run_message(struct fx *f, struct pst_fsess *fs)
+{
+    pst_fsess_msg_begin(fs, false);
+    /* in odd fragments */
+    for (size_t i = 0; i < sizeof(msg) - 1; i += 7)
+        pst_fsess_msg_data(fs, msg + i, PST_MIN((size_t)7,
+                                                sizeof(msg) - 1 - i));
+    return run(f, fs, PST_FP_EOM);
+}
+
+/* ---- tests ---- */
+
+static void
+test_verdicts(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *fs = sess(f, 1);
+    struct pst_fres r;
+
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+
+    f->c[0].v[PST_FP_RCPT] = PST_REJECT;
+    f->c[0].code = 550;
+    f->c[0].enh = "5.7.1";
+    f->c[0].text = "no thanks";
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_REJECT);
+    assert_int_equal(r.code, 550);
+    assert_string_equal(r.enh, "5.7.1");
+    assert_string_equal(r.text, "no thanks");
+    assert_string_equal(r.filter, "t");
+
+    f->c[0].v[PST_FP_RCPT] = PST_TEMPFAIL;
+    f->c[0].code = 0;
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_TEMPFAIL);
+    assert_int_equal(r.code, 451);
+    assert_string_equal(r.enh, "4.3.0");
+
+    f->c[0].v[PST_FP_EOM] = PST_DISCARD;
+    r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_DISCARD);
+    pst_fsess_msg_end(fs);
+
+    f->c[0].v[PST_FP_EOM] = PST_QUARANTINE;
+    r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_QUARANTINE);
+    pst_fsess_msg_end(fs);
+
+    /* discard before MAIL is invalid: failure mode tempfail */
+    f->c[0].v[PST_FP_CONNECT] = PST_DISCARD;
+    r = run(f, fs, PST_FP_CONNECT);
+    assert_int_equal(r.verdict, PST_TEMPFAIL);
+    struct pst_fstats st;
+    pst_chain_stats(f->ch, 0, &st);
+    assert_int_equal(st.invalid, 1);
+    assert_int_equal(st.failures, 1);
+    pst_fsess_free(fs);
+}
+
+static void
+test_accept_skips(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    add(f, 1, 0, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *fs = sess(f, 2);
+    f->c[0].v[PST_FP_MAIL] = PST_ACCEPT;
+    f->c[1].v[PST_FP_EOM] = PST_REJECT;
+    pst_fsess_msg_begin(fs, false);
+    struct pst_fres r = run(f, fs, PST_FP_MAIL);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    r = run(f, fs, PST_FP_RCPT);
+    r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_int_equal(f->c[1].calls, 0);  /* never ran for this message */
+    pst_fsess_msg_end(fs);
+    /* the next message is filtered again */
+    r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_REJECT);
+    pst_fsess_free(fs);
+}
+
+static void
+test_strictest(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    add(f, 1, 0, PST_FAIL_TEMPFAIL);
+    add(f, 2, 0, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *fs = sess(f, 3);
+    f->c[0].v[PST_FP_EOM] = PST_QUARANTINE;
+    f->c[1].v[PST_FP_HEADERS] = PST_DISCARD;
+    struct pst_fres r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_DISCARD);
+    assert_int_equal(f->c[2].calls, 2);  /* the chain went on */
+    pst_fsess_msg_end(fs);
+
+    f->c[2].v[PST_FP_EOM] = PST_REJECT;
+    r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_REJECT);
+    pst_fsess_msg_end(fs);
+
+    f->c[2].v[PST_FP_EOM] = PST_TEMPFAIL;
+    r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_TEMPFAIL);
+    pst_fsess_free(fs);
+}
+
+static void
+test_invalid_reply(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    add(f, 1, 0, PST_FAIL_REJECT);
+    add(f, 2, 0, PST_FAIL_ACCEPT);
+    struct pst_fsess *fs = sess(f, 4);
+    struct pst_fres r;
+
+    /* wrong class: a 4xx code with REJECT */
+    f->c[0].v[PST_FP_RCPT] = PST_REJECT;
+    f->c[0].code = 450;
+    f->c[0].enh = "4.7.1";
+    f->c[0].text = "x";
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_TEMPFAIL);
+    assert_int_equal(r.code, 451);
+    assert_string_equal(r.enh, "4.3.0");
+
+    /* CR/LF in the text, failure mode reject */
+    f->c[0] = (struct tconf){0};
+    f->c[1].v[PST_FP_RCPT] = PST_REJECT;
+    f->c[1].code = 550;
+    f->c[1].enh = "5.7.1";
+    f->c[1].text = "bad\r\n250 ok";
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_REJECT);
+    assert_int_equal(r.code, 550);
+    assert_null(strchr(r.text, '\r'));
+    assert_string_equal(r.text, "Refused by filter t");
+
+    /* enhanced code of another class, failure mode accept */
+    f->c[1] = (struct tconf){0};
+    f->c[2].v[PST_FP_RCPT] = PST_TEMPFAIL;
+    f->c[2].code = 451;
+    f->c[2].enh = "5.1.1";
+    f->c[2].text = "x";
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+
+    /* an out-of-range verdict */
+    f->c[2] = (struct tconf){0};
+    f->c[0].v[PST_FP_RCPT] = (enum pst_verdict)42;
+    r = run(f, fs, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_TEMPFAIL);
+    pst_fsess_free(fs);
+}
+
+static void
+test_pending_others_flow(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 2000, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *slow = sess(f, 10);
+    struct pst_fsess *fast = sess(f, 11);
+    struct pst_fres r;
+
+    f->c[0].v[PST_FP_MAIL] = PST_PENDING;
+    f->c[0].sleep_ms = 150;
+    f->c[0].async_v = PST_REJECT;
+    f->c[0].code = 553;
+    f->c[0].enh = "5.7.23";
+    f->c[0].text = "SPF fail";
+    pst_fsess_msg_begin(slow, false);
+    assert_int_equal(pst_fsess_run(slow, PST_FP_MAIL, "x@y.example", &r), 1);
+    assert_true(pst_fsess_pending(slow));
+    /* while it waits, another session runs its phases at once */
+    uint64_t t0 = uv_hrtime();
+    r = run(f, fast, PST_FP_RCPT);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    r = run(f, fast, PST_FP_CONNECT);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_true(uv_hrtime() - t0 < 100 * 1000000ull);
+    assert_int_equal(f->cbs, 0);
+    while (f->cbs == 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(f->cbs, 1);
+    assert_int_equal(f->last.verdict, PST_REJECT);
+    assert_int_equal(f->last.code, 553);
+    assert_string_equal(f->last.text, "SPF fail");
+    assert_false(pst_fsess_pending(slow));
+    struct pst_fstats st;
+    pst_chain_stats(f->ch, 0, &st);
+    assert_int_equal(st.pending, 1);
+    pst_fsess_free(slow);
+    pst_fsess_free(fast);
+}
+
+static void
+test_deadline_modes(void **state)
+{
+    struct fx *f = *state;
+    static const enum pst_failmode fms[] = {PST_FAIL_TEMPFAIL,
+                                            PST_FAIL_ACCEPT, PST_FAIL_REJECT};
+    static const enum pst_verdict want[] = {PST_TEMPFAIL, PST_CONTINUE,
+                                            PST_REJECT};
+    for (int k = 0; k < 3; k++) {
+        pst_chain_free(f->ch);
+        f->ch = pst_chain_new();
+        f->c[0] = (struct tconf){0};
+        add(f, 0, 40, fms[k]);
+        struct pst_fsess *fs = sess(f, 20 + (uint64_t)k);
+        f->c[0].v[PST_FP_RCPT] = PST_PENDING;
+        f->c[0].sleep_ms = 250;
+        f->c[0].async_v = PST_REJECT;
+        uint64_t t0 = uv_hrtime();
+        int cbs = f->cbs;
+        struct pst_fres r = run(f, fs, PST_FP_RCPT);
+        uint64_t ms = (uv_hrtime() - t0) / 1000000;
+        assert_int_equal(f->cbs, cbs + 1);
+        assert_int_equal(r.verdict, want[k]);
+        assert_true(ms >= 35 && ms < 200);
+        assert_int_equal(f->c[0].aborts, 1);
+        struct pst_fstats st;
+        pst_chain_stats(f->ch, 0, &st);
+        assert_int_equal(st.timeouts, 1);
+        /* the late answer arrives and is dropped */
+        while (f->c[0].dones == 0)
+            uv_run(&f->loop, UV_RUN_ONCE);
+        assert_int_equal(f->cbs, cbs + 1);
+        pst_fsess_free(fs);
+    }
+}
+
+static void
+test_session_gone(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 2000, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *fs = sess(f, 30);
+    struct pst_fres r;
+    f->c[0].v[PST_FP_CONNECT] = PST_PENDING;
+    f->c[0].sleep_ms = 50;
+    f->c[0].async_v = PST_REJECT;
+    assert_int_equal(pst_fsess_run(fs, PST_FP_CONNECT, NULL, &r), 1);
+    pst_fsess_free(fs);             /* the client left */
+    assert_int_equal(f->c[0].aborts, 1);
+    while (f->c[0].dones == 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(f->cbs, 0);    /* dropped: no callback */
+}
+
+static void
+test_abi(void **state)
+{
+    struct fx *f = *state;
+    struct pst_err err = {0};
+    struct pst_filter bad = tmod;
+    bad.api = PST_FILTER_API + 1;
+    assert_int_equal(pst_chain_append(f->ch, &bad, NULL, 0, 0, &err),
+                     -EINVAL);
+    assert_non_null(strstr(pst_err_first(&err), "API version"));
+    pst_err_free(&err);
+    bad = tmod;
+    bad.env_size = 8;
+    assert_int_equal(pst_chain_append(f->ch, &bad, NULL, 0, 0, &err),
+                     -EINVAL);
+    assert_non_null(strstr(pst_err_first(&err), "struct sizes"));
+    pst_err_free(&err);
+    assert_int_equal(pst_chain_len(f->ch), 0);
+}
+
+static void
+test_edits(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    add(f, 1, 0, PST_FAIL_TEMPFAIL);
+    f->c[0].add = "X-First";
+    f->c[1].remove = "From";
+    struct pst_fsess *fs = sess(f, 40);
+    struct pst_fres r = run_message(f, fs);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_int_equal(f->c[0].seen_hdrs, 3);
+    assert_int_equal(f->c[1].seen_hdrs, 4); /* sees the first one's edit */
+
+    struct pst_ebuf blob = {0}, out = {0};
+    assert_int_equal(pst_fsess_edits(fs, &blob), 1);
+    assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, msg,
+                                         sizeof(msg) - 1, &out), 0);
+    static const char want[] = "Received: from x\r\n"
+                               "Subject: hello\r\n"
+                               " folded\r\n"
+                               "X-First: added value\r\n"
+                               "\r\n"
+                               "body line 1\r\n"
+                               "body line 2\r\n";
+    pst_ebuf_add(&out, "", 1);
+    assert_string_equal((char *)out.p, want);
+    pst_ebuf_free(&blob);
+    pst_ebuf_free(&out);
+    pst_fsess_msg_end(fs);
+
+    /* no edits: no blob */
+    f->c[0].add = f->c[1].remove = NULL;
+    run_message(f, fs);
+    assert_int_equal(pst_fsess_edits(fs, &blob), 0);
+    assert_int_equal(blob.len, 0);
+    pst_fsess_free(fs);
+}
+
+/* The applier on its own: header ops and body ranges, streamed. */
+static void
+test_edits_apply(void **state)
+{
+    struct pst_ebuf b = {0}, out = {0};
+    const char m[] = "A: 1\r\nB: 2\r\n\r\nhello world\r\nbye\r\n";
+    pst_edits_begin(&b);
+    pst_edits_put_hdr(&b, 12);
+    pst_edits_put_text(&b, "N: 0\r\n", 6);
+    pst_edits_put_keep(&b, 6, 6);
+    pst_edits_put_body(&b, 14, 5, "HELLO!", 6);
+    assert_int_equal(pst_edits_apply_mem(b.p, b.len, m, sizeof(m) - 1, &out),
+                     0);
+    pst_ebuf_add(&out, "", 1);
+    assert_string_equal((char *)out.p,
+                        "N: 0\r\nB: 2\r\n\r\nHELLO! world\r\nbye\r\n");
+    pst_ebuf_free(&out);
+    /* a range beyond the message: refused at read */
+    pst_edits_put_body(&b, 100, 5, "x", 1);
+    assert_true(pst_edits_apply_mem(b.p, b.len, m, sizeof(m) - 1, &out) < 0);
+    pst_ebuf_free(&out);
+    /* a corrupted blob: refused at open */
+    b.p[0] = 'X';
+    assert_int_equal(pst_edits_apply_mem(b.p, b.len, m, sizeof(m) - 1, &out),
+                     -EBADMSG);
+    pst_ebuf_free(&out);
+    pst_ebuf_free(&b);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_verdicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accept_skips, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strictest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_others_flow, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_modes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_session_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abi, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edits, setup, teardown),
+        cmocka_unit_test(test_edits_apply),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
