@@ -432,7 +432,7 @@ headers_configure(const config_setting_t *s, const char *file, void **out,
     struct hconf *h = pst_xcalloc(1, sizeof(*h));
     const config_setting_t *rules = config_setting_get_member(s, "rules");
     bool bad = pst_fconf_check_keys(s, file, keys, err) > 0;
-    unsigned ml, dl;
+    unsigned ml = 0, dl = 0;
     const char *id;
 
     if (get_limit(s, "match_limit", 1000000, 100000000, file, err, &ml) < 0 ||
