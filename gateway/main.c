@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "filters/chain.h"
 #include "gateway/cli.h"
 
 static int
@@ -36,6 +37,7 @@ static const struct {
 int
 main(int argc, char **argv)
 {
+    pst_filters_setup();            /* the config's `filters` section */
     if (argc >= 3 && strcmp(argv[1], "-c") == 0)
         return pst_cli_run(argv[2]);
     if (argc == 4 && strcmp(argv[1], "-n") == 0 && strcmp(argv[2], "-c") == 0)
