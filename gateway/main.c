@@ -32,6 +32,7 @@ static const struct {
     int (*run)(int argc, char **argv);
 } commands[] = {
     {"check-config", pst_cli_check_config},
+    {"inspect", pst_cli_inspect},
 };
 
 int

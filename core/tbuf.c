@@ -1,0 +1,66 @@
+/*
+ * tbuf.c - growable byte buffer (see tbuf.h). Growth doubles the capacity;
+ * allocation failure aborts through pst_xrealloc.
+ */
+#include "core/tbuf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+void
+pst_tbuf_init(struct pst_tbuf *b)
+{
+    b->p = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void
+pst_tbuf_reserve(struct pst_tbuf *b, size_t more)
+{
+    size_t need = b->len + more + 1;
+    size_t cap;
+
+    if (need <= b->cap)
+        return;
+    cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    b->p = pst_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void
+pst_tbuf_add(struct pst_tbuf *b, const void *data, size_t n)
+{
+    if (n == 0)
+        return;
+    pst_tbuf_reserve(b, n);
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+void
+pst_tbuf_addc(struct pst_tbuf *b, int c)
+{
+    pst_tbuf_reserve(b, 1);
+    b->p[b->len++] = (char)c;
+}
+
+char *
+pst_tbuf_cstr(struct pst_tbuf *b)
+{
+    pst_tbuf_reserve(b, 0);
+    b->p[b->len] = '\0';
+    return b->p;
+}
+
+void
+pst_tbuf_free(struct pst_tbuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
