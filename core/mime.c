@@ -164,6 +164,7 @@ struct frame {
     enum fstate st;
     size_t blen;                    /* boundary length (multiparts) */
     const char *prefix;             /* section prefix for children */
+    struct pst_mime_part *last;     /* last child, for appending */
     unsigned lines;                 /* header lines seen (FS_HEADERS) */
 };
 
@@ -226,6 +227,13 @@ flag(struct pst_mime_parser *p, struct pst_mime_part *part, unsigned f)
     p->msg->flags |= f;
 }
 
+/* The frame of an open part (parents of new parts are always open). */
+static unsigned
+parent_frame(struct pst_mime_parser *p, const struct pst_mime_part *part)
+{
+    return part->depth;
+}
+
 static struct pst_mime_part *
 part_new(struct pst_mime_parser *p, struct pst_mime_part *parent,
          uint64_t start)
@@ -244,10 +252,11 @@ part_new(struct pst_mime_parser *p, struct pst_mime_part *parent,
     part->subtype = "plain";
     part->section = "";
     if (parent) {
-        struct pst_mime_part **pp = &parent->child;
-        while (*pp)
-            pp = &(*pp)->next;
-        *pp = part;
+        if (parent->child == NULL)
+            parent->child = part;
+        else
+            p->fr[parent_frame(p, parent)].last->next = part;
+        p->fr[parent_frame(p, parent)].last = part;
         parent->nchildren++;
     }
     if (m->nparts == p->part_cap) {
@@ -258,15 +267,19 @@ part_new(struct pst_mime_parser *p, struct pst_mime_part *parent,
     return part;
 }
 
-/* Undo part_new for the most recent part (an empty part between two
- * delimiters, which is not a part: see on_delimiter). */
+/* Undo part_new for the most recent part (an empty part before a close
+ * delimiter, which is not a part: see on_delimiter). At most once per
+ * multipart, so the walk stays linear in the number of parts. */
 static void
 part_drop_last(struct pst_mime_parser *p, struct pst_mime_part *part)
 {
-    struct pst_mime_part **pp = &part->parent->child;
-    while (*pp != part)
+    struct pst_mime_part **pp = &part->parent->child, *prev = NULL;
+    while (*pp != part) {
+        prev = *pp;
         pp = &(*pp)->next;
+    }
     *pp = NULL;
+    p->fr[parent_frame(p, part->parent)].last = prev;
     part->parent->nchildren--;
     p->msg->nparts--;
 }
@@ -635,7 +648,8 @@ end_headers(struct pst_mime_parser *p, uint64_t body_start)
     part->body_start = part->body_end = body_start;
     part->nfields = p->nfv;
     part->fields = ar_alloc(a, (p->nfv ? p->nfv : 1) * sizeof(*part->fields));
-    memcpy(part->fields, p->fv, p->nfv * sizeof(*part->fields));
+    if (p->nfv)
+        memcpy(part->fields, p->fv, p->nfv * sizeof(*part->fields));
     p->nfv = 0;
     content_fields(p, part);
 
@@ -802,16 +816,17 @@ on_delimiter(struct pst_mime_parser *p, int k, bool close)
     uint64_t next = p->off;         /* after this line */
 
     /* An empty part between two delimiters ("--b" twice) is not a part:
-     * nothing was written for it, not even a blank line. */
+     * nothing was written for it, not even a blank line. The open child
+     * simply starts again after this line. */
     if (p->nfr == (unsigned)k + 2 && top(p)->st == FS_HEADERS &&
         top(p)->lines == 0) {
         struct pst_mime_part *c = top(p)->part;
-        p->nfr--;
-        part_drop_last(p, c);
         if (!close) {
-            child_new(p, &p->fr[k], next);
+            c->header_start = c->body_start = c->body_end = next;
             return;
         }
+        p->nfr--;
+        part_drop_last(p, c);
     }
     close_to(p, (unsigned)k + 1, p->line_start, end);
     struct frame *f = &p->fr[k];

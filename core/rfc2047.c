@@ -502,6 +502,10 @@ pst_params_parse(const char *s, size_t n, unsigned max, struct pst_params *ps)
         if (r[i].used)
             continue;
         bool have = false;
+        for (unsigned j = 0; j < i; j++)
+            if (!r[j].used && r[j].attrlen == r[i].attrlen &&
+                pst_strncaseeq(r[j].attr, r[i].attr, r[i].attrlen))
+                have = ps->bad = true;  /* duplicate: the first wins */
         for (unsigned j = 0; j < ps->n; j++)
             if (strlen(ps->v[j].name) == r[i].namelen &&
                 pst_strncaseeq(ps->v[j].name, r[i].attr, r[i].namelen))
