@@ -187,8 +187,11 @@ static const char repl[] = "\xef\xbf\xbd";
 void
 pst_utf8_sanitize(const void *in, size_t n, struct pst_tbuf *out)
 {
-    const uint8_t *s = in, *end = s + n;
+    const uint8_t *s = in, *end;
 
+    if (n == 0)
+        return;
+    end = s + n;
     pst_tbuf_reserve(out, n);
     while (s < end) {
         const uint8_t *r = s;
@@ -212,7 +215,11 @@ pst_utf8_sanitize(const void *in, size_t n, struct pst_tbuf *out)
 bool
 pst_utf8_valid(const void *in, size_t n)
 {
-    const uint8_t *s = in, *end = s + n;
+    const uint8_t *s = in, *end;
+
+    if (n == 0)
+        return true;
+    end = s + n;
     while (s < end) {
         size_t k = utf8_seq(s, (size_t)(end - s));
         if (k == 0)

@@ -221,8 +221,8 @@ static const char *const corpus[] = {
     /* no start boundary */
     "Content-Type: multipart/mixed; boundary=z\r\n\r\nno delimiter\r\n",
     /* bare CR, CR at chunk ends */
-    "Content-Type: multipart/mixed; boundary=cr\r\n\r\n--cr\r\n\r\na\rb\r\r\n"
-    "--cr\r\n\r\n\r\r\n--cr--",
+    ("Content-Type: multipart/mixed; boundary=cr\r\n\r\n--cr\r\n\r\na\rb\r\r\n"
+     "--cr\r\n\r\n\r\r\n--cr--"),
 };
 
 static void
