@@ -7,6 +7,7 @@
 
 int pst_cli_run(const char *config_path);
 int pst_cli_check_config(int argc, char **argv);
+int pst_cli_queue(int argc, char **argv);
 int pst_cli_print_config(const char *config_path);
 int pst_cli_inspect(int argc, char **argv);
 

@@ -33,6 +33,7 @@ static const struct {
 } commands[] = {
     {"check-config", pst_cli_check_config},
     {"inspect", pst_cli_inspect},
+    {"queue", pst_cli_queue},
 };
 
 int
