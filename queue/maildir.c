@@ -75,12 +75,14 @@ route_free(void *route)
 }
 
 static int
-route_new(const char *arg, void **route, char *err, size_t errlen)
+route_new(uv_loop_t *loop, const char *arg, void **route, char *err,
+          size_t errlen)
 {
     struct md_route *m = pst_xcalloc(1, sizeof(*m));
     char hn[200] = "localhost", *path = NULL;
     int rc;
 
+    (void)loop;
     m->tmpfd = m->newfd = -1;
     if (arg == NULL || arg[0] == '\0') {
         snprintf(err, errlen, "maildir: a directory is required "

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,9 @@ struct djob {
     struct pst_work w;
     struct pst_qmgr *qm;
     struct qent *e;
+    struct pst_delivery d;
+    struct pst_spool_reader *r;
+    bool delivered;             /* an event-loop transport has finished */
     const struct pst_transport *tp;
     void *route;
     int actfd, holdfd, corfd;
@@ -247,35 +251,48 @@ struct djob {
     int rec_err;
 };
 
+/* Results for every recipient when the message cannot even be read. */
+static void
+fail_all(struct djob *j, int rc)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        j->res[i].res = PST_DRES_TEMP;
+        snprintf(j->res[i].text, sizeof(j->res[i].text),
+                 "4.3.0 cannot open queue file: %s", strerror(-rc));
+    }
+}
+
+static void
+reader_finish(struct djob *j)
+{
+    ssize_t rc = pst_spool_reader_read(j->r, NULL, 0);  /* sticky error */
+    pst__reader_close(j->r);
+    j->r = NULL;
+    if (rc == -EBADMSG)
+        j->corrupt = true;
+}
+
+/* Worker thread: deliver (blocking transports), then record. */
 static void
 djob_work(struct pst_work *w)
 {
     struct djob *j = (struct djob *)w;
     struct qent *e = j->e;
-    struct pst_spool_reader *r = NULL;
     struct pst_wbuf b = {0};
     const char *first_err = NULL;
     size_t left = 0;
     int rc;
 
-    rc = pst__reader_open(&r, j->actfd, e->qid, e->data_off, e->env_off,
-                          e->size);
-    if (rc != 0) {
-        for (size_t i = 0; i < j->n; i++) {
-            j->res[i].res = PST_DRES_TEMP;
-            snprintf(j->res[i].text, sizeof(j->res[i].text),
-                     "4.3.0 cannot open queue file: %s", strerror(-rc));
+    if (!j->delivered) {
+        rc = pst__reader_open(&j->r, j->actfd, e->qid, e->data_off,
+                              e->env_off, e->size);
+        if (rc != 0) {
+            fail_all(j, rc);
+        } else {
+            j->d.reader = j->r;
+            j->tp->deliver(j->route, &j->d);
+            reader_finish(j);
         }
-    } else {
-        struct pst_delivery d = {
-            .qid = e->qid, .env = &e->env, .reader = r,
-            .n = j->n, .idx = j->idx, .res = j->res,
-        };
-        j->tp->deliver(j->route, &d);
-        rc = pst_spool_reader_read(r, NULL, 0);     /* sticky error */
-        pst__reader_close(r);
-        if (rc == -EBADMSG)
-            j->corrupt = true;
     }
     if (j->corrupt) {
         if (renameat(j->actfd, e->qid, j->corfd, e->qid) == 0) {
@@ -408,6 +425,16 @@ out:
     schedule(qm);
 }
 
+/* d->done of an event-loop transport: loop thread. */
+static void
+on_delivered(struct pst_delivery *d)
+{
+    struct djob *j = (struct djob *)((char *)d - offsetof(struct djob, d));
+    reader_finish(j);
+    j->delivered = true;
+    pst_workq_submit(j->qm->wq, &j->w);
+}
+
 static void
 start_delivery(struct pst_qmgr *qm, struct qent *e)
 {
@@ -428,6 +455,10 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     for (size_t i = 0; i < e->env.nrcpts; i++)
         if (e->env.rcpts[i].state == PST_RCPT_PENDING)
             j->idx[j->n++] = i;
+    j->d = (struct pst_delivery){
+        .loop = qm->loop, .qid = e->qid, .env = &e->env,
+        .n = j->n, .idx = j->idx, .res = j->res, .done = on_delivered,
+    };
     j->now = time(NULL);
     j->attempts = e->attempts + 1;
     j->delay = backoff(qm, j->attempts);
@@ -435,7 +466,21 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     e->delivering = true;
     qe_move(qm, e, QE_BUSY);
     qm->inflight++;
-    pst_workq_submit(qm->wq, &j->w);
+    if (j->tp->blocking) {
+        pst_workq_submit(qm->wq, &j->w);
+        return;
+    }
+    /* event-loop transport: deliver here, record on a worker after */
+    int rc = pst__reader_open(&j->r, j->actfd, e->qid, e->data_off,
+                              e->env_off, e->size);
+    if (rc != 0) {
+        fail_all(j, rc);
+        j->delivered = true;
+        pst_workq_submit(qm->wq, &j->w);
+        return;
+    }
+    j->d.reader = j->r;
+    j->tp->deliver(j->route, &j->d);
 }
 
 static void
@@ -573,7 +618,8 @@ pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
         rc = -EINVAL;
         goto fail;
     }
-    if ((rc = qm->tp->route_new(arg, &qm->route, why, sizeof(why))) != 0) {
+    if ((rc = qm->tp->route_new(qm->loop, arg, &qm->route, why,
+                                sizeof(why))) != 0) {
         pst_err_add(err, NULL, 0, "delivery.default_route \"%s\": %s",
                     sp->o.default_route, why);
         goto fail;
@@ -619,6 +665,11 @@ pst__qmgr_close(struct pst_qmgr *qm)
     if (qm == NULL)
         return;
     qm->started = false;
+    /* an event-loop transport finishes (d->done) what it has in flight
+     * while the pool still takes the record jobs; a blocking one is freed
+     * only after the workers using it have stopped */
+    if (!qm->tp->blocking)
+        qm->tp->route_free(qm->route);
     if (qm->wq)
         pst_workq_close(qm->wq);    /* runs outstanding done callbacks */
     qm->wq = NULL;
@@ -626,7 +677,8 @@ pst__qmgr_close(struct pst_qmgr *qm)
     for (size_t i = 0; i < PST_ARRAY_LEN(ls); i++)
         while ((e = TAILQ_FIRST(ls[i])) != NULL)
             qe_drop(qm, e);
-    qm->tp->route_free(qm->route);
+    if (qm->tp->blocking)
+        qm->tp->route_free(qm->route);
     if (qm->timer_open) {
         uv_timer_stop(&qm->timer);
         uv_close((uv_handle_t *)&qm->timer, on_timer_closed);

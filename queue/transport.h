@@ -11,8 +11,15 @@
  * It must make each delivery durable at the destination before reporting
  * it delivered: the queue then records the state and forgets the
  * recipient, so "delivered" is never said of bytes that a crash can lose.
- * A non-blocking (event-loop) variant is the shape issue 5's SMTP client
- * will take: the same struct pst_delivery, completed on the loop thread.
+ *
+ * Contract for an event-loop transport (blocking = false; issue 5's SMTP
+ * and LMTP clients): deliver is called on the loop thread, must not block,
+ * and later (never from inside deliver) calls d->done(d) on the loop
+ * thread once every recipient has a result. The queue then records the
+ * results on a worker thread, as for a blocking transport. d stays valid
+ * until done is called; the reader does synchronous (page-cache) reads.
+ * At shutdown route_free is called first and must complete (call done
+ * for) every delivery still in flight before it returns.
  */
 #ifndef PST_QUEUE_TRANSPORT_H
 #define PST_QUEUE_TRANSPORT_H
@@ -21,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <uv.h>
 
 #include "core/envelope.h"
 
@@ -50,19 +58,22 @@ struct pst_rcpt_result {
 };
 
 struct pst_delivery {
+    uv_loop_t *loop;
     const char *qid;
     const struct pst_envelope *env;
     struct pst_spool_reader *reader;
     size_t n;                       /* recipients in this attempt */
     const size_t *idx;              /* n indexes into env->rcpts */
     struct pst_rcpt_result *res;    /* n results, set by the transport */
+    void (*done)(struct pst_delivery *d);   /* event-loop transports */
 };
 
 struct pst_transport {
     const char *name;               /* route scheme */
     bool blocking;                  /* runs on a delivery worker thread */
     /* route_new - parse the argument after "name:"; 0 or -errno + text */
-    int (*route_new)(const char *arg, void **route, char *err, size_t len);
+    int (*route_new)(uv_loop_t *loop, const char *arg, void **route,
+                     char *err, size_t len);
     void (*route_free)(void *route);
     void (*deliver)(void *route, struct pst_delivery *d);
 };
