@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/mime.h"
 #include "core/net.h"
 #include "core/util.h"
 
@@ -166,6 +167,19 @@ struct pst_resolver_conf {
     unsigned tries;
 };
 
+/*
+ * The message model's limits (core/mime.h) and what a hit means. With
+ * `reject`, a message whose model carries any PST_MIME_F_LIMITS flag is
+ * refused at the end of DATA with 554 5.6.0; with `flag` (the default) it
+ * goes on to the filters, which see the flags.
+ */
+enum pst_mime_policy { PST_MIME_POLICY_FLAG, PST_MIME_POLICY_REJECT };
+
+struct pst_mime_conf {
+    enum pst_mime_policy policy;
+    struct pst_mime_limits limits;  /* defaults = pst_mime_limits_default */
+};
+
 struct pst_conf {
     unsigned refs;                  /* touched on the loop thread only */
     char *path;                     /* the file this came from */
@@ -183,6 +197,7 @@ struct pst_conf {
     struct pst_queue_conf queue;
     struct pst_delivery_conf delivery;
     struct pst_resolver_conf resolver;
+    struct pst_mime_conf mime;
     void *filters;                  /* struct pst_chain * (filters/chain.h),
                                        built by the filters hook, or NULL */
 };

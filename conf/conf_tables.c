@@ -339,6 +339,12 @@ static const struct pst__word bare_newline_words[] = {
     {NULL, 0},
 };
 
+static const struct pst__word mime_policy_words[] = {
+    {"flag", PST_MIME_POLICY_FLAG},
+    {"reject", PST_MIME_POLICY_REJECT},
+    {NULL, 0},
+};
+
 static const struct pst__word tls_versions[] = {
     {"TLSv1.2", 0},
     {"TLSv1.3", 0},
@@ -609,6 +615,27 @@ static const struct pst__directive resolver_table[] = {
     END,
 };
 
+/* Defaults are pst_mime_limits_default's (core/mime.c); a unit test keeps
+ * the two equal. */
+static const struct pst__directive mime_table[] = {
+    ENUM("policy", pst_mime_conf, policy, PST_MIME_POLICY_FLAG,
+         mime_policy_words),
+    UINT("depth", pst_mime_conf, limits.depth, 32, 1, PST_MIME_DEPTH_MAX),
+    UINT("parts", pst_mime_conf, limits.parts, 5000, 1, 1000000),
+    SIZE("header_bytes", pst_mime_conf, limits.header_bytes, 262144, 1024,
+         UINT64_C(1) << 26),
+    UINT("header_fields", pst_mime_conf, limits.header_fields, 1000, 16,
+         100000),
+    SIZE("total_header_bytes", pst_mime_conf, limits.total_header_bytes,
+         4194304, 1024, UINT64_C(1) << 30),
+    UINT("encoded_words", pst_mime_conf, limits.encoded_words, 256, 1,
+         100000),
+    /* RFC 2046 5.1.1 boundaries are 1..70 characters: never refuse those */
+    UINT("boundary_length", pst_mime_conf, limits.boundary_len, 200, 70, 996),
+    UINT("parameters", pst_mime_conf, limits.params, 64, 1, 10000),
+    END,
+};
+
 const struct pst__directive pst__conf_root[] = {
     STR("hostname", pst_conf, hostname, NULL, 0, fix_hostname),
     STR("user", pst_conf, user, NULL, 0, fix_user),
@@ -630,6 +657,7 @@ const struct pst__directive pst__conf_root[] = {
     SECTION("queue", queue, queue_table),
     SECTION("delivery", delivery, delivery_table),
     SECTION("resolver", resolver, resolver_table),
+    SECTION("mime", mime, mime_table),
     {.name = "filters", .type = PST__C_FILTERS, .off = OFF(pst_conf, filters)},
     END,
 };

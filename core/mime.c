@@ -202,9 +202,9 @@ struct pst_mime_parser {
     uint64_t field_off;
     struct pst_hdr_field *fv;       /* finished fields of the block */
     unsigned nfv, fvcap;
-    size_t block_bytes;
+    uint64_t block_bytes;
     bool block_over;                /* a header limit hit: drop the rest */
-    size_t total_header_bytes;
+    uint64_t total_header_bytes;
 
     /* the deepest part's body */
     bool decoding;
@@ -989,13 +989,13 @@ full_overflow(struct pst_mime_parser *p)
 static size_t
 full_cap(struct pst_mime_parser *p)
 {
-    size_t room = 0;
+    uint64_t room = 0;
     if (!p->block_over) {
-        size_t b = p->lim.header_bytes - p->block_bytes;
-        size_t t = p->lim.total_header_bytes - p->total_header_bytes;
+        uint64_t b = p->lim.header_bytes - p->block_bytes;
+        uint64_t t = p->lim.total_header_bytes - p->total_header_bytes;
         room = PST_MIN(b, t);
     }
-    return PST_MAX(room, (size_t)LINE_MAX_BODY);
+    return (size_t)PST_MAX(room, (uint64_t)LINE_MAX_BODY);
 }
 
 /* A piece of the current line, without '\n'. */

@@ -83,9 +83,9 @@
 struct pst_mime_limits {
     unsigned depth;                 /* 32; at most PST_MIME_DEPTH_MAX */
     unsigned parts;                 /* 5000 */
-    size_t header_bytes;            /* 262144 per header block */
+    uint64_t header_bytes;          /* 262144 per header block */
     unsigned header_fields;         /* 1000 per header block */
-    size_t total_header_bytes;      /* 4 MiB per message */
+    uint64_t total_header_bytes;    /* 4 MiB per message */
     unsigned encoded_words;         /* 256 per field */
     unsigned boundary_len;          /* 200 (RFC 2046 allows 70) */
     unsigned params;                /* 64 per field */
