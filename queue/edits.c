@@ -291,6 +291,20 @@ pst_edits_reader_close(struct pst_edits_reader *r)
     free(r);
 }
 
+uint64_t
+pst_edits_reader_size(const struct pst_edits_reader *r, uint64_t orig)
+{
+    uint64_t size = orig;
+    if (r->has_hdr) {
+        size -= PST_MIN(r->hdr_end, orig);
+        for (size_t i = 0; i < r->nh; i++)
+            size += r->h[i].len;
+    }
+    for (size_t i = 0; i < r->nb; i++)
+        size = size - r->b[i].len + r->b[i].n;
+    return size;
+}
+
 /* Read exactly n original bytes into p (n may be 0). */
 static int
 src_full(struct pst_edits_reader *r, unsigned char *p, size_t n)

@@ -74,6 +74,9 @@ int pst_edits_reader_open(struct pst_edits_reader **rp, const void *blob,
 ssize_t pst_edits_reader_read(struct pst_edits_reader *r, void *buf,
                               size_t len);
 void pst_edits_reader_close(struct pst_edits_reader *r);
+/* pst_edits_reader_size - the edited size of an original of orig bytes. */
+uint64_t pst_edits_reader_size(const struct pst_edits_reader *r,
+                               uint64_t orig);
 
 /*
  * pst_edits_apply_mem - the edited form of a message held in memory

@@ -573,7 +573,7 @@ pst__qmgr_load(struct pst_qmgr *qm, struct pst_scan *s, bool held)
 void
 pst__qmgr_add(struct pst_qmgr *qm, const char *qid, struct pst_envelope *env,
               uint64_t data_off, uint64_t env_off, uint64_t size,
-              uint64_t file_size)
+              uint64_t file_size, bool held)
 {
     struct qent *e = qe_new(qm, qid);
     uint64_t now = uv_now(qm->loop);
@@ -587,6 +587,11 @@ pst__qmgr_add(struct pst_qmgr *qm, const char *qid, struct pst_envelope *env,
     e->file_size = file_size;
     e->due = now;
     e->expire_at = now + (uint64_t)qm->sp->o.lifetime * 1000;
+    if (held) {                     /* quarantined: in hold/ already */
+        e->state = PST_QSTATE_HELD;
+        qe_insert(qm, e, QE_HELD);
+        return;
+    }
     qe_insert(qm, e, QE_READY);
     schedule(qm);
 }

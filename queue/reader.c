@@ -3,6 +3,11 @@
  * for a transport, verifying each CHUNK record's CRC before handing out
  * any of its bytes.
  *
+ * When the file holds an EDITS record (the filters' edits, right after the
+ * ENVELOPE record), the text is passed through queue/edits.c on its way
+ * out: the transport sees the edited message, the file keeps the
+ * original. The blob is checked (CRC, then its own structure) at open.
+ *
  * Memory: one buffer of PST_SPOOL_WBUF (a whole CHUNK record). Errors are
  * sticky: after -EBADMSG (checksum) or -EIO every read returns the same
  * error, and pst_spool_reader_read(r, NULL, 0) reports it.
@@ -15,6 +20,7 @@
 
 #include "core/crc32c.h"
 #include "core/util.h"
+#include "queue/edits.h"
 #include "queue/spool_int.h"
 #include "queue/transport.h"
 
@@ -25,7 +31,53 @@ struct pst_spool_reader {
     uint8_t *buf;
     size_t have, pos;       /* payload bytes in buf + PST_REC_HDR_LEN */
     int err;
+    uint8_t *edits;         /* EDITS payload, or NULL */
+    size_t edits_len;
+    struct pst_edits_reader *ed;
 };
+
+static int pread_all(int fd, void *p, size_t n, uint64_t off);
+static ssize_t raw_read(void *arg, void *buf, size_t len);
+
+static uint32_t
+le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* Find an EDITS record after the ENVELOPE record at data_end and set up
+ * the edit applier. 0 also when there is none. */
+static int
+load_edits(struct pst_spool_reader *r)
+{
+    uint8_t h[PST_REC_HDR_LEN];
+    int rc = pread_all(r->fd, h, sizeof(h), r->data_end);
+    if (rc != 0)
+        return rc;
+    uint64_t next = r->data_end + PST_REC_OVERHEAD + le32(h + 4);
+    rc = pread_all(r->fd, h, sizeof(h), next);
+    if (rc != 0 || h[0] != PST_REC_EDITS)
+        return 0;                   /* none (the COMMIT record follows) */
+    uint32_t len = le32(h + 4);
+    if (len == 0 || len > PST_REC_MAX)
+        return -EBADMSG;
+    uint8_t *p = pst_xmalloc(PST_REC_HDR_LEN + len + PST_REC_CRC_LEN);
+    memcpy(p, h, PST_REC_HDR_LEN);
+    rc = pread_all(r->fd, p + PST_REC_HDR_LEN, len + PST_REC_CRC_LEN,
+                   next + PST_REC_HDR_LEN);
+    if (rc == 0 && pst_crc32c(0, p, PST_REC_HDR_LEN + len) !=
+                       le32(p + PST_REC_HDR_LEN + len))
+        rc = -EBADMSG;
+    if (rc == 0) {
+        r->edits_len = len;
+        r->edits = pst_xmalloc(len);
+        memcpy(r->edits, p + PST_REC_HDR_LEN, len);
+        rc = pst_edits_reader_open(&r->ed, r->edits, len, raw_read, r);
+    }
+    free(p);
+    return rc;
+}
 
 int
 pst__reader_open(struct pst_spool_reader **rp, int dirfd, const char *name,
@@ -40,6 +92,11 @@ pst__reader_open(struct pst_spool_reader **rp, int dirfd, const char *name,
     r->data_end = data_end;
     r->size = size;
     r->buf = pst_xmalloc(PST_SPOOL_WBUF);
+    int rc = load_edits(r);
+    if (rc != 0) {
+        pst__reader_close(r);
+        return rc;
+    }
     *rp = r;
     return 0;
 }
@@ -50,6 +107,8 @@ pst__reader_close(struct pst_spool_reader *r)
     if (r == NULL)
         return;
     close(r->fd);
+    pst_edits_reader_close(r->ed);
+    free(r->edits);
     free(r->buf);
     free(r);
 }
@@ -105,6 +164,20 @@ next_chunk(struct pst_spool_reader *r)
 ssize_t
 pst_spool_reader_read(struct pst_spool_reader *r, void *buf, size_t len)
 {
+    if (r->ed != NULL && !r->err) {
+        ssize_t k = pst_edits_reader_read(r->ed, buf, len);
+        if (k < 0)
+            r->err = (int)k;
+        return k;
+    }
+    return raw_read(r, buf, len);
+}
+
+/* The text as stored (what the edits are applied to). */
+static ssize_t
+raw_read(void *arg, void *buf, size_t len)
+{
+    struct pst_spool_reader *r = arg;
     size_t got = 0;
 
     if (r->err)
@@ -135,11 +208,19 @@ pst_spool_reader_rewind(struct pst_spool_reader *r)
         return r->err;
     r->off = r->data_off;
     r->pos = r->have = 0;
+    if (r->ed != NULL) {
+        pst_edits_reader_close(r->ed);
+        r->ed = NULL;
+        int rc = pst_edits_reader_open(&r->ed, r->edits, r->edits_len,
+                                       raw_read, r);
+        if (rc != 0)
+            return r->err = rc;
+    }
     return 0;
 }
 
 uint64_t
 pst_spool_reader_size(const struct pst_spool_reader *r)
 {
-    return r->size;
+    return r->ed ? pst_edits_reader_size(r->ed, r->size) : r->size;
 }

@@ -436,6 +436,7 @@ pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
     uint8_t *payload = NULL;
     int rc = PST_SCAN_CORRUPT;
     bool committed = false, have_info = false, have_env = false;
+    bool have_edits = false;
     uint64_t chunk_bytes = 0, env_off = 0;
     ssize_t n;
 
@@ -563,6 +564,14 @@ pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
             have_env = true;
             env_off = rec_off;
             s->rcpt_err = pst_xcalloc(s->env.nrcpts, sizeof(char *));
+            break;
+        case PST_REC_EDITS:
+            /* checked whole by the reader (queue/edits.c) when used */
+            if (!have_env || have_edits) {
+                snprintf(why, whylen, "misplaced edits record");
+                goto out;
+            }
+            have_edits = true;
             break;
         case PST_REC_COMMIT: {
             uint64_t eo = pst__rbuf_u64(&r);

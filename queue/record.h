@@ -11,8 +11,9 @@
  *   record  = u8:type u8[3]:0 u32:len payload[len] u32:crc32c
  *             (crc over the 8 header bytes and the payload)
  *
- * Order: INFO, CHUNK*, ENVELOPE, COMMIT, then any number of update records
- * (RCPT, RETRY, STATE) appended later.
+ * Order: INFO, CHUNK*, ENVELOPE, [EDITS], COMMIT, then any number of
+ * update records (RCPT, RETRY, STATE) appended later. EDITS holds the
+ * filters' edits; the reader applies them as the text streams out.
  */
 #ifndef PST_QUEUE_RECORD_H
 #define PST_QUEUE_RECORD_H
@@ -48,6 +49,8 @@ enum pst_rec_type {
     PST_REC_RCPT = 5,       /* u32:index u8:state i64:when str:last error */
     PST_REC_RETRY = 6,      /* u32:attempts i64:next attempt str:error */
     PST_REC_STATE = 7,      /* u8:state i64:when str:reason */
+    PST_REC_EDITS = 8,      /* filter edit blob (queue/edits.h), right
+                               after ENVELOPE, before COMMIT */
 };
 
 /* Message states recorded by STATE records. */

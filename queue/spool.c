@@ -117,16 +117,22 @@ sync_main(void *arg)
                         m->qid, strerror(-rc));
             }
         }
+        bool any_hold = false;
         if (ferr == 0) {
             TAILQ_FOREACH(m, &batch, link) {
-                if (renameat(sp->incfd, m->qid, sp->actfd, m->qid) != 0) {
+                /* a quarantined message goes straight to hold/ */
+                int dst = m->hold ? sp->holdfd : sp->actfd;
+                if (renameat(sp->incfd, m->qid, dst, m->qid) != 0) {
                     m->status = -errno;
                     pst_err("msg=%s event=spool_rename_error error=\"%s\"",
                             m->qid, strerror(errno));
                     unlinkat(sp->incfd, m->qid, 0);
                 } else {
                     m->renamed = true;
-                    any = true;
+                    if (m->hold)
+                        any_hold = true;
+                    else
+                        any = true;
                 }
             }
             if (any) {
@@ -137,11 +143,19 @@ sync_main(void *arg)
                             strerror(-rc));
                 }
             }
+            if (any_hold && ferr == 0) {
+                int rc = fsync_fd(sp, sp->holdfd);
+                if (rc != 0) {
+                    ferr = rc;
+                    pst_err("event=spool_fsync_error dir=hold error=\"%s\"",
+                            strerror(-rc));
+                }
+            }
         }
         TAILQ_FOREACH(m, &batch, link) {
             if (ferr != 0) {
                 if (m->renamed)
-                    unlinkat(sp->actfd, m->qid, 0);
+                    unlinkat(m->hold ? sp->holdfd : sp->actfd, m->qid, 0);
                 else if (m->status == 0)
                     unlinkat(sp->incfd, m->qid, 0);
                 m->renamed = false;
@@ -165,6 +179,8 @@ msg_free(struct pst_spool_msg *m)
     if (m->fd >= 0)
         close(m->fd);
     free(m->buf);
+    free(m->edits);
+    free(m->hold_reason);
     pst_envelope_free(&m->env);
     free(m);
 }
@@ -184,7 +200,10 @@ drain_done(struct pst_spool *sp)
         if (m->status == 0) {
             atomic_fetch_add(&sp->n_committed, 1);
             pst__qmgr_add(sp->qm, m->qid, &m->env, m->data_off, m->env_off,
-                          m->size, m->off);
+                          m->size, m->off, m->hold);
+            if (m->hold)
+                pst_info("msg=%s event=quarantined reason=\"%s\"", m->qid,
+                         m->hold_reason ? m->hold_reason : "filter");
         } else {
             pst_warn("msg=%s event=spool_commit_failed error=\"%s\"", m->qid,
                      strerror(-m->status));
@@ -312,6 +331,29 @@ pst_spool_msg_size(const struct pst_spool_msg *m)
     return m->size;
 }
 
+/* pst_spool_msg_set_edits - see spool.h. */
+int
+pst_spool_msg_set_edits(struct pst_spool_msg *m, const void *blob,
+                        size_t len)
+{
+    if (len == 0 || len > PST_REC_MAX)
+        return -E2BIG;
+    free(m->edits);
+    m->edits = pst_xmalloc(len);
+    memcpy(m->edits, blob, len);
+    m->edits_len = len;
+    return 0;
+}
+
+/* pst_spool_msg_set_hold - see spool.h. */
+void
+pst_spool_msg_set_hold(struct pst_spool_msg *m, const char *reason)
+{
+    m->hold = true;
+    free(m->hold_reason);
+    m->hold_reason = reason ? pst_xstrdup(reason) : NULL;
+}
+
 void
 pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
                      pst_spool_commit_cb cb, void *arg)
@@ -336,10 +378,19 @@ pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
         if (w.len - s > PST_REC_MAX + PST_REC_OVERHEAD) {
             rc = -E2BIG;
         } else {
+            if (m->edits != NULL) {
+                s = pst__rec_begin(&w, PST_REC_EDITS);
+                pst__wbuf_bytes(&w, m->edits, m->edits_len);
+                pst__rec_end(&w, s);
+            }
             s = pst__rec_begin(&w, PST_REC_COMMIT);
             pst__wbuf_u64(&w, m->env_off);
             pst__wbuf_u64(&w, m->size);
             pst__rec_end(&w, s);
+            if (m->hold)
+                pst__rec_state(&w, PST_QSTATE_HELD, time(NULL),
+                               m->hold_reason ? m->hold_reason
+                                              : "quarantined by a filter");
             rc = pst__write_all(m->fd, w.p, w.len);
             m->off += w.len;
         }

@@ -69,6 +69,19 @@ uint64_t pst_spool_msg_size(const struct pst_spool_msg *m);
 void pst_spool_msg_commit(struct pst_spool_msg *m,
                           const struct pst_envelope *env,
                           pst_spool_commit_cb cb, void *arg);
+/*
+ * pst_spool_msg_set_edits - store the filters' edit blob (queue/edits.h,
+ * copied) with the message: the text stays as received, and the edits
+ * are applied as it streams out to delivery. Before commit. 0 or -E2BIG.
+ */
+int pst_spool_msg_set_edits(struct pst_spool_msg *m, const void *blob,
+                            size_t len);
+/*
+ * pst_spool_msg_set_hold - commit into the hold area (quarantine): the
+ * message is durable but not delivered until `postern queue release`,
+ * which does not run the filters again. Before commit.
+ */
+void pst_spool_msg_set_hold(struct pst_spool_msg *m, const char *reason);
 /* pst_spool_msg_abort - remove the file and free m. */
 void pst_spool_msg_abort(struct pst_spool_msg *m);
 

@@ -45,7 +45,11 @@ struct pst_spool_msg {
     pst_spool_commit_cb cb;
     void *cb_arg;
     int status;                 /* sync thread result */
-    bool renamed;               /* now in active/ */
+    bool renamed;               /* now in active/ (or hold/) */
+    bool hold;                  /* quarantine: commit into hold/ */
+    char *hold_reason;
+    uint8_t *edits;             /* filter edit blob (queue/edits.h) */
+    size_t edits_len;
 };
 
 struct pst_qmgr;
@@ -94,7 +98,8 @@ void pst__qmgr_start(struct pst_qmgr *qm);
 /* pst__qmgr_add - a message just committed to active/ (env moved). */
 void pst__qmgr_add(struct pst_qmgr *qm, const char *qid,
                    struct pst_envelope *env, uint64_t data_off,
-                   uint64_t env_off, uint64_t size, uint64_t file_size);
+                   uint64_t env_off, uint64_t size, uint64_t file_size,
+                   bool held);
 void pst__qmgr_close(struct pst_qmgr *qm);
 void pst__qmgr_pause(struct pst_qmgr *qm, bool paused);
 void pst__qmgr_counts(struct pst_qmgr *qm, unsigned *queued,
