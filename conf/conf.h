@@ -134,6 +134,7 @@ struct pst_delivery_conf {
     unsigned concurrency;           /* deliveries in flight, all routes */
     unsigned destination_concurrency; /* connections per next hop */
     unsigned dead_host_backoff;     /* seconds a failed hop is skipped */
+    unsigned mx_port;               /* port of MX hosts (25; tests) */
     unsigned recipients_per_transaction;
     unsigned messages_per_connection;
     unsigned idle_timeout;          /* seconds a reusable connection waits */

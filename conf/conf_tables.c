@@ -569,6 +569,7 @@ static const struct pst__directive delivery_table[] = {
          destination_concurrency, 10, 1, 10000),
     UINT("dead_host_backoff", pst_delivery_conf, dead_host_backoff, 60, 0,
          DAY),
+    UINT("mx_port", pst_delivery_conf, mx_port, 25, 1, 65535),
     UINT("recipients_per_transaction", pst_delivery_conf,
          recipients_per_transaction, 100, 1, 100000),
     UINT("messages_per_connection", pst_delivery_conf,
