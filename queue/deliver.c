@@ -41,6 +41,7 @@
 #include "core/util.h"
 #include "queue/smtp_client.h"
 #include "queue/spool_int.h"
+#include "queue/workq.h"
 
 #define MAX_CANDIDATES 64
 
@@ -59,8 +60,10 @@ struct part {
     struct pst_smtpc_rcpt *rc;
     struct pst_smtpc_msg msg;
     struct pst_spool_reader *reader;
-    /* body read on the pool */
+    /* body read on the pool, into the part's own buffer (the connection
+     * may be gone when the read returns) */
     uv_work_t work;
+    char *rown;
     void *rbuf;
     size_t rlen;
     ssize_t rres;
@@ -68,7 +71,9 @@ struct part {
     pst_smtpc_read_done rdone;
     bool reading;
     bool abandoned;                 /* finished while a read was out */
-    /* maildir */
+    /* maildir: a job on the queue's workers */
+    LIST_ENTRY(part) mlink;
+    struct pst_work job;
     struct pst_delivery sub;
     size_t *sub_idx;
     struct pst_rcpt_result *sub_res;
@@ -76,12 +81,14 @@ struct part {
 TAILQ_HEAD(partl, part);
 
 struct req {
+    LIST_ENTRY(req) link;
     struct pst_deliver *d;
     struct pst_delivery *dl;
     pst_deliver_done done;
     void *arg;
     unsigned parts_left;
     uv_timer_t kick;                /* report from the loop */
+    bool kicked;
 };
 
 struct cand {
@@ -142,8 +149,14 @@ struct pst_deliver {
     struct pst_dns *dns;
     SSL_CTX *ssl;
     LIST_HEAD(, dest) dests;
+    LIST_HEAD(, req) reqs;
+    pst_deliver_submit submit;
+    void *submit_ctx;
     unsigned handles;
     bool closing;
+    unsigned mjobs;                 /* maildir jobs on the workers */
+    LIST_HEAD(, part) mparts;       /* ... their parts */
+    bool zombie;                    /* freed, waiting for mjobs == 0 */
     uint64_t rng;
 };
 
@@ -176,12 +189,32 @@ free_data(uv_handle_t *h)
     free(h->data);
 }
 
+/* req_report - the attempt is complete: tell the queue manager. */
+static void
+req_report(struct req *q)
+{
+    LIST_REMOVE(q, link);
+    uv_timer_stop(&q->kick);
+    uv_close((uv_handle_t *)&q->kick, free_data);
+    q->done(q->arg, q->dl);
+}
+
 static void
 on_req_kick(uv_timer_t *t)
 {
-    struct req *q = t->data;
-    uv_close((uv_handle_t *)&q->kick, free_data);
-    q->done(q->arg, q->dl);
+    req_report(t->data);
+}
+
+/* req_complete - report from the loop; synchronously once stopping. */
+static void
+req_complete(struct req *q)
+{
+    if (q->d->closing) {
+        req_report(q);
+        return;
+    }
+    q->kicked = true;
+    uv_timer_start(&q->kick, on_req_kick, 0, 0);
 }
 
 static void
@@ -189,6 +222,7 @@ part_free(struct part *p)
 {
     if (p->reader)
         pst__reader_close(p->reader);
+    free(p->rown);
     free(p->ri);
     free(p->rc);
     free(p->sub_idx);
@@ -209,8 +243,8 @@ part_done(struct part *p)
     } else {
         part_free(p);
     }
-    if (--q->parts_left == 0)
-        uv_timer_start(&q->kick, on_req_kick, 0, 0);
+    if (q != NULL && --q->parts_left == 0)
+        req_complete(q);
 }
 
 static void
@@ -248,7 +282,7 @@ static void
 read_work(uv_work_t *w)
 {
     struct part *p = w->data;
-    p->rres = pst_spool_reader_read(p->reader, p->rbuf, p->rlen);
+    p->rres = pst_spool_reader_read(p->reader, p->rown, p->rlen);
 }
 
 static void
@@ -260,6 +294,8 @@ read_after(uv_work_t *w, int status)
         part_free(p);
         return;
     }
+    if (status == 0 && p->rres > 0)
+        memcpy(p->rbuf, p->rown, (size_t)p->rres);
     p->rdone(p->rc_conn, status < 0 ? status : p->rres);
 }
 
@@ -268,6 +304,8 @@ body_read(void *arg, void *buf, size_t len, struct pst_smtpc *c,
           pst_smtpc_read_done done)
 {
     struct part *p = arg;
+    if (p->rown == NULL || len > p->rlen)
+        p->rown = pst_xrealloc(p->rown, len);
     p->rbuf = buf;
     p->rlen = len;
     p->rc_conn = c;
@@ -338,7 +376,10 @@ conn_send(struct conn *cn, struct part *p)
     cn->part = p;
     cn->msgs++;
     if (p->reader == NULL) {
-        rc = p->req->dl->reader_open(p->req->dl, &p->reader);
+        const struct pst_delivery *dl = p->req->dl;
+        rc = pst__reader_open(&p->reader, dl->src.dirfd, dl->qid,
+                              dl->src.data_off, dl->src.data_end,
+                              dl->src.size);
         if (rc != 0) {
             char t[200];
             snprintf(t, sizeof(t), "4.3.0 cannot open the queue file: %s",
@@ -603,8 +644,8 @@ mx_finish(struct conn *cn)
     for (size_t i = 0; i < ms->n; i++)
         for (size_t j = 0; j < ms->h[i].nips; j++) {
             if (is_self(ds->d->conf, &ms->h[i].ips[j], port)) {
-                snprintf(t, sizeof(t), "5.4.6 mail for %.200s loops back to "
-                         "myself (MX %.200s)", ds->host, ms->h[i].name);
+                snprintf(t, sizeof(t), "5.4.6 mail for %.100s loops back to "
+                         "myself (MX %.100s)", ds->host, ms->h[i].name);
                 free(ms);
                 conn_resolve_failed(cn, PST_DRES_PERM, t);
                 return;
@@ -912,15 +953,22 @@ dest_get(struct pst_deliver *d, const struct pst_route_conf *rc,
     return ds;
 }
 
-/* ---- maildir on the pool ---- */
+/* ---- maildir on the queue's workers ---- */
+
+static struct part *
+part_of_job(struct pst_work *w)
+{
+    return (struct part *)(void *)((char *)w - offsetof(struct part, job));
+}
 
 static void
-maildir_work(uv_work_t *w)
+maildir_work(struct pst_work *w)
 {
-    struct part *p = w->data;
-    struct pst_delivery *dl = p->req->dl;
+    struct part *p = part_of_job(w);
     struct pst_spool_reader *r = NULL;
-    int rc = dl->reader_open(dl, &r);
+    const struct pst_delivery *dl = &p->sub;
+    int rc = pst__reader_open(&r, dl->src.dirfd, dl->qid, dl->src.data_off,
+                              dl->src.data_end, dl->src.size);
 
     if (rc != 0) {
         for (size_t k = 0; k < p->n; k++) {
@@ -930,23 +978,33 @@ maildir_work(uv_work_t *w)
         }
         return;
     }
-    p->sub = *dl;
     p->sub.reader = r;
-    p->sub.n = p->n;
-    p->sub.idx = p->sub_idx;
-    p->sub.res = p->sub_res;
     pst_transport_maildir.deliver(p->dest->maildir_route, &p->sub);
     p->reader = r;                  /* closed with the part */
 }
 
+static void deliver_release(struct pst_deliver *d);
+
 static void
-maildir_after(uv_work_t *w, int status)
+maildir_done(struct pst_work *w)
 {
-    struct part *p = w->data;
+    struct part *p = part_of_job(w);
+    struct pst_deliver *d = p->dest->d;
+
+    LIST_REMOVE(p, mlink);
+    d->mjobs--;
+    if (p->req == NULL) {
+        /* the manager was freed meanwhile; this attempt was reported */
+        part_free(p);
+        if (d->zombie && d->mjobs == 0)
+            deliver_release(d);
+        return;
+    }
     struct pst_delivery *dl = p->req->dl;
     for (size_t k = 0; k < p->n; k++) {
-        if (status < 0)
-            res_set(&dl->res[p->ri[k]], PST_DRES_TEMP, "4.3.0 cancelled");
+        if (w->cancelled)
+            res_set(&dl->res[p->ri[k]], PST_DRES_TEMP,
+                    "4.3.2 shutting down");
         else
             dl->res[p->ri[k]] = p->sub_res[k];
     }
@@ -960,10 +1018,11 @@ maildir_start(struct part *p)
     char why[256] = "";
 
     if (ds->maildir_route == NULL &&
-        pst_transport_maildir.route_new(ds->path, &ds->maildir_route, why,
+        pst_transport_maildir.route_new(ds->d->loop, ds->path,
+                                        &ds->maildir_route, why,
                                         sizeof(why)) != 0) {
         char t[300];
-        snprintf(t, sizeof(t), "4.3.5 maildir %.200s: %s", ds->path, why);
+        snprintf(t, sizeof(t), "4.3.5 maildir %.100s: %.150s", ds->path, why);
         part_fail(p, PST_DRES_TEMP, t, 0);
         return;
     }
@@ -971,10 +1030,18 @@ maildir_start(struct part *p)
     p->sub_res = pst_xcalloc(p->n, sizeof(struct pst_rcpt_result));
     for (size_t k = 0; k < p->n; k++)
         p->sub_idx[k] = p->req->dl->idx[p->ri[k]];
-    p->work.data = p;
-    if (uv_queue_work(ds->d->loop, &p->work, maildir_work, maildir_after) < 0)
-        part_fail(p, PST_DRES_TEMP, "4.3.0 cannot start maildir delivery",
-                  0);
+    /* the job touches only the part, the entry's envelope (left alone
+     * while the entry is busy) and the route */
+    p->sub = *p->req->dl;
+    p->sub.reader = NULL;
+    p->sub.n = p->n;
+    p->sub.idx = p->sub_idx;
+    p->sub.res = p->sub_res;
+    p->job.work = maildir_work;
+    p->job.done = maildir_done;
+    ds->d->mjobs++;
+    LIST_INSERT_HEAD(&ds->d->mparts, p, mlink);
+    ds->d->submit(ds->d->submit_ctx, &p->job);
 }
 
 /* ---- the manager ---- */
@@ -994,6 +1061,7 @@ pst_deliver_start(struct pst_deliver *d, struct pst_delivery *dl,
     uv_timer_init(d->loop, &q->kick);
     q->kick.data = q;
     q->parts_left = 1;              /* held until every part is queued */
+    LIST_INSERT_HEAD(&d->reqs, q, link);
     for (size_t i = 0; i < dl->n; i++) {
         const char *addr = dl->env->rcpts[dl->idx[i]].addr;
         const char *at = strrchr(addr, '@');
@@ -1034,7 +1102,7 @@ pst_deliver_start(struct pst_deliver *d, struct pst_delivery *dl,
     }
     free(of);
     if (--q->parts_left == 0)
-        uv_timer_start(&q->kick, on_req_kick, 0, 0);
+        req_complete(q);
 }
 
 static SSL_CTX *
@@ -1075,7 +1143,8 @@ fail:
 
 int
 pst_deliver_new(struct pst_deliver **dp, uv_loop_t *loop,
-                const struct pst_conf *conf, struct pst_err *err)
+                const struct pst_conf *conf, pst_deliver_submit submit,
+                void *submit_ctx, struct pst_err *err)
 {
     struct pst_deliver *d = pst_xcalloc(1, sizeof(*d));
     const char **ns = NULL;
@@ -1083,7 +1152,11 @@ pst_deliver_new(struct pst_deliver **dp, uv_loop_t *loop,
 
     d->loop = loop;
     d->conf = conf;
+    d->submit = submit;
+    d->submit_ctx = submit_ctx;
     LIST_INIT(&d->dests);
+    LIST_INIT(&d->reqs);
+    LIST_INIT(&d->mparts);
     if (getrandom(&d->rng, sizeof(d->rng), 0) != sizeof(d->rng))
         d->rng = (uint64_t)uv_hrtime();
     d->rng |= 1;
@@ -1112,30 +1185,28 @@ fail:
 }
 
 void
-pst_deliver_free(struct pst_deliver *d)
+pst_deliver_stop(struct pst_deliver *d)
 {
-    struct dest *ds;
-    struct part *p;
+    struct req *q, *next;
 
     if (d == NULL)
         return;
+    d->closing = true;
+    for (q = LIST_FIRST(&d->reqs); q != NULL; q = next) {
+        next = LIST_NEXT(q, link);
+        if (q->kicked)
+            req_report(q);
+    }
+}
+
+/* deliver_release - the memory, once no maildir job can touch it. */
+static void
+deliver_release(struct pst_deliver *d)
+{
+    struct dest *ds;
+
     while ((ds = LIST_FIRST(&d->dests)) != NULL) {
         LIST_REMOVE(ds, link);
-        while ((p = TAILQ_FIRST(&ds->parts)) != NULL) {
-            TAILQ_REMOVE(&ds->parts, p, link);
-            part_fail(p, PST_DRES_TEMP, "4.3.2 shutting down", 0);
-        }
-        while (!LIST_EMPTY(&ds->conns)) {
-            struct conn *cn = LIST_FIRST(&ds->conns);
-            if (cn->part) {
-                /* in flight: the client's callbacks are gone with close */
-                struct part *bp = cn->part;
-                cn->part = NULL;
-                part_results(bp);
-                part_done(bp);
-            }
-            conn_free(cn);
-        }
         uv_close((uv_handle_t *)&ds->timer, free_data);
         if (ds->maildir_route)
             pst_transport_maildir.route_free(ds->maildir_route);
@@ -1143,8 +1214,98 @@ pst_deliver_free(struct pst_deliver *d)
         free(ds->host);
         free(ds->path);
     }
-    d->closing = true;
-    pst_dns_free(d->dns);
-    SSL_CTX_free(d->ssl);
     free(d);
 }
+
+void
+pst_deliver_free(struct pst_deliver *d)
+{
+    struct dest *ds;
+    struct part *p;
+
+    if (d == NULL)
+        return;
+    pst_deliver_stop(d);
+    LIST_FOREACH(ds, &d->dests, link) {
+        while ((p = TAILQ_FIRST(&ds->parts)) != NULL) {
+            TAILQ_REMOVE(&ds->parts, p, link);
+            part_fail(p, PST_DRES_TEMP, "4.3.2 shutting down", 0);
+        }
+        while (!LIST_EMPTY(&ds->conns)) {
+            struct conn *cn = LIST_FIRST(&ds->conns);
+            if (cn->part) {
+                /* in flight: results so far, the rest deferred */
+                struct part *bp = cn->part;
+                cn->part = NULL;
+                part_results(bp);
+                part_done(bp);
+            }
+            conn_free(cn);
+        }
+    }
+    /* maildir parts still on the workers: report them deferred now (a
+     * copy they make meanwhile is delivered again later: the duplicate
+     * window) and let them finish against the kept routes */
+    LIST_FOREACH(p, &d->mparts, mlink) {
+        struct req *q = p->req;
+        if (q == NULL)
+            continue;
+        for (size_t k = 0; k < p->n; k++)
+            res_set(&q->dl->res[p->ri[k]], PST_DRES_TEMP,
+                    "4.3.2 shutting down");
+        p->req = NULL;
+        if (--q->parts_left == 0)
+            req_complete(q);
+    }
+    pst_dns_free(d->dns);
+    d->dns = NULL;
+    SSL_CTX_free(d->ssl);
+    d->ssl = NULL;
+    if (d->mjobs > 0) {
+        d->zombie = true;
+        return;
+    }
+    deliver_release(d);
+}
+
+/* ---- the transport descriptor the queue manager sees ---- */
+
+static int
+relay_route_new(uv_loop_t *loop, const char *arg, void **route, char *err,
+                size_t len)
+{
+    (void)loop;
+    (void)arg;
+    (void)route;
+    snprintf(err, len, "the relay's route is made by pst_deliver_new");
+    return -EINVAL;
+}
+
+static void
+relay_route_free(void *route)
+{
+    pst_deliver_free(route);
+}
+
+static void
+relay_done(void *arg, struct pst_delivery *dl)
+{
+    (void)arg;
+    dl->done(dl);
+}
+
+static void
+relay_deliver(void *route, struct pst_delivery *dl)
+{
+    pst_deliver_start(route, dl, relay_done, NULL);
+}
+
+/* smtp:, lmtp:, mx and routes by domain, on the loop (blocking = false):
+ * dl->done is called once every recipient has a result. */
+const struct pst_transport pst_transport_relay = {
+    .name = "relay",
+    .blocking = false,
+    .route_new = relay_route_new,
+    .route_free = relay_route_free,
+    .deliver = relay_deliver,
+};

@@ -32,10 +32,22 @@
 
 struct pst_deliver;
 
+struct pst_work;
+/* Blocking transports (maildir) run as jobs on the queue's delivery
+ * workers (queue/workq.c): submit(ctx, w) queues one. */
+typedef void (*pst_deliver_submit)(void *ctx, struct pst_work *w);
+
 int pst_deliver_new(struct pst_deliver **dp, uv_loop_t *loop,
-                    const struct pst_conf *conf, struct pst_err *err);
-/* pst_deliver_free - close connections; parts still queued are reported
- * deferred first (their done callbacks run). */
+                    const struct pst_conf *conf, pst_deliver_submit submit,
+                    void *submit_ctx, struct pst_err *err);
+/*
+ * Shutdown, in this order: pst_deliver_stop (from now on every attempt
+ * completes synchronously, and attempts already complete are reported
+ * now), then close the delivery workers (their jobs report), then
+ * pst_deliver_free (connections closed; attempts still open are reported
+ * deferred before it returns).
+ */
+void pst_deliver_stop(struct pst_deliver *d);
 void pst_deliver_free(struct pst_deliver *d);
 
 typedef void (*pst_deliver_done)(void *arg, struct pst_delivery *dl);

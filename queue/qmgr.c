@@ -41,6 +41,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "queue/deliver.h"
 #include "queue/transport.h"
 #include "queue/workq.h"
 
@@ -432,6 +433,9 @@ on_delivered(struct pst_delivery *d)
     struct djob *j = (struct djob *)((char *)d - offsetof(struct djob, d));
     reader_finish(j);
     j->delivered = true;
+    /* a deferral the route asked for (rate, dead host) sets the time */
+    if (d->retry_after)
+        j->delay = PST_MIN(j->delay, d->retry_after);
     pst_workq_submit(j->qm->wq, &j->w);
 }
 
@@ -458,6 +462,8 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     j->d = (struct pst_delivery){
         .loop = qm->loop, .qid = e->qid, .env = &e->env,
         .n = j->n, .idx = j->idx, .res = j->res, .done = on_delivered,
+        .src = {.dirfd = j->actfd, .data_off = e->data_off,
+                .data_end = e->env_off, .size = e->size},
     };
     j->now = time(NULL);
     j->attempts = e->attempts + 1;
@@ -596,6 +602,14 @@ pst__qmgr_add(struct pst_qmgr *qm, const char *qid, struct pst_envelope *env,
     schedule(qm);
 }
 
+/* qm_submit - the delivery manager's blocking jobs (maildir parts). */
+static void
+qm_submit(void *ctx, struct pst_work *w)
+{
+    struct pst_qmgr *qm = ctx;
+    pst_workq_submit(qm->wq, w);
+}
+
 int
 pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
               struct pst_err *err)
@@ -618,13 +632,28 @@ pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
     qm->tp = pst_transport_find(sp->o.default_route, &arg);
     if (qm->tp == NULL) {
         pst_err_add(err, NULL, 0, "delivery.default_route: unknown "
-                    "transport in \"%s\" (known: maildir:DIR)",
-                    sp->o.default_route);
+                    "transport in \"%s\" (known: maildir:DIR, smtp:, "
+                    "lmtp:, mx)", sp->o.default_route);
         rc = -EINVAL;
         goto fail;
     }
-    if ((rc = qm->tp->route_new(qm->loop, arg, &qm->route, why,
-                                sizeof(why))) != 0) {
+    /* routes by domain: the delivery manager takes every recipient */
+    if (sp->o.conf != NULL && sp->o.conf->delivery.nroutes > 0)
+        qm->tp = &pst_transport_relay;
+    if (qm->tp == &pst_transport_relay) {
+        struct pst_deliver *dm = NULL;
+        if (sp->o.conf == NULL) {
+            pst_err_add(err, NULL, 0, "queue: no configuration for the "
+                        "delivery client");
+            rc = -EINVAL;
+            goto fail;
+        }
+        if ((rc = pst_deliver_new(&dm, qm->loop, sp->o.conf, qm_submit, qm,
+                                  err)) != 0)
+            goto fail;
+        qm->route = dm;
+    } else if ((rc = qm->tp->route_new(qm->loop, arg, &qm->route, why,
+                                       sizeof(why))) != 0) {
         pst_err_add(err, NULL, 0, "delivery.default_route \"%s\": %s",
                     sp->o.default_route, why);
         goto fail;

@@ -734,6 +734,12 @@ opts_copy(struct pst_spool_opts *o, const struct pst_conf *c)
     o->default_route = pst_xstrdup(c->delivery.default_route
                                        ? c->delivery.default_route
                                        : "maildir:/var/mail/postern");
+    /* a generation from pst_conf_load is reference-counted; a caller-built
+     * struct (refs 0, unit tests) must simply outlive the spool */
+    o->conf = (struct pst_conf *)c;
+    o->conf_ref = c->refs > 0;
+    if (o->conf_ref)
+        pst_conf_ref(o->conf);
     o->retry_min = c->delivery.retry_min ? c->delivery.retry_min : 60;
     o->retry_max = PST_MAX(c->delivery.retry_max, o->retry_min);
     o->lifetime = c->delivery.lifetime ? c->delivery.lifetime : 5 * 86400;
@@ -747,6 +753,8 @@ opts_free(struct pst_spool_opts *o)
     free(o->control_socket);
     free(o->control_group);
     free(o->default_route);
+    if (o->conf_ref)
+        pst_conf_unref(o->conf);
 }
 
 static void

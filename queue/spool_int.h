@@ -25,6 +25,9 @@ struct pst_spool_opts {
     unsigned retry_max;
     unsigned lifetime;
     unsigned concurrency;
+    struct pst_conf *conf;      /* a reference: routes and the client's
+                                   settings (queue/deliver.c) */
+    bool conf_ref;
 };
 
 TAILQ_HEAD(pst_msgl, pst_spool_msg);

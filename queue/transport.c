@@ -21,5 +21,10 @@ pst_transport_find(const char *route, const char **arg)
             return transports[i];
         }
     }
+    if (strncmp(route, "smtp:", 5) == 0 || strncmp(route, "lmtp:", 5) == 0 ||
+        strcmp(route, "mx") == 0) {
+        *arg = route;
+        return &pst_transport_relay;
+    }
     return NULL;
 }

@@ -57,6 +57,13 @@ struct pst_rcpt_result {
     char text[256];         /* for logs and `postern queue list` */
 };
 
+/* Where the message text is, so an event-loop transport can open one
+ * reader per destination (queue/deliver.c) with pst__reader_open. */
+struct pst_spool_ref {
+    int dirfd;
+    uint64_t data_off, data_end, size;
+};
+
 struct pst_delivery {
     uv_loop_t *loop;
     const char *qid;
@@ -66,6 +73,11 @@ struct pst_delivery {
     const size_t *idx;              /* n indexes into env->rcpts */
     struct pst_rcpt_result *res;    /* n results, set by the transport */
     void (*done)(struct pst_delivery *d);   /* event-loop transports */
+    struct pst_spool_ref src;       /* event-loop transports */
+    unsigned retry_after;           /* set by the transport: seconds to
+                                       the next attempt when the deferral
+                                       is the route's (rate, dead host);
+                                       0: the queue's back-off */
 };
 
 struct pst_transport {
@@ -79,6 +91,9 @@ struct pst_transport {
 };
 
 extern const struct pst_transport pst_transport_maildir;
+/* smtp:, lmtp:, mx and delivery.routes (queue/deliver.c, event loop);
+ * its route is made by pst_deliver_new, not route_new. */
+extern const struct pst_transport pst_transport_relay;
 
 /* pst_transport_find - the transport for a route string, or NULL. */
 const struct pst_transport *pst_transport_find(const char *route,
