@@ -133,6 +133,8 @@ struct dest {
     struct partl parts;
     struct connl conns;
     uint64_t dead_until;
+    bool proven;                    /* a connection succeeded since the
+                                       last failure: open more than one */
     char dead_text[PST_SMTPC_TEXT];
     uint64_t spacing_ms;            /* rate shaping, 0 = none */
     uint64_t next_ok;
@@ -444,6 +446,7 @@ dest_dead(struct dest *ds, const char *text)
     struct part *p;
 
     snprintf(ds->dead_text, sizeof(ds->dead_text), "%s", text);
+    ds->proven = false;
     if (b > 0) {
         ds->dead_until = uv_now(ds->d->loop) + (uint64_t)b * 1000;
         pst_info("event=dest_dead dest=%s backoff=%u", ds->key, b);
@@ -473,9 +476,11 @@ on_open(void *arg, struct pst_smtpc *c, int status, bool perm,
     }
     cn->opened = true;
     ds->dead_until = 0;
+    ds->proven = true;
     if ((p = TAILQ_FIRST(&ds->parts)) != NULL) {
         TAILQ_REMOVE(&ds->parts, p, link);
         conn_send(cn, p);
+        dest_kick(ds);              /* proven now: more may open */
         return;
     }
     cn->idle = true;
@@ -840,7 +845,9 @@ dest_kick(struct dest *ds)
             opening += !cn->opened;
         TAILQ_FOREACH(p, &ds->parts, link)
             queued++;
-        if (opening < queued && ds->nconns < ds->conc)
+        /* one probe at a time until the destination answers */
+        unsigned limit = ds->proven ? ds->conc : 1;
+        if (opening < queued && ds->nconns < limit)
             conn_new(ds);
         return;
     }

@@ -1,0 +1,298 @@
+"""test_delivery.py - postern as a relay: the SMTP/LMTP client, routes,
+retries, shaping, TLS policy and the 8BITMIME downgrade, end to end.
+
+Every downstream is a real process or server on loopback: the harness's
+scriptable FakeDownstream (250, 4xx, 5xx, 421, 452, down then up), and
+Postfix's smtp-sink. Each case checks what reached the downstream (bytes,
+commands, sessions) and what postern logged for each recipient.
+"""
+
+import email
+import email.policy
+import os
+import re
+import socket
+import ssl
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import PosternTestCase, message
+
+FAST = {"retry_min": 1, "retry_max": 2, "dead_host_backoff": 1,
+        "idle_timeout": 1}
+
+
+def send(p, rcpts, msg=None, sender="sender@example.org", **kw):
+    with p.smtp() as s:
+        s.ehlo("client.test")
+        s.sendmail(sender, rcpts, msg or message(), **kw)
+
+
+def wait_log(p, pattern, timeout=15.0, count=1):
+    deadline = time.monotonic() + timeout
+    rx = re.compile(pattern)
+    while True:
+        found = rx.findall(p.log().decode("utf-8", "replace"))
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError("log has %d of %d %r; tail:\n%s"
+                                 % (len(found), count, pattern,
+                                    p.log_tail()))
+        time.sleep(0.05)
+
+
+class RelayBasics(PosternTestCase):
+
+    def test_pipelined_relay_bytes_and_params(self):
+        ds = self.downstream()
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        body = "line\r\n.dot line\r\n" + "x" * 1500 + "\r\nend\r\n"
+        send(p, ["a@dest.test", "b@dest.test"], message(body=body))
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertEqual(t.mail_from, "sender@example.org")
+        self.assertEqual(t.rcpts, ["a@dest.test", "b@dest.test"])
+        size = [x for x in t.mail_params if x.startswith("SIZE=")]
+        self.assertEqual(len(size), 1)
+        # what was sent is the stored message: postern's Received first
+        self.assertTrue(t.data.startswith(b"Received: from client.test"),
+                        t.data[:80])
+        self.assertIn(b"\r\n.dot line\r\n", t.data)
+        self.assertIn(b"\r\n..dot line\r\n", t.data_raw)
+        # SIZE is the stored size: the data without the one fold's CRLF
+        self.assertEqual(int(size[0][5:]),
+                         len(t.data.replace(b"x\r\nx", b"xx")))
+        # no wire line over 998 octets; nothing lost in the fold
+        for line in t.data_raw.split(b"\r\n"):
+            self.assertLessEqual(len(line), 998)
+        self.assertEqual(t.data.replace(b"\r\n", b"").count(b"x" * 1500), 1)
+        wait_log(p, r'event=delivered to="a@dest.test"')
+        wait_log(p, r'event=delivered to="b@dest.test"')
+        # all the commands of one transaction in one go (PIPELINING)
+        s = ds.sessions[0]
+        self.assertEqual(s.helo_verb, "EHLO")
+
+    def test_5xx_fails_4xx_retries_once_delivered(self):
+        ds = self.downstream(script={"RCPT": [
+            "550 5.1.1 no such user", "451 4.3.0 try again",
+            "250 2.1.5 Ok", "250 2.1.5 Ok"]})
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        send(p, ["gone@dest.test", "later@dest.test", "ok@dest.test"])
+        wait_log(p, r'event=failed to="gone@dest.test".*550 5\.1\.1')
+        wait_log(p, r'event=delivered to="ok@dest.test"')
+        wait_log(p, r'event=deferred to="later@dest.test".*451 4\.3\.0')
+        wait_log(p, r'event=delivered to="later@dest.test"', timeout=20)
+        ts = ds.wait_for_transactions(2, timeout=20, accepted_only=True)
+        got = [r for t in ts for r in t.accepted_rcpts]
+        self.assertEqual(sorted(got), ["later@dest.test", "ok@dest.test"])
+        # the failed recipient is never tried again
+        time.sleep(1.5)
+        tried = [r for t in ds.transactions for r in t.rcpts]
+        self.assertEqual(tried.count("gone@dest.test"), 1)
+        self.assertEqual(len(ds.accepted), 2)
+
+    def test_421_defers_then_delivered_once(self):
+        ds = self.downstream(script={"MAIL": ["421 4.3.2 going down",
+                                              "250 2.1.0 Ok"]})
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        send(p, ["a@dest.test", "b@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*421 4\.3\.2')
+        ts = ds.wait_for_transactions(1, timeout=20, accepted_only=True)
+        self.assertEqual(ts[0].accepted_rcpts, ["a@dest.test",
+                                                "b@dest.test"])
+        time.sleep(1.5)
+        self.assertEqual(len(ds.accepted), 1)
+
+    def test_452_continues_in_a_new_transaction(self):
+        ds = self.downstream(script={"RCPT": [
+            "250 2.1.5 Ok", "452 4.5.3 Too many recipients",
+            "452 4.5.3 Too many recipients"]})
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        send(p, ["a@dest.test", "b@dest.test", "c@dest.test"])
+        ts = ds.wait_for_transactions(2, timeout=15, accepted_only=True)
+        self.assertEqual(ts[0].accepted_rcpts, ["a@dest.test"])
+        self.assertEqual(ts[1].accepted_rcpts, ["b@dest.test",
+                                                "c@dest.test"])
+        # same connection
+        self.assertIs(ts[0].session, ts[1].session)
+        for r in "abc":
+            wait_log(p, r'event=delivered to="%s@dest.test"' % r)
+
+    def test_down_then_up_dead_host_backoff(self):
+        ds = self.downstream(start=False)
+        p = self.postern({"delivery": dict(FAST, default_route=ds.route(),
+                                           dead_host_backoff=3,
+                                           retry_min=1, retry_max=1)})
+        for i in range(5):
+            send(p, ["r%d@dest.test" % i])
+        wait_log(p, r"event=deferred", count=5)
+        time.sleep(1.0)
+        # the dead destination is skipped: one connection attempt per
+        # back-off period, not one per message
+        attempts = len(re.findall(rb"event=connect_failed", p.log()))
+        self.assertLessEqual(attempts, 2, p.log_tail())
+        ds.up()
+        ds.wait_for_transactions(5, timeout=20, accepted_only=True)
+        time.sleep(1.0)
+        self.assertEqual(len(ds.accepted), 5)
+        # the queued messages share connections
+        self.assertLessEqual(len(ds.sessions), 3)
+
+    def test_helo_fallback_and_no_pipelining(self):
+        ds = self.downstream(script={"EHLO": "502 5.5.2 no EHLO here"})
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertEqual(t.session.helo_verb, "HELO")
+        self.assertEqual(t.mail_params, [])     # no SIZE without EHLO
+
+    def test_size_over_hop_limit_fails_before_data(self):
+        ds = self.downstream(extensions=["PIPELINING", "SIZE 100"])
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=failed to="a@dest.test".*5\.3\.4')
+        self.assertEqual(ds.transactions, [])
+
+    def test_smtputf8_to_hop_without_it_fails(self):
+        ds = self.downstream(extensions=["PIPELINING", "8BITMIME"])
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        c = p.session()
+        c.cmd("MAIL FROM:<sender@example.org> SMTPUTF8", 250)
+        c.cmd("RCPT TO:<a@dest.test>", 250)
+        c.cmd("DATA", 354)
+        c.send(message() + b".\r\n")
+        c.expect(250)
+        c.quit()
+        wait_log(p, r'event=failed to="a@dest.test".*5\.6\.7')
+        self.assertEqual(ds.transactions, [])
+
+
+class EightBit(PosternTestCase):
+
+    def test_downgrade_to_quoted_printable(self):
+        ds = self.downstream(extensions=["PIPELINING", "SIZE 1000000"])
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        text = ("Caf\u00e9 cr\u00e8me = 3\u20ac \r\n" * 3 +
+                "." + "\u00e9" * 60 + "\r\n")
+        msg = message(body=text, extra_headers=[
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Transfer-Encoding: 8bit"])
+        send(p, ["a@dest.test"], msg, mail_options=["BODY=8BITMIME"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertNotIn("BODY=8BITMIME", t.mail_params)
+        self.assertTrue(all(b < 128 for b in t.data_raw),
+                        "8-bit octets sent to a 7-bit hop")
+        for line in t.data_raw.split(b"\r\n"):
+            self.assertLessEqual(len(line), 78)
+        m = email.message_from_bytes(t.data, policy=email.policy.default)
+        self.assertEqual(m["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(m.get_content().replace("\r\n", "\n"),
+                         text.replace("\r\n", "\n"))
+
+    def test_8bit_kept_when_offered(self):
+        ds = self.downstream()
+        p = self.postern({"delivery": dict(FAST,
+                                           default_route=ds.route())})
+        msg = message(body="caf\u00e9\r\n", extra_headers=[
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Transfer-Encoding: 8bit"])
+        send(p, ["a@dest.test"], msg, mail_options=["BODY=8BITMIME"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertIn("BODY=8BITMIME", t.mail_params)
+        self.assertIn("caf\u00e9".encode(), t.data)
+
+    def test_policy_bounce_5_6_3(self):
+        ds = self.downstream(extensions=["PIPELINING"])
+        p = self.postern({"delivery": dict(FAST, default_route=ds.route(),
+                                           eight_bit="bounce")})
+        msg = message(body="caf\u00e9\r\n")
+        send(p, ["a@dest.test"], msg, mail_options=["BODY=8BITMIME"])
+        wait_log(p, r'event=failed to="a@dest.test".*5\.6\.3')
+        self.assertEqual(ds.transactions, [])
+
+
+class Routes(PosternTestCase):
+
+    def test_routes_by_domain_and_default(self):
+        a = self.downstream()
+        b = self.downstream(lmtp=True)
+        p = self.postern({"delivery": dict(FAST, routes=[
+            {"domain": "a.test", "route": a.route()},
+            {"domain": ".b.test", "route": b.route()}])})
+        send(p, ["x@a.test", "y@sub.b.test", "z@other.test",
+                 "w@deep.sub.b.test"])
+        [ta] = a.wait_for_transactions(1, timeout=15)
+        self.assertEqual(ta.rcpts, ["x@a.test"])
+        [tb] = b.wait_for_transactions(1, timeout=15)
+        self.assertEqual(tb.rcpts, ["y@sub.b.test", "w@deep.sub.b.test"])
+        self.assertEqual(tb.session.helo_verb, "LHLO")
+        [d] = p.wait_for_delivered(1)
+        self.assertIn("z@other.test", d.delivered_to)
+
+    def test_rate_shaping_queues(self):
+        ds = self.downstream()
+        p = self.postern({"delivery": dict(FAST, routes=[
+            {"domain": "dest.test", "route": ds.route(), "rate": 2,
+             "rate_period": 2}])})
+        t0 = time.monotonic()
+        for i in range(3):
+            send(p, ["r%d@dest.test" % i])
+        ds.wait_for_transactions(3, timeout=20, accepted_only=True)
+        # 2 per 2 s: the third no earlier than ~2 s after the first
+        self.assertGreaterEqual(time.monotonic() - t0, 1.8)
+        self.assertNotIn(b"event=failed", p.log())
+
+
+class RealServers(PosternTestCase):
+
+    def test_smtp_sink(self):
+        port = harness.free_port()
+        dump = os.path.join(self.tmp, "sink")
+        os.mkdir(dump)
+        os.chmod(dump, 0o777)
+        os.chmod(self.tmp, 0o711)   # smtp-sink writes as nobody
+        sink = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", "-d", dump + "/%M.",
+             "127.0.0.1:%d" % port, "10"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (sink.terminate(), sink.wait(5)))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        p = self.postern({"delivery": dict(
+            FAST, default_route="smtp:[127.0.0.1]:%d" % port)})
+        for i in range(5):
+            send(p, ["r%d@sink.test" % i],
+                 message(subject="sink %d" % i))
+        wait_log(p, r"event=delivered", count=5, timeout=20)
+        files = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(files) < 5:
+            files = [f for f in os.listdir(dump)]
+            time.sleep(0.05)
+        self.assertEqual(len(files), 5)
+        subjects = set()
+        for f in files:
+            with open(os.path.join(dump, f), "rb") as fh:
+                m = email.message_from_bytes(fh.read())
+                subjects.add(m["Subject"])
+        self.assertEqual(subjects, {"sink %d" % i for i in range(5)})
+
+
+if __name__ == "__main__":
+    unittest.main()
