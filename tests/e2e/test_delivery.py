@@ -141,8 +141,25 @@ class RelayBasics(PosternTestCase):
         ds.wait_for_transactions(5, timeout=20, accepted_only=True)
         time.sleep(1.0)
         self.assertEqual(len(ds.accepted), 5)
-        # the queued messages share connections
-        self.assertLessEqual(len(ds.sessions), 3)
+
+    def test_restart_reuses_connections(self):
+        ds = self.downstream(start=False)
+        conf = {"delivery": dict(FAST, default_route=ds.route(),
+                                 destination_concurrency=2,
+                                 idle_timeout=5)}
+        p = self.postern(conf)
+        for i in range(12):
+            send(p, ["r%d@dest.test" % i])
+        wait_log(p, r"event=deferred", count=1)
+        p.stop()
+        ds.up()
+        p.start()
+        ds.wait_for_transactions(12, timeout=20, accepted_only=True)
+        time.sleep(0.5)
+        self.assertEqual(len(ds.accepted), 12)
+        # not one connection per queued message: at most the
+        # destination's concurrency, each carrying several messages
+        self.assertLessEqual(len(ds.sessions), 2)
 
     def test_helo_fallback_and_no_pipelining(self):
         ds = self.downstream(script={"EHLO": "502 5.5.2 no EHLO here"})
