@@ -311,5 +311,195 @@ class RealServers(PosternTestCase):
         self.assertEqual(subjects, {"sink %d" % i for i in range(5)})
 
 
+def make_ca(d, name):
+    """A test CA under d: (ca_cert, ca_key) paths."""
+    key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "2",
+                    "-subj", "/CN=%s" % name], check=True,
+                   capture_output=True)
+    return crt, key
+
+
+def make_cert(d, ca, name, sans):
+    """A server certificate signed by ca for sans ("DNS:x", "IP:y")."""
+    key = os.path.join(d, name + ".key")
+    csr = os.path.join(d, name + ".csr")
+    crt = os.path.join(d, name + ".crt")
+    ext = os.path.join(d, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\n" % ",".join(sans))
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", key, "-out", csr, "-subj", "/CN=%s" % name],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0],
+                    "-CAkey", ca[1], "-CAcreateserial", "-out", crt,
+                    "-days", "2", "-extfile", ext], check=True,
+                   capture_output=True)
+    return crt, key
+
+
+class Tls(PosternTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.ca = make_ca(self.tmp, "testca")
+        self.other_ca = make_ca(self.tmp, "otherca")
+        crt, key = make_cert(self.tmp, self.ca, "mx.dest.test",
+                             ["DNS:mx.dest.test", "IP:127.0.0.1"])
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+
+    def tls_downstream(self):
+        return self.downstream(
+            tls_context=self.ctx,
+            extensions=harness.FakeDownstream.DEFAULT_EXTENSIONS +
+            ["STARTTLS"])
+
+    def relay(self, ds, ca=None, **route):
+        r = dict({"domain": "dest.test", "route": ds.route()}, **route)
+        return self.postern({"delivery": dict(
+            FAST, routes=[r], tls_ca_file=ca or self.ca[0])})
+
+    def test_verify_ip_route_checks_the_ip(self):
+        ds = self.tls_downstream()
+        p = self.relay(ds, tls="verify",
+                       route="smtp:[127.0.0.1]:%d" % ds.port)
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertTrue(t.session.tls)
+        self.assertEqual(t.session.helo_verb, "EHLO")   # EHLO again
+
+    def test_verify_by_name_with_sni(self):
+        ds = self.tls_downstream()
+        names = []
+        self.ctx.sni_callback = lambda sock, name, ctx: names.append(name)
+        p = self.relay(ds, tls="verify", tls_name="mx.dest.test")
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertTrue(t.session.tls)
+        self.assertEqual(names, ["mx.dest.test"])
+
+    def test_verify_wrong_name_defers(self):
+        ds = self.tls_downstream()
+        p = self.relay(ds, tls="verify", tls_name="other.test")
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*4\.7\.5')
+        self.assertEqual(ds.transactions, [])
+
+    def test_verify_unknown_ca_defers(self):
+        ds = self.tls_downstream()
+        p = self.relay(ds, ca=self.other_ca[0], tls="verify")
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*4\.7\.5.*'
+                    r'(certificate|issuer)')
+        self.assertEqual(ds.transactions, [])
+
+    def test_encrypt_to_plaintext_only_defers(self):
+        ds = self.downstream()          # no STARTTLS offered
+        p = self.relay(ds, tls="encrypt")
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*4\.7\.4')
+        self.assertEqual(ds.transactions, [])
+        self.assertNotIn(b"MAIL FROM", b"".join(
+            c for s in ds.sessions for c in s.commands))
+
+    def test_may_uses_tls_when_offered_and_plain_otherwise(self):
+        a = self.tls_downstream()
+        b = self.downstream()
+        p = self.postern({"delivery": dict(FAST, tls="may", routes=[
+            {"domain": "a.test", "route": a.route()},
+            {"domain": "b.test", "route": b.route()}])})
+        send(p, ["x@a.test", "y@b.test"])
+        [ta] = a.wait_for_transactions(1, timeout=15)
+        [tb] = b.wait_for_transactions(1, timeout=15)
+        self.assertTrue(ta.session.tls)     # unverified is fine for may
+        self.assertFalse(tb.session.tls)
+
+
+class Mx(PosternTestCase):
+    """MX resolution against dnsmasq on a free loopback port."""
+
+    def dnsmasq(self, records):
+        port = harness.free_port()
+        args = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                "--no-resolv", "--no-hosts", "--bind-interfaces",
+                "--listen-address=127.0.0.1", "--pid-file=", "--user=",
+                "--port=%d" % port, "--local=/test/"] + records
+        log = open(os.path.join(self.tmp, "dnsmasq.log"), "wb")
+        proc = subprocess.Popen(args, stdout=log, stderr=log)
+        self.addCleanup(lambda: (proc.terminate(), proc.wait(5),
+                                 log.close()))
+        # ready when a query is answered
+        q = (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+             b"\x04test\x00\x00\x01\x00\x01")
+        deadline = time.monotonic() + 5
+        while True:
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.settimeout(0.2)
+            try:
+                u.sendto(q, ("127.0.0.1", port))
+                u.recvfrom(512)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            finally:
+                u.close()
+        return port
+
+    def relay(self, dns_port, mx_port, **delivery):
+        return self.postern({
+            "delivery": dict(FAST, default_route="mx", mx_port=mx_port,
+                             **delivery),
+            "resolver": {"nameservers": ["127.0.0.1:%d" % dns_port],
+                         "timeout": 500, "tries": 1}})
+
+    def test_mx_preference_fallback_and_ipv4(self):
+        good = self.downstream()
+        # mx1 (pref 10) has an address nothing listens on: mx2 takes it
+        dns = self.dnsmasq([
+            "--mx-host=dest.test,mx1.dest.test,10",
+            "--mx-host=dest.test,mx2.dest.test,20",
+            "--host-record=mx1.dest.test,127.0.0.9",
+            "--host-record=mx2.dest.test,127.0.0.1"])
+        p = self.relay(dns, good.port)
+        send(p, ["a@dest.test"])
+        [t] = good.wait_for_transactions(1, timeout=15)
+        self.assertEqual(t.rcpts, ["a@dest.test"])
+        wait_log(p, r'event=delivered to="a@dest.test"')
+
+    def test_no_mx_uses_the_domain_address(self):
+        good = self.downstream()
+        dns = self.dnsmasq(["--host-record=plain.test,127.0.0.1"])
+        p = self.relay(dns, good.port)
+        send(p, ["a@plain.test"])
+        good.wait_for_transactions(1, timeout=15)
+
+    def test_null_mx_nxdomain_and_loop(self):
+        dns = self.dnsmasq([
+            "--dns-rr=null.test,15,000000",
+            "--mx-host=loop.test,self.loop.test,10",
+            "--host-record=self.loop.test,127.0.0.1"])
+        p = self.postern(start=False)
+        p.config = harness.merge(p.config, {
+            "delivery": dict(FAST, default_route="mx",
+                             mx_port=p.listen_port),
+            "resolver": {"nameservers": ["127.0.0.1:%d" % dns],
+                         "timeout": 500, "tries": 1}})
+        p.start()
+        send(p, ["a@null.test", "b@nosuch.test", "c@loop.test"])
+        wait_log(p, r'event=failed to="a@null.test".*5\.1\.10')
+        wait_log(p, r'event=failed to="b@nosuch.test".*5\.1\.2')
+        wait_log(p, r'event=failed to="c@loop.test".*5\.4\.6')
+
+    def test_dns_failure_defers(self):
+        dead = harness.free_port()      # no DNS server there
+        ds = self.downstream()
+        p = self.relay(dead, ds.port)
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*4\.4\.3')
+
+
 if __name__ == "__main__":
     unittest.main()
