@@ -563,7 +563,7 @@ static const struct pst__directive delivery_table[] = {
      .line_off = (long)OFF(pst_route_conf, line)},
     UINT("retry_min", pst_delivery_conf, retry_min, 300, 1, DAY),
     UINT("retry_max", pst_delivery_conf, retry_max, 14400, 1, 7 * DAY),
-    UINT("lifetime", pst_delivery_conf, lifetime, 432000, 60, 30 * DAY),
+    UINT("lifetime", pst_delivery_conf, lifetime, 432000, 5, 30 * DAY),
     UINT("concurrency", pst_delivery_conf, concurrency, 20, 1, 10000),
     UINT("destination_concurrency", pst_delivery_conf,
          destination_concurrency, 10, 1, 10000),

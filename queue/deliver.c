@@ -261,6 +261,9 @@ part_results(struct part *p)
         res_set(&dl->res[p->ri[k]], v,
                 x->res == PST_SMTPC_PENDING ? "4.4.0 not attempted"
                                             : x->text);
+        dl->res[p->ri[k]].hint = x->notify_passed ? PST_HINT_PASSED
+                                 : x->final       ? PST_HINT_DELIVERED
+                                                  : PST_HINT_RELAYED;
     }
 }
 
@@ -1012,8 +1015,10 @@ maildir_done(struct pst_work *w)
         if (w->cancelled)
             res_set(&dl->res[p->ri[k]], PST_DRES_TEMP,
                     "4.3.2 shutting down");
-        else
+        else {
             dl->res[p->ri[k]] = p->sub_res[k];
+            dl->res[p->ri[k]].hint = PST_HINT_DELIVERED;
+        }
     }
     part_done(p);
 }

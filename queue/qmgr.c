@@ -42,6 +42,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "queue/deliver.h"
+#include "queue/dsn.h"
 #include "queue/transport.h"
 #include "queue/workq.h"
 
@@ -63,6 +64,7 @@ struct qent {
     uint64_t expire_at;         /* uv_now() ms when lifetime ends */
     enum pst_qstate state;
     bool delivering;            /* busy with a delivery (not an op) */
+    bool delay_warned;          /* a delay report went out (this run) */
 };
 
 TAILQ_HEAD(qentl, qent);
@@ -250,6 +252,9 @@ struct djob {
     bool expired;
     bool corrupt;
     int rec_err;
+    /* reports (queue/dsn.c): the original, read before the file goes */
+    struct pst_dsn_orig orig;
+    bool warn_delay;            /* a delay report is due on deferral */
 };
 
 /* Results for every recipient when the message cannot even be read. */
@@ -273,6 +278,30 @@ reader_finish(struct djob *j)
         j->corrupt = true;
 }
 
+/* dsn_due - some recipient of this attempt is owed a report. */
+static bool
+dsn_due(const struct djob *j)
+{
+    const struct pst_envelope *env = &j->e->env;
+    for (size_t i = 0; i < j->n; i++) {
+        const struct pst_rcpt_result *x = &j->res[i];
+        const struct pst_rcpt *r = &env->rcpts[j->idx[i]];
+        if (x->res == PST_DRES_PERM &&
+            pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint))
+            return true;
+        if (x->res == PST_DRES_OK &&
+            pst__dsn_wanted(env, r, PST_DSN_DELIVERED, x->hint))
+            return true;
+        if (x->res == PST_DRES_TEMP && j->expire_if_fail &&
+            pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint))
+            return true;
+        if (x->res == PST_DRES_TEMP && j->warn_delay &&
+            pst__dsn_wanted(env, r, PST_DSN_DELAYED, x->hint))
+            return true;
+    }
+    return false;
+}
+
 /* Worker thread: deliver (blocking transports), then record. */
 static void
 djob_work(struct pst_work *w)
@@ -293,6 +322,9 @@ djob_work(struct pst_work *w)
             j->d.reader = j->r;
             j->tp->deliver(j->route, &j->d);
             reader_finish(j);
+            /* a maildir copy is a final delivery (NOTIFY=SUCCESS) */
+            for (size_t i = 0; i < j->n; i++)
+                j->res[i].hint = PST_HINT_DELIVERED;
         }
     }
     if (j->corrupt) {
@@ -301,6 +333,16 @@ djob_work(struct pst_work *w)
             fsync(j->actfd);
         }
         return;
+    }
+
+    if (dsn_due(j)) {
+        const struct pst_conf *c = j->qm->sp->o.conf;
+        uint64_t cap = c ? c->delivery.bounce_size_max : 1048576;
+        int drc = pst__dsn_read_original(j->actfd, e->qid, e->data_off,
+                                         e->env_off, e->size, &e->env, cap,
+                                         &j->orig);
+        if (drc != 0)
+            memset(&j->orig, 0, sizeof(j->orig));  /* report without it */
     }
 
     for (size_t i = 0; i < j->n; i++) {
@@ -356,6 +398,60 @@ set_text(char **dst, const char *s)
     *dst = s ? pst_xstrdup(s) : NULL;
 }
 
+/*
+ * send_reports - the reports this attempt owes (loop thread): failures
+ * (now, or every pending recipient when the lifetime ended), successes
+ * asked for with NOTIFY=SUCCESS, and one delay warning.
+ */
+static void
+send_reports(struct pst_qmgr *qm, struct djob *j)
+{
+    struct qent *e = j->e;
+    const struct pst_envelope *env = &e->env;
+    struct pst_dsn_rcpt *fail = pst_xcalloc(env->nrcpts + 1, sizeof(*fail));
+    struct pst_dsn_rcpt *ok = pst_xcalloc(env->nrcpts + 1, sizeof(*ok));
+    struct pst_dsn_rcpt *late = pst_xcalloc(env->nrcpts + 1, sizeof(*late));
+    char **texts = pst_xcalloc(env->nrcpts + 1, sizeof(char *));
+    size_t nf = 0, no = 0, nl = 0, nt = 0;
+
+    for (size_t i = 0; i < j->n; i++) {
+        const struct pst_rcpt_result *x = &j->res[i];
+        const struct pst_rcpt *r = &env->rcpts[j->idx[i]];
+        if (x->res == PST_DRES_PERM &&
+            pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint))
+            fail[nf++] = (struct pst_dsn_rcpt){r, PST_DSN_FAILED, x->text};
+        else if (x->res == PST_DRES_OK &&
+                 pst__dsn_wanted(env, r, PST_DSN_DELIVERED, x->hint))
+            ok[no++] = (struct pst_dsn_rcpt){
+                r, x->hint == PST_HINT_DELIVERED ? PST_DSN_DELIVERED
+                                                 : PST_DSN_RELAYED,
+                x->text};
+        else if (x->res == PST_DRES_TEMP && j->expired &&
+                 pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint)) {
+            texts[nt] = pst_xasprintf("delivery time expired; last "
+                                      "error: %s", x->text);
+            fail[nf++] = (struct pst_dsn_rcpt){r, PST_DSN_FAILED,
+                                               texts[nt++]};
+        } else if (x->res == PST_DRES_TEMP && j->warn_delay && !j->expired &&
+                   pst__dsn_wanted(env, r, PST_DSN_DELAYED, x->hint))
+            late[nl++] = (struct pst_dsn_rcpt){r, PST_DSN_DELAYED, x->text};
+    }
+    const struct pst_dsn_orig *o = j->orig.p ? &j->orig : NULL;
+    pst__dsn_send(qm->sp, e->qid, env, fail, nf, o);
+    pst__dsn_send(qm->sp, e->qid, env, ok, no, o);
+    if (nl > 0) {
+        e->delay_warned = true;
+        pst__dsn_send(qm->sp, e->qid, env, late, nl, o);
+    }
+    for (size_t i = 0; i < nt; i++)
+        free(texts[i]);
+    free(texts);
+    free(fail);
+    free(ok);
+    free(late);
+    pst__dsn_orig_free(&j->orig);
+}
+
 static void
 djob_done(struct pst_work *w)
 {
@@ -403,6 +499,7 @@ djob_done(struct pst_work *w)
     if (j->rec_err)
         pst_err("msg=%s event=spool_update_error error=\"%s\"", e->qid,
                 strerror(-j->rec_err));
+    send_reports(qm, j);
     if (j->all_done) {
         pst_info("msg=%s event=removed", e->qid);
         qe_drop(qm, e);
@@ -420,6 +517,7 @@ djob_done(struct pst_work *w)
         qe_move(qm, e, QE_WAIT);
     }
 out:
+    pst__dsn_orig_free(&j->orig);
     free(j->idx);
     free(j->res);
     free(j);
@@ -469,6 +567,10 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     j->attempts = e->attempts + 1;
     j->delay = backoff(qm, j->attempts);
     j->expire_if_fail = uv_now(qm->loop) >= e->expire_at;
+    const struct pst_conf *c = qm->sp->o.conf;
+    j->warn_delay = c && c->delivery.delay_warning && !e->delay_warned &&
+                    e->env.arrival &&
+                    j->now - e->env.arrival >= (time_t)c->delivery.delay_warning;
     e->delivering = true;
     qe_move(qm, e, QE_BUSY);
     qm->inflight++;

@@ -323,6 +323,8 @@ rcpt_set(struct pst_smtpc *c, size_t i, enum pst_smtpc_res r,
     if (x->res != PST_SMTPC_PENDING)
         return;
     x->res = r;
+    x->final = c->o->lmtp;
+    x->notify_passed = c->dsn && x->rcpt->notify != 0;
     snprintf(x->text, sizeof(x->text), "%s", text);
 }
 

@@ -62,6 +62,8 @@ enum pst_smtpc_res {
 struct pst_smtpc_rcpt {
     const struct pst_rcpt *rcpt;    /* address, ORCPT, NOTIFY */
     enum pst_smtpc_res res;         /* set by send */
+    bool final;                     /* OK by an LMTP server: delivered */
+    bool notify_passed;             /* the hop offered DSN: it reports */
     char text[PST_SMTPC_TEXT];      /* "host[ip] said: 550 5.1.1 ..." */
 };
 

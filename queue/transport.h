@@ -52,9 +52,17 @@ enum pst_dres {
     PST_DRES_PERM,          /* will never succeed (bounce: issue 5) */
 };
 
+/* What a success means to a NOTIFY=SUCCESS report (RFC 3464 Action). */
+enum pst_dsn_hint {
+    PST_HINT_RELAYED = 0,   /* handed to a hop that will not report */
+    PST_HINT_DELIVERED,     /* final delivery (maildir, LMTP) */
+    PST_HINT_PASSED,        /* the hop took NOTIFY (it offered DSN) */
+};
+
 struct pst_rcpt_result {
     enum pst_dres res;
     char text[256];         /* for logs and `postern queue list` */
+    enum pst_dsn_hint hint; /* set with PST_DRES_OK */
 };
 
 /* Where the message text is, so an event-loop transport can open one

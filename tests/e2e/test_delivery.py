@@ -501,5 +501,165 @@ class Mx(PosternTestCase):
         wait_log(p, r'event=deferred to="a@dest.test".*4\.4\.3')
 
 
+def parse(raw):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def status_blocks(report):
+    """The per-message and per-recipient field blocks of a
+    message/delivery-status part, as dicts."""
+    dsn = [p for p in report.walk()
+           if p.get_content_type() == "message/delivery-status"]
+    assert len(dsn) == 1, [p.get_content_type() for p in report.walk()]
+    raw = dsn[0].get_payload()
+    blocks = []
+    if isinstance(raw, list):           # the email package parses it
+        for m in raw:
+            blocks.append({k.lower(): str(v) for k, v in m.items()})
+    else:
+        for chunk in raw.strip().split("\n\n"):
+            d = {}
+            for line in chunk.splitlines():
+                k, _, v = line.partition(":")
+                d[k.strip().lower()] = v.strip()
+            blocks.append(d)
+    return blocks
+
+
+class Bounces(PosternTestCase):
+    """RFC 3464 reports: they land in the maildir of the default route
+    (the original sender's domain has no route of its own)."""
+
+    def relay(self, ds, **delivery):
+        return self.postern({"delivery": dict(FAST, routes=[
+            {"domain": "dest.test", "route": ds.route()}], **delivery)})
+
+    def test_bounce_structure_full_message(self):
+        ds = self.downstream(script={"RCPT": ["550 5.1.1 no such user",
+                                              "250 2.1.5 Ok"]})
+        p = self.relay(ds)
+        send(p, ["gone@dest.test", "ok@dest.test"],
+             message(subject="the original"),
+             mail_options=["ENVID=env+2Did"],
+             rcpt_options=["ORCPT=rfc822;Gone@Dest.test"])
+        [d] = p.wait_for_delivered(1, timeout=15)
+        self.assertEqual(d.return_path, "<>")
+        self.assertIn("sender@example.org", d.delivered_to)
+        m = parse(d.body)
+        self.assertEqual(m["Auto-Submitted"], "auto-replied")
+        self.assertEqual(m.get_content_type(), "multipart/report")
+        self.assertEqual(m.get_param("report-type"), "delivery-status")
+        self.assertIn("MAILER-DAEMON@", m["From"])
+        blocks = status_blocks(m)
+        self.assertEqual(blocks[0]["reporting-mta"], "dns; postern.test")
+        self.assertEqual(blocks[0]["original-envelope-id"], "env+2Did")
+        self.assertEqual(len(blocks), 2)        # the failed one only
+        r = blocks[1]
+        self.assertEqual(r["final-recipient"], "rfc822; gone@dest.test")
+        self.assertEqual(r["original-recipient"], "rfc822; Gone@Dest.test")
+        self.assertEqual(r["action"], "failed")
+        self.assertEqual(r["status"], "5.1.1")
+        self.assertIn("550 5.1.1 no such user", r["diagnostic-code"])
+        orig = [x for x in m.walk()
+                if x.get_content_type() == "message/rfc822"]
+        self.assertEqual(len(orig), 1)
+        inner = orig[0].get_payload()[0]
+        self.assertEqual(inner["Subject"], "the original")
+        # a report is never reported on: null sender, NOTIFY=NEVER
+        time.sleep(0.5)
+        self.assertEqual(p.maildir_count(), 1)
+
+    def test_ret_hdrs_and_size_cap(self):
+        ds = self.downstream(script={"RCPT": "550 5.1.1 no"})
+        p = self.relay(ds, bounce_size_max=2000)
+        send(p, ["a@dest.test"], message(subject="hdrs"),
+             mail_options=["RET=HDRS"])
+        send(p, ["b@dest.test"], message(subject="big",
+                                        body="z" * 5000 + "\r\n"),
+             mail_options=["RET=FULL"])
+        ds_ = p.wait_for_delivered(2, timeout=15)
+        for d in ds_:
+            m = parse(d.body)
+            types = [x.get_content_type() for x in m.walk()]
+            self.assertIn("text/rfc822-headers", types)
+            self.assertNotIn("message/rfc822", types)
+            self.assertNotIn(b"zzzz", d.body)
+
+    def test_notify_never_suppresses(self):
+        ds = self.downstream(script={"RCPT": "550 5.1.1 no"})
+        p = self.relay(ds)
+        send(p, ["a@dest.test"], rcpt_options=["NOTIFY=NEVER"])
+        wait_log(p, r'event=failed to="a@dest.test"')
+        time.sleep(1.0)
+        self.assertEqual(p.maildir_count(), 0)
+        self.assertNotIn(b"event=dsn ", p.log())
+
+    def test_notify_success_relayed_and_passed_on(self):
+        plain = self.downstream()
+        dsn = self.downstream(extensions=harness.FakeDownstream.
+                              DEFAULT_EXTENSIONS + ["DSN"])
+        p = self.postern({"delivery": dict(FAST, routes=[
+            {"domain": "plain.test", "route": plain.route()},
+            {"domain": "dsn.test", "route": dsn.route()}])})
+        send(p, ["a@plain.test", "b@dsn.test"],
+             rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+        [d] = p.wait_for_delivered(1, timeout=15)
+        blocks = status_blocks(parse(d.body))
+        self.assertEqual(len(blocks), 2)
+        self.assertEqual(blocks[1]["final-recipient"],
+                         "rfc822; a@plain.test")
+        self.assertEqual(blocks[1]["action"], "relayed")
+        self.assertEqual(blocks[1]["status"][:2], "2.")
+        # the DSN-capable hop got NOTIFY and reports itself
+        [t] = dsn.wait_for_transactions(1)
+        self.assertIn("NOTIFY=SUCCESS,FAILURE", t.rcpt_params[0])
+        [t] = plain.wait_for_transactions(1)
+        self.assertEqual(t.rcpt_params[0], [])
+        time.sleep(0.5)
+        self.assertEqual(p.maildir_count(), 1)
+
+    def test_notify_success_delivered_to_maildir(self):
+        p = self.postern({"delivery": FAST})
+        send(p, ["x@local.test"], rcpt_options=["NOTIFY=SUCCESS"])
+        got = p.wait_for_delivered(2, timeout=15)
+        reports = [d for d in got if d.return_path == "<>"]
+        self.assertEqual(len(reports), 1)
+        blocks = status_blocks(parse(reports[0].body))
+        self.assertEqual(blocks[1]["action"], "delivered")
+
+    def test_failed_bounce_goes_to_postmaster_once(self):
+        ds = self.downstream(script={"RCPT": "550 5.1.1 no"})
+        p = self.relay(ds)
+        send(p, ["a@dest.test"], sender="")
+        [d] = p.wait_for_delivered(1, timeout=15)
+        self.assertEqual(d.return_path, "<>")
+        self.assertIn("postmaster", d.delivered_to)
+        m = parse(d.body)
+        self.assertEqual(status_blocks(m)[1]["action"], "failed")
+        time.sleep(1.0)
+        self.assertEqual(p.maildir_count(), 1)
+
+    def test_lifetime_expiry_bounces(self):
+        ds = self.downstream(script={"RCPT": "451 4.3.0 later"})
+        p = self.relay(ds, lifetime=5, retry_min=1, retry_max=1)
+        send(p, ["slow@dest.test"])
+        [d] = p.wait_for_delivered(1, timeout=30)
+        r = status_blocks(parse(d.body))[1]
+        self.assertEqual(r["action"], "failed")
+        self.assertIn("expired", r["diagnostic-code"])
+        wait_log(p, r"event=expired")
+
+    def test_delay_warning_once(self):
+        ds = self.downstream(script={"RCPT": "451 4.3.0 later"})
+        p = self.relay(ds, delay_warning=1, retry_min=1, retry_max=1)
+        send(p, ["slow@dest.test"], rcpt_options=["NOTIFY=DELAY,FAILURE"])
+        [d] = p.wait_for_delivered(1, timeout=20)
+        r = status_blocks(parse(d.body))[1]
+        self.assertEqual(r["action"], "delayed")
+        self.assertEqual(r["status"], "4.3.0")
+        time.sleep(3)
+        self.assertEqual(p.maildir_count(), 1)
+
+
 if __name__ == "__main__":
     unittest.main()

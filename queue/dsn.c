@@ -1,0 +1,364 @@
+/*
+ * dsn.c - RFC 3464 delivery status notifications (see dsn.h).
+ *
+ * The report is multipart/report; report-type=delivery-status with three
+ * parts: a human-readable text, the message/delivery-status fields (one
+ * per-recipient block per recipient, with Original-Recipient from ORCPT
+ * and Original-Envelope-Id from ENVID), and the original message
+ * (message/rfc822, or message/global for an SMTPUTF8 message) or its
+ * header only (text/rfc822-headers) by RET and the size cap. It carries
+ * Auto-Submitted: auto-replied (RFC 3834) and is sent from the null
+ * reverse-path, so no report is ever made about a report; a report that
+ * fails goes once to the postmaster, and one to the postmaster that fails
+ * is logged and dropped.
+ */
+#include "queue/dsn.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "queue/spool_int.h"
+
+/* RFC 3461 4.1: absent NOTIFY means FAILURE (and DELAY at the MTA's
+ * discretion: postern sends delay reports only when asked explicitly or
+ * when delivery.delay_warning is set). */
+bool
+pst__dsn_wanted(const struct pst_envelope *env, const struct pst_rcpt *r,
+                enum pst_dsn_action a, enum pst_dsn_hint hint)
+{
+    unsigned n = r->notify;
+
+    if (n & PST_NOTIFY_NEVER)
+        return false;
+    switch (a) {
+    case PST_DSN_FAILED:
+        return n == 0 || (n & PST_NOTIFY_FAILURE);
+    case PST_DSN_DELAYED:
+        return n == 0 || (n & PST_NOTIFY_DELAY);
+    default:
+        /* the hop took NOTIFY and reports itself */
+        return (n & PST_NOTIFY_SUCCESS) && hint != PST_HINT_PASSED &&
+               env->sender[0] != '\0';
+    }
+}
+
+int
+pst__dsn_read_original(int dirfd, const char *qid, uint64_t data_off,
+                       uint64_t data_end, uint64_t size,
+                       const struct pst_envelope *env, uint64_t cap,
+                       struct pst_dsn_orig *o)
+{
+    struct pst_spool_reader *r = NULL;
+    int rc;
+
+    memset(o, 0, sizeof(*o));
+    rc = pst__reader_open(&r, dirfd, qid, data_off, data_end, size);
+    if (rc != 0)
+        return rc;
+    bool full = env->ret != PST_RET_HDRS && size <= cap;
+    size_t want = full ? (size_t)size : PST_DSN_HDR_MAX;
+    o->p = pst_xmalloc(want + 1);
+    while (o->len < want) {
+        ssize_t n = pst_spool_reader_read(r, o->p + o->len, want - o->len);
+        if (n < 0) {
+            rc = (int)n;
+            goto fail;
+        }
+        if (n == 0)
+            break;
+        o->len += (size_t)n;
+        if (!full) {
+            /* the header ends at the first empty line */
+            uint8_t *e = memmem(o->p, o->len, "\r\n\r\n", 4);
+            if (e != NULL) {
+                o->len = (size_t)(e - o->p) + 2;
+                break;
+            }
+        }
+    }
+    o->full = full;
+    pst__reader_close(r);
+    return 0;
+fail:
+    pst__reader_close(r);
+    pst__dsn_orig_free(o);
+    return rc;
+}
+
+void
+pst__dsn_orig_free(struct pst_dsn_orig *o)
+{
+    free(o->p);
+    o->p = NULL;
+    o->len = 0;
+}
+
+static void
+put(struct pst_wbuf *b, const char *fmt, ...)
+{
+    char tmp[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        pst__wbuf_bytes(b, tmp, PST_MIN((size_t)n, sizeof(tmp) - 1));
+}
+
+/* status_code - the enhanced status code in text, or a default by class. */
+static void
+status_code(const char *text, enum pst_dsn_action a, char *out, size_t n)
+{
+    for (const char *p = text; *p; p++) {
+        if ((p == text || p[-1] == ' ') && (p[0] == '2' || p[0] == '4' ||
+                                             p[0] == '5') &&
+            p[1] == '.' && isdigit((unsigned char)p[2])) {
+            size_t l = strspn(p, "0123456789.");
+            if (l < n && (p[l] == ' ' || p[l] == '\0')) {
+                memcpy(out, p, l);
+                out[l] = '\0';
+                return;
+            }
+        }
+    }
+    snprintf(out, n, "%s", a == PST_DSN_FAILED    ? "5.0.0"
+                           : a == PST_DSN_DELAYED ? "4.0.0"
+                                                  : "2.0.0");
+}
+
+/* clean - a text for a header field: printable ASCII, one line. */
+static void
+clean(char *dst, size_t n, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 1 < n; s++)
+        dst[o++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
+    dst[o] = '\0';
+}
+
+static void
+date_of(char *buf, size_t n, time_t t)
+{
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, n, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+void
+pst__dsn_build(struct pst_wbuf *b, const char *hostname, const char *qid,
+               const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
+               size_t n, const struct pst_dsn_orig *orig, time_t now)
+{
+    char date[64], bnd[128], t[600];
+    enum pst_dsn_action a = n ? rs[0].action : PST_DSN_FAILED;
+    bool utf8 = env->smtputf8;
+
+    date_of(date, sizeof(date), now);
+    snprintf(bnd, sizeof(bnd), "%s.%lld/%s", qid, (long long)now, hostname);
+    put(b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
+    put(b, "To: <%s>\r\n", env->sender);
+    put(b, "Subject: %s\r\n",
+        a == PST_DSN_FAILED    ? "Undelivered Mail Returned to Sender"
+        : a == PST_DSN_DELAYED ? "Delayed Mail (still being retried)"
+                               : "Successful Mail Delivery Report");
+    put(b, "Date: %s\r\n", date);
+    put(b, "Message-ID: <%s.%lld.dsn@%s>\r\n", qid, (long long)now, hostname);
+    put(b, "Auto-Submitted: auto-replied\r\n");
+    put(b, "MIME-Version: 1.0\r\n");
+    put(b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+           "\tboundary=\"%s\"\r\n", bnd);
+    put(b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+
+    /* 1: for people */
+    put(b, "--%s\r\n", bnd);
+    put(b, "Content-Description: Notification\r\n");
+    put(b, "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+    put(b, "This is the mail system at host %s.\r\n\r\n", hostname);
+    if (a == PST_DSN_FAILED)
+        put(b, "Your message could not be delivered to one or more "
+               "recipients.\r\nIt is attached below.\r\n\r\n");
+    else if (a == PST_DSN_DELAYED)
+        put(b, "Your message could not be delivered yet. Delivery will "
+               "be retried;\r\nthis is only a warning, there is no need to "
+               "send the message again.\r\n\r\n");
+    else
+        put(b, "Your message was successfully delivered to the "
+               "destination(s)\r\nlisted below.\r\n\r\n");
+    for (size_t i = 0; i < n; i++) {
+        clean(t, sizeof(t), rs[i].text ? rs[i].text : "");
+        put(b, "<%s>: %s\r\n", rs[i].rcpt->addr, t);
+    }
+    put(b, "\r\n");
+
+    /* 2: for programs (RFC 3464 2.2, 2.3) */
+    put(b, "--%s\r\n", bnd);
+    put(b, "Content-Description: Delivery report\r\n");
+    put(b, "Content-Type: message/%s\r\n\r\n",
+        utf8 ? "global-delivery-status" : "delivery-status");
+    put(b, "Reporting-MTA: dns; %s\r\n", hostname);
+    put(b, "X-Postern-Queue-ID: %s\r\n", qid);
+    if (env->envid) {
+        clean(t, sizeof(t), env->envid);
+        put(b, "Original-Envelope-Id: %s\r\n", t);
+    }
+    date_of(date, sizeof(date), env->arrival ? env->arrival : now);
+    put(b, "Arrival-Date: %s\r\n", date);
+    for (size_t i = 0; i < n; i++) {
+        const struct pst_rcpt *r = rs[i].rcpt;
+        char code[32];
+        status_code(rs[i].text ? rs[i].text : "", rs[i].action, code,
+                    sizeof(code));
+        put(b, "\r\n");
+        put(b, "Final-Recipient: %s; %s\r\n", utf8 ? "utf-8" : "rfc822",
+            r->addr);
+        if (r->orcpt) {
+            clean(t, sizeof(t), r->orcpt);
+            /* ORCPT is "addr-type;xtext"; RFC 3464 wants "type; addr" */
+            char *semi = strchr(t, ';');
+            if (semi)
+                put(b, "Original-Recipient: %.*s; %s\r\n", (int)(semi - t),
+                    t, semi + 1);
+        }
+        put(b, "Action: %s\r\n",
+            rs[i].action == PST_DSN_FAILED    ? "failed"
+            : rs[i].action == PST_DSN_DELAYED ? "delayed"
+            : rs[i].action == PST_DSN_DELIVERED ? "delivered"
+                                                : "relayed");
+        put(b, "Status: %s\r\n", code);
+        if (rs[i].text && rs[i].text[0]) {
+            clean(t, sizeof(t), rs[i].text);
+            put(b, "Diagnostic-Code: smtp; %s\r\n", t);
+        }
+    }
+    put(b, "\r\n");
+
+    /* 3: the original, or its header */
+    if (orig && orig->len > 0) {
+        put(b, "--%s\r\n", bnd);
+        if (orig->full) {
+            put(b, "Content-Description: %s\r\n",
+                a == PST_DSN_FAILED ? "Undelivered Message" : "Message");
+            put(b, "Content-Type: message/%s\r\n",
+                utf8 ? "global" : "rfc822");
+            if (env->body != PST_BODY_7BIT)
+                put(b, "Content-Transfer-Encoding: 8bit\r\n");
+        } else {
+            put(b, "Content-Description: %s\r\n",
+                a == PST_DSN_FAILED ? "Undelivered Message Headers"
+                                    : "Message Headers");
+            put(b, "Content-Type: text/%s\r\n",
+                utf8 ? "global-headers" : "rfc822-headers");
+        }
+        put(b, "\r\n");
+        pst__wbuf_bytes(b, orig->p, orig->len);
+        if (orig->len < 2 || memcmp(orig->p + orig->len - 2, "\r\n", 2) != 0)
+            put(b, "\r\n");
+        put(b, "\r\n");
+    }
+    put(b, "--%s--\r\n", bnd);
+}
+
+/* ---- injection ---- */
+
+struct inject {
+    char qid[PST_QID_LEN + 1];
+    char of[PST_QID_LEN + 1];
+};
+
+static void
+on_committed(void *arg, int status)
+{
+    struct inject *x = arg;
+    if (status == 0)
+        pst_info("msg=%s event=dsn_queued dsn=%s", x->of, x->qid);
+    else
+        pst_err("msg=%s event=dsn_failed error=\"%s\"", x->of,
+                strerror(-status));
+    free(x);
+}
+
+static bool
+is_postmaster(const char *addr)
+{
+    size_t l = strcspn(addr, "@");
+    return l == 10 && pst_strncaseeq(addr, "postmaster", 10);
+}
+
+void
+pst__dsn_send(struct pst_spool *sp, const char *qid,
+              const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
+              size_t n, const struct pst_dsn_orig *orig)
+{
+    const struct pst_conf *c = sp->o.conf;
+    const char *host = c && c->hostname ? c->hostname : "localhost";
+    struct pst_envelope e;
+    struct pst_wbuf b = {0};
+    struct pst_spool_msg *m = NULL;
+    struct inject *x;
+    const char *to;
+    int rc;
+
+    if (n == 0 || sp->closing)
+        return;
+    if (env->sender[0] == '\0') {
+        /* a report that failed: once to the postmaster, then never */
+        bool pm = false;
+        for (size_t i = 0; i < env->nrcpts; i++)
+            pm |= is_postmaster(env->rcpts[i].addr);
+        if (pm || rs[0].action != PST_DSN_FAILED) {
+            pst_warn("msg=%s event=dsn_dropped reason=\"report about a "
+                     "report to the postmaster\"", qid);
+            return;
+        }
+        to = "postmaster";
+    } else {
+        to = env->sender;
+    }
+    x = pst_xcalloc(1, sizeof(*x));
+    memcpy(x->of, qid, PST_QID_LEN + 1);
+    if ((rc = pst_spool_msg_new(sp, &m, x->qid)) != 0) {
+        pst_err("msg=%s event=dsn_failed error=\"%s\"", qid, strerror(-rc));
+        free(x);
+        return;
+    }
+    /* a double bounce reads like a bounce, addressed to the postmaster */
+    struct pst_envelope shown = *env;
+    if (env->sender[0] == '\0')
+        shown.sender = (char *)to;
+    pst__dsn_build(&b, host, qid, &shown, rs, n, orig, time(NULL));
+    rc = pst_spool_msg_write(m, b.p, b.len);
+    pst__wbuf_free(&b);
+    if (rc != 0) {
+        pst_err("msg=%s event=dsn_failed error=\"%s\"", qid, strerror(-rc));
+        pst_spool_msg_abort(m);
+        free(x);
+        return;
+    }
+    pst_envelope_init(&e);
+    e.sender = pst_xstrdup("");
+    struct pst_rcpt *r = pst_envelope_add_rcpt(&e, to);
+    r->notify = PST_NOTIFY_NEVER;
+    e.body = (env->body != PST_BODY_7BIT && orig && orig->full)
+                 ? PST_BODY_8BITMIME
+                 : PST_BODY_7BIT;
+    e.smtputf8 = env->smtputf8;
+    e.helo = pst_xstrdup(host);
+    e.client_name = pst_xstrdup("localhost");
+    e.proto = pst_xstrdup("local");
+    pst_ip_parse(&e.client_ip, "127.0.0.1");
+    e.arrival = time(NULL);
+    pst_info("msg=%s event=dsn action=%s to=<%s> recipients=%zu dsn=%s", qid,
+             rs[0].action == PST_DSN_FAILED    ? "failed"
+             : rs[0].action == PST_DSN_DELAYED ? "delayed"
+                                               : "success",
+             to, n, x->qid);
+    pst_spool_msg_commit(m, &e, on_committed, x);
+    pst_envelope_free(&e);
+}
