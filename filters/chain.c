@@ -408,7 +408,7 @@ call_hook(struct pst_fsess *fs, struct pst_fctx *fc, bool *skip)
         break;
     case PST_FP_MESSAGE:
         if (f->on_message)
-            return f->on_message(fc, NULL);
+            return f->on_message(fc, fs->mime ? fs->mime->root : NULL);
         break;
     case PST_FP_EOM:
         if (f->on_eom)
@@ -438,6 +438,10 @@ step(struct pst_fsess *fs)
                 fs->idx = 0;
                 if (fs->phase == PST_FP_HEADERS)
                     pst__view_build(fs);
+                if (fs->phase == PST_FP_MESSAGE && fs->mp != NULL) {
+                    fs->mime = pst_mime_finish(fs->mp);
+                    fs->mp = NULL;
+                }
                 continue;
             }
             break;
@@ -615,10 +619,15 @@ pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8)
     fs->smtputf8 = smtputf8;
     fs->accepted = false;
     fs->disp = PST_CONTINUE;
+    bool want_mime = false;
     for (size_t i = 0; i < fs->ch->n; i++) {
         size_t sz = fs->ch->e[i].f->msg_state_size;
         fs->fcs[i].state = sz ? pst_xcalloc(1, sz) : NULL;
+        want_mime |= fs->ch->e[i].f->on_message != NULL;
     }
+    /* the MIME tree is built only for chains that look at it */
+    if (want_mime)
+        fs->mp = pst_mime_parser_new(NULL, NULL, NULL);
 }
 
 void
@@ -627,6 +636,8 @@ pst_fsess_msg_data(struct pst_fsess *fs, const void *p, size_t n)
     if (!fs->in_msg)
         return;
     pst__hdr_collect(fs, p, n);
+    if (fs->mp != NULL)
+        pst_mime_feed(fs->mp, p, n);
     fs->msg_bytes += n;
 }
 
@@ -641,6 +652,11 @@ pst_fsess_msg_end(struct pst_fsess *fs)
         fs->fcs[i].state = NULL;
     }
     pst__view_free(fs);
+    if (fs->mp != NULL)
+        pst_mime_parser_free(fs->mp);
+    fs->mp = NULL;
+    pst_msg_free(fs->mime);
+    fs->mime = NULL;
     fs->in_msg = false;
     fs->accepted = false;
     fs->smtputf8 = false;

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 
+#include "core/mime.h"
 #include "filters/chain.h"
 
 struct pst__fentry {
@@ -81,6 +82,8 @@ struct pst_fsess {
     size_t nv, cv;
     struct pst__brepl *br;
     size_t nbr;
+    struct pst_mime_parser *mp;     /* when a module has on_message */
+    struct pst_msg *mime;           /* its model, from the message phase */
 };
 
 /* runtime.c */

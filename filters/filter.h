@@ -16,8 +16,11 @@
  *   on_mail      MAIL FROM accepted by the gateway (sender, "" for <>)
  *   on_rcpt      RCPT TO accepted by the gateway (this recipient)
  *   on_headers   after the final dot: the header fields, as edited so far
- *   on_message   after on_headers: the MIME tree (NULL until the message
- *                model is wired; offsets are into the original message)
+ *   on_message   after on_headers: the MIME tree of the message as
+ *                received (core/mime.h; offsets are into the original
+ *                text, usable with pst_part_replace). The chain builds
+ *                it while the text streams, only when a module in the
+ *                chain has this hook.
  *   on_eom       last: everything is known
  * The message phases (on_headers, on_message, on_eom) run after the whole
  * text has been received and before the reply to the final dot.
@@ -89,6 +92,7 @@
 #include <stdint.h>
 
 #include "core/envelope.h"
+#include "core/mime.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -119,7 +123,7 @@ enum pst_fphase {
 enum pst_failmode { PST_FAIL_TEMPFAIL, PST_FAIL_ACCEPT, PST_FAIL_REJECT };
 
 struct pst_fctx;                    /* one filter's view of one session */
-struct pst_mime_part;               /* core/mime.h */
+
 
 /* One header field in the current (edited) view of the message. */
 struct pst_hdr {

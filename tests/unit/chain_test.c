@@ -112,6 +112,21 @@ t_headers(struct pst_fctx *fc)
     return t_verdict(fc, PST_FP_HEADERS);
 }
 
+static unsigned mime_parts;
+static char mime_type[64];
+
+static enum pst_verdict
+t_message(struct pst_fctx *fc, const struct pst_mime_part *root)
+{
+    mime_parts = 0;
+    for (const struct pst_mime_part *p = root ? root->child : NULL; p;
+         p = p->next)
+        mime_parts++;
+    snprintf(mime_type, sizeof(mime_type), "%s",
+             root ? root->content_type : "(none)");
+    return PST_CONTINUE;
+}
+
 static enum pst_verdict
 t_eom(struct pst_fctx *fc)
 {
@@ -132,6 +147,7 @@ static const struct pst_filter tmod = {
     .on_mail = t_mail,
     .on_rcpt = t_rcpt,
     .on_headers = t_headers,
+    .on_message = t_message,
     .on_eom = t_eom,
     .on_abort = t_abort,
 };
@@ -533,6 +549,29 @@ test_edits(void **state)
     pst_fsess_free(fs);
 }
 
+static void
+test_mime_tree(void **state)
+{
+    struct fx *f = *state;
+    static const char mm[] = "Content-Type: multipart/mixed; boundary=b\r\n"
+                             "\r\n"
+                             "--b\r\n"
+                             "Content-Type: text/plain\r\n\r\nhi\r\n"
+                             "--b\r\n"
+                             "Content-Type: application/pdf\r\n\r\nx\r\n"
+                             "--b--\r\n";
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *fs = sess(f, 50);
+    pst_fsess_msg_begin(fs, false);
+    for (size_t i = 0; i < sizeof(mm) - 1; i += 5)
+        pst_fsess_msg_data(fs, mm + i, PST_MIN((size_t)5, sizeof(mm) - 1 - i));
+    struct pst_fres r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_int_equal(mime_parts, 2);
+    assert_string_equal(mime_type, "multipart/mixed");
+    pst_fsess_free(fs);
+}
+
 /* The applier on its own: header ops and body ranges, streamed. */
 static void
 test_edits_apply(void **state)
@@ -577,6 +616,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_session_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mime_tree, setup, teardown),
         cmocka_unit_test(test_edits_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
