@@ -369,6 +369,7 @@ take_verdict(struct pst_fsess *fs, struct pst_fctx *fc, enum pst_verdict v)
     case PST_QUARANTINE:
         if (rank(v) > rank(fs->disp)) {
             fs->disp = v;
+            fs->disp_filter = e->f->name;
             pst_info("sess=%016" PRIx64 " event=filter_verdict filter=%s "
                      "phase=%s verdict=%s", fs->id, e->f->name,
                      phase_names[fs->phase],
@@ -489,8 +490,10 @@ finish(struct pst_fsess *fs)
     r->new_sender = fs->new_sender;
     r->new_rcpt = fs->new_rcpt;
     if (r->verdict == PST_CONTINUE && fs->last_phase == PST_FP_EOM &&
-        fs->disp != PST_CONTINUE)
+        fs->disp != PST_CONTINUE) {
         r->verdict = fs->disp;
+        r->filter = fs->disp_filter;
+    }
     if (r->verdict == PST_REJECT || r->verdict == PST_TEMPFAIL)
         pst_info("sess=%016" PRIx64 " event=filter_verdict filter=%s "
                  "phase=%s verdict=%s code=%d", fs->id, r->filter,

@@ -38,6 +38,7 @@
 #define PST_FHDR_FIELDS_MAX 1000    /* header fields filters see */
 #define PST_FPOOL_QUEUE_MAX 4096    /* offloaded jobs waiting or running */
 #define PST_FDEADLINE_DEFAULT 30000 /* ms */
+#define PST_FILTER_WORKERS 4        /* pool threads of a gateway loop */
 
 struct pst_chain;
 struct pst_frt;

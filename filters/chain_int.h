@@ -74,6 +74,7 @@ struct pst_fsess {
     /* the message */
     bool in_msg, smtputf8, accepted;
     enum pst_verdict disp;          /* CONTINUE, QUARANTINE or DISCARD */
+    const char *disp_filter;        /* the module that set it */
     struct pst_ebuf hbuf;           /* header bytes as received */
     bool hdr_done, hdr_trunc, view_built, edited;
     uint64_t hdr_end;               /* fields are [0, hdr_end) */

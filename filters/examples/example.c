@@ -10,28 +10,47 @@
  *   );
  *
  * It uses only filter.h: it reads its settings in configure, adds a
- * header field in on_headers, and refuses a message whose Subject holds
- * the word with its own 550 reply. The host's pst_* functions resolve
- * from the postern binary at load.
+ * header field in on_headers, and acts on words in the Subject:
+ *   reject_word       refuse with its own 550 reply
+ *   quarantine_word   quarantine (held in the spool until released)
+ *   discard_word      discard (250, not delivered)
+ *   slow_word         answer later: a job sleeps slow_ms milliseconds on
+ *                     the filter worker pool, then the message goes on
+ *                     with an X-Example-Slow field (the async pattern)
+ * The host's pst_* functions resolve from the postern binary at load.
  *
  * Built with EXAMPLE_WRONG_API it claims a different API version, so the
  * host refuses it (the test of that refusal).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <stdbool.h>
 
 #include "filters/filter.h"
 
 struct example_conf {
     char *stamp;
     char *reject_word;
+    char *quarantine_word;
+    char *discard_word;
+    char *slow_word;
+    int slow_ms;
+};
+
+struct slow_job {
+    struct pst_fref ref;            /* never a pointer to the session */
+    int ms;
 };
 
 static int
 example_configure(const config_setting_t *s, const char *file, void **out,
                   struct pst_err *err)
 {
-    static const char *const keys[] = {"stamp", "reject_word", NULL};
+    static const char *const keys[] = {"stamp", "reject_word",
+                                       "quarantine_word", "discard_word",
+                                       "slow_word", "slow_ms", NULL};
     struct example_conf *c = calloc(1, sizeof(*c));
     const char *v;
 
@@ -45,6 +64,25 @@ example_configure(const config_setting_t *s, const char *file, void **out,
                                                    : "X-Example-Filter");
     if (config_setting_lookup_string(s, "reject_word", &v))
         c->reject_word = strdup(v);
+    if (config_setting_lookup_string(s, "quarantine_word", &v))
+        c->quarantine_word = strdup(v);
+    if (config_setting_lookup_string(s, "discard_word", &v))
+        c->discard_word = strdup(v);
+    if (config_setting_lookup_string(s, "slow_word", &v))
+        c->slow_word = strdup(v);
+    c->slow_ms = 500;
+    config_setting_lookup_int(s, "slow_ms", &c->slow_ms);
+    if (c->slow_ms < 0 || c->slow_ms > 60000) {
+        pst_fconf_error(err, file, config_setting_get_member(s, "slow_ms"),
+                        "filter example: slow_ms must be 0..60000");
+        free(c->stamp);
+        free(c->reject_word);
+        free(c->quarantine_word);
+        free(c->discard_word);
+        free(c->slow_word);
+        free(c);
+        return -1;
+    }
     *out = c;
     return 0;
 }
@@ -55,22 +93,68 @@ example_unconfigure(void *p)
     struct example_conf *c = p;
     free(c->stamp);
     free(c->reject_word);
+    free(c->quarantine_word);
+    free(c->discard_word);
+    free(c->slow_word);
     free(c);
+}
+
+/* Worker thread: touches only its job. */
+static void
+slow_work(void *p)
+{
+    struct slow_job *j = p;
+    struct timespec ts = {j->ms / 1000, (long)(j->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Loop thread: the session may be gone (lookup NULL); free the job. */
+static void
+slow_done(void *p)
+{
+    struct slow_job *j = p;
+    struct pst_fctx *fc = pst_fctx_lookup(j->ref);
+    if (fc != NULL) {
+        pst_hdr_add(fc, "X-Example-Slow", "done", false);
+        pst_fctx_resume(fc, PST_CONTINUE);
+    }
+    free(j);
+}
+
+static bool
+subject_has(struct pst_fctx *fc, const char *word)
+{
+    long i = pst_hdr_find(fc, "Subject", 0);
+    return word && i >= 0 && strstr(pst_hdr_at(fc, (size_t)i)->value, word);
 }
 
 static enum pst_verdict
 example_on_headers(struct pst_fctx *fc)
 {
     struct example_conf *c = pst_fctx_conf(fc);
-    long i = pst_hdr_find(fc, "Subject", 0);
 
-    if (c->reject_word && i >= 0 &&
-        strstr(pst_hdr_at(fc, (size_t)i)->value, c->reject_word)) {
+    if (subject_has(fc, c->reject_word)) {
         pst_fctx_reply(fc, 550, "5.7.1", "example: subject refused");
         return PST_REJECT;
     }
     if (pst_hdr_add(fc, c->stamp, "seen by the example module", false) < 0)
         pst_fctx_fail(fc, "cannot add the stamp");
+    if (subject_has(fc, c->quarantine_word))
+        return PST_QUARANTINE;
+    if (subject_has(fc, c->discard_word))
+        return PST_DISCARD;
+    if (subject_has(fc, c->slow_word)) {
+        struct slow_job *j = calloc(1, sizeof(*j));
+        if (j == NULL)
+            return PST_TEMPFAIL;
+        j->ref = pst_fctx_ref(fc);
+        j->ms = c->slow_ms;
+        if (pst_fctx_offload(fc, j, slow_work, slow_done) < 0) {
+            free(j);
+            return PST_TEMPFAIL;
+        }
+        return PST_PENDING;
+    }
     return PST_CONTINUE;
 }
 
