@@ -1,0 +1,28 @@
+/*
+ * cli_run.c - `postern -c FILE`: load the configuration, set up logging,
+ * run the gateway in the foreground.
+ */
+#include <stdio.h>
+
+#include "conf/conf.h"
+#include "core/log.h"
+#include "gateway/cli.h"
+#include "gateway/server.h"
+
+int
+pst_cli_run(const char *config_path)
+{
+    struct pst_err err = {0};
+    struct pst_conf *conf = pst_conf_load(config_path, &err);
+    if (conf == NULL) {
+        for (unsigned i = 0; i < err.count && i < PST_ERR_MAX; i++)
+            fprintf(stderr, "postern: %s\n", err.msgs[i]);
+        pst_err_free(&err);
+        return 1;
+    }
+    pst_log_open("postern", conf->log.syslog, conf->log.facility,
+                 (enum pst_log_level)conf->log.level);
+    int rc = pst_server_run(conf);
+    pst_conf_unref(conf);
+    return rc;
+}

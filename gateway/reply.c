@@ -1,0 +1,85 @@
+/*
+ * reply.c - the reply table (cleanup_strerror.c style: one place for every
+ * code, enhanced code and text).
+ */
+#include "gateway/reply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    int code;
+    const char *enh;                /* "" where RFC 2034 has none */
+    const char *text;
+} table[RP_COUNT] = {
+    [RP_GREETING] = {220, "", "%s"},
+    [RP_OK] = {250, "2.0.0", "Ok"},
+    [RP_MAIL_OK] = {250, "2.1.0", "Ok"},
+    [RP_RCPT_OK] = {250, "2.1.5", "Ok"},
+    [RP_DATA_GO] = {354, "", "End data with <CR><LF>.<CR><LF>"},
+    [RP_QUEUED] = {250, "2.0.0", "Ok: queued as %s"},
+    [RP_BDAT_CHUNK] = {250, "2.0.0", "Ok: %s octets received"},
+    [RP_BYE] = {221, "2.0.0", "Bye"},
+    [RP_VRFY] = {252, "2.5.0",
+                "Cannot VRFY user, but will accept message and attempt "
+                "delivery"},
+    [RP_HELP] = {214, "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT "
+                "VRFY HELP"},
+    [RP_UNKNOWN_CMD] = {500, "5.5.2", "Error: command not recognized"},
+    [RP_LINE_TOO_LONG] = {500, "5.5.2", "Error: line too long"},
+    [RP_NEED_HELO] = {503, "5.5.1", "Error: send HELO/EHLO first"},
+    [RP_NEED_MAIL] = {503, "5.5.1", "Error: need MAIL command"},
+    [RP_NEED_RCPT] = {503, "5.5.1", "Error: need RCPT command"},
+    [RP_NO_VALID_RCPT] = {554, "5.5.1", "Error: no valid recipients"},
+    [RP_NESTED_MAIL] = {503, "5.5.1", "Error: nested MAIL command"},
+    [RP_SYNTAX_HELO] = {501, "5.5.4", "Syntax: EHLO hostname"},
+    [RP_SYNTAX_MAIL] = {501, "5.5.4", "Syntax: MAIL FROM:<address>"},
+    [RP_SYNTAX_RCPT] = {501, "5.5.4", "Syntax: RCPT TO:<address>"},
+    [RP_SYNTAX_BDAT] = {501, "5.5.4", "Syntax: BDAT size [LAST]"},
+    [RP_SYNTAX_NOARG] = {501, "5.5.4", "Syntax: %s takes no argument"},
+    [RP_BAD_SENDER] = {501, "5.1.7", "Bad sender address syntax"},
+    [RP_BAD_RCPT] = {501, "5.1.3", "Bad recipient address syntax"},
+    [RP_SENDER_TOO_LONG] = {553, "5.1.7", "Sender address rejected: %s"},
+    [RP_RCPT_TOO_LONG] = {553, "5.1.3", "Recipient address rejected: %s"},
+    [RP_PARAM_UNKNOWN] = {555, "5.5.4", "Unsupported option: %s"},
+    [RP_PARAM_BAD] = {501, "5.5.4", "Bad parameter syntax"},
+    [RP_SIZE_EXCEEDED] = {552, "5.3.4", "Message size exceeds fixed limit"},
+    [RP_NEED_SMTPUTF8] = {553, "5.6.7",
+                         "Must declare SMTPUTF8 to send Unicode address"},
+    [RP_TOO_MANY_RCPTS] = {452, "4.5.3", "Error: too many recipients"},
+    [RP_LINE_TOO_LONG_DATA] = {552, "5.3.4", "Message line too long"},
+    [RP_BARE_NEWLINE] = {550, "5.5.2", "Error: bare <CR> or <LF> received"},
+    [RP_TOO_MANY_HOPS] = {554, "5.4.6", "Too many hops"},
+    [RP_WRITE_ERROR] = {451, "4.3.0", "Error: queue file write error"},
+    [RP_NO_SPACE] = {452, "4.3.1", "Insufficient system storage"},
+    [RP_DATA_AFTER_BDAT] = {503, "5.5.1", "Error: DATA after BDAT"},
+    [RP_BDAT_AFTER_DATA] = {503, "5.5.1", "Error: BDAT after DATA"},
+    [RP_BINARY_NEEDS_BDAT] = {503, "5.6.1",
+                             "Error: BODY=BINARYMIME needs BDAT"},
+    [RP_TIMEOUT] = {421, "4.4.2", "%s Error: timeout exceeded"},
+    [RP_TOO_MANY_ERRORS] = {421, "4.7.0", "%s Error: too many errors"},
+    [RP_SHUTDOWN] = {421, "4.3.2", "%s Service shutting down"},
+    [RP_NOT_IMPLEMENTED] = {502, "5.5.1", "Error: command not implemented"},
+};
+
+void
+pst_reply_add(struct pst_buf *out, enum pst_reply r, const char *arg)
+{
+    char text[512];
+    /* The table's texts are constant formats with at most one %s. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    snprintf(text, sizeof(text), table[r].text, arg ? arg : "");
+#pragma GCC diagnostic pop
+    if (table[r].enh[0])
+        pst_buf_printf(out, "%d %s %s\r\n", table[r].code, table[r].enh, text);
+    else
+        pst_buf_printf(out, "%d %s\r\n", table[r].code, text);
+}
+
+int
+pst_reply_code(enum pst_reply r)
+{
+    return table[r].code;
+}

@@ -1,0 +1,47 @@
+/*
+ * server.h - the gateway process: one libuv loop, its listeners, the spool,
+ * and the set of live sessions.
+ *
+ * Threads (docs/ARCHITECTURE.md): every session runs on this loop; file
+ * syncs run on the spool's sync thread and delivery file work on the
+ * queue's workers, each reporting back through uv_async.
+ */
+#ifndef PST_GATEWAY_SERVER_H
+#define PST_GATEWAY_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+
+struct pst_session;
+struct pst_spool;
+
+struct pst_listener {
+    uv_tcp_t tcp;
+    struct pst_server *srv;
+    const struct pst_listener_conf *lc;
+    bool open;                      /* tcp handle initialised */
+};
+
+struct pst_server {
+    uv_loop_t *loop;
+    struct pst_conf *conf;          /* current generation (one reference) */
+    struct pst_spool *spool;
+    struct pst_listener *listeners;
+    size_t nlisteners;
+    uv_signal_t sig_term, sig_int;
+    struct pst_session *sessions;   /* live sessions, doubly linked */
+    unsigned nsessions;
+    uint64_t id_base;               /* random per start: ids unique in logs */
+    uint64_t id_next;
+    bool stopping;
+};
+
+/* pst_server_run - run the gateway until SIGTERM/SIGINT; exit status. */
+int pst_server_run(struct pst_conf *conf);
+/* pst_server_session_gone - a session has closed (called by smtp.c). */
+void pst_server_session_gone(struct pst_server *srv);
+
+#endif

@@ -1,0 +1,20 @@
+/*
+ * smtp.h - one SMTP session on the server's loop: accept to close.
+ */
+#ifndef PST_GATEWAY_SMTP_H
+#define PST_GATEWAY_SMTP_H
+
+#include "gateway/server.h"
+
+/* pst_session_accept - accept a connection waiting on l and greet it. */
+void pst_session_accept(struct pst_listener *l);
+/*
+ * pst_session_shutdown - the server is stopping: say 421 to a session
+ * waiting for a command and close it; a session inside DATA is closed
+ * without a reply (the client will retry); a commit in flight finishes.
+ */
+void pst_session_shutdown(struct pst_session *s);
+/* pst_session_shutdown_all - pst_session_shutdown for every live session. */
+void pst_session_shutdown_all(struct pst_server *srv);
+
+#endif
