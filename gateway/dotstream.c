@@ -124,13 +124,14 @@ out:
 size_t
 pst_dot_finish(struct pst_dot *d, char *out)
 {
-    if (d->st == ST_CR) {
-        out[0] = '\r';
-        out[1] = '\n';
-        d->flags |= PST_DOT_BARE;
-        d->st = ST_BOL;
-        d->out_bytes += 2;
-        return 2;
-    }
-    return 0;
+    if (d->st == ST_CR)
+        d->flags |= PST_DOT_BARE;   /* a final bare CR */
+    else if (!(d->st == ST_MID && d->line_len > 0))
+        return 0;
+    /* the text must end with a line end: a last line without one gets it */
+    out[0] = '\r';
+    out[1] = '\n';
+    d->st = ST_BOL;
+    d->out_bytes += 2;
+    return 2;
 }

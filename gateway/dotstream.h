@@ -42,8 +42,9 @@ void pst_dot_init(struct pst_dot *d, bool bdat, size_t max_line);
 size_t pst_dot_feed(struct pst_dot *d, const char *in, size_t len, char *out,
                     size_t *out_len, bool *done);
 /*
- * pst_dot_finish - BDAT LAST: flush a pending CR as a line end. Writes at
- * most 2 bytes to out and returns their count.
+ * pst_dot_finish - BDAT LAST: end the text with CRLF if its last line has
+ * none (a pending CR becomes that CRLF). Writes at most 2 bytes to out and
+ * returns their count.
  */
 size_t pst_dot_finish(struct pst_dot *d, char *out);
 

@@ -121,6 +121,7 @@ struct pst_session {
     enum msg_fail fail;
     bool bdat_used, data_used;
     uint64_t bdat_left;
+    uint64_t bdat_octets;           /* chunk octets received, for replies */
     bool bdat_last;
     bool bdat_discard;              /* chunk read only to keep framing */
     uint64_t data_deadline;         /* loop ms */
@@ -273,6 +274,7 @@ txn_reset(struct pst_session *s)
     s->fail = MF_NONE;
     s->bdat_used = s->data_used = false;
     s->bdat_left = 0;
+    s->bdat_octets = 0;
     s->bdat_last = false;
 }
 
@@ -888,6 +890,7 @@ step_bdat(struct pst_session *s)
         }
         s->in_pos += take;
         s->bdat_left -= take;
+        s->bdat_octets += take;
     }
     if (s->bdat_left > 0)
         return take > 0;
@@ -904,7 +907,7 @@ step_bdat(struct pst_session *s)
             message_end(s);
             return true;
         }
-        snprintf(num, sizeof(num), "%" PRIu64, s->dot.out_bytes);
+        snprintf(num, sizeof(num), "%" PRIu64, s->bdat_octets);
         reply(s, RP_BDAT_CHUNK, num);
         return true;
     }

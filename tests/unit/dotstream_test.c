@@ -128,6 +128,15 @@ test_bdat(void **state)
     assert_int_equal(r.out_len, strlen("line\r\n.\r\nmore\r\n"));
     assert_memory_equal(r.out, "line\r\n.\r\nmore\r\n", r.out_len);
     assert_int_equal(r.flags, PST_DOT_BARE);
+
+    in = "no newline at the end";
+    run(in, strlen(in), 4, true, 1000, &r);
+    assert_int_equal(r.out_len, strlen(in) + 2);
+    assert_memory_equal(r.out, "no newline at the end\r\n", r.out_len);
+    assert_int_equal(r.flags, 0);
+    in = "ends well\r\n";
+    run(in, strlen(in), 3, true, 1000, &r);
+    assert_int_equal(r.out_len, strlen(in));
 }
 
 static void
