@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/charset.h"   /* pst_utf8_valid */
 #include "core/envelope.h"
 
 enum pst_verb {
@@ -102,8 +103,6 @@ enum pst_param_err pst_rcpt_params_parse(const char *s, size_t len,
                                          struct pst_rcpt_params *rp,
                                          char *bad, size_t badsz);
 
-/* pst_utf8_valid - well-formed UTF-8 (no overlongs, no surrogates). */
-bool pst_utf8_valid(const char *s, size_t len);
 /* pst_xtext_valid - RFC 3461 4 xtext. */
 bool pst_xtext_valid(const char *s, size_t len);
 
