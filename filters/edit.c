@@ -527,6 +527,37 @@ pst_part_replace(struct pst_fctx *fc, uint64_t off, uint64_t len,
     return 0;
 }
 
+/* pst_part_remove - see filter.h. */
+int
+pst_part_remove(struct pst_fctx *fc, const struct pst_mime_part *part,
+                const char *notice)
+{
+    if (part == NULL || part->parent == NULL || part->container ||
+        notice == NULL || strlen(notice) > 900)
+        return -EINVAL;
+    for (const char *c = notice; *c; c++)
+        if (*c < 0x20 || *c > 0x7e)
+            return -EINVAL;
+    for (const struct pst_mime_part *a = part->parent; a; a = a->parent)
+        if (a->boundary && strstr(notice, a->boundary))
+            return -EINVAL;
+    char *text = pst_xasprintf("Content-Type: text/plain; charset=us-ascii\r\n"
+                               "Content-Disposition: inline\r\n"
+                               "\r\n%s\r\n", notice);
+    /* the part's body ends before the CRLF of the next delimiter, which
+     * stays; so the text's last CRLF is dropped to keep one line end */
+    size_t n = strlen(text) - 2;
+    int rc = pst_part_replace(fc, part->header_start,
+                              part->body_end - part->header_start, text, n);
+    free(text);
+    if (rc == 0)
+        pst_info("sess=%016" PRIx64 " event=part_removed filter=%s "
+                 "section=%s type=%s", fc->fs->id, fc->e->f->name,
+                 part->section ? part->section : "?",
+                 part->content_type ? part->content_type : "?");
+    return rc;
+}
+
 /* ---- envelope ---- */
 
 static bool

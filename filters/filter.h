@@ -251,6 +251,17 @@ int pst_part_replace(struct pst_fctx *fc, uint64_t off, uint64_t len,
                      const void *data, size_t n);
 
 /*
+ * pst_part_remove - replace MIME part `part` (its header and body, from
+ * on_message's tree) with a text/plain part holding `notice` (one line of
+ * printable ASCII). The delimiters around it stay, so the container keeps
+ * its boundary and structure; a notice containing an enclosing boundary
+ * is refused (-EINVAL), as are the root and container parts. The removal
+ * is logged with the part's section.
+ */
+int pst_part_remove(struct pst_fctx *fc, const struct pst_mime_part *part,
+                    const char *notice);
+
+/*
  * Envelope. pst_env_set_sender (MAIL and later) sets the reverse-path the
  * message is delivered with; pst_env_set_rcpt (in on_rcpt only) the
  * address this recipient is routed to, its ORCPT keeping the address the

@@ -114,6 +114,7 @@ t_headers(struct pst_fctx *fc)
 
 static unsigned mime_parts;
 static char mime_type[64];
+static bool remove_pdf;
 
 static enum pst_verdict
 t_message(struct pst_fctx *fc, const struct pst_mime_part *root)
@@ -124,6 +125,15 @@ t_message(struct pst_fctx *fc, const struct pst_mime_part *root)
         mime_parts++;
     snprintf(mime_type, sizeof(mime_type), "%s",
              root ? root->content_type : "(none)");
+    for (const struct pst_mime_part *p = root ? root->child : NULL;
+         remove_pdf && p; p = p->next) {
+        if (strcmp(p->content_type, "application/pdf") == 0) {
+            assert_int_equal(pst_part_remove(fc, p, "removed --b here"),
+                             -EINVAL);     /* holds the boundary */
+            assert_int_equal(pst_part_remove(fc, p, "[pdf removed]"), 0);
+        }
+    }
+    assert_int_equal(pst_part_remove(fc, root, "x"), -EINVAL);
     return PST_CONTINUE;
 }
 
@@ -569,6 +579,32 @@ test_mime_tree(void **state)
     assert_int_equal(r.verdict, PST_CONTINUE);
     assert_int_equal(mime_parts, 2);
     assert_string_equal(mime_type, "multipart/mixed");
+    pst_fsess_msg_end(fs);
+
+    /* remove the PDF: the delimiters stay, the rest is byte-identical */
+    remove_pdf = true;
+    pst_fsess_msg_begin(fs, false);
+    pst_fsess_msg_data(fs, mm, sizeof(mm) - 1);
+    r = run(f, fs, PST_FP_EOM);
+    remove_pdf = false;
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    struct pst_ebuf blob = {0}, out = {0};
+    assert_int_equal(pst_fsess_edits(fs, &blob), 1);
+    assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, mm, sizeof(mm) - 1,
+                                         &out), 0);
+    pst_ebuf_add(&out, "", 1);
+    assert_string_equal((char *)out.p,
+                        "Content-Type: multipart/mixed; boundary=b\r\n"
+                        "\r\n"
+                        "--b\r\n"
+                        "Content-Type: text/plain\r\n\r\nhi\r\n"
+                        "--b\r\n"
+                        "Content-Type: text/plain; charset=us-ascii\r\n"
+                        "Content-Disposition: inline\r\n\r\n"
+                        "[pdf removed]\r\n"
+                        "--b--\r\n");
+    pst_ebuf_free(&blob);
+    pst_ebuf_free(&out);
     pst_fsess_free(fs);
 }
 
