@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <uv.h>
 
 #include "core/mime.h"
 #include "core/net.h"
@@ -56,6 +57,7 @@ struct pst_limits {
 struct pst_smtp_conf {
     enum pst_bare_newline bare_newline;
     char *banner;                   /* text after "220 hostname ESMTP" */
+    bool reverse_dns;               /* look up (and confirm) client names */
 };
 
 struct pst_relay_domain {
@@ -225,6 +227,11 @@ struct pst_conf_hook {
     void (*free)(void *obj);
 };
 void pst_conf_set_filters_hook(const struct pst_conf_hook *h);
+
+struct pst_dns;
+/* pst_conf_dns_new - a resolver (core/dns.h) with c's resolver settings. */
+int pst_conf_dns_new(struct pst_dns **dp, uv_loop_t *loop,
+                     const struct pst_conf *c, struct pst_err *err);
 
 /* pst_conf_defaults - a generation with every default, no file. */
 struct pst_conf *pst_conf_defaults(void);

@@ -455,6 +455,7 @@ static const struct pst__directive smtp_table[] = {
     ENUM("bare_newline", pst_smtp_conf, bare_newline, PST_BARE_NORMALIZE,
          bare_newline_words),
     STR("banner", pst_smtp_conf, banner, "postern", PST__F_EMPTY_OK, NULL),
+    BOOL("reverse_dns", pst_smtp_conf, reverse_dns, true),
     END,
 };
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/dns.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "gateway/smtp.h"
@@ -82,6 +83,8 @@ server_stop(struct pst_server *srv, const char *why)
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     pst_session_shutdown_all(srv);
+    pst_dns_free(srv->dns);
+    srv->dns = NULL;
     if (srv->nsessions == 0 && srv->spool) {
         pst_spool_close(srv->spool);
         srv->spool = NULL;
@@ -125,6 +128,16 @@ pst_server_run(struct pst_conf *conf)
     if (rc < 0) {
         pst_err("event=fatal op=spool_open error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
+        return 1;
+    }
+    /* The gateway's own resolver: delivery keeps another, so a burst of
+     * client lookups never queues behind MX look-ups or the reverse. */
+    rc = pst_conf_dns_new(&srv.dns, srv.loop, conf, &err);
+    if (rc < 0) {
+        pst_err("event=fatal op=resolver error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        pst_spool_close(srv.spool);
+        uv_run(srv.loop, UV_RUN_DEFAULT);
         return 1;
     }
     srv.listeners = pst_xcalloc(conf->nlisteners, sizeof(*srv.listeners));

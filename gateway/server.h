@@ -17,6 +17,7 @@
 
 struct pst_session;
 struct pst_spool;
+struct pst_dns;
 
 struct pst_listener {
     uv_tcp_t tcp;
@@ -29,6 +30,7 @@ struct pst_server {
     uv_loop_t *loop;
     struct pst_conf *conf;          /* current generation (one reference) */
     struct pst_spool *spool;
+    struct pst_dns *dns;            /* client name lookups */
     struct pst_listener *listeners;
     size_t nlisteners;
     uv_signal_t sig_term, sig_int;

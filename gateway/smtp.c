@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/dns.h"
 #include "core/envelope.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -48,6 +49,7 @@
 #define PST_HELO_MAX 255
 
 enum sstate {
+    ST_LOOKUP,                      /* client name lookup before greeting */
     ST_CMD,                         /* waiting for a command line */
     ST_DATA,                        /* DATA text until CRLF.CRLF */
     ST_BDAT,                        /* bdat_left octets of chunk text */
@@ -92,7 +94,9 @@ struct pst_session {
     uint64_t id;
     struct pst_ip ip;
     char ipstr[PST_IP_STRLEN];
-    char *client_name;              /* reverse DNS or "unknown" */
+    char *client_name;              /* confirmed reverse DNS or "unknown" */
+    char *ptr_name;                 /* PTR answer awaiting confirmation */
+    struct pst_dns_query *dnsq;     /* cancelled at close */
     char *helo;                     /* sanitised */
     bool esmtp;
 
@@ -237,8 +241,8 @@ arm_timer(struct pst_session *s)
     uint64_t ms;
     if (s->closing)
         return;
-    if (s->st == ST_COMMIT) {
-        uv_timer_stop(&s->timer);
+    if (s->st == ST_COMMIT || s->st == ST_LOOKUP) {
+        uv_timer_stop(&s->timer);   /* the spool and the resolver bound these */
         return;
     }
     if (s->quitting) {              /* last reply must drain in time */
@@ -926,6 +930,7 @@ static void
 update_reading(struct pst_session *s)
 {
     bool want = !s->closing && !s->quitting && s->st != ST_COMMIT &&
+                s->st != ST_LOOKUP &&
                 s->out_inflight < PST_OUT_HIGH && s->in_len < PST_IN_CAP;
     if (want && !s->reading) {
         s->reading =
@@ -940,7 +945,7 @@ static void
 process(struct pst_session *s)
 {
     while (!s->closing && !s->quitting && s->st != ST_COMMIT &&
-           s->out_inflight < PST_OUT_HIGH) {
+           s->st != ST_LOOKUP && s->out_inflight < PST_OUT_HIGH) {
         bool progress;
         if (s->errors > s->conf->limits.errors) {
             SLOG(PST_LOG_INFO, s, "event=too_many_errors errors=%u",
@@ -1024,6 +1029,7 @@ session_free(struct pst_session *s)
     free(s->scratch);
     free(s->helo);
     free(s->client_name);
+    free(s->ptr_name);
     pst_conf_unref(s->conf);
     free(s);
     pst_server_session_gone(srv);
@@ -1047,11 +1053,57 @@ session_close(struct pst_session *s, const char *why)
          s->errors);
     if (s->st != ST_COMMIT)
         txn_reset(s);               /* no 250 given: the message goes */
+    pst_dns_cancel(s->dnsq);
+    s->dnsq = NULL;
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_close);
     uv_close((uv_handle_t *)&s->tcp, on_close);
     /* a commit in flight frees the session from on_commit; mark it so
      * on_close leaves it */
+}
+
+/* The client's name is known (or not): say hello and start reading. */
+static void
+greet(struct pst_session *s, const char *name)
+{
+    char text[600];
+    s->client_name = pst_xstrdup(name);
+    s->st = ST_CMD;
+    snprintf(text, sizeof(text), "%s ESMTP %s", s->conf->hostname,
+             s->conf->smtp.banner ? s->conf->smtp.banner : "postern");
+    reply(s, RP_GREETING, text);
+    process(s);
+}
+
+/* A name counts only if it maps back to the client's address (FCrDNS):
+ * anyone can publish any PTR for their own addresses. */
+static void
+on_forward(void *arg, enum pst_dns_status st, const struct pst_ip *ips,
+           size_t n)
+{
+    struct pst_session *s = arg;
+    bool ok = false;
+    s->dnsq = NULL;
+    for (size_t i = 0; st == PST_DNS_OK && i < n; i++)
+        ok = ok || pst_ip_equal(&ips[i], &s->ip);
+    SLOG(PST_LOG_DEBUG, s, "event=rdns name=%s confirmed=%s", s->ptr_name,
+         ok ? "yes" : "no");
+    greet(s, ok ? s->ptr_name : "unknown");
+}
+
+static void
+on_ptr(void *arg, enum pst_dns_status st, const char *name)
+{
+    struct pst_session *s = arg;
+    s->dnsq = NULL;
+    if (st == PST_DNS_OK && name && name[0]) {
+        s->ptr_name = pst_xstrdup(name);
+        s->dnsq = pst_dns_addr(s->srv->dns, name, s->ip.family, on_forward, s);
+        if (s->dnsq)
+            return;
+    }
+    SLOG(PST_LOG_DEBUG, s, "event=rdns status=%s", pst_dns_strstatus(st));
+    greet(s, "unknown");
 }
 
 void
@@ -1089,18 +1141,20 @@ pst_session_accept(struct pst_listener *l)
     }
     uv_tcp_nodelay(&s->tcp, 1);
     pst_ip_str(&s->ip, s->ipstr, sizeof(s->ipstr));
-    s->client_name = pst_xstrdup("unknown");
     SLOG(PST_LOG_INFO, s, "event=connect ip=%s port=%u listener=%s:%u",
          s->ipstr,
          ntohs(ss.ss_family == AF_INET
                    ? ((struct sockaddr_in *)&ss)->sin_port
                    : ((struct sockaddr_in6 *)&ss)->sin6_port),
          l->lc->address, l->lc->port);
-    char greet[600];
-    snprintf(greet, sizeof(greet), "%s ESMTP %s", s->conf->hostname,
-             s->conf->smtp.banner ? s->conf->smtp.banner : "postern");
-    reply(s, RP_GREETING, greet);
-    process(s);
+    if (s->conf->smtp.reverse_dns && srv->dns) {
+        s->st = ST_LOOKUP;
+        s->dnsq = pst_dns_ptr(srv->dns, &s->ip, on_ptr, s);
+        if (s->dnsq)
+            return;
+        s->st = ST_CMD;
+    }
+    greet(s, "unknown");
 }
 
 void

@@ -568,6 +568,11 @@ def default_config(tmp, port):
         "queue": {"directory": os.path.join(tmp, "spool")},
         "delivery": {"default_route": "maildir:" + os.path.join(tmp, "mail")},
         "logging": {"level": "debug"},
+        # Lookups never leave loopback: /etc/hosts answers for 127.0.0.1,
+        # anything else meets a closed port and fails at once. Tests that
+        # need DNS start a Dnsmasq and point the resolver at it.
+        "resolver": {"nameservers": ["127.0.0.1:%d" % free_port()],
+                     "timeout": 500, "tries": 1},
     }
 
 
@@ -1469,3 +1474,53 @@ def message(subject="test", body="Hello.\r\n", sender="sender@example.org",
     text = "\r\n".join(hdrs) + "\r\n\r\n"
     b = text.encode("utf-8")
     return b + (body.encode("utf-8") if isinstance(body, str) else body)
+
+
+# --------------------------------------------------------------------------
+# DNS
+
+class Dnsmasq:
+    """dnsmasq on a free loopback port serving only the records given
+    (dnsmasq options such as "--host-record=a.test,127.0.0.5",
+    "--ptr-record=5.0.0.127.in-addr.arpa,a.test", "--mx-host=...").
+    No upstream, no /etc/hosts. Stopped by PID at cleanup."""
+
+    def __init__(self, tmp, records, domains=("test",)):
+        self.port = free_port()
+        args = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                "--no-resolv", "--no-hosts", "--bind-interfaces",
+                "--listen-address=127.0.0.1", "--pid-file=", "--user=",
+                "--port=%d" % self.port]
+        args += ["--local=/%s/" % d for d in domains] + list(records)
+        self.log_path = os.path.join(tmp, "dnsmasq-%d.log" % self.port)
+        self.proc = spawn(args, self.log_path)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout=5.0):
+        # a query for "test" A: any answer (even NXDOMAIN) means it serves
+        q = (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+             b"\x04test\x00\x00\x01\x00\x01")
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dnsmasq exited: see %s" % self.log_path)
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.settimeout(0.2)
+            try:
+                u.sendto(q, ("127.0.0.1", self.port))
+                u.recvfrom(512)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            finally:
+                u.close()
+
+    def resolver(self, timeout=500, tries=1):
+        """The `resolver` config section that uses this server."""
+        return {"nameservers": ["127.0.0.1:%d" % self.port],
+                "timeout": timeout, "tries": tries}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            _kill_proc(self.proc)
