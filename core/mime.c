@@ -209,9 +209,24 @@ struct pst_mime_parser {
     /* the deepest part's body */
     bool decoding;
     struct pst_decoder dec;
-    unsigned pend_eol;              /* line end held back (0, 1 or 2) */
+    unsigned pend_eol;              /* line end held back: EOL_* */
     uint8_t *decbuf;
 };
+
+/* Line ends: LF, CRLF, or a CR that ends the input (a CRLF cut short). */
+enum { EOL_NONE, EOL_LF, EOL_CRLF, EOL_CR };
+
+static inline unsigned
+eol_len(unsigned k)
+{
+    return k == EOL_CRLF ? 2 : k != EOL_NONE;
+}
+
+static inline const char *
+eol_bytes(unsigned k)
+{
+    return k == EOL_LF ? "\n" : k == EOL_CRLF ? "\r\n" : "\r";
+}
 
 static inline struct frame *
 top(struct pst_mime_parser *p)
@@ -321,8 +336,8 @@ static void
 emit_pend_eol(struct pst_mime_parser *p)
 {
     if (p->pend_eol) {
-        emit(p, &"\r\n"[2 - p->pend_eol], p->pend_eol);
-        p->pend_eol = 0;
+        emit(p, eol_bytes(p->pend_eol), eol_len(p->pend_eol));
+        p->pend_eol = EOL_NONE;
     }
 }
 
@@ -874,7 +889,7 @@ header_line(struct pst_mime_parser *p, const uint8_t *s, size_t n,
                 flag(p, f->part, PST_MIME_F_ORPHAN_CONTINUATION);
             return HL_DONE;
         }
-        if (header_budget(p, n + eol)) {
+        if (header_budget(p, n + eol_len(eol))) {
             pst_tbuf_add(&p->field, &"\r\n"[2 - p->prev_eol], p->prev_eol);
             pst_tbuf_add(&p->field, s, n);
         }
@@ -896,7 +911,7 @@ header_line(struct pst_mime_parser *p, const uint8_t *s, size_t n,
             flag(p, f->part, PST_MIME_F_HEADER_FIELDS);
             p->block_over = true;
         }
-        if (header_budget(p, n + eol)) {
+        if (header_budget(p, n + eol_len(eol))) {
             pst_tbuf_reset(&p->field);
             pst_tbuf_add(&p->field, s, n);
             p->field_open = true;
@@ -1045,25 +1060,22 @@ line_piece(struct pst_mime_parser *p, const uint8_t *s, size_t n)
 static void
 line_end(struct pst_mime_parser *p, bool eof)
 {
-    unsigned eol = eof ? 0 : 1;
+    unsigned eol = eof ? EOL_NONE : EOL_LF;
     const uint8_t *s = (const uint8_t *)p->line.p;
     size_t n = p->line.len;
 
     switch (p->lmode) {
     case LM_FULL:
     case LM_PREFIX:
-        if (!eof && n && s[n - 1] == '\r') {
+        if (n && s[n - 1] == '\r') {
             n--;
-            eol = 2;
+            eol = eof ? EOL_CR : EOL_CRLF;
         }
         line_complete(p, s, n, eol);
         break;
     case LM_EMIT:
         if (p->held_cr) {
-            if (eof)
-                emit(p, "\r", 1);
-            else
-                eol = 2;
+            eol = eof ? EOL_CR : EOL_CRLF;
             p->held_cr = false;
         }
         if (p->decoding)
@@ -1071,11 +1083,11 @@ line_end(struct pst_mime_parser *p, bool eof)
         break;
     case LM_SKIP:
     case LM_PASS:
-        if (!eof && n && s[n - 1] == '\r')
-            eol = 2;
+        if (n && s[n - 1] == '\r')
+            eol = eof ? EOL_CR : EOL_CRLF;
         break;
     }
-    p->prev_eol = eol;
+    p->prev_eol = eol_len(eol);
 }
 
 /* ---- public ---- */
@@ -1158,7 +1170,7 @@ pst_mime_finish(struct pst_mime_parser *p)
     uint64_t end = p->off;
     if (p->decoding && p->pend_eol) {
         if (in_parts)
-            end -= p->pend_eol;
+            end -= eol_len(p->pend_eol);
         else
             emit_pend_eol(p);
     }

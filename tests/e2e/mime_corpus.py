@@ -340,6 +340,35 @@ def cases():
                    " filename*=UTF-8''%E6%96%B0.pdf")], b"x")])),
         "when both forms are present the RFC 2231 filename* wins, the one "
         "written for readers that understand it (Python takes the first)")
+    add("close_delimiter_in_preamble", msg(
+        top('multipart/mixed; boundary="cp"'),
+        b"preamble line\r\n--cp--\r\nepilogue\r\n"),
+        "a close delimiter before any other: the multipart is a leaf holding "
+        "the preamble, and the line end before the delimiter is the "
+        "delimiter's (RFC 2046 5.1.1; Python keeps it in the text)")
+    add("no_start_boundary_nested", msg(
+        top('multipart/mixed; boundary="ns1"'),
+        b"--ns1\r\nContent-Type: multipart/alternative; boundary=\"ns2\"\r\n"
+        b"\r\ninner text\r\n--ns1--\r\n"),
+        "a nested multipart whose first delimiter never came, ended by its "
+        "parent's delimiter: the line end before that delimiter is the "
+        "delimiter's, as for every other part (Python keeps it)")
+    add("delimiter_then_close", msg(
+        top('multipart/mixed; boundary="dc"'),
+        b"--dc\r\n\r\none\r\n--dc\r\n--dc--\r\nepilogue\r\n"),
+        "a delimiter directly followed by the close delimiter: the multipart "
+        "closes there (Python takes the close delimiter for a repeated "
+        "delimiter and opens an empty part in the epilogue)")
+    add("empty_subtype", msg([("Content-Type", "text/; charset=utf-8")],
+                             b"body\r\n"),
+        "a Content-Type without a subtype cannot be parsed, so it is "
+        "text/plain as RFC 2045 5.2 says (Python reports \"text/\")")
+    add("cte_trailing_junk", msg(
+        top("application/octet-stream",
+            [("Content-Transfer-Encoding", "base64 junk")]), b"YWJj\r\n"),
+        "the encoding is the first token and the junk after it is flagged "
+        "(bad_transfer_encoding), so the body is still decoded; Python "
+        "treats the whole value as an unknown encoding and shows base64 text")
     nest = b"leaf"
     for i in range(40):
         nest = msg([("Content-Type",

@@ -170,6 +170,10 @@ class InspectVsPython(unittest.TestCase):
             "bad_content_type": {"bad_content_type"},
             "qp_malformed": {"bad_quoted_printable"},
             "depth_40": {"depth_limit"},
+            "close_delimiter_in_preamble": {"missing_start_boundary"},
+            "no_start_boundary_nested": {"missing_start_boundary"},
+            "empty_subtype": {"bad_content_type"},
+            "cte_trailing_junk": {"bad_transfer_encoding"},
         }
         for name, (c, path) in self.cases.items():
             with self.subTest(case=name):
@@ -193,7 +197,41 @@ class InspectVsPython(unittest.TestCase):
         names = {n for n, (c, _) in self.cases.items() if c.differs}
         self.assertEqual(names, {
             "bad_base64_lone_sextet", "qp_trailing_blanks", "obs_header_colon",
-            "rfc2231_and_plain_filename", "depth_40"})
+            "rfc2231_and_plain_filename", "depth_40",
+            "close_delimiter_in_preamble", "no_start_boundary_nested",
+            "delimiter_then_close", "empty_subtype", "cte_trailing_junk"})
+        for name in names:
+            # each named difference really is one
+            c = self.cases[name][0]
+            _, want = py_parts(c.data)
+            self.assertNotEqual(pst_view(inspect_json(self.cases[name][1])),
+                                want, name)
+
+        doc = inspect_json(self.cases["close_delimiter_in_preamble"][1])
+        p = self.part(doc, "1")
+        self.assertEqual((p["container"], p["sha256"]),
+                         (False, sha(b"preamble line")))
+        self.assertEqual(doc["flags"], ["missing_start_boundary"])
+
+        doc = inspect_json(self.cases["no_start_boundary_nested"][1])
+        p = self.part(doc, "1")
+        self.assertEqual((p["container"], p["content_type"], p["sha256"]),
+                         (False, "multipart/alternative", sha(b"inner text")))
+
+        doc = inspect_json(self.cases["delimiter_then_close"][1])
+        self.assertEqual([p["section"] for p in doc["parts"]], ["TEXT", "1"])
+        self.assertEqual(self.part(doc, "1")["sha256"], sha(b"one"))
+        self.assertEqual(doc["flags"], [])
+
+        doc = inspect_json(self.cases["empty_subtype"][1])
+        p = self.part(doc, "1")
+        self.assertEqual((p["content_type"], p["flags"]),
+                         ("text/plain", ["bad_content_type"]))
+
+        doc = inspect_json(self.cases["cte_trailing_junk"][1])
+        p = self.part(doc, "1")
+        self.assertEqual((p["transfer_encoding"], p["sha256"], p["flags"]),
+                         ("base64", sha(b"abc"), ["bad_transfer_encoding"]))
         doc = inspect_json(self.cases["bad_base64_lone_sextet"][1])
         p = self.part(doc, "1")
         self.assertEqual((p["size"], p["sha256"]), (3, sha(b"abc")))
