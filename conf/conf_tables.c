@@ -634,7 +634,8 @@ static const struct pst__directive mime_table[] = {
          100000),
     /* RFC 2046 5.1.1 boundaries are 1..70 characters: never refuse those */
     UINT("boundary_length", pst_mime_conf, limits.boundary_len, 200, 70, 996),
-    UINT("parameters", pst_mime_conf, limits.params, 64, 1, 10000),
+    /* RFC 2231 joining is quadratic in the parameters of one field */
+    UINT("parameters", pst_mime_conf, limits.params, 64, 1, 1000),
     END,
 };
 

@@ -95,6 +95,7 @@ cache_key_init(void)
         abort();
 }
 
+/* pst_charset_thread_cleanup - close this thread's converters now. */
 void
 pst_charset_thread_cleanup(void)
 {
@@ -138,6 +139,8 @@ conv_get(const char *name)
     return cd;
 }
 
+/* pst_charset_canon - iconv name of an allowed charset label, NULL if not
+ * allowed. */
 const char *
 pst_charset_canon(const char *label, size_t n)
 {
@@ -184,6 +187,7 @@ utf8_seq(const uint8_t *s, size_t n)
 
 static const char repl[] = "\xef\xbf\xbd";
 
+/* pst_utf8_sanitize - append as UTF-8, bad sequences and NUL as U+FFFD. */
 void
 pst_utf8_sanitize(const void *in, size_t n, struct pst_tbuf *out)
 {
@@ -212,6 +216,7 @@ pst_utf8_sanitize(const void *in, size_t n, struct pst_tbuf *out)
     }
 }
 
+/* pst_utf8_valid - whether n octets are valid UTF-8 (RFC 3629). */
 bool
 pst_utf8_valid(const void *in, size_t n)
 {
@@ -229,6 +234,7 @@ pst_utf8_valid(const void *in, size_t n)
     return true;
 }
 
+/* pst_charset_to_utf8 - convert from an allowed charset, appending UTF-8. */
 int
 pst_charset_to_utf8(const char *label, size_t labellen, const void *in,
                     size_t n, struct pst_tbuf *out)

@@ -45,6 +45,7 @@ hexval(int c)
     return -1;
 }
 
+/* pst_cte_parse - the encoding a Content-Transfer-Encoding token names. */
 enum pst_cte
 pst_cte_parse(const char *s, size_t n)
 {
@@ -62,6 +63,7 @@ pst_cte_parse(const char *s, size_t n)
     return PST_CTE_UNKNOWN;
 }
 
+/* pst_cte_name - canonical lowercase name of an encoding. */
 const char *
 pst_cte_name(enum pst_cte cte)
 {
@@ -83,12 +85,14 @@ pst_cte_name(enum pst_cte cte)
 
 /* ---- base64 decoder ---- */
 
+/* pst_b64_dec_init - start a base64 decode. */
 void
 pst_b64_dec_init(struct pst_b64_dec *d)
 {
     memset(d, 0, sizeof(*d));
 }
 
+/* pst_b64_dec_update - decode n octets, write whole bytes as soon as known. */
 size_t
 pst_b64_dec_update(struct pst_b64_dec *d, const void *in, size_t n, void *out)
 {
@@ -163,6 +167,8 @@ pst_b64_dec_update(struct pst_b64_dec *d, const void *in, size_t n, void *out)
     return (size_t)(o - (uint8_t *)out);
 }
 
+/* pst_b64_dec_final - end of input: judge the tail (missing pad, lone
+ * sextet). */
 size_t
 pst_b64_dec_final(struct pst_b64_dec *d, void *out)
 {
@@ -178,6 +184,7 @@ pst_b64_dec_final(struct pst_b64_dec *d, void *out)
 
 enum { QP_TEXT, QP_EQ, QP_EQ_HEX, QP_EQ_WS, QP_EQ_CR };
 
+/* pst_qp_dec_init - start a quoted-printable decode. */
 void
 pst_qp_dec_init(struct pst_qp_dec *d)
 {
@@ -193,6 +200,8 @@ qp_flush_ws(struct pst_qp_dec *d, uint8_t *o)
     return o;
 }
 
+/* pst_qp_dec_update - decode n octets; blanks and '=' sequences that may
+ * still change meaning are held. */
 size_t
 pst_qp_dec_update(struct pst_qp_dec *d, const void *in, size_t n, void *out)
 {
@@ -321,6 +330,7 @@ pst_qp_dec_update(struct pst_qp_dec *d, const void *in, size_t n, void *out)
     return (size_t)(o - (uint8_t *)out);
 }
 
+/* pst_qp_dec_final - end of input: release or drop what is held. */
 size_t
 pst_qp_dec_final(struct pst_qp_dec *d, void *out)
 {
@@ -350,6 +360,8 @@ pst_qp_dec_final(struct pst_qp_dec *d, void *out)
 
 /* ---- any encoding ---- */
 
+/* pst_dec_init - start decoding a body in encoding cte (identity for 7bit,
+ * 8bit, binary, unknown). */
 void
 pst_dec_init(struct pst_decoder *d, enum pst_cte cte)
 {
@@ -360,6 +372,7 @@ pst_dec_init(struct pst_decoder *d, enum pst_cte cte)
         pst_qp_dec_init(&d->u.qp);
 }
 
+/* pst_dec_update - decode n octets with the encoding chosen at init. */
 size_t
 pst_dec_update(struct pst_decoder *d, const void *in, size_t n, void *out)
 {
@@ -371,6 +384,7 @@ pst_dec_update(struct pst_decoder *d, const void *in, size_t n, void *out)
     return n;
 }
 
+/* pst_dec_final - end of input for the chosen encoding. */
 size_t
 pst_dec_final(struct pst_decoder *d, void *out)
 {
@@ -381,6 +395,7 @@ pst_dec_final(struct pst_decoder *d, void *out)
     return 0;
 }
 
+/* pst_dec_bad - whether the input broke the encoding's rules. */
 bool
 pst_dec_bad(const struct pst_decoder *d)
 {
@@ -393,6 +408,7 @@ pst_dec_bad(const struct pst_decoder *d)
 
 /* ---- base64 encoder ---- */
 
+/* pst_b64_enc_init - start a base64 encode with lines of `line` characters. */
 void
 pst_b64_enc_init(struct pst_b64_enc *e, unsigned line)
 {
@@ -418,6 +434,7 @@ b64_quad(struct pst_b64_enc *e, uint8_t *o, const uint8_t *t, unsigned n)
     return o + 4;
 }
 
+/* pst_b64_enc_update - encode n octets. */
 size_t
 pst_b64_enc_update(struct pst_b64_enc *e, const void *in, size_t n, void *out)
 {
@@ -439,6 +456,7 @@ pst_b64_enc_update(struct pst_b64_enc *e, const void *in, size_t n, void *out)
     return (size_t)(o - (uint8_t *)out);
 }
 
+/* pst_b64_enc_final - pad the last quad and end the last line. */
 size_t
 pst_b64_enc_final(struct pst_b64_enc *e, void *out)
 {
@@ -459,6 +477,7 @@ pst_b64_enc_final(struct pst_b64_enc *e, void *out)
 
 #define QP_LINE 76
 
+/* pst_qp_enc_init - start a quoted-printable encode (text or binary). */
 void
 pst_qp_enc_init(struct pst_qp_enc *e, bool binary)
 {
@@ -503,6 +522,8 @@ qp_eol(struct pst_qp_enc *e, uint8_t *o)
     return o;
 }
 
+/* pst_qp_enc_update - encode n octets; a blank or CR is held until the next
+ * octet shows whether it ends a line. */
 size_t
 pst_qp_enc_update(struct pst_qp_enc *e, const void *in, size_t n, void *out)
 {
@@ -545,6 +566,7 @@ pst_qp_enc_update(struct pst_qp_enc *e, const void *in, size_t n, void *out)
     return (size_t)(o - (uint8_t *)out);
 }
 
+/* pst_qp_enc_final - encode what is held. */
 size_t
 pst_qp_enc_final(struct pst_qp_enc *e, void *out)
 {

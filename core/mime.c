@@ -101,6 +101,7 @@ ar_free(struct pst__arena *a)
 
 /* ---- limits and flags ---- */
 
+/* pst_mime_limits_default - the documented default limits. */
 void
 pst_mime_limits_default(struct pst_mime_limits *lim)
 {
@@ -139,6 +140,8 @@ static const char *const flag_names[] = {
     "orphan_continuation_line",
 };
 
+/* pst_mime_flag_name - the name of one PST_MIME_F_* bit, as docs/INSPECT.md
+ * lists it. */
 const char *
 pst_mime_flag_name(unsigned bit)
 {
@@ -181,7 +184,6 @@ struct pst_mime_parser {
     struct pst_mime_callbacks cb;
     void *arg;
     struct pst_msg *msg;
-    bool finished;
     bool headers_done;
 
     uint64_t off;                   /* octets consumed */
@@ -1092,6 +1094,8 @@ line_end(struct pst_mime_parser *p, bool eof)
 
 /* ---- public ---- */
 
+/* pst_mime_parser_new - a parser with its empty model, expecting the root
+ * header. */
 struct pst_mime_parser *
 pst_mime_parser_new(const struct pst_mime_limits *lim,
                     const struct pst_mime_callbacks *cb, void *arg)
@@ -1121,13 +1125,12 @@ pst_mime_parser_new(const struct pst_mime_limits *lim,
     return p;
 }
 
+/* pst_mime_feed - parse the next fragment of the message. */
 int
 pst_mime_feed(struct pst_mime_parser *p, const void *data, size_t len)
 {
     const uint8_t *d = data, *end = d + len;
 
-    if (p->finished)
-        return -EINVAL;
     while (d < end) {
         if (p->lmode == LM_PASS) {
             /* Nothing can end this body: stream the rest through. */
@@ -1154,6 +1157,8 @@ pst_mime_feed(struct pst_mime_parser *p, const void *data, size_t len)
     return 0;
 }
 
+/* pst_mime_finish - end of input: close every open part, return the model,
+ * free the parser. */
 struct pst_msg *
 pst_mime_finish(struct pst_mime_parser *p)
 {
@@ -1180,11 +1185,11 @@ pst_mime_finish(struct pst_mime_parser *p)
     m = p->msg;
     m->size = p->off;
     p->msg = NULL;
-    p->finished = true;
     pst_mime_parser_free(p);
     return m;
 }
 
+/* pst_mime_parser_free - abandon a parse and everything it built. */
 void
 pst_mime_parser_free(struct pst_mime_parser *p)
 {
@@ -1200,18 +1205,21 @@ pst_mime_parser_free(struct pst_mime_parser *p)
     free(p);
 }
 
+/* pst_mime_headers_done - whether the root header block is complete. */
 bool
 pst_mime_headers_done(const struct pst_mime_parser *p)
 {
     return p->headers_done;
 }
 
+/* pst_mime_root - the root part of the model being built. */
 const struct pst_mime_part *
 pst_mime_root(const struct pst_mime_parser *p)
 {
     return p->msg->root;
 }
 
+/* pst_msg_free - release a model. */
 void
 pst_msg_free(struct pst_msg *m)
 {
@@ -1226,6 +1234,7 @@ pst_msg_free(struct pst_msg *m)
     free(m);
 }
 
+/* pst_mime_field - the nth field of a part's header with that name. */
 const struct pst_hdr_field *
 pst_mime_field(const struct pst_mime_part *part, const char *name,
                unsigned nth)
@@ -1262,6 +1271,7 @@ reader_new(const struct pst_mime_part *part)
     return r;
 }
 
+/* pst_mime_reader_open - read a part's decoded body back from a stored file. */
 struct pst_mime_reader *
 pst_mime_reader_open(int fd, const struct pst_mime_part *part)
 {
@@ -1270,6 +1280,7 @@ pst_mime_reader_open(int fd, const struct pst_mime_part *part)
     return r;
 }
 
+/* pst_mime_reader_open_mem - read a part's decoded body back from memory. */
 struct pst_mime_reader *
 pst_mime_reader_open_mem(const void *msg, size_t len,
                          const struct pst_mime_part *part)
@@ -1283,6 +1294,8 @@ pst_mime_reader_open_mem(const void *msg, size_t len,
     return r;
 }
 
+/* pst_mime_reader_read - next decoded octets; 0 at the end, -errno on a read
+ * error. */
 ssize_t
 pst_mime_reader_read(struct pst_mime_reader *r, void *buf, size_t len)
 {
@@ -1317,12 +1330,14 @@ pst_mime_reader_read(struct pst_mime_reader *r, void *buf, size_t len)
     return (ssize_t)k;
 }
 
+/* pst_mime_reader_bad - whether the encoding was broken in what was read. */
 bool
 pst_mime_reader_bad(const struct pst_mime_reader *r)
 {
     return pst_dec_bad(&r->dec);
 }
 
+/* pst_mime_reader_close - release a reader (not the fd). */
 void
 pst_mime_reader_close(struct pst_mime_reader *r)
 {

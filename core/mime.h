@@ -205,8 +205,8 @@ struct pst_mime_parser;
 struct pst_mime_parser *
 pst_mime_parser_new(const struct pst_mime_limits *lim,
                     const struct pst_mime_callbacks *cb, void *arg);
-/* 0, or -EINVAL after finish. Malformed input is never an error: it is
- * flagged in the model. */
+/* Returns 0: malformed input is never an error, it is flagged in the
+ * model. Not to be called after pst_mime_finish (the parser is gone). */
 int pst_mime_feed(struct pst_mime_parser *p, const void *data, size_t len);
 /* End of input: returns the model and frees the parser. */
 struct pst_msg *pst_mime_finish(struct pst_mime_parser *p);

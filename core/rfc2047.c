@@ -24,6 +24,7 @@ is_wsp(int c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
+/* pst_skip_cfws - skip blanks, line ends and nested comments. */
 const char *
 pst_skip_cfws(const char *s, const char *end)
 {
@@ -171,6 +172,7 @@ pending_flush(struct pending *pw, struct pst_tbuf *out)
     pst_tbuf_reset(&pw->raw);
 }
 
+/* pst_rfc2047_decode - decode the encoded words of a header value to UTF-8. */
 void
 pst_rfc2047_decode(const char *in, size_t n, unsigned max_words,
                    struct pst_tbuf *out, struct pst_rfc2047_stats *st)
@@ -419,6 +421,7 @@ join_2231(struct pst_params *ps, struct rawp *r, unsigned nr, unsigned k)
     pst_tbuf_free(&utf);
 }
 
+/* pst_params_parse - parse a parameter list, joining RFC 2231 sections. */
 void
 pst_params_parse(const char *s, size_t n, unsigned max, struct pst_params *ps)
 {
@@ -523,6 +526,7 @@ pst_params_parse(const char *s, size_t n, unsigned max, struct pst_params *ps)
     free(r);
 }
 
+/* pst_params_get - value of a parameter by lowercase name, or NULL. */
 const char *
 pst_params_get(const struct pst_params *ps, const char *name)
 {
@@ -532,6 +536,7 @@ pst_params_get(const struct pst_params *ps, const char *name)
     return NULL;
 }
 
+/* pst_params_free - release a parsed parameter list. */
 void
 pst_params_free(struct pst_params *ps)
 {

@@ -9,6 +9,7 @@
 
 #include "core/util.h"
 
+/* pst_tbuf_init - empty buffer, nothing allocated. */
 void
 pst_tbuf_init(struct pst_tbuf *b)
 {
@@ -17,6 +18,7 @@ pst_tbuf_init(struct pst_tbuf *b)
     b->cap = 0;
 }
 
+/* pst_tbuf_reserve - room for more octets plus a NUL. */
 void
 pst_tbuf_reserve(struct pst_tbuf *b, size_t more)
 {
@@ -32,6 +34,7 @@ pst_tbuf_reserve(struct pst_tbuf *b, size_t more)
     b->cap = cap;
 }
 
+/* pst_tbuf_add - append n octets. */
 void
 pst_tbuf_add(struct pst_tbuf *b, const void *data, size_t n)
 {
@@ -42,6 +45,7 @@ pst_tbuf_add(struct pst_tbuf *b, const void *data, size_t n)
     b->len += n;
 }
 
+/* pst_tbuf_addc - append one octet. */
 void
 pst_tbuf_addc(struct pst_tbuf *b, int c)
 {
@@ -49,6 +53,7 @@ pst_tbuf_addc(struct pst_tbuf *b, int c)
     b->p[b->len++] = (char)c;
 }
 
+/* pst_tbuf_cstr - NUL-terminate (not counted in len) and return the text. */
 char *
 pst_tbuf_cstr(struct pst_tbuf *b)
 {
@@ -57,6 +62,7 @@ pst_tbuf_cstr(struct pst_tbuf *b)
     return b->p;
 }
 
+/* pst_tbuf_free - release the storage; the buffer is empty again. */
 void
 pst_tbuf_free(struct pst_tbuf *b)
 {

@@ -277,6 +277,8 @@ print_text(FILE *o, const char *file, const struct pst_msg *m,
     }
 }
 
+/* pst_cli_inspect - `postern inspect [--json] FILE`; exit 0, 1 (unreadable),
+ * 2 (usage). */
 int
 pst_cli_inspect(int argc, char **argv)
 {
