@@ -370,6 +370,18 @@ on_idle_timeout(uv_timer_t *t)
 
 static void on_sent(void *arg, struct pst_smtpc *c, bool reusable);
 
+/* on_gone - an idle connection died (peer closed, timeout). */
+static void
+on_gone(void *arg, struct pst_smtpc *c)
+{
+    struct conn *cn = arg;
+    struct dest *ds = cn->dest;
+    (void)c;
+    cn->c = NULL;
+    conn_free(cn);
+    dest_kick(ds);
+}
+
 static void
 conn_send(struct conn *cn, struct part *p)
 {
@@ -423,14 +435,12 @@ on_sent(void *arg, struct pst_smtpc *c, bool reusable)
     cn->part = NULL;
     part_results(p);
     part_done(p);
-    if (!reusable || cn->msgs >= ds->d->conf->delivery.messages_per_connection)
-    {
-        if (!reusable)
-            cn->c = NULL;   /* the client closed itself (c_fail) */
-        if (cn->c && reusable) {
-            pst_smtpc_close(cn->c);
-            cn->c = NULL;
-        }
+    if (!reusable ||
+        cn->msgs >= ds->d->conf->delivery.messages_per_connection) {
+        /* a dead client returns at once from close (it is still valid
+         * inside its own callback) */
+        pst_smtpc_close(cn->c);
+        cn->c = NULL;
         conn_free(cn);
     } else {
         cn->idle = true;
@@ -480,6 +490,7 @@ on_open(void *arg, struct pst_smtpc *c, int status, bool perm,
     cn->opened = true;
     ds->dead_until = 0;
     ds->proven = true;
+    pst_smtpc_on_gone(c, on_gone, cn);
     if ((p = TAILQ_FIRST(&ds->parts)) != NULL) {
         TAILQ_REMOVE(&ds->parts, p, link);
         conn_send(cn, p);

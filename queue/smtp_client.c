@@ -74,7 +74,10 @@ struct wreq {
 
 struct pst_smtpc {
     uv_loop_t *loop;
-    const struct pst_smtpc_opts *o;
+    const struct pst_smtpc_opts *o;  /* = &ov */
+    struct pst_smtpc_opts ov;       /* a copy: the caller's may go first
+                                       (a QUIT still in flight) */
+    char tls_name[256];
     union {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
@@ -94,6 +97,8 @@ struct pst_smtpc {
     void *open_arg;
     pst_smtpc_sent_cb sent_cb;
     void *sent_arg;
+    pst_smtpc_gone_cb gone_cb;
+    void *gone_arg;
 
     /* capabilities */
     bool ehlo, pipelining, eightbit, smtputf8, dsn, starttls, auth_plain,
@@ -372,6 +377,12 @@ c_fail(struct pst_smtpc *c, enum pst_smtpc_res res, const char *fmt, ...)
             if (c->m->rcpts[i].res == PST_SMTPC_PENDING)
                 rcpt_set(c, i, res, text);
         finish_msg(c, false);
+        return;
+    }
+    if (c->gone_cb) {
+        pst_smtpc_gone_cb g = c->gone_cb;
+        c->gone_cb = NULL;
+        g(c->gone_arg, c);
     }
 }
 
@@ -1253,7 +1264,13 @@ pst_smtpc_open(uv_loop_t *loop, const struct pst_smtpc_opts *o,
     int rc;
 
     c->loop = loop;
-    c->o = o;
+    c->ov = *o;
+    if (o->tls_name) {
+        snprintf(c->tls_name, sizeof(c->tls_name), "%s", o->tls_name);
+        c->ov.tls_name = c->tls_name;
+    }
+    c->o = &c->ov;
+    o = c->o;
     c->open_cb = cb;
     c->open_arg = arg;
     c->st = S_CONNECT;
@@ -1312,12 +1329,20 @@ pst_smtpc_send(struct pst_smtpc *c, struct pst_smtpc_msg *m,
 }
 
 void
+pst_smtpc_on_gone(struct pst_smtpc *c, pst_smtpc_gone_cb cb, void *arg)
+{
+    c->gone_cb = cb;
+    c->gone_arg = arg;
+}
+
+void
 pst_smtpc_close(struct pst_smtpc *c)
 {
     if (c == NULL)
         return;
     c->open_cb = NULL;
     c->sent_cb = NULL;
+    c->gone_cb = NULL;
     c->m = NULL;
     if (c->st == S_DEAD)
         return;

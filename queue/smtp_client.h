@@ -110,6 +110,10 @@ struct pst_smtpc *pst_smtpc_open(uv_loop_t *loop,
 /* pst_smtpc_send - deliver m on a ready connection; cb once, later. */
 void pst_smtpc_send(struct pst_smtpc *c, struct pst_smtpc_msg *m,
                     pst_smtpc_sent_cb cb, void *arg);
+/* The connection died while idle (the peer closed it, a timeout): cb
+ * runs once; c is gone when it returns (do not close it). */
+typedef void (*pst_smtpc_gone_cb)(void *arg, struct pst_smtpc *c);
+void pst_smtpc_on_gone(struct pst_smtpc *c, pst_smtpc_gone_cb cb, void *arg);
 /* pst_smtpc_close - QUIT if idle and usable, then close; no more callbacks. */
 void pst_smtpc_close(struct pst_smtpc *c);
 /* pst_smtpc_tls - the connection is encrypted (for logs and tests). */
