@@ -625,6 +625,24 @@ class Postern:
 
     # -- lifecycle
     def start(self, wait=True):
+        """Write the config, start postern, wait for event=ready. If the
+        listener port the harness picked was taken meanwhile (another test
+        bound it first), pick a new one and try again (3 times)."""
+        for attempt in range(3):
+            try:
+                return self._start(wait)
+            except AssertionError:
+                if not (wait and attempt < 2 and self._port_race()):
+                    raise
+                self.port = free_port()
+                self.config["listeners"][0]["port"] = self.port
+
+    def _port_race(self):
+        auto = (self.listen_port == self.port)
+        return auto and re.search(rb"(?i)address already in use|EADDRINUSE",
+                                  self.log()) is not None
+
+    def _start(self, wait):
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("postern already running")
         self.write_config()
