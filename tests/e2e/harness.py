@@ -377,7 +377,14 @@ class SMTPClient:
             if len(self.buf) > self.MAX_LINE:
                 raise AssertionError("reply line too long: %r..."
                                      % self.buf[:200])
-            if not self._fill(timeout):
+            try:
+                more = self._fill(timeout)
+            except socket.timeout:
+                raise AssertionError(
+                    "no whole reply within %.1f s; partial %r"
+                    % (self.timeout if timeout is None else timeout,
+                       self.buf)) from None
+            if not more:
                 raise ConnectionClosed(
                     "connection closed; partial reply %r" % self.buf)
 
