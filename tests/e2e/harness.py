@@ -478,6 +478,28 @@ class SMTPClient:
         self.greeting()
         return self.ehlo(name)
 
+    def transaction(self, sender, rcpts, data, mail_params="",
+                    stuffed=False):
+        """MAIL, RCPT per recipient, DATA and the message (dot-stuffed here
+        unless `stuffed`, in which case data is sent as is and must carry
+        its own end of data). Every reply before the final one is checked
+        (250/250/354); returns the reply to the end of data."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        self.cmd(("MAIL FROM:<%s> %s" % (sender, mail_params)).rstrip(),
+                 250, "2.1.0")
+        for r in rcpts:
+            self.cmd("RCPT TO:<%s>" % r, 250, "2.1.5")
+        self.cmd("DATA", 354)
+        self.send(data if stuffed else dot_stuff(data))
+        return self.reply()
+
+    def bdat(self, chunk, last=False):
+        """Send one BDAT chunk; returns the reply."""
+        self.send(b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"")
+                  + chunk)
+        return self.reply()
+
     def quit(self):
         try:
             self.cmd("QUIT", 221, "2.0.0")
@@ -495,6 +517,18 @@ class SMTPClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+QUEUED_RE = re.compile(r"queued as ([0-9A-Fa-f]{16})\b")
+
+
+def queue_id(r):
+    """The QID of a '250 2.0.0 Ok: queued as <QID>' reply (asserted)."""
+    check_reply(r, 250, "2.0.0")
+    m = QUEUED_RE.search(r.text)
+    if not m:
+        raise AssertionError("no queue id (16 hex) in %r" % r.raw)
+    return m.group(1)
 
 
 def check_reply(r, code, enhanced=None):
