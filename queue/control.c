@@ -62,6 +62,8 @@ struct ctl_client {
     bool op_pending;
     bool closing;
     bool answered;
+    int refuse;                 /* answer this error to the request */
+    const char *refuse_text;
 };
 
 /* ---- text helpers (also used by qmgr.c) ---- */
@@ -283,7 +285,12 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (nl > c->line && nl[-1] == '\r')
         nl[-1] = '\0';
     uv_read_stop(s);
-    run_command(c, c->line);
+    /* a refused peer's request is read first: closing with it unread
+     * would reset the connection and lose the answer */
+    if (c->refuse)
+        answer(c, c->refuse, c->refuse_text, false);
+    else
+        run_command(c, c->line);
 }
 
 static void
@@ -339,15 +346,14 @@ on_connection(uv_stream_t *srv, int status)
         return;
     }
     if (ctl->clients > PST_CTL_CLIENTS) {
-        answer(c, -EBUSY, "too many control connections", false);
-        return;
-    }
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
-        !peer_allowed(ctl, fd, &cr)) {
+        c->refuse = -EBUSY;
+        c->refuse_text = "too many control connections";
+    } else if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
+               !peer_allowed(ctl, fd, &cr)) {
         pst_warn("event=control_denied uid=%u gid=%u pid=%d",
                  (unsigned)cr.uid, (unsigned)cr.gid, (int)cr.pid);
-        answer(c, -EACCES, "permission denied", false);
-        return;
+        c->refuse = -EACCES;
+        c->refuse_text = "permission denied";
     }
     uv_timer_start(&c->timer, on_timeout, PST_CTL_TIMEOUT, 0);
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
