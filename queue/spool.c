@@ -896,6 +896,10 @@ pst_spool_close(struct pst_spool *sp)
         sp->sync_started = false;
     }
     drain_done(sp);
+    pst_info("event=spool_stats committed=%llu batches=%llu fsyncs=%llu",
+             (unsigned long long)atomic_load(&sp->n_committed),
+             (unsigned long long)atomic_load(&sp->n_batches),
+             (unsigned long long)atomic_load(&sp->n_fsync));
     pst__qmgr_close(sp->qm);
     sp->qm = NULL;
     if (sp->open_msgs)
