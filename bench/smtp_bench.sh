@@ -21,7 +21,7 @@ concs=("$@")
 [ ${#concs[@]} -gt 0 ] || concs=(1 20 100)
 bin=$(realpath "$build/bin/postern")
 command -v smtp-source >/dev/null || { echo "smtp-source missing (postfix)"; exit 1; }
-tmp=$(mktemp -d /tmp/pst-bench-XXXXXX)
+tmp=$(mktemp -d /tmp/postern-bench-XXXXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -40,7 +40,7 @@ logging = { level = "info"; };
 CONF
     $1 "$bin" -c "$tmp/p.conf" 2> "$tmp/log" &
     pid=$!
-    for _ in $(seq 200); do grep -q 'event=ready' "$tmp/log" 2>/dev/null && return; sleep 0.05; done
+    for _ in $(seq 600); do grep -q 'event=ready' "$tmp/log" 2>/dev/null && return; sleep 0.05; done
     echo "postern did not start"; cat "$tmp/log"; exit 1
 }
 stop() {

@@ -233,8 +233,10 @@ pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp, char *qid)
     m->sp = sp;
     m->fd = -1;
     for (int tries = 0; tries < 1000; tries++) {
-        if (sp->seq >= (UINT64_C(1) << PST_QID_SEQ_BITS))
-            return -EOVERFLOW;
+        if (sp->seq >= (UINT64_C(1) << PST_QID_SEQ_BITS)) {
+            rc = -EOVERFLOW;
+            goto fail;
+        }
         qid_format(m->qid, sp->gen, sp->seq++);
         fd = openat(sp->incfd, m->qid, O_WRONLY | O_CREAT | O_EXCL |
                     O_CLOEXEC, 0600);
