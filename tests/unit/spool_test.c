@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -700,6 +702,53 @@ test_enospc_while_receiving(void **state)
     free(big);
 }
 
+/* A write error in the commit's own records (here EFBIG from a file size
+ * limit that the message text just fits under; a full disk takes the same
+ * path): the callback reports it, the file is gone, nothing is queued. */
+static void
+test_write_error_at_commit(void **state)
+{
+    struct fx *f = *state;
+    struct pst_spool_msg *m;
+    char qid[PST_QID_LEN + 1];
+    size_t len = PST_CHUNK_MAX;         /* one CHUNK, flushed by the write */
+    char *body = make_body(len, 7);
+    struct rlimit old, lim;
+    struct sub s = {0};
+    struct pst_envelope e;
+    const char *rc1[] = {"r@example.org"};
+
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
+    assert_int_equal(pst_spool_msg_write(m, body, len), 0);
+    char *p = spath(f, "incoming", qid);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 8 + 36 + PST_SPOOL_WBUF);
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 16;     /* the records need more */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    envelope(&e, "s@example.org", rc1, 1);
+    pst_spool_msg_commit(m, &e, on_commit, &s);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, -EFBIG);
+    assert_int_not_equal(access(p, F_OK), 0);
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
+    struct pst_spool_stats ss;
+    pst_spool_stats(f->sp, &ss);
+    assert_int_equal(ss.committed, 0);
+    assert_int_equal(ss.queued, 0);
+    pst_envelope_free(&e);
+    free(p);
+    spool_close(f);
+    free(body);
+}
+
 static int
 scan_file(const char *path, struct pst_scan *sc)
 {
@@ -948,6 +997,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_clock_jump_does_not_stall, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_enospc_while_receiving, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_error_at_commit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_maildir_full_partial_then_retry,
                                         setup, teardown),
