@@ -103,12 +103,16 @@ list_of(struct pst_qmgr *qm, enum qe_where w)
     }
 }
 
+static void arm_at(struct pst_qmgr *qm, uint64_t due);
+
 static void
 qe_move(struct pst_qmgr *qm, struct qent *e, enum qe_where to)
 {
     TAILQ_REMOVE(list_of(qm, e->where), e, link);
     e->where = to;
     TAILQ_INSERT_TAIL(list_of(qm, to), e, link);
+    if (to == QE_WAIT)
+        arm_at(qm, e->due);
 }
 
 static void
@@ -191,41 +195,45 @@ qe_state_name(const struct qent *e)
 
 static void schedule(struct pst_qmgr *qm);
 
-/* ---- the timer ---- */
+/* ---- the timer ----
+ *
+ * One timer for the deferred list, armed for the earliest due time as
+ * entries are deferred. When it fires it moves every entry due within the
+ * next PST_QMGR_TICK ms to the ready list, so a large deferred backlog
+ * with jittered times costs one scan per tick, not one per message.
+ */
+
+#define PST_QMGR_TICK 1000u
 
 static void
 on_timer(uv_timer_t *t)
 {
     struct pst_qmgr *qm = t->data;
-    uint64_t now = uv_now(qm->loop);
+    uint64_t now = uv_now(qm->loop), min = UINT64_MAX;
     struct qent *e, *next;
 
     qm->timer_due = UINT64_MAX;
     for (e = TAILQ_FIRST(&qm->wait); e != NULL; e = next) {
         next = TAILQ_NEXT(e, link);
-        if (e->due <= now)
+        if (e->due <= now + PST_QMGR_TICK)
             qe_move(qm, e, QE_READY);
+        else
+            min = PST_MIN(min, e->due);
     }
+    if (min != UINT64_MAX)
+        arm_at(qm, min);
     schedule(qm);
 }
 
 static void
-arm_timer(struct pst_qmgr *qm)
+arm_at(struct pst_qmgr *qm, uint64_t due)
 {
-    uint64_t min = UINT64_MAX, now = uv_now(qm->loop);
-    struct qent *e;
+    uint64_t now = uv_now(qm->loop);
 
-    TAILQ_FOREACH(e, &qm->wait, link)
-        min = PST_MIN(min, e->due);
-    if (min == UINT64_MAX) {
-        uv_timer_stop(&qm->timer);
-        qm->timer_due = UINT64_MAX;
+    if (!qm->timer_open || due >= qm->timer_due)
         return;
-    }
-    if (min == qm->timer_due)
-        return;
-    qm->timer_due = min;
-    uv_timer_start(&qm->timer, on_timer, min > now ? min - now : 0, 0);
+    qm->timer_due = due;
+    uv_timer_start(&qm->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
 /* ---- delivery ---- */
@@ -598,10 +606,8 @@ schedule(struct pst_qmgr *qm)
 
     if (!qm->started || qm->sp->closing)
         return;
-    if (qm->paused) {
-        arm_timer(qm);
+    if (qm->paused)
         return;
-    }
     while (qm->inflight < qm->sp->o.concurrency &&
            (e = TAILQ_FIRST(&qm->ready)) != NULL) {
         if (pending_count(e) == 0) {
@@ -613,7 +619,6 @@ schedule(struct pst_qmgr *qm)
         }
         start_delivery(qm, e);
     }
-    arm_timer(qm);
 }
 
 /* ---- entries in ---- */
@@ -634,6 +639,8 @@ qe_insert(struct pst_qmgr *qm, struct qent *e, enum qe_where w)
     e->where = w;
     TAILQ_INSERT_TAIL(list_of(qm, w), e, link);
     qm->count++;
+    if (w == QE_WAIT)
+        arm_at(qm, e->due);
 }
 
 void
