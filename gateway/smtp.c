@@ -1,6 +1,6 @@
 /*
  * smtp.c - the SMTP session state machine (RFC 5321 with PIPELINING, SIZE,
- * 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING).
+ * 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN, CHUNKING).
  *
  * Flow: bytes arrive into a fixed input buffer; process() consumes as much
  * as the current state allows (command lines, DATA text through the
@@ -364,6 +364,7 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
                    "250-8BITMIME\r\n"
                    "250-SMTPUTF8\r\n"
                    "250-ENHANCEDSTATUSCODES\r\n"
+                   "250-DSN\r\n"          /* reports: queue/dsn.c */
                    "250 CHUNKING\r\n",
                    s->conf->hostname, s->conf->limits.message_size);
 }

@@ -543,6 +543,13 @@ class Bounces(PosternTestCase):
         return self.postern({"delivery": dict(FAST, routes=[
             {"domain": "dest.test", "route": ds.route()}], **delivery)})
 
+    def test_dsn_advertised(self):
+        p = self.postern()
+        with p.smtp() as s:
+            code, _ = s.ehlo("client.test")
+            self.assertEqual(code, 250)
+            self.assertTrue(s.has_extn("DSN"))
+
     def test_bounce_structure_full_message(self):
         ds = self.downstream(script={"RCPT": ["550 5.1.1 no such user",
                                               "250 2.1.5 Ok"]})
