@@ -677,5 +677,148 @@ class Bounces(PosternTestCase):
         self.assertEqual(p.maildir_count(), 1)
 
 
+DOVECOT_CONF = """
+base_dir = {tmp}/dovecot-run
+state_dir = {tmp}/dovecot-state
+log_path = {tmp}/dovecot.log
+info_log_path = {tmp}/dovecot.log
+protocols = lmtp pop3 imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:{tmp}/dovecot-mail/%u
+first_valid_uid = 1
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = static
+  args = password=secret
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={tmp}/dovecot-home/%u
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+
+
+class Dovecot(PosternTestCase):
+    """Through postern into Dovecot's LMTP, read back over POP3 and IMAP:
+    the whole path from the client to the mailbox."""
+
+    def start_dovecot(self):
+        os.chmod(self.tmp, 0o755)
+        for d in ("dovecot-mail", "dovecot-home"):
+            os.mkdir(os.path.join(self.tmp, d))
+            os.chmod(os.path.join(self.tmp, d), 0o777)
+        self.ports = {"lmtp": harness.free_port(),
+                      "pop3": harness.free_port(),
+                      "imap": harness.free_port()}
+        conf = os.path.join(self.tmp, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(DOVECOT_CONF.format(tmp=self.tmp, **self.ports))
+        proc = subprocess.Popen(["dovecot", "-F", "-c", conf],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+        def stop():
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 10
+        for port in self.ports.values():
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("dovecot did not start")
+                    time.sleep(0.05)
+        return os.path.join(self.tmp, "dovecot-run", "lmtp")
+
+    def read_pop3(self, user, n, timeout=15):
+        import poplib
+        deadline = time.monotonic() + timeout
+        while True:
+            pop = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=5)
+            try:
+                pop.user(user)
+                pop.pass_("secret")
+                count, _ = pop.stat()
+                if count >= n:
+                    return [b"\r\n".join(pop.retr(i + 1)[1])
+                            for i in range(count)]
+            finally:
+                pop.quit()
+            if time.monotonic() > deadline:
+                raise AssertionError("POP3 mailbox of %s has %d of %d"
+                                     % (user, count, n))
+            time.sleep(0.1)
+
+    def test_lmtp_to_dovecot_read_back_pop3_and_imap(self):
+        unix_path = self.start_dovecot()
+        p = self.postern({"delivery": dict(FAST, routes=[
+            {"domain": "inet.test",
+             "route": "lmtp:127.0.0.1:%d" % self.ports["lmtp"]},
+            {"domain": "unix.test", "route": "lmtp:unix:" + unix_path}])})
+        body = "Hello Dovecot.\r\n.a dotted line\r\n" + "y" * 200 + "\r\n"
+        send(p, ["alice@inet.test", "bob@inet.test"],
+             message(subject="via lmtp", body=body))
+        send(p, ["carol@unix.test"], message(subject="via unix socket"))
+        for user, subject in (("alice@inet.test", "via lmtp"),
+                              ("bob@inet.test", "via lmtp"),
+                              ("carol@unix.test", "via unix socket")):
+            [raw] = self.read_pop3(user, 1)
+            m = email.message_from_bytes(raw)
+            self.assertEqual(m["Subject"], subject)
+            # Dovecot's own Received on top, postern's below it
+            self.assertTrue(any(r.startswith("from client.test")
+                                for r in m.get_all("Received")))
+        wait_log(p, r'event=delivered to="alice@inet.test"')
+        # the same message over IMAP, body byte for byte
+        import imaplib
+        im = imaplib.IMAP4("127.0.0.1", self.ports["imap"])
+        try:
+            im.login("alice@inet.test", "secret")
+            typ, data = im.select("INBOX")
+            self.assertEqual(typ, "OK")
+            self.assertEqual(int(data[0]), 1)
+            typ, data = im.fetch("1", "(BODY[TEXT])")
+            self.assertEqual(typ, "OK")
+            self.assertEqual(data[0][1], body.encode())
+        finally:
+            im.logout()
+
+
 if __name__ == "__main__":
     unittest.main()
