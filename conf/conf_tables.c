@@ -313,6 +313,7 @@ fix_nameserver(struct pst__ctx *x, const config_setting_t *s,
 /* ---- word lists ---- */
 
 static const struct pst__word dtls_words[] = {
+    {"default", PST_DTLS_INHERIT},  /* a route: delivery.tls */
     {"none", PST_DTLS_NONE},
     {"may", PST_DTLS_MAY},
     {"encrypt", PST_DTLS_ENCRYPT},
@@ -780,6 +781,10 @@ finish_delivery(struct pst__ctx *x, struct pst_conf *c)
     struct pst_delivery_conf *d = &c->delivery;
     const config_setting_t *l = lookup(x, "delivery.routes");
 
+    if (d->tls == PST_DTLS_INHERIT)
+        pst__conf_error(x, lookup(x, "delivery.tls"),
+                        "delivery.tls: \"default\" is for routes; use none, "
+                        "may, encrypt or verify");
     if ((d->tls_cert_file == NULL) != (d->tls_key_file == NULL))
         pst__conf_error(x, lookup(x, d->tls_cert_file ? "delivery.tls_cert"
                                                       : "delivery.tls_key"),
