@@ -610,7 +610,7 @@ message_text(struct pst_session *s, const char *p, size_t n)
         return;
     if (!s->hs.done) {
         hdrscan_feed(&s->hs, p, n);
-        if (s->hs.received >= s->conf->limits.hops) {
+        if (s->hs.received > s->conf->limits.hops) {
             s->fail = MF_HOPS;
             return;
         }
