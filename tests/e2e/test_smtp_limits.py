@@ -55,6 +55,33 @@ class SizeTest(PosternTestCase):
         self.assertEqual(len(files), 1)
         self.assertIn(b"Subject: small", files[0].body)
 
+    def sized(self, n):
+        """A message of exactly n octets in short lines."""
+        base = b"Subject: size\r\n\r\n"
+        fill = n - len(base)
+        lines = b"".join(b"y" * 98 + b"\r\n" for _ in range(fill // 100))
+        rest = fill - len(lines)
+        body = base + lines + (b"w" * (rest - 2) + b"\r\n" if rest else b"")
+        self.assertEqual(len(body), n)
+        return body
+
+    def test_size_boundary(self):
+        """Exactly limits.message_size octets pass, one more does not, in
+        DATA and in BDAT."""
+        with self.p.session() as c:
+            queue_id(c.transaction("a@example.org", ["b@example.net"],
+                                   self.sized(20000)))
+            r = c.transaction("a@example.org", ["b@example.net"],
+                              self.sized(20001))
+            self.assertReply(r, 552, "5.3.4")
+            for n, code in ((20000, 250), (20001, 552)):
+                c.cmd("MAIL FROM:<a@example.org>", 250, "2.1.0")
+                c.cmd("RCPT TO:<b@example.net>", 250, "2.1.5")
+                r = c.bdat(self.sized(n), last=True)
+                self.assertReply(r, code, "2.0.0" if code == 250 else "5.3.4")
+        files = self.p.wait_for_delivered(2, settle=0.5)
+        self.assertEqual([len(f.body) for f in files], [20000, 20000])
+
     def test_bdat_over_limit(self):
         """Chunks are sent one at a time (RFC 3030: no more chunks after a
         failed one); the chunk that crosses the limit gets 552 5.3.4."""
@@ -142,6 +169,24 @@ class LineLimitTest(PosternTestCase):
             c.cmd("NOOP " + "x" * 523, 500, "5.5.2")     # 530 octets
             c.cmd(mail(2000, " SIZE=1000"), 500, "5.5.2")
             c.cmd("NOOP", 250, "2.0.0")
+
+    def test_text_line_cap_boundary(self):
+        """limits.text_line_max counts the octets of a line before its
+        CRLF: exactly that many pass, one more does not."""
+        with self.p.session() as c:
+            r = c.transaction("a@example.org", ["b@example.net"],
+                              message(body="c" * 4001 + "\r\n"))
+            self.assertReply(r, 552, "5.3.4")
+            queue_id(c.transaction("a@example.org", ["b@example.net"],
+                                   message(body="c" * 4000 + "\r\n")))
+            # a header line counts the same
+            r = c.transaction("a@example.org", ["b@example.net"],
+                              message(extra_headers=["X-Long: " + "h" * 3993]))
+            self.assertReply(r, 552, "5.3.4")
+        files = self.p.wait_for_delivered(1, settle=0.5)
+        self.assertEqual(len(files), 1)
+        text = files[0].body.split(b"\r\n\r\n", 1)[1]
+        self.assertEqual(text.replace(b"\r\n", b"").count(b"c"), 4000)
 
     def test_text_line_cap(self):
         ok = message(subject="long ok", body="a" * 3000 + "\r\nend\r\n")
@@ -236,6 +281,20 @@ class HopLimitTest(PosternTestCase):
         files = self.p.wait_for_delivered(1, settle=0.5)
         self.assertEqual(len(files), 1)
         self.assertIn(b"Subject: three", files[0].body)
+
+    def test_hop_limit_boundary(self):
+        """limits.hops Received fields pass; one more gets 554 5.4.6
+        (SMTP-REPLIES.md and docs/SMTP.md: "more than limits.hops")."""
+        self.p.restart({"limits": {"hops": 5}})
+        with self.p.session() as c:
+            queue_id(c.transaction("a@example.org", ["b@example.net"],
+                                   self.hops(5, "five")))
+            r = c.transaction("a@example.org", ["b@example.net"],
+                              self.hops(6, "six"))
+            self.assertReply(r, 554, "5.4.6")
+        files = self.p.wait_for_delivered(1, settle=0.5)
+        self.assertEqual(len(files), 1)
+        self.assertIn(b"Subject: five", files[0].body)
 
     def test_received_in_body_not_counted(self):
         body = "".join("Received: from x%d by y; date\r\n" % i
