@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""relay_bench.py - postern as a relay between Postfix's smtp-source and
+smtp-sink on loopback: messages/s from the first connection to the last
+downstream delivery, and postern's CPU time per message.
+
+    bench/relay_bench.py BUILD_DIR [MESSAGES] [SESSIONS] [SIZE]
+
+Not run by ctest. Ports are free loopback ports; every process started is
+ended by PID.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, deadline=10):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("port %d not listening" % port)
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main():
+    build = sys.argv[1]
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    sessions = int(sys.argv[3]) if len(sys.argv) > 3 else 100
+    size = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
+    tmp = tempfile.mkdtemp(prefix="relay-bench-")
+    procs = []
+    try:
+        sink_port, port = free_port(), free_port()
+        sink = subprocess.Popen(["smtp-sink", "-u", "nobody",
+                                 "127.0.0.1:%d" % sink_port, "1000"],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(sink)
+        wait_port(sink_port)
+        conf = os.path.join(tmp, "postern.conf")
+        with open(conf, "w") as f:
+            f.write("""hostname = "bench.test";
+listeners = ( { address = "127.0.0.1"; port = %d; } );
+relay = { trusted_networks = [ "127.0.0.0/8" ]; };
+queue = { directory = "%s/spool"; };
+delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
+             destination_concurrency = 20; };
+logging = { level = "info"; };
+""" % (port, tmp, sink_port))
+        log = open(os.path.join(tmp, "postern.log"), "wb")
+        pst = subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
+                                conf], stdout=log, stderr=log)
+        procs.append(pst)
+        wait_port(port)
+        cpu0 = cpu_seconds(pst.pid)
+        t0 = time.monotonic()
+        subprocess.run(["smtp-source", "-c", "-l", str(size), "-m", str(n),
+                        "-s", str(sessions), "-f", "from@bench.test",
+                        "-t", "to@sink.test", "127.0.0.1:%d" % port],
+                       check=True, stdout=subprocess.DEVNULL)
+        t_in = time.monotonic() - t0
+        rx = re.compile(rb"event=delivered")
+        path = os.path.join(tmp, "postern.log")
+        deadline = time.monotonic() + 300
+        while True:
+            with open(path, "rb") as f:
+                done = len(rx.findall(f.read()))
+            if done >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        t_all = time.monotonic() - t0
+        cpu = cpu_seconds(pst.pid) - cpu0
+        print("messages=%d size=%d sessions=%d accepted_in=%.2fs "
+              "(%.0f/s) relayed_in=%.2fs (%.0f/s) delivered=%d "
+              "postern_cpu=%.2fs (%.3f ms/msg)"
+              % (n, size, sessions, t_in, n / t_in, t_all, done / t_all,
+                 done, cpu, cpu * 1000 / max(done, 1)))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
