@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "gateway/smtp.h"
+#include "filters/chain.h"
 #include "queue/spool.h"
 
 static void
@@ -88,6 +89,8 @@ server_stop(struct pst_server *srv, const char *why)
     if (srv->nsessions == 0 && srv->spool) {
         pst_spool_close(srv->spool);
         srv->spool = NULL;
+        pst_frt_close(srv->frt);    /* no session is left to resume */
+        srv->frt = NULL;
     }
 }
 
@@ -105,6 +108,8 @@ pst_server_session_gone(struct pst_server *srv)
     if (srv->stopping && srv->nsessions == 0 && srv->spool) {
         pst_spool_close(srv->spool);
         srv->spool = NULL;
+        pst_frt_close(srv->frt);    /* no session is left to resume */
+        srv->frt = NULL;
     }
 }
 
@@ -140,6 +145,15 @@ pst_server_run(struct pst_conf *conf)
         uv_run(srv.loop, UV_RUN_DEFAULT);
         return 1;
     }
+    rc = pst_frt_new(srv.loop, PST_FILTER_WORKERS, &srv.frt);
+    if (rc < 0) {
+        pst_err("event=fatal op=filter_workers error=\"%s\"",
+                strerror(-rc));
+        pst_dns_free(srv.dns);
+        pst_spool_close(srv.spool);
+        uv_run(srv.loop, UV_RUN_DEFAULT);
+        return 1;
+    }
     srv.listeners = pst_xcalloc(conf->nlisteners, sizeof(*srv.listeners));
     srv.nlisteners = conf->nlisteners;
     for (size_t i = 0; i < conf->nlisteners; i++) {
@@ -167,6 +181,8 @@ pst_server_run(struct pst_conf *conf)
         server_stop(&srv, "startup failed");
         uv_run(srv.loop, UV_RUN_DEFAULT);
     }
+    pst_frt_close(srv.frt);         /* if the stop path did not */
+    srv.frt = NULL;
     uv_walk(srv.loop, on_walk_close, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(srv.loop) != 0)

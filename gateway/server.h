@@ -17,6 +17,7 @@
 
 struct pst_session;
 struct pst_spool;
+struct pst_frt;
 struct pst_dns;
 
 struct pst_listener {
@@ -30,6 +31,7 @@ struct pst_server {
     uv_loop_t *loop;
     struct pst_conf *conf;          /* current generation (one reference) */
     struct pst_spool *spool;
+    struct pst_frt *frt;            /* filter worker pool (filters/chain.h) */
     struct pst_dns *dns;            /* client name lookups */
     struct pst_listener *listeners;
     size_t nlisteners;

@@ -37,9 +37,11 @@
 #include "core/envelope.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "filters/chain.h"
 #include "gateway/dotstream.h"
 #include "gateway/parse.h"
 #include "gateway/received.h"
+#include "gateway/smtp_filters.h"
 #include "gateway/reply.h"
 #include "queue/spool.h"
 
@@ -54,6 +56,7 @@ enum sstate {
     ST_DATA,                        /* DATA text until CRLF.CRLF */
     ST_BDAT,                        /* bdat_left octets of chunk text */
     ST_COMMIT,                      /* spool commit in flight */
+    ST_FILTER,                      /* a filter verdict is pending */
 };
 
 /* Why a message is refused after its data (first problem wins). */
@@ -129,6 +132,17 @@ struct pst_session {
     bool bdat_last;
     bool bdat_discard;              /* chunk read only to keep framing */
     uint64_t data_deadline;         /* loop ms */
+
+    /* filters (filters/chain.h): NULL when the chain is empty */
+    struct pst_fsess *fs;
+    enum pst_fphase fstep;          /* the phase whose verdict is pending */
+    enum sstate fst_saved;          /* state to go back to */
+    const char *cur_line;           /* command being dispatched */
+    size_t cur_len;
+    char *fline;                    /* it, kept while its verdict pends */
+    size_t fline_len;
+    bool fready;                    /* fres holds the verdict of fstep */
+    struct pst_fres fres;
 };
 
 static void process(struct pst_session *s);
@@ -137,6 +151,11 @@ static void session_free(struct pst_session *s);
 static void arm_timer(struct pst_session *s);
 static void update_reading(struct pst_session *s);
 static void flush(struct pst_session *s);
+static bool filter_gate(struct pst_session *s, enum pst_fphase ph,
+                        const char *arg, const char **newaddr);
+static void on_filter_verdict(void *arg, const struct pst_fres *r);
+static void send_greeting(struct pst_session *s);
+static void message_end(struct pst_session *s);
 
 /* ---- logging helpers ---- */
 
@@ -241,7 +260,7 @@ arm_timer(struct pst_session *s)
     uint64_t ms;
     if (s->closing)
         return;
-    if (s->st == ST_COMMIT || s->st == ST_LOOKUP) {
+    if (s->st == ST_COMMIT || s->st == ST_LOOKUP || s->st == ST_FILTER) {
         uv_timer_stop(&s->timer);   /* the spool and the resolver bound these */
         return;
     }
@@ -272,6 +291,8 @@ txn_reset(struct pst_session *s)
         s->msg = NULL;
     }
     pst_envelope_free(&s->env);
+    if (s->fs)
+        pst_fsess_msg_end(s->fs);
     s->in_mail = false;
     s->rcpt_tried = 0;
     s->qid[0] = '\0';
@@ -353,6 +374,13 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
     SLOG(PST_LOG_INFO, s, "event=helo verb=%s name=%s",
          ehlo ? "EHLO" : "HELO",
          pst_log_quote(q, sizeof(q), c->arg, n));
+    if (!filter_gate(s, PST_FP_HELO, s->helo, NULL)) {
+        if (s->st != ST_FILTER) {   /* refused: no HELO given */
+            free(s->helo);
+            s->helo = NULL;
+        }
+        return;
+    }
     if (!ehlo) {
         pst_buf_printf(&s->out, "250 %s\r\n", s->conf->hostname);
         return;
@@ -430,7 +458,7 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
         reply(s, RP_NEED_SMTPUTF8, NULL);
         return;
     }
-    pst_envelope_init(&s->env);
+    pst_envelope_free(&s->env);     /* client facts filters were shown */
     s->env.sender = pst_xstrdup(p.addr);
     s->env.size_param = mp.size;
     s->env.body = mp.body;
@@ -441,6 +469,22 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
     char q[300];
     SLOG(PST_LOG_INFO, s, "event=mail from=%s size=%" PRIu64,
          pst_log_quote(q, sizeof(q), p.addr, strlen(p.addr)), mp.size);
+    if (s->fs && s->st != ST_FILTER && !s->fready)
+        pst_fsess_msg_begin(s->fs, s->env.smtputf8);
+    const char *nsender;
+    if (!filter_gate(s, PST_FP_MAIL, p.addr, &nsender)) {
+        if (s->st == ST_FILTER) {   /* pending: MAIL runs again later */
+            pst_envelope_free(&s->env);
+            s->in_mail = false;
+        } else {
+            txn_reset(s);           /* refused */
+        }
+        return;
+    }
+    if (nsender) {
+        free(s->env.sender);
+        s->env.sender = pst_xstrdup(nsender);
+    }
     reply(s, RP_MAIL_OK, NULL);
 }
 
@@ -509,9 +553,15 @@ cmd_rcpt(struct pst_session *s, const struct pst_cmd *c)
             return;
         }
     }
-    struct pst_rcpt *r = pst_envelope_add_rcpt(&s->env, p.addr);
+    const char *nrcpt;
+    if (!filter_gate(s, PST_FP_RCPT, p.addr, &nrcpt))
+        return;
+    struct pst_rcpt *r = pst_envelope_add_rcpt(&s->env,
+                                               nrcpt ? nrcpt : p.addr);
     r->notify = rp.notify;
     r->orcpt = rp.orcpt[0] ? pst_xstrdup(rp.orcpt) : NULL;
+    if (nrcpt && r->orcpt == NULL)  /* routed elsewhere: keep the original */
+        r->orcpt = pst_sf_orcpt(p.addr);
     SLOG(PST_LOG_INFO, s, "event=rcpt to=%s",
          pst_log_quote(q, sizeof(q), p.addr, strlen(p.addr)));
     reply(s, RP_RCPT_OK, NULL);
@@ -554,6 +604,8 @@ message_open(struct pst_session *s)
         reply(s, rc == -ENOSPC ? RP_NO_SPACE : RP_WRITE_ERROR, NULL);
         return false;
     }
+    free(s->env.helo);              /* filter_env may have set them */
+    free(s->env.client_name);
     s->env.helo = pst_xstrdup(s->helo);
     s->env.client_ip = s->ip;
     s->env.client_name = pst_xstrdup(s->client_name);
@@ -570,6 +622,8 @@ message_open(struct pst_session *s)
     rc = pst_spool_msg_write(s->msg, hdr, n);
     if (rc < 0)
         s->fail = rc == -ENOSPC ? MF_NOSPACE : MF_WRITE;
+    if (s->fs)
+        pst_fsess_msg_data(s->fs, hdr, n);
     SLOG(PST_LOG_INFO, s, "event=data proto=%s rcpts=%zu", s->env.proto,
          s->env.nrcpts);
     return true;
@@ -620,6 +674,8 @@ message_text(struct pst_session *s, const char *p, size_t n)
         return;
     }
     int rc = pst_spool_msg_write(s->msg, p, n);
+    if (rc == 0 && s->fs)
+        pst_fsess_msg_data(s->fs, p, n);
     if (rc < 0) {
         pst_warn("sess=%016" PRIx64 " msg=%s event=spool_error op=write "
                  "err=%s", s->id, s->qid, strerror(-rc));
@@ -677,6 +733,8 @@ message_end(struct pst_session *s)
     }
     if (s->dot.flags & PST_DOT_BARE)
         SLOG(PST_LOG_INFO, s, "event=bare_newline action=normalized%s", "");
+    if (!filter_gate(s, PST_FP_EOM, NULL, NULL))
+        return;                     /* refused, discarded, or pending */
     s->st = ST_COMMIT;
     struct pst_spool_msg *m = s->msg;
     pst_spool_msg_commit(m, &s->env, on_commit, s);
@@ -758,10 +816,150 @@ cmd_bdat(struct pst_session *s, const struct pst_cmd *c)
     }
 }
 
+/* The envelope's client facts, for filters that run before the message
+ * opens (message_open sets them again). */
+static void
+filter_env(struct pst_session *s)
+{
+    s->env.client_ip = s->ip;
+    if (s->env.client_name == NULL && s->client_name != NULL)
+        s->env.client_name = pst_xstrdup(s->client_name);
+    if (s->env.helo == NULL && s->helo != NULL)
+        s->env.helo = pst_xstrdup(s->helo);
+}
+
+/*
+ * filter_gate - run the filter phase ph (arg: HELO name, sender or
+ * recipient) at the point where the command would succeed. Returns true
+ * to go on (*newaddr: a rewritten sender or recipient, or NULL), false
+ * when the filters refused (the reply is written) or their verdict is
+ * pending: then the session stops in ST_FILTER, and on_filter_verdict runs
+ * the command again with the verdict in hand (fready), so each command
+ * keeps one code path.
+ */
+static bool
+filter_gate(struct pst_session *s, enum pst_fphase ph, const char *arg,
+            const char **newaddr)
+{
+    struct pst_fres r;
+    if (newaddr)
+        *newaddr = NULL;
+    if (s->fs == NULL)
+        return true;
+    if (s->fready) {
+        s->fready = false;
+        r = s->fres;
+    } else {
+        filter_env(s);
+        int rc = pst_fsess_run(s->fs, ph, arg, &r);
+        if (rc == 1) {
+            s->fstep = ph;
+            s->fst_saved = s->st;
+            s->st = ST_FILTER;
+            free(s->fline);
+            s->fline = NULL;        /* the command, to run it again */
+            if (ph == PST_FP_HELO || ph == PST_FP_MAIL || ph == PST_FP_RCPT)
+                s->fline = pst_xstrndup(s->cur_line, s->cur_len);
+            s->fline_len = s->cur_len;
+            return false;
+        }
+        if (rc < 0)
+            pst_sf_internal_error(&r);
+    }
+    switch (r.verdict) {
+    case PST_REJECT:
+    case PST_TEMPFAIL:
+        SLOG(PST_LOG_INFO, s, "event=reject phase=%s filter=%s code=%d",
+             pst_sf_phase_name(ph), r.filter ? r.filter : "-", r.code);
+        pst_sf_reply(&s->out, &r);
+        s->errors++;
+        if (ph == PST_FP_CONNECT)
+            s->quitting = true;
+        if (ph == PST_FP_EOM) {
+            s->st = ST_CMD;
+            txn_reset(s);
+        }
+        return false;
+    case PST_DISCARD:
+        SLOG(PST_LOG_INFO, s, "event=discarded filter=%s rcpts=%zu",
+             r.filter ? r.filter : "-", s->env.nrcpts);
+        reply(s, RP_QUEUED, s->qid);
+        s->st = ST_CMD;
+        txn_reset(s);
+        return false;
+    case PST_QUARANTINE: {
+        char why[120];
+        snprintf(why, sizeof(why), "quarantined by filter %s",
+                 r.filter ? r.filter : "-");
+        pst_spool_msg_set_hold(s->msg, why);
+        SLOG(PST_LOG_INFO, s, "event=quarantine filter=%s",
+             r.filter ? r.filter : "-");
+        break;
+    }
+    default:
+        break;
+    }
+    if (ph == PST_FP_EOM) {
+        struct pst_ebuf b = {0};
+        int e = pst_fsess_edits(s->fs, &b);
+        if (e == 1)
+            e = pst_spool_msg_set_edits(s->msg, b.p, b.len);
+        pst_ebuf_free(&b);
+        if (e < 0) {
+            pst_sf_internal_error(&r);
+            pst_sf_reply(&s->out, &r);
+            s->st = ST_CMD;
+            txn_reset(s);
+            return false;
+        }
+        if (r.new_sender) {
+            free(s->env.sender);
+            s->env.sender = pst_xstrdup(r.new_sender);
+        }
+    }
+    if (newaddr)
+        *newaddr = ph == PST_FP_MAIL ? r.new_sender : r.new_rcpt;
+    return true;
+}
+
+static void cmd_dispatch(struct pst_session *s, const char *line,
+                         size_t len);
+
+/* A pending verdict arrived: finish what waited for it, then go on with
+ * whatever the client pipelined behind. */
+static void
+on_filter_verdict(void *arg, const struct pst_fres *r)
+{
+    struct pst_session *s = arg;
+    if (s->closing || s->st != ST_FILTER)
+        return;
+    s->st = s->fst_saved;
+    s->fres = *r;
+    s->fready = true;
+    switch (s->fstep) {
+    case PST_FP_CONNECT:
+        if (filter_gate(s, PST_FP_CONNECT, NULL, NULL))
+            send_greeting(s);
+        break;
+    case PST_FP_EOM:
+        message_end(s);
+        break;
+    default:                        /* HELO, MAIL, RCPT: the command again */
+        if (s->fstep == PST_FP_RCPT && s->rcpt_tried > 0)
+            s->rcpt_tried--;
+        cmd_dispatch(s, s->fline ? s->fline : "", s->fline_len);
+        break;
+    }
+    s->fready = false;
+    process(s);
+}
+
 static void
 cmd_dispatch(struct pst_session *s, const char *line, size_t len)
 {
     struct pst_cmd c;
+    s->cur_line = line;
+    s->cur_len = len;
     pst_cmd_parse(line, len, &c);
     if (len + 2 > pst_cmd_line_max(c.verb)) {
         reply(s, RP_LINE_TOO_LONG, NULL);
@@ -946,7 +1144,8 @@ static void
 process(struct pst_session *s)
 {
     while (!s->closing && !s->quitting && s->st != ST_COMMIT &&
-           s->st != ST_LOOKUP && s->out_inflight < PST_OUT_HIGH) {
+           s->st != ST_LOOKUP && s->st != ST_FILTER &&
+           s->out_inflight < PST_OUT_HIGH) {
         bool progress;
         if (s->errors > s->conf->limits.errors) {
             SLOG(PST_LOG_INFO, s, "event=too_many_errors errors=%u",
@@ -1025,6 +1224,7 @@ session_free(struct pst_session *s)
     if (s->next)
         s->next->prev = s->prev;
     pst_envelope_free(&s->env);
+    free(s->fline);
     pst_buf_free(&s->out);
     free(s->in);
     free(s->scratch);
@@ -1056,6 +1256,8 @@ session_close(struct pst_session *s, const char *why)
         txn_reset(s);               /* no 250 given: the message goes */
     pst_dns_cancel(s->dnsq);
     s->dnsq = NULL;
+    pst_fsess_free(s->fs);          /* a pending verdict is dropped */
+    s->fs = NULL;
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_close);
     uv_close((uv_handle_t *)&s->tcp, on_close);
@@ -1067,13 +1269,20 @@ session_close(struct pst_session *s, const char *why)
 static void
 greet(struct pst_session *s, const char *name)
 {
-    char text[600];
     s->client_name = pst_xstrdup(name);
     s->st = ST_CMD;
+    if (filter_gate(s, PST_FP_CONNECT, NULL, NULL))
+        send_greeting(s);
+    process(s);
+}
+
+static void
+send_greeting(struct pst_session *s)
+{
+    char text[600];
     snprintf(text, sizeof(text), "%s ESMTP %s", s->conf->hostname,
              s->conf->smtp.banner ? s->conf->smtp.banner : "postern");
     reply(s, RP_GREETING, text);
-    process(s);
 }
 
 /* A name counts only if it maps back to the client's address (FCrDNS):
@@ -1148,6 +1357,9 @@ pst_session_accept(struct pst_listener *l)
                    ? ((struct sockaddr_in *)&ss)->sin_port
                    : ((struct sockaddr_in6 *)&ss)->sin6_port),
          l->lc->address, l->lc->port);
+    if (pst_chain_len(s->conf->filters) > 0)
+        s->fs = pst_fsess_new(srv->frt, s->conf->filters, s->id, &s->env,
+                              on_filter_verdict, s);
     if (s->conf->smtp.reverse_dns && srv->dns) {
         s->st = ST_LOOKUP;
         s->dnsq = pst_dns_ptr(srv->dns, &s->ip, on_ptr, s);

@@ -1,0 +1,388 @@
+"""test_filters.py - the filter chain end to end: postern on loopback with a
+`filters` section, driven by a raw SMTP client, delivering to a maildir;
+what arrives is checked with Python's email parser and byte for byte.
+
+Covers: every headers rule kind (add, remove, capture rewrite, subject tag,
+masquerading of tricky address lists, envelope rewriting with ORCPT), the
+Authentication-Results trust boundary, conditions that see an earlier
+filter's edit, untouched headers and MIME parts byte-identical, a
+catastrophic-backtracking regex stopped by its limit (each failure mode),
+the external module loaded with dlopen (reject, quarantine and release,
+discard, a pending verdict while another session flows, its deadline, a
+client that leaves while its verdict is pending), a mismatched module
+refused, and check-config errors with file and line.
+"""
+
+import email
+import email.policy
+import os
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import POSTERN_BIN, PosternTestCase
+
+BUILD = os.environ.get("POSTERN_BUILD") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
+EXAMPLE = os.path.join(BUILD, "lib", "pst_example.so")
+EXAMPLE_BAD = os.path.join(BUILD, "lib", "pst_example_badapi.so")
+
+
+def parse(raw):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def message(headers, body=b"Hello.\r\n"):
+    return b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def send(p, msg, rcpts=("user@example.org",), sender="sender@example.com",
+         final=250, final_enh=None):
+    """One transaction; returns the reply to the final dot."""
+    c = p.session()
+    try:
+        c.cmd("MAIL FROM:<%s>" % sender, 250)
+        for r in rcpts:
+            c.cmd("RCPT TO:<%s>" % r, 250)
+        c.cmd("DATA", 354)
+        c.send(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        r = c.reply(timeout=20)
+        if final is not None:
+            if r.code != final:
+                raise AssertionError("final reply %s, want %d; log:\n%s"
+                                     % (r, final, p.log_tail()))
+            if final_enh and not r.text.startswith(final_enh):
+                pass
+        c.quit()
+        return r
+    finally:
+        c.close()
+
+
+HEADERS_RULES = {
+    "module": "headers",
+    "authserv_id": "mx.postern.test",
+    "rules": [
+        {"remove": "^X-Spam-"},
+        {"rewrite": "Subject", "match": r"^\[ext\] *(.*)$",
+         "replace": "$1 (was external)"},
+        {"tag_subject": "[CHECKED]"},
+        {"add": "X-Gateway", "value": "postern", "top": True},
+        {"masquerade": "corp.example", "as": "example.com"},
+        {"recipient": r"^postmaster@(.*)$", "replace": "admin@$1"},
+        {"sender": r"^(.*)@corp\.example$", "replace": "$1@example.com"},
+    ],
+}
+
+RECEIVED = (b"Received: from relay.example (relay.example [192.0.2.7])\r\n"
+            b"\tby mx.example with ESMTP; Sun, 22 Nov 2026 01:00:00 +0000")
+MIME_BODY = (b"--b1\r\n"
+             b"Content-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+             b"caf=C3=A9 =\r\nline\r\n"
+             b"--b1\r\n"
+             b"Content-Type: application/octet-stream; name=\"a.bin\"\r\n"
+             b"Content-Transfer-Encoding: base64\r\n\r\n"
+             b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\r\n"
+             b"--b1--\r\n")
+
+
+class HeadersModule(PosternTestCase):
+    postern_overrides = {"filters": [HEADERS_RULES]}
+    start_postern = True
+
+    def test_rules_at_the_downstream(self):
+        msg = message([
+            RECEIVED,
+            b"Authentication-Results: mx.postern.test; spf=pass "
+            b"smtp.mailfrom=forged.example",
+            b"Authentication-Results: other.example; dkim=pass",
+            b'From: "Doe, John" <john@corp.example>',
+            b"To: (team, all) dev@sub.corp.example, Friends: a@corp.example,"
+            b"\r\n \"x@corp.example\" <b@other.example>;",
+            b"Cc: =?UTF-8?B?SsOpcsO0bWU=?= <j@corp.example>",
+            b"Subject: [ext] quarterly report",
+            b"X-Spam-Score: 9",
+            b"X-Spam-Flag: YES",
+            b"Message-ID: <1@relay.example>",
+            b"MIME-Version: 1.0",
+            b"Content-Type: multipart/mixed; boundary=b1",
+        ], MIME_BODY)
+        send(self.p, msg, rcpts=("postmaster@example.org", "u@example.org"),
+             sender="alice@corp.example")
+        got = self.p.wait_for_delivered(2)
+        by_rcpt = {d.delivered_to: d for d in got}
+        # envelope: recipient routed to the rewritten address, sender too
+        self.assertEqual(sorted(by_rcpt), ["<admin@example.org>",
+                                           "<u@example.org>"])
+        d = by_rcpt["<u@example.org>"]
+        self.assertEqual(d.return_path, "<alice@example.com>")
+        m = parse(d.body)
+        self.assertEqual(m["X-Gateway"], "postern")
+        self.assertEqual(str(m["Subject"]),
+                         "[CHECKED] quarterly report (was external)")
+        self.assertIsNone(m["X-Spam-Score"])
+        self.assertIsNone(m["X-Spam-Flag"])
+        ars = m.get_all("Authentication-Results")
+        self.assertEqual(ars, ["other.example; dkim=pass"])
+        self.assertEqual([a.addr_spec for a in m["From"].addresses],
+                         ["john@example.com"])
+        self.assertEqual(m["From"].addresses[0].display_name, "Doe, John")
+        to = [a.addr_spec for a in m["To"].addresses]
+        self.assertEqual(to, ["dev@example.com", "a@example.com",
+                              "b@other.example"])
+        cc = m["Cc"].addresses[0]
+        self.assertEqual((cc.display_name, cc.addr_spec),
+                         ("J\u00e9r\u00f4me", "j@example.com"))
+        # untouched fields and every MIME part: byte-identical
+        self.assertIn(RECEIVED + b"\r\n", d.body)
+        self.assertIn(b"Message-ID: <1@relay.example>\r\nMIME-Version: 1.0"
+                      b"\r\nContent-Type: multipart/mixed; boundary=b1\r\n"
+                      b"\r\n" + MIME_BODY, d.body)
+        self.assertTrue(d.body.endswith(b"\r\n\r\n" + MIME_BODY))
+        parts = [p.get_content() for p in m.iter_parts()]
+        self.assertEqual(parts[0], "caf\u00e9 line")
+        self.assertEqual(parts[1], bytes(range(32)))
+        # a message no rule touches arrives exactly as sent
+        plain = message([RECEIVED, b"Subject: [CHECKED] already",
+                         b"From: x@elsewhere.example"])
+        send(self.p, plain)
+        got = self.p.wait_for_delivered(3)
+        last = [g for g in got if g.body.endswith(plain)]
+        self.assertEqual(len(last), 1)
+        # the original text is what the spool kept; the log names edits
+        self.p.wait_for_log("event=queued")
+
+    def test_long_subject_refolded_and_encoded(self):
+        msg = message([b"Subject: [ext] " + b"word " * 40 +
+                       "caf\u00e9".encode()])
+        send(self.p, msg)
+        d = self.p.wait_for_delivered(1)[0]
+        head = d.body.split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n"):
+            self.assertLessEqual(len(line), 998)
+        subj = [ln for ln in head.split(b"\r\n") if ln.startswith(b"Subject:")]
+        self.assertLessEqual(len(subj[0]), 78)
+        self.assertIn(b"=?UTF-8?B?", head)     # not SMTPUTF8: encoded
+        m = parse(d.body)
+        self.assertTrue(str(m["Subject"]).endswith(
+            "caf\u00e9 (was external)"))
+
+
+class ConditionsAndLimits(PosternTestCase):
+
+    def test_condition_sees_earlier_filter(self):
+        p = self.postern({"filters": [
+            {"module": "headers", "rules": [
+                {"add": "X-Class", "value": "bulk",
+                 "if_header": "List-Id"}]},
+            {"module": "headers", "rules": [
+                {"tag_subject": "[BULK]", "if_header": "X-Class",
+                 "if_match": "^bulk$"}]},
+        ]})
+        send(p, message([b"Subject: news", b"List-Id: <l.example>"]))
+        send(p, message([b"Subject: personal"]))
+        got = sorted((parse(d.body) for d in p.wait_for_delivered(2)),
+                     key=lambda m: str(m["Subject"]))
+        self.assertEqual(str(got[0]["Subject"]), "[BULK] news")
+        self.assertEqual(got[0]["X-Class"], "bulk")
+        self.assertEqual(str(got[1]["Subject"]), "personal")
+        self.assertIsNone(got[1]["X-Class"])
+
+    def _backtrack(self, failure):
+        rule = {"module": "headers", "match_limit": 10000,
+                "rules": [{"rewrite": "Subject", "match": "^(a+)+$",
+                           "replace": "x"}]}
+        if failure:
+            rule["failure"] = failure
+        return self.postern({"filters": [rule]})
+
+    def test_catastrophic_regex_tempfail(self):
+        p = self._backtrack(None)
+        t0 = time.monotonic()
+        r = send(p, message([b"Subject: " + b"a" * 40 + b"b"]), final=451)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertTrue(r.text.startswith("4.3.0"), r)
+        p.wait_for_log("event=filter_fail filter=headers")
+        time.sleep(0.3)
+        self.assertEqual(p.maildir_count(), 0)
+
+    def test_catastrophic_regex_accept_and_reject(self):
+        p = self._backtrack("accept")
+        msg = message([b"Subject: " + b"a" * 40 + b"b"])
+        send(p, msg)
+        d = p.wait_for_delivered(1)[0]
+        self.assertTrue(d.body.endswith(msg))   # unfiltered, untouched
+        p.stop()
+        p2 = self._backtrack("reject")
+        r = send(p2, msg, final=550)
+        self.assertTrue(r.text.startswith("5.7.1"), r)
+
+
+@unittest.skipUnless(os.path.exists(EXAMPLE), "example module not built")
+class ExternalModule(PosternTestCase):
+
+    def example(self, **kw):
+        conf = {"module": "example", "path": EXAMPLE,
+                "reject_word": "forbidden", "quarantine_word": "suspect",
+                "discard_word": "junk", "slow_word": "slow", "slow_ms": 600}
+        conf.update(kw)
+        return self.postern({"filters": [conf]})
+
+    def test_loaded_edits_and_rejects(self):
+        p = self.example()
+        send(p, message([b"Subject: hello"]))
+        m = parse(p.wait_for_delivered(1)[0].body)
+        self.assertEqual(m["X-Example-Filter"], "seen by the example module")
+        r = send(p, message([b"Subject: a forbidden thing"]), final=550)
+        self.assertEqual(r.text, "5.7.1 example: subject refused")
+        r = send(p, message([b"Subject: junk mail"]))      # 250, dropped
+        time.sleep(0.3)
+        self.assertEqual(p.maildir_count(), 1)
+        p.wait_for_log("event=discarded filter=example")
+
+    def test_quarantine_and_release(self):
+        p = self.example()
+        r = send(p, message([b"Subject: suspect offer"]))
+        qid = r.text.split()[-1]
+        time.sleep(0.4)
+        self.assertEqual(p.maildir_count(), 0)
+        self.assertEqual(len(p.spool_files("hold")), 1)
+        out = subprocess.run([POSTERN_BIN, "queue", "-c", p.conf_path,
+                              "list"], capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(qid.encode(), out.stdout)
+        out = subprocess.run([POSTERN_BIN, "queue", "-c", p.conf_path,
+                              "release", qid], capture_output=True,
+                             timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        d = p.wait_for_delivered(1)[0]
+        m = parse(d.body)
+        # delivered with the edits made before the hold, filtered once
+        self.assertEqual(m.get_all("X-Example-Filter"),
+                         ["seen by the example module"])
+        self.assertEqual(str(m["Subject"]), "suspect offer")
+
+    def test_pending_while_others_flow(self):
+        p = self.example(slow_ms=3000)
+        result = {}
+
+        def slow():
+            t0 = time.monotonic()
+            send(p, message([b"Subject: slow one"]))
+            result["slow"] = time.monotonic() - t0
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        for i in range(3):
+            send(p, message([b"Subject: quick %d" % i]))
+        quick = time.monotonic() - t0
+        t.join(20)
+        self.assertLess(quick, 2.5)             # not behind the slow one
+        self.assertGreaterEqual(result["slow"], 2.9)
+        self.assertFalse(t.is_alive())
+        got = [parse(d.body) for d in p.wait_for_delivered(4)]
+        slow_msgs = [m for m in got if str(m["Subject"]) == "slow one"]
+        self.assertEqual(slow_msgs[0]["X-Example-Slow"], "done")
+
+    def test_deadline(self):
+        p = self.example(slow_ms=6000, deadline=0.3)
+        t0 = time.monotonic()
+        r = send(p, message([b"Subject: slow one"]), final=451)
+        self.assertLess(time.monotonic() - t0, 4.5)
+        self.assertTrue(r.text.startswith("4.3.0"), r)
+        p.wait_for_log("why=\"deadline of 300 ms passed\"")
+
+    def test_client_leaves_while_pending(self):
+        p = self.example(slow_ms=800)
+        c = p.session()
+        c.cmd("MAIL FROM:<a@example.com>", 250)
+        c.cmd("RCPT TO:<b@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message([b"Subject: slow"]) + b".\r\n")
+        c.close()
+        p.wait_for_log("event=filter_abort filter=example")
+        time.sleep(1.2)                 # the late answer comes and is dropped
+        self.assertEqual(p.maildir_count(), 0)
+        send(p, message([b"Subject: after"]))   # still serving
+        p.wait_for_delivered(1)
+
+    def test_pipelined_behind_a_pending_verdict(self):
+        p = self.example(slow_ms=700)
+        c = p.session()
+        c.cmd("MAIL FROM:<a@example.com>", 250)
+        c.cmd("RCPT TO:<b@example.org>", 250)
+        c.cmd("DATA", 354)
+        # the end of a slow message and a whole second transaction at once
+        c.send(message([b"Subject: slow"]) + b".\r\n"
+               b"MAIL FROM:<c@example.com>\r\nRCPT TO:<d@example.org>\r\n"
+               b"DATA\r\n")
+        rs = c.replies(4, timeout=15)
+        self.assertEqual([r.code for r in rs], [250, 250, 250, 354])
+        c.send(message([b"Subject: second"]) + b".\r\n")
+        c.expect(250)
+        c.quit()
+        got = sorted(str(parse(d.body)["Subject"])
+                     for d in p.wait_for_delivered(2))
+        self.assertEqual(got, ["second", "slow"])
+
+    def test_mismatched_module_refused(self):
+        conf = os.path.join(self.tmp, "bad.conf")
+        with open(conf, "w") as f:
+            f.write('filters = (\n  { module = "example";\n'
+                    '    path = "%s"; }\n);\n' % EXAMPLE_BAD)
+        out = subprocess.run([POSTERN_BIN, "check-config", conf],
+                             capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 1)
+        err = out.stderr.decode()
+        self.assertIn(conf + ":3:", err)
+        self.assertIn("API version differs", err)
+        # and the gateway will not start on it
+        out = subprocess.run([POSTERN_BIN, "-c", conf], capture_output=True,
+                             timeout=30)
+        self.assertNotEqual(out.returncode, 0)
+
+
+class CheckConfig(PosternTestCase):
+
+    def check(self, text):
+        path = os.path.join(self.tmp, "t.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([POSTERN_BIN, "check-config", path],
+                             capture_output=True, timeout=30)
+        return path, out.returncode, out.stderr.decode()
+
+    def test_bad_filter_configs(self):
+        cases = [
+            ('filters = (\n  { module = "headers";\n    rules = (\n'
+             '      { remove = "^X-("; }\n    ); }\n);\n', 4,
+             "does not compile"),
+            ('filters = (\n  { module = "nosuch"; }\n);\n', 2,
+             "not built in"),
+            ('filters = (\n  { module = "headers";\n'
+             '    rules = ( { add = "X"; colour = 1; } ); }\n);\n', 3,
+             "unknown rule key 'colour'"),
+            ('filters = (\n  { module = "headers"; deadline = 0; }\n);\n', 2,
+             "deadline"),
+            ('filters = (\n  { module = "headers";\n    rules = (\n'
+             '      { rewrite = "Subject"; match = "x";\n'
+             '        replace = "a\\r\\nBcc: v@x.example"; }\n    ); }\n);\n',
+             5, "CR or LF"),
+        ]
+        for text, line, want in cases:
+            path, rc, err = self.check(text)
+            self.assertEqual(rc, 1, err)
+            self.assertIn("%s:%d:" % (path, line), err)
+            self.assertIn(want, err)
+        path, rc, err = self.check(
+            'filters = ( { module = "headers"; rules = ('
+            ' { add = "X-A"; value = "b"; } ); } );\n')
+        self.assertEqual(rc, 0, err)
+
+
+if __name__ == "__main__":
+    unittest.main()
