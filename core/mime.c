@@ -430,6 +430,16 @@ field_finish(struct pst_mime_parser *p)
         else if (raw[k] == '\0')
             flag(p, part, PST_MIME_F_HEADER_NUL);
     }
+    /* Most values are plain ASCII without encoded words: then the decoded
+     * text is the value itself. */
+    bool plain = memmem(v, vl, "=?", 2) == NULL;
+    for (size_t k = 0; plain && k < vl; k++)
+        if ((unsigned char)v[k] >= 0x80 || v[k] == '\0')
+            plain = false;
+    if (plain) {
+        f->decoded = v;
+        return;
+    }
     struct pst_tbuf d;
     struct pst_rfc2047_stats st;
     pst_tbuf_init(&d);
@@ -483,11 +493,11 @@ ar_lower(struct pst__arena *a, const char *s, size_t n)
     return d;
 }
 
+/* RFC 2045 token: printable ASCII but tspecials. */
 static const char *
 token_end(const char *s, const char *end)
 {
-    while (s < end && (unsigned char)*s > 0x20 && (unsigned char)*s < 0x7f &&
-           !strchr("()<>@,;:\\\"/[]?=", *s))
+    while (s < end && pst_mime_token_char((unsigned char)*s))
         s++;
     return s;
 }

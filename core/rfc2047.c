@@ -258,7 +258,22 @@ struct rawp {
 static bool
 is_tspecial_or_ctl(int c)
 {
-    return c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?=", c) != NULL;
+    return !pst_mime_token_char(c);
+}
+
+/* token characters of RFC 2045 5.1, as a bit table */
+static const uint32_t token_bits[8] = {
+    0x00000000, /* 0x00-0x1f: controls */
+    0x03ff6cfa, /* 0x20-0x3f: ! # $ % & ' * + - . 0-9 */
+    0xc7fffffe, /* 0x40-0x5f: A-Z ^ _ */
+    0x7fffffff, /* 0x60-0x7f: ` a-z { | } ~ */
+    0, 0, 0, 0,
+};
+
+bool
+pst_mime_token_char(int c)
+{
+    return c >= 0 && c < 256 && (token_bits[c >> 5] >> (c & 31) & 1);
 }
 
 static const char *

@@ -73,6 +73,10 @@ void pst_params_parse(const char *s, size_t n, unsigned max,
 const char *pst_params_get(const struct pst_params *ps, const char *name);
 void pst_params_free(struct pst_params *ps);
 
+/* Whether c may appear in an RFC 2045 token (printable ASCII, no
+ * tspecials). */
+bool pst_mime_token_char(int c);
+
 /* Skip RFC 5322 CFWS (blanks, CR/LF, nested comments) from s; returns the
  * first position after it. Shared with the MIME header field parsers. */
 const char *pst_skip_cfws(const char *s, const char *end);
