@@ -17,7 +17,8 @@
  *
  * Input is the message as stored: CRLF line ends from the gateway, but LF
  * alone is accepted as well (files given to `postern inspect`); a CR not
- * before LF is data. Feed it in fragments of any size; a line or boundary
+ * before LF is data, except that a CR ending the input ends its last line
+ * (a CRLF cut short). Feed it in fragments of any size; a line or boundary
  * may be split anywhere. The parser keeps bounded state: the current line
  * up to 1000 octets in bodies (a longer line is never a boundary
  * delimiter, RFC 5322 2.1.1), a header block up to the header limits, and
