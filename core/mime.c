@@ -556,10 +556,19 @@ content_fields(struct pst_mime_parser *p, struct pst_mime_part *part)
             s = s0 = pst_skip_cfws(s + 1, end);
             s = s1 = token_end(s, end);
             s = pst_skip_cfws(s, end);
-            if (s1 > s0 && (s == end || *s == ';')) {
+            if (s1 > s0) {
+                if (s < end && *s != ';') {
+                    /* Junk after the subtype: readers still take the
+                     * type (a multipart stays one), so do the same and
+                     * say so; parameters start at the next ';'. */
+                    flag(p, part, PST_MIME_F_BAD_CONTENT_TYPE);
+                    while (s < end && *s != ';')
+                        s++;
+                }
                 part->type = ar_lower(a, t0, (size_t)(t1 - t0));
                 part->subtype = ar_lower(a, s0, (size_t)(s1 - s0));
-                char *ct = ar_alloc(a, (size_t)(t1 - t0) + (size_t)(s1 - s0) + 2);
+                char *ct =
+                    ar_alloc(a, (size_t)(t1 - t0) + (size_t)(s1 - s0) + 2);
                 strcpy(ct, part->type);
                 strcat(ct, "/");
                 strcat(ct, part->subtype);

@@ -363,6 +363,14 @@ def cases():
                              b"body\r\n"),
         "a Content-Type without a subtype cannot be parsed, so it is "
         "text/plain as RFC 2045 5.2 says (Python reports \"text/\")")
+    add("content_type_trailing_junk", msg(
+        [("Content-Type", 'multipart/mixed junk; boundary="tj"')],
+        multipart("tj", [part([("Content-Type", "text/plain")], b"one"),
+                         part([("Content-Type", "text/html")], b"<p>two</p>")])),
+        "junk after the subtype: the type still counts (the multipart is "
+        "parsed, its parts listed) and the field is flagged "
+        "bad_content_type; Python parses the same parts but reports the type "
+        "as \"multipart/mixed junk\"")
     add("cte_trailing_junk", msg(
         top("application/octet-stream",
             [("Content-Transfer-Encoding", "base64 junk")]), b"YWJj\r\n"),

@@ -173,6 +173,7 @@ class InspectVsPython(unittest.TestCase):
             "close_delimiter_in_preamble": {"missing_start_boundary"},
             "no_start_boundary_nested": {"missing_start_boundary"},
             "empty_subtype": {"bad_content_type"},
+            "content_type_trailing_junk": {"bad_content_type"},
             "cte_trailing_junk": {"bad_transfer_encoding"},
         }
         for name, (c, path) in self.cases.items():
@@ -199,7 +200,8 @@ class InspectVsPython(unittest.TestCase):
             "bad_base64_lone_sextet", "qp_trailing_blanks", "obs_header_colon",
             "rfc2231_and_plain_filename", "depth_40",
             "close_delimiter_in_preamble", "no_start_boundary_nested",
-            "delimiter_then_close", "empty_subtype", "cte_trailing_junk"})
+            "delimiter_then_close", "empty_subtype", "cte_trailing_junk",
+            "content_type_trailing_junk"})
         for name in names:
             # each named difference really is one
             c = self.cases[name][0]
@@ -227,6 +229,13 @@ class InspectVsPython(unittest.TestCase):
         p = self.part(doc, "1")
         self.assertEqual((p["content_type"], p["flags"]),
                          ("text/plain", ["bad_content_type"]))
+
+        c, path = self.cases["content_type_trailing_junk"]
+        doc = inspect_json(path)
+        _, want = py_parts(c.data)
+        want[0]["content_type"] = "multipart/mixed"
+        self.assertEqual(pst_view(doc), want)
+        self.assertEqual(doc["flags"], ["bad_content_type"])
 
         doc = inspect_json(self.cases["cte_trailing_junk"][1])
         p = self.part(doc, "1")

@@ -623,6 +623,16 @@ test_fields(void **state)
     assert_true(m->flags & PST_MIME_F_BAD_CONTENT_TYPE);
     pst_msg_free(m);
 
+    static const char junk[] =
+        "Content-Type: multipart/mixed (c) junk; boundary=j\r\n\r\n"
+        "--j\r\n\r\nx\r\n--j--\r\n";
+    m = parse(junk, strlen(junk), 0, NULL, NULL);
+    assert_string_equal(m->root->content_type, "multipart/mixed");
+    assert_true(m->root->container);
+    assert_int_equal(m->nparts, 2);
+    assert_int_equal(m->flags, PST_MIME_F_BAD_CONTENT_TYPE);
+    pst_msg_free(m);
+
     static const char nb[] = "Content-Type: multipart/mixed\r\n\r\nx";
     m = parse(nb, strlen(nb), 0, NULL, NULL);
     assert_true(m->flags & PST_MIME_F_NO_BOUNDARY);
