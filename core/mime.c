@@ -586,7 +586,7 @@ content_fields(struct pst_mime_parser *p, struct pst_mime_part *part)
 have_type:
     if (part->params.n) {
         const char *cs = pst_params_get(&part->params, "charset");
-        if (cs)
+        if (cs && *cs)
             part->charset = ar_lower(a, cs, strlen(cs));
         part->boundary = pst_params_get(&part->params, "boundary");
     }
