@@ -386,3 +386,49 @@ def cases():
         "nesting beyond the depth limit (32) is not parsed: the multipart at "
         "the limit is a leaf, flagged depth_limit (Python has no limit)")
     return out
+
+
+def python_built(seed=7, count=60):
+    """Messages composed with Python's own email API (EmailMessage:
+    set_content, add_alternative, add_related, add_attachment, nested
+    message/rfc822), serialised with policy.SMTP: varied structure, CTEs the
+    library picks, long RFC 2231/2047 filenames and subjects."""
+    from email import policy
+    from email.message import EmailMessage
+    r = random.Random(seed)
+    names = ["报告.pdf", "😀 party.ics", "résumé.docx", "plain.txt",
+             "a b;c.txt", "日本語のファイル名がとても長い場合のテスト.xlsx",
+             "x" * 90 + ".bin"]
+    texts = ["hello\n", "Grüße ✓\n" * 30, "中文正文\n" * 50,
+             "line with trailing space \n", "=equals= and _under_\n",
+             "." * 200 + "\n", "no newline"]
+    subjects = ["hi", "邮件 test", "Grüße 😀",
+                "a" * 100 + " long subject " + "ü" * 30]
+
+    def build(depth):
+        m = EmailMessage()
+        m["Subject"] = r.choice(subjects)
+        m["From"] = "a@example.org"
+        m.set_content(r.choice(texts), cte=r.choice(
+            [None, "quoted-printable", "base64", "8bit"]))
+        if r.random() < 0.3:
+            m.add_related(rnd_bytes(r, 200), maintype="image", subtype="png",
+                          cid="<img@x>")
+        if r.random() < 0.5:
+            m.add_alternative("<p>%s</p>" % r.choice(texts), subtype="html")
+        for _ in range(r.randrange(3)):
+            kind = r.random()
+            if kind < 0.5:
+                m.add_attachment(rnd_bytes(r, r.randrange(0, 3000)),
+                                 maintype="application",
+                                 subtype="octet-stream",
+                                 filename=r.choice(names))
+            elif kind < 0.75:
+                m.add_attachment(r.choice(texts), filename=r.choice(names))
+            elif depth < 3:
+                m.add_attachment(build(depth + 1))
+        return m
+
+    return [Case("python_built_%02d" % i,
+                 build(0).as_bytes(policy=policy.SMTP), None)
+            for i in range(count)]

@@ -271,6 +271,25 @@ class InspectVsPython(unittest.TestCase):
         self.assertTrue(all(p["container"] for p in doc["parts"][:-1]))
 
 
+class InspectVsPythonBuilt(unittest.TestCase):
+    def test_python_built_messages(self):
+        # Messages composed by Python's own email API: postern must agree
+        # on every part and on the Subject, and find nothing to flag.
+        with tempfile.TemporaryDirectory(prefix="pst-inspect-") as tmp:
+            for c in mime_corpus.python_built():
+                with self.subTest(case=c.name):
+                    path = os.path.join(tmp, c.name + ".eml")
+                    with open(path, "wb") as f:
+                        f.write(c.data)
+                    doc = inspect_json(path)
+                    m, want = py_parts(c.data)
+                    self.assertEqual(pst_view(doc), want)
+                    self.assertEqual(doc["flags"], [])
+                    subj = [h["value"] for h in doc["headers"]
+                            if h["name"] == "Subject"]
+                    self.assertEqual(subj, [str(m["subject"])])
+
+
 class InspectCli(unittest.TestCase):
     def test_text_output(self):
         c = [c for c in mime_corpus.cases() if c.name == "qq_to_163"][0]
