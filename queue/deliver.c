@@ -290,6 +290,14 @@ read_work(uv_work_t *w)
     p->rres = pst_spool_reader_read(p->reader, p->rown, p->rlen);
 }
 
+/* note_corrupt - bad data in the queue file: the queue moves it aside. */
+static void
+note_corrupt(struct part *p)
+{
+    if (p->rres == -EBADMSG && p->req != NULL)
+        p->req->dl->corrupt = true;
+}
+
 static void
 read_after(uv_work_t *w, int status)
 {
@@ -301,6 +309,7 @@ read_after(uv_work_t *w, int status)
     }
     if (status == 0 && p->rres > 0)
         memcpy(p->rbuf, p->rown, (size_t)p->rres);
+    note_corrupt(p);
     p->rdone(p->rc_conn, status < 0 ? status : p->rres);
 }
 
@@ -1002,6 +1011,7 @@ maildir_work(struct pst_work *w)
     p->sub.reader = r;
     pst_transport_maildir.deliver(p->dest->maildir_route, &p->sub);
     p->reader = r;                  /* closed with the part */
+    p->rres = pst_spool_reader_read(r, NULL, 0);   /* sticky error */
 }
 
 static void deliver_release(struct pst_deliver *d);
@@ -1022,6 +1032,7 @@ maildir_done(struct pst_work *w)
         return;
     }
     struct pst_delivery *dl = p->req->dl;
+    note_corrupt(p);
     for (size_t k = 0; k < p->n; k++) {
         if (w->cancelled)
             res_set(&dl->res[p->ri[k]], PST_DRES_TEMP,
@@ -1081,6 +1092,7 @@ pst_deliver_start(struct pst_deliver *d, struct pst_delivery *dl,
     q->done = done;
     q->arg = arg;
     dl->retry_after = 0;
+    dl->corrupt = false;
     uv_timer_init(d->loop, &q->kick);
     q->kick.data = q;
     q->parts_left = 1;              /* held until every part is queued */

@@ -538,6 +538,8 @@ on_delivered(struct pst_delivery *d)
 {
     struct djob *j = (struct djob *)((char *)d - offsetof(struct djob, d));
     reader_finish(j);
+    if (d->corrupt)
+        j->corrupt = true;
     j->delivered = true;
     /* a deferral the route asked for (rate, dead host) sets the time */
     if (d->retry_after)

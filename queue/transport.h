@@ -86,6 +86,8 @@ struct pst_delivery {
                                        the next attempt when the deferral
                                        is the route's (rate, dead host);
                                        0: the queue's back-off */
+    bool corrupt;                   /* set by the transport: a reader of
+                                       its own found bad data (-EBADMSG) */
 };
 
 struct pst_transport {

@@ -151,6 +151,37 @@ class RelayBasics(PosternTestCase):
         time.sleep(1.0)
         self.assertEqual(len(ds.accepted), 5)
 
+    def test_corrupt_queue_file_found_while_relaying(self):
+        ds = self.downstream(start=False)
+        p = self.postern({"delivery": dict(FAST, default_route=ds.route())})
+        send(p, ["a@dest.test"], message(body="B" * 5000 + "\r\n"))
+        wait_log(p, r"event=deferred")
+        [path] = p.spool_files("active")
+        with open(path, "r+b") as f:
+            data = f.read()
+            i = data.index(b"BBBB")
+            f.seek(i + 100)
+            f.write(b"X")
+        ds.up()
+        wait_log(p, r"event=spool_corrupt", timeout=20)
+        self.assertEqual(len(p.spool_files("corrupt")), 1)
+        self.assertEqual(p.spool_files("active"), [])
+        time.sleep(0.5)
+        # nothing with the damaged text was accepted downstream
+        self.assertEqual([t for t in ds.transactions if t.accepted], [])
+
+    def test_destination_concurrency_bounds_connections(self):
+        ds = self.downstream(script={"DATA_END": "@delay:0.3 250 2.0.0 Ok"})
+        p = self.postern({"delivery": dict(FAST, default_route=ds.route(),
+                                           destination_concurrency=2,
+                                           idle_timeout=5)})
+        for i in range(8):
+            send(p, ["r%d@dest.test" % i])
+        ds.wait_for_transactions(8, timeout=20)
+        wait_log(p, r"event=delivered", count=8)
+        self.assertLessEqual(len(ds.sessions), 2)
+        self.assertGreaterEqual(len(ds.sessions), 1)
+
     def test_restart_reuses_connections(self):
         ds = self.downstream(start=False)
         conf = {"delivery": dict(FAST, default_route=ds.route(),
@@ -200,6 +231,53 @@ class RelayBasics(PosternTestCase):
         c.quit()
         wait_log(p, r'event=failed to="a@dest.test".*5\.6\.7')
         self.assertEqual(originals(ds), [])
+
+
+class Auth(PosternTestCase):
+    """AUTH to a smarthost with credentials from the route."""
+
+    EXT = harness.FakeDownstream.DEFAULT_EXTENSIONS + ["AUTH PLAIN LOGIN"]
+
+    def test_auth_plain_when_plaintext_allowed(self):
+        import base64
+        ds = self.downstream(extensions=self.EXT,
+                             script={"UNKNOWN": "235 2.7.0 Authenticated"})
+        p = self.postern({"delivery": dict(FAST, tls="none", routes=[
+            {"domain": "dest.test", "route": ds.route(),
+             "auth_user": "relayuser", "auth_password": "s3cret",
+             "auth_plaintext": True}])})
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        want = b"AUTH PLAIN " + base64.b64encode(b"\0relayuser\0s3cret")
+        cmds = t.session.commands
+        self.assertIn(want, cmds)
+        self.assertLess(cmds.index(want),
+                        [i for i, c in enumerate(cmds)
+                         if c.startswith(b"MAIL")][0])
+        self.assertNotIn(b"s3cret", p.log())
+
+    def test_no_auth_in_plaintext(self):
+        ds = self.downstream(extensions=self.EXT,
+                             script={"UNKNOWN": "235 2.7.0 Authenticated"})
+        p = self.postern({"delivery": dict(FAST, tls="none", routes=[
+            {"domain": "dest.test", "route": ds.route(),
+             "auth_user": "relayuser", "auth_password": "s3cret"}])})
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*4\.7\.0.*not '
+                    r'encrypted')
+        self.assertEqual(originals(ds), [])
+        self.assertFalse(any(c.startswith(b"AUTH")
+                             for s in ds.sessions for c in s.commands))
+
+    def test_auth_rejected_defers(self):
+        ds = self.downstream(extensions=self.EXT, script={
+            "UNKNOWN": "535 5.7.8 Authentication credentials invalid"})
+        p = self.postern({"delivery": dict(FAST, tls="none", routes=[
+            {"domain": "dest.test", "route": ds.route(),
+             "auth_user": "u", "auth_password": "p",
+             "auth_plaintext": True}])})
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=deferred to="a@dest.test".*535 5\.7\.8')
 
 
 class EightBit(PosternTestCase):
@@ -477,6 +555,20 @@ class Mx(PosternTestCase):
         [t] = good.wait_for_transactions(1, timeout=15)
         self.assertEqual(t.rcpts, ["a@dest.test"])
         wait_log(p, r'event=delivered to="a@dest.test"')
+
+    @unittest.skipUnless(harness.ipv6_available(), "no IPv6 loopback")
+    def test_mx_ipv6_address_first(self):
+        port = harness.free_port("::1")
+        v6 = self.downstream(host="::1", port=port)
+        dns = self.dnsmasq([
+            "--mx-host=six.test,mx.six.test,10",
+            "--host-record=mx.six.test,127.0.0.9,::1"])
+        p = self.relay(dns, port)
+        send(p, ["a@six.test"])
+        [t] = v6.wait_for_transactions(1, timeout=15)
+        self.assertEqual(t.rcpts, ["a@six.test"])
+        # IPv6 tried first: the IPv4 address (nothing there) never was
+        self.assertNotIn(b"127.0.0.9", p.log())
 
     def test_no_mx_uses_the_domain_address(self):
         good = self.downstream()
