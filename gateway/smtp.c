@@ -474,8 +474,7 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
     const char *nsender;
     if (!filter_gate(s, PST_FP_MAIL, p.addr, &nsender)) {
         if (s->st == ST_FILTER) {   /* pending: MAIL runs again later */
-            pst_envelope_free(&s->env);
-            s->in_mail = false;
+            s->in_mail = false;     /* (the envelope stays for filters) */
         } else {
             txn_reset(s);           /* refused */
         }

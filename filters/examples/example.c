@@ -17,6 +17,9 @@
  *   slow_word         answer later: a job sleeps slow_ms milliseconds on
  *                     the filter worker pool, then the message goes on
  *                     with an X-Example-Slow field (the async pattern)
+ * and slow_phases = ["connect", "helo", "mail", "rcpt"] answers those
+ * phases later the same way; a recipient containing reject_word is then
+ * refused (550 5.1.1), after the wait.
  * The host's pst_* functions resolve from the postern binary at load.
  *
  * Built with EXAMPLE_WRONG_API it claims a different API version, so the
@@ -37,11 +40,13 @@ struct example_conf {
     char *discard_word;
     char *slow_word;
     int slow_ms;
+    unsigned slow_phases;           /* bit per enum pst_fphase */
 };
 
 struct slow_job {
     struct pst_fref ref;            /* never a pointer to the session */
     int ms;
+    bool refuse;                    /* the verdict decided up front */
 };
 
 static int
@@ -50,7 +55,9 @@ example_configure(const config_setting_t *s, const char *file, void **out,
 {
     static const char *const keys[] = {"stamp", "reject_word",
                                        "quarantine_word", "discard_word",
-                                       "slow_word", "slow_ms", NULL};
+                                       "slow_word", "slow_ms", "slow_phases",
+                                       NULL};
+    static const char *const phases[] = {"connect", "helo", "mail", "rcpt"};
     struct example_conf *c = calloc(1, sizeof(*c));
     const char *v;
 
@@ -72,6 +79,13 @@ example_configure(const config_setting_t *s, const char *file, void **out,
         c->slow_word = strdup(v);
     c->slow_ms = 500;
     config_setting_lookup_int(s, "slow_ms", &c->slow_ms);
+    const config_setting_t *sp = config_setting_get_member(s, "slow_phases");
+    for (int i = 0; sp && i < config_setting_length(sp); i++) {
+        const char *ph = config_setting_get_string_elem(sp, (unsigned)i);
+        for (unsigned k = 0; ph && k < 4; k++)
+            if (strcmp(ph, phases[k]) == 0)
+                c->slow_phases |= 1u << k;
+    }
     if (c->slow_ms < 0 || c->slow_ms > 60000) {
         pst_fconf_error(err, file, config_setting_get_member(s, "slow_ms"),
                         "filter example: slow_ms must be 0..60000");
@@ -114,11 +128,72 @@ slow_done(void *p)
 {
     struct slow_job *j = p;
     struct pst_fctx *fc = pst_fctx_lookup(j->ref);
-    if (fc != NULL) {
-        pst_hdr_add(fc, "X-Example-Slow", "done", false);
+    if (fc != NULL && j->refuse) {
+        pst_fctx_reply(fc, 550, "5.1.1", "example: recipient refused");
+        pst_fctx_resume(fc, PST_REJECT);
+    } else if (fc != NULL) {
+        if (pst_fctx_phase(fc) == PST_FP_HEADERS)
+            pst_hdr_add(fc, "X-Example-Slow", "done", false);
         pst_fctx_resume(fc, PST_CONTINUE);
     }
     free(j);
+}
+
+/* Answer this phase later (from the worker pool). */
+static enum pst_verdict
+go_slow(struct pst_fctx *fc, bool refuse)
+{
+    struct example_conf *c = pst_fctx_conf(fc);
+    struct slow_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return PST_TEMPFAIL;
+    j->ref = pst_fctx_ref(fc);
+    j->ms = c->slow_ms;
+    j->refuse = refuse;
+    if (pst_fctx_offload(fc, j, slow_work, slow_done) < 0) {
+        free(j);
+        return PST_TEMPFAIL;
+    }
+    return PST_PENDING;
+}
+
+static bool
+slow_in(struct pst_fctx *fc, enum pst_fphase ph)
+{
+    struct example_conf *c = pst_fctx_conf(fc);
+    return (c->slow_phases & (1u << ph)) != 0;
+}
+
+static enum pst_verdict
+example_on_connect(struct pst_fctx *fc)
+{
+    return slow_in(fc, PST_FP_CONNECT) ? go_slow(fc, false) : PST_CONTINUE;
+}
+
+static enum pst_verdict
+example_on_helo(struct pst_fctx *fc, const char *helo)
+{
+    return slow_in(fc, PST_FP_HELO) ? go_slow(fc, false) : PST_CONTINUE;
+}
+
+static enum pst_verdict
+example_on_mail(struct pst_fctx *fc, const char *sender)
+{
+    return slow_in(fc, PST_FP_MAIL) ? go_slow(fc, false) : PST_CONTINUE;
+}
+
+static enum pst_verdict
+example_on_rcpt(struct pst_fctx *fc, const char *rcpt)
+{
+    struct example_conf *c = pst_fctx_conf(fc);
+    bool refuse = c->reject_word && strstr(rcpt, c->reject_word);
+    if (slow_in(fc, PST_FP_RCPT))
+        return go_slow(fc, refuse);
+    if (refuse) {
+        pst_fctx_reply(fc, 550, "5.1.1", "example: recipient refused");
+        return PST_REJECT;
+    }
+    return PST_CONTINUE;
 }
 
 static bool
@@ -143,18 +218,8 @@ example_on_headers(struct pst_fctx *fc)
         return PST_QUARANTINE;
     if (subject_has(fc, c->discard_word))
         return PST_DISCARD;
-    if (subject_has(fc, c->slow_word)) {
-        struct slow_job *j = calloc(1, sizeof(*j));
-        if (j == NULL)
-            return PST_TEMPFAIL;
-        j->ref = pst_fctx_ref(fc);
-        j->ms = c->slow_ms;
-        if (pst_fctx_offload(fc, j, slow_work, slow_done) < 0) {
-            free(j);
-            return PST_TEMPFAIL;
-        }
-        return PST_PENDING;
-    }
+    if (subject_has(fc, c->slow_word))
+        return go_slow(fc, false);
     return PST_CONTINUE;
 }
 
@@ -170,5 +235,9 @@ const struct pst_filter pst_filter_module = {
 #endif
     .configure = example_configure,
     .unconfigure = example_unconfigure,
+    .on_connect = example_on_connect,
+    .on_helo = example_on_helo,
+    .on_mail = example_on_mail,
+    .on_rcpt = example_on_rcpt,
     .on_headers = example_on_headers,
 };

@@ -310,6 +310,31 @@ class ExternalModule(PosternTestCase):
         send(p, message([b"Subject: after"]))   # still serving
         p.wait_for_delivered(1)
 
+    def test_every_phase_pending(self):
+        # connect, HELO, MAIL and RCPT each answered later by the pool;
+        # the session resumes each command by its id, pipelined or not
+        p = self.example(slow_ms=150,
+                         slow_phases=["connect", "helo", "mail", "rcpt"])
+        c = p.client()
+        t0 = time.monotonic()
+        c.greeting()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.14)
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@example.com>\r\n"
+               b"RCPT TO:<b@example.org>\r\n"
+               b"RCPT TO:<forbidden@example.org>\r\n"
+               b"RCPT TO:<c@example.org>\r\n"
+               b"DATA\r\n")
+        rs = c.replies(5, timeout=15)
+        self.assertEqual([r.code for r in rs], [250, 250, 550, 250, 354])
+        self.assertEqual(rs[2].text, "5.1.1 example: recipient refused")
+        c.send(message([b"Subject: phases"]) + b".\r\n")
+        c.expect(250)
+        c.quit()
+        got = p.wait_for_delivered(2)
+        self.assertEqual(sorted(d.delivered_to for d in got),
+                         ["<b@example.org>", "<c@example.org>"])
+
     def test_pipelined_behind_a_pending_verdict(self):
         p = self.example(slow_ms=700)
         c = p.session()
