@@ -6,7 +6,9 @@
 #   bench/smtp_bench.sh [BUILD_DIR] [MESSAGES] [RUNS] [CONCURRENCY...]
 #   defaults: build 5000 3 1 20 100
 #
-# For each concurrency: RUNS timed runs (median reported), each on a fresh
+# For each concurrency: RUNS timed runs (median reported; postern's CPU
+# time per message, accepting and delivering, also as a median, a figure
+# that other load on the machine disturbs less), each on a fresh
 # postern (spool and maildir in a temp dir on the same disk as /tmp,
 # delivering to maildir as it accepts); then one run under `strace -f -c`
 # to count every fsync the gateway made (accepting and delivering). The
@@ -43,19 +45,26 @@ CONF
     for _ in $(seq 600); do grep -q 'event=ready' "$tmp/log" 2>/dev/null && return; sleep 0.05; done
     echo "postern did not start"; cat "$tmp/log"; exit 1
 }
+cpu_ms() {  # user+system CPU of postern so far, in ms
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/$pid/stat"
+}
 stop() {
     kill -TERM "$pid"; wait "$pid" || true; pid=
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf "%-12s %-10s %-28s %-18s %-18s\n" concurrency msgs/s "runs (msgs/s)" "commit fsync/msg" "all fsync/msg"
+printf "%-12s %-10s %-28s %-12s %-18s %-18s\n" concurrency msgs/s "runs (msgs/s)" "cpu ms/msg" "commit fsync/msg" "all fsync/msg"
 for c in "${concs[@]}"; do
     rates=()
+    cpus=()
     for _ in $(seq "$runs"); do
         start ""
         t0=$(date +%s.%N)
         smtp-source -s "$c" -l 1024 -m "$msgs" -f bench@example.org -t rcpt@example.net "127.0.0.1:$port"
         t1=$(date +%s.%N)
+        # let the queue drain so delivery's CPU is counted too
+        for _ in $(seq 400); do [ -z "$(ls -A "$tmp/spool/active")" ] && break; sleep 0.05; done
+        cpus+=("$(python3 -c "print('%.3f' % ($(cpu_ms) / $msgs))")")
         stop
         rates+=("$(python3 -c "print(round($msgs / ($t1 - $t0)))")")
         commit=$(grep -o 'event=spool_stats.*' "$tmp/log" | sed -E 's/.*committed=([0-9]+).*fsyncs=([0-9]+).*/\2 \1/' | awk '{printf "%.3f", $1/$2}')
@@ -68,5 +77,5 @@ for c in "${concs[@]}"; do
     tpid=$(cat "/proc/$pid/task/$pid/children" | awk '{print $1}')
     kill -TERM "$tpid"; wait "$pid" || true; pid=
     all=$(awk '$NF=="fsync"||$NF=="fdatasync"{s+=$4} END{print s+0}' "$tmp/strace")
-    printf "%-12s %-10s %-28s %-18s %-18s\n" "$c" "$(printf '%s\n' "${rates[@]}" | median)" "${rates[*]}" "$commit" "$(python3 -c "print('%.2f' % ($all / $n))")"
+    printf "%-12s %-10s %-28s %-12s %-18s %-18s\n" "$c" "$(printf '%s\n' "${rates[@]}" | median)" "${rates[*]}" "$(printf '%s\n' "${cpus[@]}" | median)" "$commit" "$(python3 -c "print('%.2f' % ($all / $n))")"
 done
