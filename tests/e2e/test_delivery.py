@@ -256,6 +256,24 @@ class Auth(PosternTestCase):
                          if c.startswith(b"MAIL")][0])
         self.assertNotIn(b"s3cret", p.log())
 
+    def test_auth_login_when_only_login_offered(self):
+        import base64
+        ds = self.downstream(
+            extensions=harness.FakeDownstream.DEFAULT_EXTENSIONS +
+            ["AUTH LOGIN"],
+            script={"UNKNOWN": ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6",
+                                "235 2.7.0 Authenticated"]})
+        p = self.postern({"delivery": dict(FAST, tls="none", routes=[
+            {"domain": "dest.test", "route": ds.route(),
+             "auth_user": "relayuser", "auth_password": "s3cret",
+             "auth_plaintext": True}])})
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        cmds = t.session.commands
+        i = cmds.index(b"AUTH LOGIN")
+        self.assertEqual(cmds[i + 1], base64.b64encode(b"relayuser"))
+        self.assertEqual(cmds[i + 2], base64.b64encode(b"s3cret"))
+
     def test_no_auth_in_plaintext(self):
         ds = self.downstream(extensions=self.EXT,
                              script={"UNKNOWN": "235 2.7.0 Authenticated"})
@@ -466,6 +484,21 @@ class Tls(PosternTestCase):
         [t] = ds.wait_for_transactions(1, timeout=15)
         self.assertTrue(t.session.tls)
         self.assertEqual(names, ["mx.dest.test"])
+
+    def test_client_certificate(self):
+        # the hop requires a certificate from our CA: postern shows its own
+        crt, key = make_cert(self.tmp, self.ca, "postern.test",
+                             ["DNS:postern.test"])
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.load_verify_locations(self.ca[0])
+        ds = self.tls_downstream()
+        p = self.postern({"delivery": dict(
+            FAST, tls_ca_file=self.ca[0], tls_cert=crt, tls_key=key,
+            routes=[{"domain": "dest.test", "route": ds.route(),
+                     "tls": "verify"}])})
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertTrue(t.session.tls)
 
     def test_verify_wrong_name_defers(self):
         ds = self.tls_downstream()
