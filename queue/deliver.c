@@ -112,6 +112,7 @@ struct conn {
     struct pst_smtpc_opts o;        /* per connection: tls_name varies */
     char last_err[PST_SMTPC_TEXT];
     bool last_perm;
+    size_t plain_idx;               /* candidate retried without TLS (may) */
     bool opened;
     bool closing;
 };
@@ -493,6 +494,15 @@ on_open(void *arg, struct pst_smtpc *c, int status, bool perm,
         snprintf(cn->last_err, sizeof(cn->last_err), "%s", text);
         cn->last_perm = perm;
         pst_info("event=connect_failed dest=%s error=\"%s\"", ds->key, text);
+        /* tls = may: a hop whose TLS is broken gets the message in
+         * plaintext rather than never (RFC 3207 opportunistic) */
+        if (cn->o.tls == PST_DTLS_MAY && strstr(text, "TLS handshake") &&
+            cn->plain_idx != cn->next - 1) {
+            cn->plain_idx = cn->next - 1;
+            cn->next--;
+            pst_info("event=tls_fallback dest=%s action=\"retry without "
+                     "TLS\"", ds->key);
+        }
         conn_open_next(cn);
         return;
     }
@@ -527,8 +537,11 @@ conn_open_next(struct conn *cn)
         dest_kick(ds);
         return;
     }
-    struct cand *k = &cn->cands[cn->next++];
+    size_t ki = cn->next++;
+    struct cand *k = &cn->cands[ki];
     cn->o = ds->o;
+    if (ki == cn->plain_idx)
+        cn->o.tls = PST_DTLS_NONE;
     if (ds->rc && ds->rc->tls_name)
         cn->o.tls_name = ds->rc->tls_name;
     else if (ds->kind != D_MX && ds->literal)
@@ -786,6 +799,7 @@ conn_new(struct dest *ds)
     struct conn *cn = pst_xcalloc(1, sizeof(*cn));
 
     cn->dest = ds;
+    cn->plain_idx = SIZE_MAX;
     uv_timer_init(d->loop, &cn->idle_timer);
     cn->idle_timer.data = cn;
     LIST_INSERT_HEAD(&ds->conns, cn, link);

@@ -524,6 +524,24 @@ class Tls(PosternTestCase):
         self.assertNotIn(b"MAIL FROM", b"".join(
             c for s in ds.sessions for c in s.commands))
 
+    def test_may_falls_back_to_plaintext_after_failed_handshake(self):
+        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ds = self.tls_downstream()
+        p = self.postern({"delivery": dict(FAST, tls="may", routes=[
+            {"domain": "dest.test", "route": ds.route()}])})
+        send(p, ["a@dest.test"])
+        [t] = ds.wait_for_transactions(1, timeout=15)
+        self.assertFalse(t.session.tls)
+        wait_log(p, r"event=tls_fallback")
+        # encrypt never falls back
+        p2 = self.postern({
+            "queue": {"directory": os.path.join(self.tmp, "spool2")},
+            "delivery": dict(FAST, tls="encrypt", routes=[
+                {"domain": "dest.test", "route": ds.route()}])})
+        send(p2, ["b@dest.test"])
+        wait_log(p2, r'event=deferred to="b@dest.test".*4\.7\.5')
+        self.assertEqual(len(originals(ds)), 1)
+
     def test_may_uses_tls_when_offered_and_plain_otherwise(self):
         a = self.tls_downstream()
         b = self.downstream()
