@@ -51,6 +51,8 @@ static const struct {
     [RP_LINE_TOO_LONG_DATA] = {552, "5.3.4", "Message line too long"},
     [RP_BARE_NEWLINE] = {550, "5.5.2", "Error: bare <CR> or <LF> received"},
     [RP_TOO_MANY_HOPS] = {554, "5.4.6", "Too many hops"},
+    [RP_MIME_LIMIT] = {554, "5.6.0",
+                       "Error: message structure exceeds the MIME limits"},
     [RP_WRITE_ERROR] = {451, "4.3.0", "Error: queue file write error"},
     [RP_NO_SPACE] = {452, "4.3.1", "Insufficient system storage"},
     [RP_DATA_AFTER_BDAT] = {503, "5.5.1", "Error: DATA after BDAT"},

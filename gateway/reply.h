@@ -46,6 +46,7 @@ enum pst_reply {
     RP_LINE_TOO_LONG_DATA,
     RP_BARE_NEWLINE,
     RP_TOO_MANY_HOPS,
+    RP_MIME_LIMIT,                   /* mime.policy = reject */
     RP_WRITE_ERROR,
     RP_NO_SPACE,
     RP_DATA_AFTER_BDAT,

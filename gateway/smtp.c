@@ -36,6 +36,7 @@
 #include "core/dns.h"
 #include "core/envelope.h"
 #include "core/log.h"
+#include "core/mime.h"
 #include "core/util.h"
 #include "filters/chain.h"
 #include "gateway/dotstream.h"
@@ -68,6 +69,7 @@ enum msg_fail {
     MF_HOPS,
     MF_WRITE,
     MF_NOSPACE,
+    MF_MIME_LIMIT,
 };
 
 /* A small scanner over the header section of the text as it is stored:
@@ -132,6 +134,9 @@ struct pst_session {
     bool bdat_last;
     bool bdat_discard;              /* chunk read only to keep framing */
     uint64_t data_deadline;         /* loop ms */
+
+    /* with mime.policy = reject: the message model, for its limit flags */
+    struct pst_mime_parser *mp;
 
     /* filters (filters/chain.h): NULL when the chain is empty */
     struct pst_fsess *fs;
@@ -293,6 +298,8 @@ txn_reset(struct pst_session *s)
     pst_envelope_free(&s->env);
     if (s->fs)
         pst_fsess_msg_end(s->fs);
+    pst_mime_parser_free(s->mp);
+    s->mp = NULL;
     s->in_mail = false;
     s->rcpt_tried = 0;
     s->qid[0] = '\0';
@@ -623,6 +630,10 @@ message_open(struct pst_session *s)
         s->fail = rc == -ENOSPC ? MF_NOSPACE : MF_WRITE;
     if (s->fs)
         pst_fsess_msg_data(s->fs, hdr, n);
+    if (s->conf->mime.policy == PST_MIME_POLICY_REJECT) {
+        s->mp = pst_mime_parser_new(&s->conf->mime.limits, NULL, NULL);
+        pst_mime_feed(s->mp, hdr, n);
+    }
     SLOG(PST_LOG_INFO, s, "event=data proto=%s rcpts=%zu", s->env.proto,
          s->env.nrcpts);
     return true;
@@ -675,6 +686,8 @@ message_text(struct pst_session *s, const char *p, size_t n)
     int rc = pst_spool_msg_write(s->msg, p, n);
     if (rc == 0 && s->fs)
         pst_fsess_msg_data(s->fs, p, n);
+    if (rc == 0 && s->mp)
+        pst_mime_feed(s->mp, p, n);
     if (rc < 0) {
         pst_warn("sess=%016" PRIx64 " msg=%s event=spool_error op=write "
                  "err=%s", s->id, s->qid, strerror(-rc));
@@ -715,12 +728,29 @@ message_end(struct pst_session *s)
         [MF_TOO_BIG] = RP_SIZE_EXCEEDED, [MF_LONG_LINE] = RP_LINE_TOO_LONG_DATA,
         [MF_BARE_NEWLINE] = RP_BARE_NEWLINE, [MF_HOPS] = RP_TOO_MANY_HOPS,
         [MF_WRITE] = RP_WRITE_ERROR, [MF_NOSPACE] = RP_NO_SPACE,
+        [MF_MIME_LIMIT] = RP_MIME_LIMIT,
     };
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_LONG_LINE))
         s->fail = MF_LONG_LINE;
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_BARE) &&
         s->conf->smtp.bare_newline == PST_BARE_REJECT)
         s->fail = MF_BARE_NEWLINE;
+    if (s->mp) {
+        struct pst_msg *m = pst_mime_finish(s->mp);
+        s->mp = NULL;
+        if (s->fail == MF_NONE && (m->flags & PST_MIME_F_LIMITS)) {
+            char names[192] = "";
+            for (unsigned b = 1; b <= PST_MIME_F_LIMITS; b <<= 1)
+                if (m->flags & b) {
+                    if (names[0])
+                        strcat(names, ",");
+                    strcat(names, pst_mime_flag_name(b));
+                }
+            s->fail = MF_MIME_LIMIT;
+            SLOG(PST_LOG_INFO, s, "event=mime_limits flags=%s", names);
+        }
+        pst_msg_free(m);
+    }
     if (s->fail != MF_NONE) {
         enum pst_reply r = fail_reply[s->fail];
         SLOG(PST_LOG_INFO, s, "event=reject phase=data code=%d reason=%d",
@@ -1224,6 +1254,7 @@ session_free(struct pst_session *s)
         s->next->prev = s->prev;
     pst_envelope_free(&s->env);
     free(s->fline);
+    pst_mime_parser_free(s->mp);
     pst_buf_free(&s->out);
     free(s->in);
     free(s->scratch);
