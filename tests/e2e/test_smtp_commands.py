@@ -84,7 +84,25 @@ class CommandsTest(PosternTestCase):
             c.cmd("FROB", 500, "5.5.2")
             c.cmd("MAILX FROM:<a@b.test>", 500, "5.5.2")
             c.cmd("", 500, "5.5.2")
+            c.cmd("VRFY", 501, "5.5.4")
             c.cmd("NOOP", 250, "2.0.0")      # still serving
+
+    def test_nothing_after_quit(self):
+        with self.p.session() as c:
+            c.send(b"QUIT\r\nNOOP\r\nNOOP\r\n")
+            c.expect(221, "2.0.0")
+            self.assertTrue(c.closed())
+            self.assertEqual(c.buf, b"")
+
+    def test_endless_line_then_resync(self):
+        """300 KB without a line end: one 500 5.5.2, memory stays bounded,
+        and the next line is a command again."""
+        with self.p.session() as c:
+            c.send(b"NOOP " + b"x" * 300000)
+            c.send(b"\r\nNOOP\r\n")
+            c.expect(500, "5.5.2")
+            c.expect(250, "2.0.0")
+            self.assertEqual(c.pending(0.2), b"")
 
     def test_case_insensitive_verbs(self):
         with self.p.client() as c:
