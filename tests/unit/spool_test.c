@@ -12,6 +12,7 @@
  * control socket commands.
  */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -40,6 +41,38 @@
 #include "core/util.h"
 #include "queue/record.h"
 #include "queue/spool.h"
+
+/*
+ * Fault injection for fsync: the spool's calls resolve to this definition
+ * (the test program's own), which forwards to the C library unless a
+ * failure is armed for the next fsync of a path with the given suffix or
+ * infix. Used to see an fsync error fail a whole batch.
+ */
+static atomic_int fsync_fail_left;
+static char fsync_fail_match[64];
+
+int
+fsync(int fd)
+{
+    static int (*real)(int);
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    if (atomic_load(&fsync_fail_left) > 0) {
+        char l[64], p[512];
+        snprintf(l, sizeof(l), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(l, p, sizeof(p) - 1);
+        if (n > 0) {
+            p[n] = '\0';
+            size_t ml = strlen(fsync_fail_match);
+            if ((size_t)n >= ml && strstr(p, fsync_fail_match) != NULL &&
+                atomic_fetch_sub(&fsync_fail_left, 1) > 0) {
+                errno = EIO;
+                return -1;
+            }
+        }
+    }
+    return real(fd);
+}
 
 struct fx {
     char root[128];
@@ -444,6 +477,74 @@ test_group_commit(void **state)
     free(body);
     free(m);
     free(s);
+}
+
+/* An fsync error fails the whole batch: every message in it gets -EIO and
+ * its file is removed; none is reported durable; later batches commit. */
+static char *spath(struct fx *f, const char *sub, const char *name);
+
+static void
+batch_fails(struct fx *f, const char *match)
+{
+    enum { N = 30 };
+    struct sub *s = pst_xcalloc(N, sizeof(*s));
+    struct pst_spool_msg **m = pst_xcalloc(N, sizeof(*m));
+    struct pst_envelope e;
+    const char *rc[] = {"x@example.org"};
+    int failed = 0;
+
+    spool_open(f);
+    pst_spool_pause(f->sp, true);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pst_spool_msg_new(f->sp, &m[i], s[i].qid), 0);
+        assert_int_equal(pst_spool_msg_write(m[i], "x\r\n", 3), 0);
+    }
+    snprintf(fsync_fail_match, sizeof(fsync_fail_match), "%s", match);
+    atomic_store(&fsync_fail_left, 1);
+    envelope(&e, "", rc, 1);
+    for (int i = 0; i < N; i++)
+        pst_spool_msg_commit(m[i], &e, on_commit, &s[i]);
+    pst_envelope_free(&e);
+    for (int i = 0; i < N; i++) {
+        assert_true(run_until(f, pred_done, &s[i], 10000));
+        char *pa = spath(f, "active", s[i].qid);
+        char *pi = spath(f, "incoming", s[i].qid);
+        if (s[i].status != 0) {
+            assert_int_equal(s[i].status, -EIO);
+            assert_int_not_equal(access(pa, F_OK), 0);
+            failed++;
+        } else {
+            assert_int_equal(access(pa, F_OK), 0);
+        }
+        assert_int_not_equal(access(pi, F_OK), 0);
+        free(pa);
+        free(pi);
+    }
+    assert_int_equal(atomic_load(&fsync_fail_left), 0);
+    struct pst_spool_stats st;
+    pst_spool_stats(f->sp, &st);
+    printf("# fsync error on %s: %d of %d messages failed with their "
+           "batch, %llu batches\n", match, failed, N,
+           (unsigned long long)st.batches);
+    assert_true(failed >= 1);
+    assert_int_equal(st.committed, (uint64_t)(N - failed));
+    assert_int_equal(st.queued, (unsigned)(N - failed));
+    assert_int_equal(count_sub(f, f->spool, "active"), N - failed);
+    spool_close(f);
+    free(m);
+    free(s);
+}
+
+static void
+test_file_fsync_error_fails_batch(void **state)
+{
+    batch_fails(*state, "/incoming/");
+}
+
+static void
+test_dir_fsync_error_fails_batch(void **state)
+{
+    batch_fails(*state, "/spool/active");
 }
 
 static void
@@ -988,6 +1089,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_commit_and_deliver, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_fsync_error_fails_batch,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dir_fsync_error_fails_batch,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qid_unique_across_restarts,
                                         setup, teardown),
