@@ -425,6 +425,18 @@ call_hook(struct pst_fsess *fs, struct pst_fctx *fc, bool *skip)
 static void
 on_deadline(uv_timer_t *t);
 
+/* What a phase needs before its first hook. */
+static void
+enter_phase(struct pst_fsess *fs)
+{
+    if (fs->phase == PST_FP_HEADERS)
+        pst__view_build(fs);
+    if (fs->phase == PST_FP_MESSAGE && fs->mp != NULL) {
+        fs->mime = pst_mime_finish(fs->mp);
+        fs->mp = NULL;
+    }
+}
+
 /*
  * Run from (phase, idx) until the run ends (returns 0) or a filter is
  * pending (returns 1).
@@ -437,12 +449,7 @@ step(struct pst_fsess *fs)
             if (fs->phase < fs->last_phase) {
                 fs->phase++;
                 fs->idx = 0;
-                if (fs->phase == PST_FP_HEADERS)
-                    pst__view_build(fs);
-                if (fs->phase == PST_FP_MESSAGE && fs->mp != NULL) {
-                    fs->mime = pst_mime_finish(fs->mp);
-                    fs->mp = NULL;
-                }
+                enter_phase(fs);
                 continue;
             }
             break;
@@ -487,6 +494,10 @@ finish(struct pst_fsess *fs)
 {
     struct pst_fres *r = &fs->res;
     fs->running = false;
+    if (fs->last_phase == PST_FP_HEADERS) {
+        fs->hdr_ran = true;         /* a refusal waits for the final dot */
+        fs->hdr_res = *r;
+    }
     r->new_sender = fs->new_sender;
     r->new_rcpt = fs->new_rcpt;
     if (r->verdict == PST_CONTINUE && fs->last_phase == PST_FP_EOM &&
@@ -665,6 +676,20 @@ pst_fsess_msg_end(struct pst_fsess *fs)
     fs->smtputf8 = false;
     fs->disp = PST_CONTINUE;
     fs->msg_bytes = 0;
+    fs->hdr_ran = false;
+}
+
+/* pst_fsess_headers_ready - see chain.h. */
+bool
+pst_fsess_headers_ready(const struct pst_fsess *fs)
+{
+    if (!fs->in_msg || fs->hdr_ran || fs->pending || !fs->hdr_done ||
+        fs->accepted)
+        return false;
+    for (size_t i = 0; i < fs->ch->n; i++)
+        if (fs->ch->e[i].f->on_headers != NULL)
+            return true;
+    return false;
 }
 
 /* pst_fsess_run - see chain.h. */
@@ -674,8 +699,10 @@ pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
 {
     if (fs->pending || (unsigned)ph >= PST_FP_COUNT)
         return -EBUSY;
-    if (ph == PST_FP_HEADERS || ph == PST_FP_MESSAGE)
-        ph = PST_FP_EOM;            /* the message phases run together */
+    if (ph == PST_FP_MESSAGE)
+        ph = PST_FP_EOM;            /* message and eom run together */
+    if (ph == PST_FP_HEADERS && (!fs->in_msg || fs->hdr_ran))
+        return -EINVAL;
     free(fs->arg);
     fs->arg = arg ? pst_xstrdup(arg) : NULL;
     free(fs->new_sender);
@@ -684,13 +711,22 @@ pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
     memset(&fs->res, 0, sizeof(fs->res));
     fs->res.verdict = PST_CONTINUE;
     fs->running = true;
-    fs->phase = ph == PST_FP_EOM ? PST_FP_HEADERS : ph;
+    fs->phase = ph;
+    if (ph == PST_FP_EOM)
+        fs->phase = fs->hdr_ran ? PST_FP_MESSAGE : PST_FP_HEADERS;
     fs->last_phase = ph;
     fs->idx = 0;
-    if (fs->phase == PST_FP_HEADERS)
-        pst__view_build(fs);
     if (message_phase(ph) && !fs->in_msg)
         pst_fsess_msg_begin(fs, false);
+    if (ph == PST_FP_EOM && fs->hdr_ran &&
+        (fs->hdr_res.verdict == PST_REJECT ||
+         fs->hdr_res.verdict == PST_TEMPFAIL)) {
+        fs->res = fs->hdr_res;      /* refused when the header was seen */
+        fs->running = false;
+        *res = fs->res;
+        return 0;
+    }
+    enter_phase(fs);
     if (step(fs) == 1)
         return 1;
     finish(fs);

@@ -12,11 +12,14 @@
  * The host calls pst_fsess_run at each phase. It returns 0 with the result
  * filled, or 1: a filter is pending; the host stops reading and its
  * callback gets the result later (on the loop thread). For the message
- * phases the host feeds the text with pst_fsess_msg_data while it streams
- * and runs PST_FP_EOM once at the end: on_headers, on_message and on_eom
- * then run in turn and the result is the message's verdict (the strictest
- * of all its filters). pst_fsess_edits then gives the edit blob the spool
- * commits beside the original text (queue/edits.h).
+ * phases the host feeds the text with pst_fsess_msg_data while it streams;
+ * once pst_fsess_headers_ready says the header is complete it may run
+ * PST_FP_HEADERS at once (a slow header check then overlaps the rest of
+ * the upload; a refusal is kept for the end), and it runs PST_FP_EOM once
+ * at the end: on_headers (if not run yet), on_message and on_eom run in
+ * turn and the result is the message's verdict (the strictest of all its
+ * filters). pst_fsess_edits then gives the edit blob the spool commits
+ * beside the original text (queue/edits.h).
  *
  * Ids, not pointers: a pending filter's answer finds its session through
  * the runtime's table by (session id, generation). pst_fsess_free drops
@@ -125,6 +128,9 @@ int pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
 void pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8);
 void pst_fsess_msg_data(struct pst_fsess *fs, const void *p, size_t n);
 void pst_fsess_msg_end(struct pst_fsess *fs);
+/* pst_fsess_headers_ready - the header section is complete and the
+ * headers phase has not run (and some module has on_headers). */
+bool pst_fsess_headers_ready(const struct pst_fsess *fs);
 /* pst_fsess_edits - after PST_FP_EOM: append the edit blob to out if any
  * filter edited the message; returns 1 (blob), 0 (no edits) or -E2BIG. */
 int pst_fsess_edits(struct pst_fsess *fs, struct pst_ebuf *out);

@@ -83,6 +83,8 @@ struct pst_fsess {
     size_t nv, cv;
     struct pst__brepl *br;
     size_t nbr;
+    bool hdr_ran;                   /* headers phase run while streaming */
+    struct pst_fres hdr_res;        /* its refusal, given at the end */
     struct pst_mime_parser *mp;     /* when a module has on_message */
     struct pst_msg *mime;           /* its model, from the message phase */
 };

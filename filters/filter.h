@@ -15,15 +15,17 @@
  *   on_helo      HELO/EHLO given (helo)
  *   on_mail      MAIL FROM accepted by the gateway (sender, "" for <>)
  *   on_rcpt      RCPT TO accepted by the gateway (this recipient)
- *   on_headers   after the final dot: the header fields, as edited so far
+ *   on_headers   the header is complete (while the body still streams,
+ *                or at the final dot): the fields as edited so far
  *   on_message   after on_headers: the MIME tree of the message as
  *                received (core/mime.h; offsets are into the original
  *                text, usable with pst_part_replace). The chain builds
  *                it while the text streams, only when a module in the
  *                chain has this hook.
  *   on_eom       last: everything is known
- * The message phases (on_headers, on_message, on_eom) run after the whole
- * text has been received and before the reply to the final dot.
+ * on_message and on_eom run after the whole text has been received and
+ * before the reply to the final dot, which answers for all three message
+ * phases (a refusal at on_headers is given there too).
  *
  * VERDICTS a hook returns:
  *   PST_CONTINUE    run the next filter

@@ -973,6 +973,9 @@ on_filter_verdict(void *arg, const struct pst_fres *r)
     case PST_FP_EOM:
         message_end(s);
         break;
+    case PST_FP_HEADERS:            /* the chain keeps it: go on reading */
+        s->fready = false;
+        break;
     default:                        /* HELO, MAIL, RCPT: the command again */
         if (s->fstep == PST_FP_RCPT && s->rcpt_tried > 0)
             s->rcpt_tried--;
@@ -1091,6 +1094,28 @@ step_command(struct pst_session *s)
     return true;
 }
 
+/*
+ * headers_gate - the header is complete while the text still streams: run
+ * the filters' headers phase now, so a slow check overlaps the upload. A
+ * pending verdict pauses the data (ST_FILTER); a refusal is kept by the
+ * chain and given after the final dot. At the end of a chunk that also
+ * ends the message the end-of-message run covers the header instead.
+ */
+static void
+headers_gate(struct pst_session *s)
+{
+    struct pst_fres r;
+    if (s->fs == NULL || s->fail != MF_NONE ||
+        !pst_fsess_headers_ready(s->fs))
+        return;
+    filter_env(s);
+    if (pst_fsess_run(s->fs, PST_FP_HEADERS, NULL, &r) == 1) {
+        s->fstep = PST_FP_HEADERS;
+        s->fst_saved = s->st;
+        s->st = ST_FILTER;
+    }
+}
+
 static bool
 step_data(struct pst_session *s)
 {
@@ -1104,6 +1129,8 @@ step_data(struct pst_session *s)
     message_text(s, s->scratch, olen);
     if (done)
         message_end(s);
+    else
+        headers_gate(s);
     return true;
 }
 
@@ -1124,8 +1151,10 @@ step_bdat(struct pst_session *s)
         s->bdat_left -= take;
         s->bdat_octets += take;
     }
-    if (s->bdat_left > 0)
+    if (s->bdat_left > 0) {
+        headers_gate(s);
         return take > 0;
+    }
     /* chunk complete */
     s->st = ST_CMD;
     if (s->bdat_discard) {

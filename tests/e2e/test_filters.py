@@ -310,6 +310,33 @@ class ExternalModule(PosternTestCase):
         send(p, message([b"Subject: after"]))   # still serving
         p.wait_for_delivered(1)
 
+    def test_headers_phase_while_the_body_streams(self):
+        p = self.example(slow_ms=800)
+        c = p.session()
+        c.cmd("MAIL FROM:<a@example.com>", 250)
+        c.cmd("RCPT TO:<b@example.org>", 250)
+        c.cmd("DATA", 354)
+        t0 = time.monotonic()
+        c.send(b"Subject: slow upload\r\n\r\n")   # the header, complete
+        time.sleep(0.5)                 # the verdict pends meanwhile
+        c.send(b"x" * 70 + b"\r\n" + b".\r\n")
+        c.expect(250)
+        # the wait overlapped the upload: one delay, not delay + upload
+        self.assertLess(time.monotonic() - t0, 1.25)
+        # a refusal at the header is given after the final dot
+        c.cmd("MAIL FROM:<a@example.com>", 250)
+        c.cmd("RCPT TO:<b@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(b"Subject: forbidden\r\n\r\n")
+        self.assertEqual(c.pending(0.3), b"")   # nothing before the dot
+        c.send(b"body\r\n.\r\n")
+        c.expect(550)
+        c.quit()
+        d = p.wait_for_delivered(1)[0]
+        self.assertEqual(parse(d.body)["X-Example-Slow"], "done")
+        p.wait_for_log("event=filter_verdict filter=example phase=headers "
+                       "verdict=reject")
+
     def test_every_phase_pending(self):
         # connect, HELO, MAIL and RCPT each answered later by the pool;
         # the session resumes each command by its id, pipelined or not

@@ -608,6 +608,45 @@ test_mime_tree(void **state)
     pst_fsess_free(fs);
 }
 
+/* The headers phase run while the body streams; its refusal waits for
+ * the end, and it does not run twice. */
+static void
+test_headers_early(void **state)
+{
+    struct fx *f = *state;
+    add(f, 0, 0, PST_FAIL_TEMPFAIL);
+    struct pst_fsess *fs = sess(f, 60);
+    struct pst_fres r;
+    pst_fsess_msg_begin(fs, false);
+    pst_fsess_msg_data(fs, "Subject: x\r\n", 12);
+    assert_false(pst_fsess_headers_ready(fs));  /* not complete yet */
+    pst_fsess_msg_data(fs, "\r\nbody", 6);
+    assert_true(pst_fsess_headers_ready(fs));
+    f->c[0].v[PST_FP_HEADERS] = PST_REJECT;
+    assert_int_equal(pst_fsess_run(fs, PST_FP_HEADERS, NULL, &r), 0);
+    assert_int_equal(r.verdict, PST_REJECT);
+    assert_false(pst_fsess_headers_ready(fs));
+    assert_int_equal(pst_fsess_run(fs, PST_FP_HEADERS, NULL, &r), -EINVAL);
+    pst_fsess_msg_data(fs, " more\r\n", 7);
+    int calls = f->c[0].calls;
+    r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_REJECT);
+    assert_int_equal(f->c[0].calls, calls);    /* nothing ran again */
+    pst_fsess_msg_end(fs);
+
+    /* continue at the header: message and eom run at the end */
+    f->c[0].v[PST_FP_HEADERS] = PST_CONTINUE;
+    f->c[0].v[PST_FP_EOM] = PST_QUARANTINE;
+    pst_fsess_msg_begin(fs, false);
+    pst_fsess_msg_data(fs, "Subject: x\r\n\r\nbody\r\n", 22);
+    assert_int_equal(pst_fsess_run(fs, PST_FP_HEADERS, NULL, &r), 0);
+    calls = f->c[0].calls;
+    r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_QUARANTINE);
+    assert_int_equal(f->c[0].calls, calls + 1);  /* on_eom only */
+    pst_fsess_free(fs);
+}
+
 /* The applier on its own: header ops and body ranges, streamed. */
 static void
 test_edits_apply(void **state)
@@ -653,6 +692,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_abi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mime_tree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headers_early, setup, teardown),
         cmocka_unit_test(test_edits_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
