@@ -638,7 +638,7 @@ test_headers_early(void **state)
     f->c[0].v[PST_FP_HEADERS] = PST_CONTINUE;
     f->c[0].v[PST_FP_EOM] = PST_QUARANTINE;
     pst_fsess_msg_begin(fs, false);
-    pst_fsess_msg_data(fs, "Subject: x\r\n\r\nbody\r\n", 22);
+    pst_fsess_msg_data(fs, "Subject: x\r\n\r\nbody\r\n", 20);
     assert_int_equal(pst_fsess_run(fs, PST_FP_HEADERS, NULL, &r), 0);
     calls = f->c[0].calls;
     r = run(f, fs, PST_FP_EOM);
