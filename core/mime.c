@@ -1269,7 +1269,8 @@ pst_mime_field(const struct pst_mime_part *part, const char *name,
 #define RD_BLOCK 16384
 
 struct pst_mime_reader {
-    int fd;
+    pst_mime_read_fn fn;
+    void *arg;
     const uint8_t *mem;
     uint64_t pos, end;
     struct pst_decoder dec;
@@ -1283,7 +1284,6 @@ static struct pst_mime_reader *
 reader_new(const struct pst_mime_part *part)
 {
     struct pst_mime_reader *r = pst_xcalloc(1, sizeof(*r));
-    r->fd = -1;
     r->pos = part->body_start;
     r->end = part->body_end;
     pst_dec_init(&r->dec, part->container ? PST_CTE_7BIT : part->cte);
@@ -1291,11 +1291,31 @@ reader_new(const struct pst_mime_part *part)
 }
 
 /* pst_mime_reader_open - read a part's decoded body back from a stored file. */
+/* pread on the fd in arg, again after EINTR. */
+static ssize_t
+fd_read(void *arg, void *buf, size_t len, uint64_t off)
+{
+    ssize_t n;
+    do
+        n = pread((int)(intptr_t)arg, buf, len, (off_t)off);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
 struct pst_mime_reader *
 pst_mime_reader_open(int fd, const struct pst_mime_part *part)
 {
+    return pst_mime_reader_open_fn(fd_read, (void *)(intptr_t)fd, part);
+}
+
+/* pst_mime_reader_open_fn - read a part's decoded body through fn. */
+struct pst_mime_reader *
+pst_mime_reader_open_fn(pst_mime_read_fn fn, void *arg,
+                        const struct pst_mime_part *part)
+{
     struct pst_mime_reader *r = reader_new(part);
-    r->fd = fd;
+    r->fn = fn;
+    r->arg = arg;
     return r;
 }
 
@@ -1332,11 +1352,11 @@ pst_mime_reader_read(struct pst_mime_reader *r, void *buf, size_t len)
         if (r->mem) {
             src = r->mem + r->pos;
         } else {
-            ssize_t got = pread(r->fd, r->in, want, (off_t)r->pos);
+            ssize_t got = r->fn(r->arg, r->in, want, r->pos);
             if (got < 0)
-                return -errno;
-            if (got == 0)
-                return -EIO;        /* the file is shorter than the model */
+                return (ssize_t)got;
+            if (got == 0 || (size_t)got > want)
+                return -EIO;        /* the text is shorter than the model */
             want = (size_t)got;
             src = r->in;
         }

@@ -226,14 +226,26 @@ const struct pst_hdr_field *pst_mime_field(const struct pst_mime_part *part,
                                            const char *name, unsigned nth);
 
 /*
- * Decoded body of a leaf, read back from the stored message: fd (read with
- * pread, the offset of fd is not used) or a buffer holding the same octets
- * that were fed. Memory is bounded (one 16 KiB block). read returns the
- * number of octets (0 at the end) or -errno.
+ * Decoded body of a leaf, read back from the stored message, given by
+ *   _open      a file holding exactly the octets that were fed (pread; the
+ *              file offset of fd is not used)
+ *   _open_mem  a buffer holding them
+ *   _open_fn   a function that reads them by their offset in the fed
+ *              stream, for stores that frame the text (the spool's records):
+ *              it returns octets read (fewer is fine, 0 only past the end)
+ *              or -errno
+ * Memory is bounded (one 16 KiB block). read returns the number of octets
+ * (0 at the end) or -errno; the text ending before body_end is -EIO.
  */
+typedef ssize_t (*pst_mime_read_fn)(void *arg, void *buf, size_t len,
+                                    uint64_t off);
+
 struct pst_mime_reader;
 struct pst_mime_reader *pst_mime_reader_open(int fd,
                                              const struct pst_mime_part *part);
+struct pst_mime_reader *
+pst_mime_reader_open_fn(pst_mime_read_fn fn, void *arg,
+                        const struct pst_mime_part *part);
 struct pst_mime_reader *
 pst_mime_reader_open_mem(const void *msg, size_t len,
                          const struct pst_mime_part *part);

@@ -681,6 +681,63 @@ test_reader_fd(void **state)
     pst_tbuf_free(&b);
 }
 
+/* A store that frames the text in 7-octet records and returns at most
+ * one record per call, like a spool reading record by record. */
+struct framed {
+    char rec[64][7];
+    size_t n;
+    int fail_at;                    /* call number that fails, or -1 */
+    int calls;
+};
+
+static ssize_t
+framed_read(void *arg, void *buf, size_t len, uint64_t off)
+{
+    struct framed *f = arg;
+    if (f->calls++ == f->fail_at)
+        return -EIO;
+    if (off >= f->n)
+        return 0;
+    size_t k = 7 - off % 7;
+    k = PST_MIN(k, PST_MIN(len, (size_t)(f->n - off)));
+    memcpy(buf, f->rec[off / 7] + off % 7, k);
+    return (ssize_t)k;
+}
+
+static void
+test_reader_fn(void **state)
+{
+    static const char s[] =
+        "Content-Type: multipart/mixed; boundary=r\r\n\r\n"
+        "--r\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        "aGVsbG8g\r\nd29ybGQ=\r\n--r--\r\n";
+    struct framed f = {.n = sizeof(s) - 1, .fail_at = -1};
+    for (size_t i = 0; i < f.n; i++)
+        f.rec[i / 7][i % 7] = s[i];
+    struct pst_msg *m = parse(s, f.n, 0, NULL, NULL);
+    struct pst_mime_reader *r =
+        pst_mime_reader_open_fn(framed_read, &f, m->parts[1]);
+    char out[64];
+    size_t got = 0;
+    ssize_t k;
+    while ((k = pst_mime_reader_read(r, out + got, sizeof(out) - got)) > 0)
+        got += (size_t)k;
+    assert_int_equal(k, 0);
+    assert_int_equal(got, 11);
+    assert_memory_equal(out, "hello world", 11);
+    assert_false(pst_mime_reader_bad(r));
+    pst_mime_reader_close(r);
+    /* a read error reaches the caller */
+    f.calls = 0;
+    f.fail_at = 1;
+    r = pst_mime_reader_open_fn(framed_read, &f, m->parts[1]);
+    while ((k = pst_mime_reader_read(r, out, sizeof(out))) > 0)
+        ;
+    assert_int_equal(k, -EIO);
+    pst_mime_reader_close(r);
+    pst_msg_free(m);
+}
+
 static int
 teardown(void **state)
 {
@@ -700,6 +757,7 @@ main(void)
         cmocka_unit_test(test_headers_done),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_reader_fd),
+        cmocka_unit_test(test_reader_fn),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
