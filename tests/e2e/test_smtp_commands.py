@@ -20,6 +20,12 @@ class CommandsTest(PosternTestCase):
             self.assertEqual(r.lines[0].split()[:2], [HOSTNAME, "ESMTP"])
             self.assertIn("postern", r.text)
 
+    def test_banner_configured(self):
+        self.p.restart({"smtp": {"banner": "mail gateway ready"}})
+        with self.p.client() as c:
+            r = c.greeting()
+            self.assertEqual(r.lines[0], HOSTNAME + " ESMTP mail gateway ready")
+
     def test_ehlo_keywords(self):
         with self.p.client() as c:
             c.greeting()
