@@ -1213,6 +1213,12 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             shut(c);
             return;
         }
+        if (c->st == S_HANDSHAKE) {
+            /* the hop gave up on the handshake (an alert, then EOF) */
+            c_fail(c, PST_SMTPC_TEMP, "4.7.5 TLS handshake with %s failed: "
+                   "connection closed", c->peer);
+            return;
+        }
         c_fail(c, PST_SMTPC_TEMP, "lost connection with %s%s%s", c->peer,
                n == UV_EOF ? "" : ": ", n == UV_EOF ? "" : uv_strerror((int)n));
         return;
