@@ -619,6 +619,26 @@ pst_fsess_free(struct pst_fsess *fs)
     free(fs);
 }
 
+void
+pst_fsess_set_mime_limits(struct pst_fsess *fs,
+                          const struct pst_mime_limits *lim)
+{
+    fs->mime_limits = lim;
+}
+
+/* pst_chain_log_stats - one line per module with its counters. */
+void
+pst_chain_log_stats(const struct pst_chain *ch)
+{
+    for (size_t i = 0; ch && i < ch->n; i++) {
+        const struct pst_fstats *st = &ch->e[i].st;
+        pst_info("event=filter_stats filter=%s position=%zu calls=%" PRIu64
+                 " pending=%" PRIu64 " failures=%" PRIu64 " timeouts=%" PRIu64
+                 " invalid=%" PRIu64, ch->e[i].f->name, i, st->calls,
+                 st->pending, st->failures, st->timeouts, st->invalid);
+    }
+}
+
 bool
 pst_fsess_pending(const struct pst_fsess *fs)
 {
@@ -641,7 +661,7 @@ pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8)
     }
     /* the MIME tree is built only for chains that look at it */
     if (want_mime)
-        fs->mp = pst_mime_parser_new(NULL, NULL, NULL);
+        fs->mp = pst_mime_parser_new(fs->mime_limits, NULL, NULL);
 }
 
 void

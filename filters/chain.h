@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/mime.h"
 #include "filters/filter.h"
 #include "queue/edits.h"
 
@@ -82,6 +83,8 @@ size_t pst_chain_len(const struct pst_chain *ch);
 void pst_chain_free(struct pst_chain *ch);
 void pst_chain_stats(const struct pst_chain *ch, size_t i,
                      struct pst_fstats *st);
+/* pst_chain_log_stats - log each module's counters (at shutdown). */
+void pst_chain_log_stats(const struct pst_chain *ch);
 /* pst_filter_abi_check - NULL if f fits this host, else why not. */
 const char *pst_filter_abi_check(const struct pst_filter *f);
 
@@ -120,6 +123,10 @@ struct pst_fsess *pst_fsess_new(struct pst_frt *rt, struct pst_chain *ch,
                                 pst_fsess_cb cb, void *arg);
 void pst_fsess_free(struct pst_fsess *fs);
 bool pst_fsess_pending(const struct pst_fsess *fs);
+/* the limits of the MIME tree the chain builds for on_message (the
+ * config generation's; must outlive fs). Default: the parser's. */
+void pst_fsess_set_mime_limits(struct pst_fsess *fs,
+                               const struct pst_mime_limits *lim);
 /* pst_fsess_run - arg: HELO name, sender, recipient, or NULL. */
 int pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
                   struct pst_fres *res);

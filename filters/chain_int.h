@@ -86,6 +86,7 @@ struct pst_fsess {
     bool hdr_ran;                   /* headers phase run while streaming */
     struct pst_fres hdr_res;        /* its refusal, given at the end */
     struct pst_mime_parser *mp;     /* when a module has on_message */
+    const struct pst_mime_limits *mime_limits; /* NULL: defaults */
     struct pst_msg *mime;           /* its model, from the message phase */
 };
 

@@ -78,6 +78,7 @@ server_stop(struct pst_server *srv, const char *why)
         return;
     srv->stopping = true;
     pst_info("event=stopping reason=%s sessions=%u", why, srv->nsessions);
+    pst_chain_log_stats(srv->conf->filters);
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].open)
             uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);

@@ -1416,9 +1416,11 @@ pst_session_accept(struct pst_listener *l)
                    ? ((struct sockaddr_in *)&ss)->sin_port
                    : ((struct sockaddr_in6 *)&ss)->sin6_port),
          l->lc->address, l->lc->port);
-    if (pst_chain_len(s->conf->filters) > 0)
+    if (pst_chain_len(s->conf->filters) > 0) {
         s->fs = pst_fsess_new(srv->frt, s->conf->filters, s->id, &s->env,
                               on_filter_verdict, s);
+        pst_fsess_set_mime_limits(s->fs, &s->conf->mime.limits);
+    }
     if (s->conf->smtp.reverse_dns && srv->dns) {
         s->st = ST_LOOKUP;
         s->dnsq = pst_dns_ptr(srv->dns, &s->ip, on_ptr, s);

@@ -241,6 +241,9 @@ class ExternalModule(PosternTestCase):
         time.sleep(0.3)
         self.assertEqual(p.maildir_count(), 1)
         p.wait_for_log("event=discarded filter=example")
+        p.stop()                        # counters logged at shutdown
+        self.assertRegex(p.log(), rb"event=filter_stats filter=example "
+                         rb"position=0 calls=15 pending=0 failures=0")
 
     def test_quarantine_and_release(self):
         p = self.example()
