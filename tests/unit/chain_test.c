@@ -102,6 +102,15 @@ t_headers(struct pst_fctx *fc)
 {
     struct tconf *c = pst_fctx_conf(fc);
     c->seen_hdrs = pst_hdr_count(fc);
+    /* header injection through the edit API is refused */
+    assert_int_equal(pst_hdr_add(fc, "X-Bad", "a\r\nBcc: v@x.example", false),
+                     -EINVAL);
+    assert_int_equal(pst_hdr_add(fc, "X-Bad", "a\nb", false), -EINVAL);
+    assert_int_equal(pst_hdr_add(fc, "Bad:Name", "v", false), -EINVAL);
+    assert_int_equal(pst_hdr_add(fc, "Bad Name", "v", false), -EINVAL);
+    if (pst_hdr_count(fc) > 0)
+        assert_int_equal(pst_hdr_replace(fc, 0, "x\ry"), -EINVAL);
+    assert_int_equal(pst_hdr_count(fc), c->seen_hdrs);  /* nothing added */
     if (c->remove) {
         long i = pst_hdr_find(fc, c->remove, 0);
         if (i >= 0)
