@@ -103,8 +103,8 @@ sync_main(void *arg)
         bool any = false;
 #ifndef POSTERN_TEST_NO_SYNC
         /* start writeback of every file of the batch at once, so the
-         * fsyncs below find their data on its way and the journal commit
-         * of one covers the others' metadata: each file is still fsynced */
+         * fsyncs below find their data written or in flight instead of
+         * issuing one write after another; each file is still fsynced */
         if (TAILQ_NEXT(TAILQ_FIRST(&batch), link) != NULL)
             TAILQ_FOREACH(m, &batch, link)
                 sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
