@@ -3,7 +3,8 @@
  * or only what differs from the defaults (postern -n), walking the same
  * directive tables the loader uses.
  *
- * The output loads again to the same generation: paths are already
+ * The output loads again to the same generation (secrets excepted: they
+ * print as "(hidden)"): paths are already
  * absolute, words are written as words, sizes as plain integers (with the
  * L suffix beyond 32 bits). A list of groups (listeners, certificates,
  * domains) differs from its default as a whole and is printed whole.
@@ -122,7 +123,9 @@ print_value(FILE *f, const struct pst__directive *d, const void *base,
     case PST__C_STR:
     case PST__C_PATH:
     case PST__C_WORD:
-        put_string(f, *FIELD(base, d->off, char *));
+        /* secrets stay in the file they came from, not in terminal logs */
+        put_string(f, (d->flags & PST__F_SECRET) ? "(hidden)"
+                                                 : *FIELD(base, d->off, char *));
         break;
     case PST__C_UINT:
         fprintf(f, "%u", *FIELD(base, d->off, unsigned));

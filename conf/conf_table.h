@@ -38,6 +38,7 @@ enum pst__ctype {
 #define PST__F_EXISTS 0x04   /* path must name an existing file */
 /* a list element may be a bare string that sets the first directive */
 #define PST__F_SHORTHAND 0x08
+#define PST__F_SECRET 0x10   /* never printed (postern -n shows a mask) */
 
 struct pst__word {
     const char *word;

@@ -544,7 +544,7 @@ static const struct pst__directive route_table[] = {
     STR("tls_name", pst_route_conf, tls_name, NULL, 0, fix_hostname),
     STR("auth_user", pst_route_conf, auth_user, NULL, 0, NULL),
     STR("auth_password", pst_route_conf, auth_password, NULL,
-        PST__F_EMPTY_OK, NULL),
+        PST__F_EMPTY_OK | PST__F_SECRET, NULL),
     BOOL("auth_plaintext", pst_route_conf, auth_plaintext, false),
     UINT("concurrency", pst_route_conf, concurrency, 0, 0, 10000),
     UINT("rate", pst_route_conf, rate, 0, 0, 1000000),

@@ -390,7 +390,15 @@ c_fail(struct pst_smtpc *c, enum pst_smtpc_res res, const char *fmt, ...)
 static void
 reply_text(struct pst_smtpc *c, char *dst, size_t n, const char *cmd)
 {
+    /* a long reply is cut: the text is for logs and reports only */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
     snprintf(dst, n, "%s said: %s (in reply to %s)", c->peer, c->rtext, cmd);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 }
 
 static enum pst_smtpc_res

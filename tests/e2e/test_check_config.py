@@ -146,6 +146,18 @@ class CheckConfigTest(unittest.TestCase):
         self.assertEqual(p.stdout, b"")
         self.assert_error_lines(bad, p.stderr.decode())
 
+    def test_print_hides_secrets(self):
+        path = self.write("secret.conf",
+                          'delivery = { routes = ( { domain = "x.test"; '
+                          'route = "smtp:127.0.0.1:2500"; auth_user = "u"; '
+                          'auth_password = "s3cret-pw"; } ); };\n')
+        p = subprocess.run([harness.POSTERN_BIN, "-n", "-c", path],
+                           cwd=self.tmp, capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode()
+        self.assertNotIn("s3cret-pw", out)
+        self.assertIn('auth_password = "(hidden)"', out)
+
     def test_usage(self):
         code, out, err = self.run_check()
         self.assertEqual(code, 2)
