@@ -37,6 +37,7 @@ static const struct {
     [RP_SYNTAX_MAIL] = {501, "5.5.4", "Syntax: MAIL FROM:<address>"},
     [RP_SYNTAX_RCPT] = {501, "5.5.4", "Syntax: RCPT TO:<address>"},
     [RP_SYNTAX_BDAT] = {501, "5.5.4", "Syntax: BDAT size [LAST]"},
+    [RP_SYNTAX_VRFY] = {501, "5.5.4", "Syntax: VRFY address"},
     [RP_SYNTAX_NOARG] = {501, "5.5.4", "Syntax: %s takes no argument"},
     [RP_BAD_SENDER] = {501, "5.1.7", "Bad sender address syntax"},
     [RP_BAD_RCPT] = {501, "5.1.3", "Bad recipient address syntax"},

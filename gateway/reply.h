@@ -33,6 +33,7 @@ enum pst_reply {
     RP_SYNTAX_MAIL,
     RP_SYNTAX_RCPT,
     RP_SYNTAX_BDAT,
+    RP_SYNTAX_VRFY,
     RP_SYNTAX_NOARG,                 /* %s: verb */
     RP_BAD_SENDER,
     RP_BAD_RCPT,

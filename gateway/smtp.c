@@ -176,7 +176,8 @@ sanitize_helo(const char *a, size_t n)
     char *h = pst_xstrndup(a, n);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)h[i];
-        if (c < 33 || c > 126 || c == '(' || c == ')' || c == '\\')
+        if (c < 33 || c > 126 || c == '(' || c == ')' || c == '\\' ||
+            c == ';')
             h[i] = '?';
     }
     return h;
@@ -701,11 +702,12 @@ on_commit(void *arg, int status)
     struct pst_session *s = arg;
     s->msg = NULL;                  /* the spool owns and frees it */
     if (status == 0) {
-        SLOG(PST_LOG_INFO, s, "event=queued size=%" PRIu64 " rcpts=%zu",
-             s->dot.out_bytes, s->env.nrcpts);
+        SLOG(PST_LOG_INFO, s, "event=status result=queued code=250 "
+             "size=%" PRIu64 " rcpts=%zu", s->dot.out_bytes, s->env.nrcpts);
         reply(s, RP_QUEUED, s->qid);
     } else {
-        SLOG(PST_LOG_WARN, s, "event=commit_failed err=%s",
+        SLOG(PST_LOG_WARN, s, "event=status result=tempfail code=%d "
+             "reason=commit err=\"%s\"", status == -ENOSPC ? 452 : 451,
              strerror(-status));
         reply(s, status == -ENOSPC ? RP_NO_SPACE : RP_WRITE_ERROR, NULL);
     }
@@ -730,6 +732,12 @@ message_end(struct pst_session *s)
         [MF_WRITE] = RP_WRITE_ERROR, [MF_NOSPACE] = RP_NO_SPACE,
         [MF_MIME_LIMIT] = RP_MIME_LIMIT,
     };
+    static const char *const fail_name[] = {
+        [MF_TOO_BIG] = "size", [MF_LONG_LINE] = "line_length",
+        [MF_BARE_NEWLINE] = "bare_newline", [MF_HOPS] = "hops",
+        [MF_WRITE] = "write_error", [MF_NOSPACE] = "disk_full",
+        [MF_MIME_LIMIT] = "mime_limits",
+    };
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_LONG_LINE))
         s->fail = MF_LONG_LINE;
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_BARE) &&
@@ -753,8 +761,8 @@ message_end(struct pst_session *s)
     }
     if (s->fail != MF_NONE) {
         enum pst_reply r = fail_reply[s->fail];
-        SLOG(PST_LOG_INFO, s, "event=reject phase=data code=%d reason=%d",
-             pst_reply_code(r), (int)s->fail);
+        SLOG(PST_LOG_INFO, s, "event=status result=rejected phase=data "
+             "code=%d reason=%s", pst_reply_code(r), fail_name[s->fail]);
         reply(s, r, NULL);
         s->st = ST_CMD;
         txn_reset(s);
@@ -1033,7 +1041,7 @@ cmd_dispatch(struct pst_session *s, const char *line, size_t len)
         break;
     case PST_CMD_VRFY:
         if (c.arg_len == 0)
-            reply(s, RP_SYNTAX_RCPT, NULL);
+            reply(s, RP_SYNTAX_VRFY, NULL);
         else
             reply(s, RP_VRFY, NULL);
         break;

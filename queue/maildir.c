@@ -16,6 +16,7 @@
  * temporary: the queue retries them with backoff.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -143,14 +144,18 @@ fail:
     return rc;
 }
 
-/* Header values come from the envelope: never let CR or LF through. */
+/* Header values come from the envelope: never let CR or LF through.
+ * Return-Path takes angle brackets (RFC 5322 3.6.7), Delivered-To the bare
+ * address, as local delivery agents write it. */
 static size_t
-put_field(char *dst, size_t cap, const char *name, const char *v)
+put_field(char *dst, size_t cap, const char *name, const char *v,
+          bool brackets)
 {
-    size_t o = (size_t)snprintf(dst, cap, "%s: <", name);
+    size_t o = (size_t)snprintf(dst, cap, "%s: %s", name, brackets ? "<" : "");
     for (const char *c = v; *c && o + 4 < cap; c++)
         dst[o++] = (*c == '\r' || *c == '\n') ? '?' : *c;
-    dst[o++] = '>';
+    if (brackets)
+        dst[o++] = '>';
     dst[o++] = '\r';
     dst[o++] = '\n';
     return o;
@@ -185,8 +190,8 @@ write_copy(struct md_route *m, struct pst_delivery *d, const char *rcpt,
     if (fd < 0)
         return -errno;
     size_t n = put_field((char *)buf, 1200, "Return-Path",
-                         d->env->sender ? d->env->sender : "");
-    n += put_field((char *)buf + n, 1200, "Delivered-To", rcpt);
+                         d->env->sender ? d->env->sender : "", true);
+    n += put_field((char *)buf + n, 1200, "Delivered-To", rcpt, false);
     rc = pst_spool_reader_rewind(d->reader);
     while (rc == 0) {
         ssize_t k = pst_spool_reader_read(d->reader, buf + n,

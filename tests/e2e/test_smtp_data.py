@@ -228,7 +228,7 @@ class HeadersAddedTest(PosternTestCase):
                                          sent))
         d = self.p.wait_for_delivered(1)[0]
         self.assertEqual(d.return_path, "<s@example.org>")
-        self.assertEqual(d.delivered_to.strip("<>"), "r@example.net")
+        self.assertEqual(d.delivered_to, "r@example.net")
         self.assertTrue(d.raw.startswith(b"Return-Path: <s@example.org>\r\n"
                                          b"Delivered-To: "))
         msg, m = self.parse(d)
