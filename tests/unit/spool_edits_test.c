@@ -259,7 +259,7 @@ test_edits_delivered(void **state)
     snprintf(dir, sizeof(dir), "%s/new", f->mail);
     char *got = only_file(dir);
     char *want = pst_xasprintf("Return-Path: <s@example.com>\r\n"
-                               "Delivered-To: <r@example.org>\r\n%s", edited);
+                               "Delivered-To: r@example.org\r\n%s", edited);
     assert_string_equal(got, want);
     free(got);
     free(want);
