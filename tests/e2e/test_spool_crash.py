@@ -191,7 +191,7 @@ class SpoolCrash(harness.PosternTestCase):
         got = self.delivered(p)
         lost, dup, unacked = [], 0, set()
         for subj in sorted(acked):
-            for rcpt in ("<a@example.net>", "<b@example.net>"):
+            for rcpt in ("a@example.net", "b@example.net"):
                 if got.get((subj, rcpt), 0) == 0:
                     lost.append((subj, rcpt))
         for (subj, rcpt), n in got.items():

@@ -363,7 +363,7 @@ check_dir(const char *p, const char *sender, const char **rcpts, size_t n,
         size_t i;
         for (i = 0; i < n; i++) {
             char *want = pst_xasprintf("Return-Path: <%s>\r\nDelivered-To: "
-                                       "<%s>\r\n", sender, rcpts[i]);
+                                       "%s\r\n", sender, rcpts[i]);
             size_t wl = strlen(want);
             bool match = flen == wl + len && memcmp(c, want, wl) == 0 &&
                          memcmp(c + wl, body, len) == 0;
