@@ -35,6 +35,8 @@ struct pst_listener_conf {
                                        configured, else none */
     bool auth;                      /* offer AUTH on this listener */
     bool auth_plaintext;            /* allow AUTH without TLS */
+    bool auth_required;             /* MAIL needs AUTH (530 5.7.0) unless
+                                       the client is trusted (RFC 6409) */
     int line;                       /* source line, for messages */
 };
 
@@ -58,6 +60,8 @@ struct pst_smtp_conf {
     enum pst_bare_newline bare_newline;
     char *banner;                   /* text after "220 hostname ESMTP" */
     bool reverse_dns;               /* look up (and confirm) client names */
+    bool add_missing_headers;       /* Date, Message-ID for trusted and
+                                       authenticated clients (RFC 6409 8) */
 };
 
 struct pst_relay_domain {

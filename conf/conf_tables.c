@@ -21,6 +21,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "core/domain.h"
 #include "core/log.h"
 
 #define OFF(type, field) offsetof(struct type, field)
@@ -86,7 +87,11 @@ fix_hostname(struct pst__ctx *x, const config_setting_t *s, const char *where,
     return 0;
 }
 
-/* fix_domain - relay domains: lowercase, one trailing dot removed. */
+/*
+ * fix_domain - relay domains: lowercase, one trailing dot removed, a
+ * U-label (IDN) converted to its A-label (core/domain.h), so the policy
+ * compares one form.
+ */
 static int
 fix_domain(struct pst__ctx *x, const config_setting_t *s, const char *where,
            char **v)
@@ -94,11 +99,15 @@ fix_domain(struct pst__ctx *x, const config_setting_t *s, const char *where,
     char *d = *v;
     size_t len = strlen(d);
     const char *why;
+    char canon[PST_DOMAIN_BUF];
 
-    for (char *p = d; *p; p++)
-        *p = (char)pst_tolower((unsigned char)*p);
-    if (len > 1 && d[len - 1] == '.')
-        d[len - 1] = '\0';
+    if (pst_domain_canon(d, len, canon) < 0) {
+        fix_error(x, s, where, "%s: \"%s\" is not a domain: %s", d,
+                  "not a valid domain or IDN");
+        return -1;
+    }
+    free(*v);
+    *v = d = pst_xstrdup(canon);
     why = domain_check(d);
     if (why != NULL) {
         fix_error(x, s, where, "%s: \"%s\" is not a domain: %s", d, why);
@@ -428,6 +437,7 @@ static const struct pst__directive listener_table[] = {
     ENUM("tls", pst_listener_conf, tls, PST_TLS_NONE, tls_modes),
     BOOL("auth", pst_listener_conf, auth, false),
     BOOL("auth_plaintext", pst_listener_conf, auth_plaintext, false),
+    BOOL("auth_required", pst_listener_conf, auth_required, false),
     END,
 };
 
@@ -457,6 +467,7 @@ static const struct pst__directive smtp_table[] = {
          bare_newline_words),
     STR("banner", pst_smtp_conf, banner, "postern", PST__F_EMPTY_OK, NULL),
     BOOL("reverse_dns", pst_smtp_conf, reverse_dns, true),
+    BOOL("add_missing_headers", pst_smtp_conf, add_missing_headers, true),
     END,
 };
 
@@ -717,6 +728,11 @@ finish_listeners(struct pst__ctx *x, struct pst_conf *c)
                             "listeners[%zu]: tls = \"%s\" needs "
                             "tls.certificates",
                             i, mode_names[l->tls]);
+        if (l->auth_required && !l->auth)
+            pst__conf_error(x, s,
+                            "listeners[%zu]: auth_required = true needs "
+                            "auth on this listener",
+                            i);
         if (l->auth && has_auth && c->auth.password_file == NULL &&
             lookup(x, "auth.password_file") == NULL)
             pst__conf_error(x, s,

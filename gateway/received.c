@@ -2,6 +2,7 @@
  * received.c - build postern's Received: field.
  *
  *   Received: from HELO (NAME [IP])
+ *           (using TLSv1.3 with cipher NAME (256/256 bits))   under TLS
  *           by HOST (postern) with PROTO id QID
  *           for <RCPT>; DATE
  *
@@ -29,9 +30,10 @@ pst_rfc5322_date(char *buf, size_t n, time_t t)
 
 size_t
 pst_received_format(char *buf, size_t n, const struct pst_envelope *e,
-                    const char *hostname, const char *qid)
+                    const char *hostname, const char *qid, const char *tls)
 {
     char ip[PST_IP_STRLEN], date[64], forpart[PST_RECEIVED_MAX / 2];
+    char tlspart[256];
     int w;
 
     pst_ip_str(&e->client_ip, ip, sizeof(ip));
@@ -39,13 +41,17 @@ pst_received_format(char *buf, size_t n, const struct pst_envelope *e,
     forpart[0] = '\0';
     if (e->nrcpts == 1)
         snprintf(forpart, sizeof(forpart), "\r\n\tfor <%s>", e->rcpts[0].addr);
+    tlspart[0] = '\0';
+    if (tls)
+        snprintf(tlspart, sizeof(tlspart), "\t(%s)\r\n", tls);
     w = snprintf(buf, n,
                  "Received: from %s (%s [%s%s])\r\n"
+                 "%s"
                  "\tby %s (postern) with %s id %s%s;\r\n"
                  "\t%s\r\n",
                  e->helo ? e->helo : "unknown",
                  e->client_name ? e->client_name : "unknown",
-                 e->client_ip.family == AF_INET6 ? "IPv6:" : "", ip,
+                 e->client_ip.family == AF_INET6 ? "IPv6:" : "", ip, tlspart,
                  hostname, e->proto ? e->proto : "SMTP", qid, forpart, date);
     if (w < 0)
         return 0;

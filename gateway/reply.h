@@ -57,6 +57,26 @@ enum pst_reply {
     RP_TOO_MANY_ERRORS,              /* %s: hostname */
     RP_SHUTDOWN,                     /* %s: hostname */
     RP_NOT_IMPLEMENTED,
+    RP_TOO_MANY_CONN,                /* %s: hostname */
+    RP_RELAY_DENIED,                 /* %s: <recipient> */
+    RP_UNKNOWN_USER,                 /* %s: <recipient> */
+    RP_TLS_GO,
+    RP_TLS_ACTIVE,
+    RP_AUTH_CHALLENGE,               /* %s: base64 challenge */
+    RP_AUTH_OK,
+    RP_AUTH_FAILED,
+    RP_AUTH_ENCRYPT,
+    RP_AUTH_REQUIRED,
+    RP_AUTH_TEMP,
+    RP_AUTH_LIMIT,
+    RP_AUTH_CANCELLED,
+    RP_AUTH_BAD_B64,
+    RP_AUTH_LINE_TOO_LONG,
+    RP_AUTH_NOT_ENABLED,
+    RP_AUTH_ALREADY,
+    RP_AUTH_IN_MAIL,
+    RP_AUTH_MECH,
+    RP_SENDER_NOT_OWNED,             /* %s: login */
     RP_COUNT
 };
 

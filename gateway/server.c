@@ -21,8 +21,13 @@
 #include "core/dns.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "core/strmap.h"
+#include "gateway/auth.h"
+#include "gateway/policy.h"
+#include "gateway/privs.h"
 #include "gateway/smtp.h"
 #include "filters/chain.h"
+#include "gateway/tls.h"
 #include "queue/spool.h"
 
 static void
@@ -87,6 +92,11 @@ server_stop(struct pst_server *srv, const char *why)
     pst_session_shutdown_all(srv);
     pst_dns_free(srv->dns);
     srv->dns = NULL;
+    if (srv->auth) {
+        /* workers finish the check in hand; no result is delivered now */
+        pst_auth_close(srv->auth);
+        srv->auth = NULL;
+    }
     if (srv->nsessions == 0 && srv->spool) {
         pst_spool_close(srv->spool);
         srv->spool = NULL;
@@ -130,11 +140,36 @@ pst_server_run(struct pst_conf *conf)
     srv.id_base &= ~(uint64_t)0xffffffff;   /* low half counts sessions */
     signal(SIGPIPE, SIG_IGN);
 
-    rc = pst_spool_open(&srv.spool, srv.loop, conf, &err);
-    if (rc < 0) {
-        pst_err("event=fatal op=spool_open error=\"%s\"", pst_err_first(&err));
+    struct pst_privs pv;
+    if (pst_privs_plan(&pv, conf, &err) < 0) {
+        pst_err("event=fatal op=privileges error=\"%s\"",
+                pst_err_first(&err));
         pst_err_free(&err);
         return 1;
+    }
+    rc = pst_policy_new(&srv.policy, conf, &err);
+    if (rc < 0) {
+        pst_err("event=fatal op=policy error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        return 1;
+    }
+    srv.ipcount = pst_ipcount_new(conf->limits.ipv6_prefix);
+    srv.by_id = pst_strmap_new();
+    if (conf->auth.password_file &&
+        pst_auth_new(&srv.auth, srv.loop, conf, pst_session_auth_done, &srv,
+                     &err) < 0) {
+        pst_err("event=fatal op=auth error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        pst_policy_free(srv.policy);
+        pst_ipcount_free(srv.ipcount);
+        pst_strmap_free(srv.by_id, NULL);
+        return 1;
+    }
+    if (conf->tls.ncerts > 0 &&
+        pst_tls_ctx_new(&srv.tls, &conf->tls, &err) < 0) {
+        pst_err("event=fatal op=tls error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        goto early_fail;
     }
     /* The gateway's own resolver: delivery keeps another, so a burst of
      * client lookups never queues behind MX look-ups or the reverse. */
@@ -142,19 +177,18 @@ pst_server_run(struct pst_conf *conf)
     if (rc < 0) {
         pst_err("event=fatal op=resolver error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
-        pst_spool_close(srv.spool);
-        uv_run(srv.loop, UV_RUN_DEFAULT);
-        return 1;
+        goto early_fail;
     }
     rc = pst_frt_new(srv.loop, PST_FILTER_WORKERS, &srv.frt);
     if (rc < 0) {
         pst_err("event=fatal op=filter_workers error=\"%s\"",
                 strerror(-rc));
         pst_dns_free(srv.dns);
-        pst_spool_close(srv.spool);
-        uv_run(srv.loop, UV_RUN_DEFAULT);
-        return 1;
+        srv.dns = NULL;
+        goto early_fail;
     }
+    /* bind first (ports below 1024 need root), then drop, then open the
+     * spool so everything it creates belongs to the user */
     srv.listeners = pst_xcalloc(conf->nlisteners, sizeof(*srv.listeners));
     srv.nlisteners = conf->nlisteners;
     for (size_t i = 0; i < conf->nlisteners; i++) {
@@ -169,6 +203,18 @@ pst_server_run(struct pst_conf *conf)
         }
         pst_info("event=listening address=%s port=%u",
                  conf->listeners[i].address, conf->listeners[i].port);
+    }
+    if (status == 0 && pst_privs_drop(&pv, conf, &err) < 0) {
+        pst_err("event=fatal op=privileges error=\"%s\"",
+                pst_err_first(&err));
+        pst_err_free(&err);
+        status = 1;
+    }
+    if (status == 0 &&
+        (rc = pst_spool_open(&srv.spool, srv.loop, conf, &err)) < 0) {
+        pst_err("event=fatal op=spool_open error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        status = 1;
     }
     uv_signal_init(srv.loop, &srv.sig_term);
     uv_signal_init(srv.loop, &srv.sig_int);
@@ -189,6 +235,23 @@ pst_server_run(struct pst_conf *conf)
     if (uv_loop_close(srv.loop) != 0)
         pst_warn("event=loop_close_busy");
     free(srv.listeners);
+    pst_policy_free(srv.policy);
+    pst_ipcount_free(srv.ipcount);
+    pst_tls_ctx_free(srv.tls);
+    pst_strmap_free(srv.by_id, NULL);
     pst_info("event=stopped status=%d", status);
     return status;
+
+early_fail:
+    /* no listener yet: stop the auth pool, let closing handles finish,
+     * free the rest */
+    if (srv.auth)
+        pst_auth_close(srv.auth);
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+    uv_loop_close(srv.loop);
+    pst_policy_free(srv.policy);
+    pst_ipcount_free(srv.ipcount);
+    pst_tls_ctx_free(srv.tls);
+    pst_strmap_free(srv.by_id, NULL);
+    return 1;
 }

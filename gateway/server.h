@@ -19,6 +19,11 @@ struct pst_session;
 struct pst_spool;
 struct pst_frt;
 struct pst_dns;
+struct pst_policy;
+struct pst_ipcount;
+struct pst_tls_ctx;
+struct pst_auth;
+struct pst_strmap;
 
 struct pst_listener {
     uv_tcp_t tcp;
@@ -33,6 +38,11 @@ struct pst_server {
     struct pst_spool *spool;
     struct pst_frt *frt;            /* filter worker pool (filters/chain.h) */
     struct pst_dns *dns;            /* client name lookups */
+    struct pst_policy *policy;      /* relay decisions (policy.h) */
+    struct pst_ipcount *ipcount;    /* live sessions per client */
+    struct pst_tls_ctx *tls;        /* NULL without tls.certificates */
+    struct pst_auth *auth;          /* NULL without auth.password_file */
+    struct pst_strmap *by_id;       /* session id -> live session */
     struct pst_listener *listeners;
     size_t nlisteners;
     uv_signal_t sig_term, sig_int;

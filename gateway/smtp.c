@@ -39,17 +39,23 @@
 #include "core/mime.h"
 #include "core/util.h"
 #include "filters/chain.h"
+#include "core/strmap.h"
+#include "gateway/auth.h"
 #include "gateway/dotstream.h"
 #include "gateway/parse.h"
+#include "gateway/policy.h"
 #include "gateway/received.h"
 #include "gateway/smtp_filters.h"
 #include "gateway/reply.h"
+#include "gateway/tls.h"
 #include "queue/spool.h"
 
 #define PST_IN_CAP (64 * 1024)
 #define PST_OUT_MAX (1024 * 1024)   /* replies buffered before a write */
 #define PST_OUT_HIGH (128 * 1024)   /* in flight before reading pauses */
 #define PST_HELO_MAX 255
+#define PST_SPACE_CHECK (1024 * 1024) /* text octets between disk checks */
+#define PST_TLS_CIN (32 * 1024)     /* ciphertext read buffer */
 
 enum sstate {
     ST_LOOKUP,                      /* client name lookup before greeting */
@@ -58,7 +64,12 @@ enum sstate {
     ST_BDAT,                        /* bdat_left octets of chunk text */
     ST_COMMIT,                      /* spool commit in flight */
     ST_FILTER,                      /* a filter verdict is pending */
+    ST_TLS,                         /* TLS handshake in progress */
+    ST_AUTH,                        /* waiting for a SASL response line */
+    ST_AUTH_CHECK,                  /* password check in the auth pool */
 };
+
+enum sasl_step { SASL_NONE, SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
 
 /* Why a message is refused after its data (first problem wins). */
 enum msg_fail {
@@ -78,8 +89,9 @@ struct hdrscan {
     bool done;                      /* blank line seen */
     bool bol;                       /* at the start of a line */
     size_t plen;                    /* prefix bytes collected */
-    char prefix[9];                 /* "received:" */
+    char prefix[11];                /* "received:", "date:", "message-id:" */
     unsigned received;
+    bool date, msgid;               /* Date: / Message-ID: present */
 };
 
 struct wreq {
@@ -104,6 +116,8 @@ struct pst_session {
     struct pst_dns_query *dnsq;     /* cancelled at close */
     char *helo;                     /* sanitised */
     bool esmtp;
+    bool trusted;                   /* in relay.trusted_networks */
+    bool ip_counted;                /* in srv->ipcount */
 
     enum sstate st;
     unsigned handles;               /* open uv handles */
@@ -111,6 +125,7 @@ struct pst_session {
     bool quitting;                  /* QUIT answered: close after flush */
     bool reading;
     unsigned errors;
+    uint64_t cmd_deadline;          /* loop ms: the next command is due */
 
     char *in;                       /* PST_IN_CAP */
     size_t in_pos, in_len;
@@ -148,9 +163,25 @@ struct pst_session {
     size_t fline_len;
     bool fready;                    /* fres holds the verdict of fstep */
     struct pst_fres fres;
+    uint64_t space_checked;         /* text bytes at the last disk check */
+
+    /* TLS (tls.c): once tls is set, reads land in cin as ciphertext and
+     * come out as plaintext in in; flush() encrypts */
+    struct pst_tls *tls;
+    char *cin;                      /* PST_TLS_CIN */
+    bool tls_start;                 /* STARTTLS answered: begin after flush */
+    bool tls_reject;                /* over a limit: 421 once TLS is up */
+    uint64_t tls_deadline;          /* loop ms: handshake must be done */
+    char *tls_desc;                 /* for Received and logs */
+
+    /* AUTH (auth.c) */
+    char *auth_login;               /* authenticated as, or NULL */
+    enum sasl_step sasl;
+    char sasl_user[PST_AUTH_FIELD_MAX + 1];
 };
 
 static void process(struct pst_session *s);
+static void send_greeting(struct pst_session *s);
 static void session_close(struct pst_session *s, const char *why);
 static void session_free(struct pst_session *s);
 static void arm_timer(struct pst_session *s);
@@ -159,7 +190,6 @@ static void flush(struct pst_session *s);
 static bool filter_gate(struct pst_session *s, enum pst_fphase ph,
                         const char *arg, const char **newaddr);
 static void on_filter_verdict(void *arg, const struct pst_fres *r);
-static void send_greeting(struct pst_session *s);
 static void message_end(struct pst_session *s);
 
 /* ---- logging helpers ---- */
@@ -218,11 +248,47 @@ on_write(uv_write_t *req, int status)
         process(s);
 }
 
+/* Send whatever ciphertext the TLS layer has produced. */
+static void
+tls_send(struct pst_session *s)
+{
+    size_t n = pst_tls_out_pending(s->tls);
+    if (n == 0 || s->closing)
+        return;
+    struct wreq *w = pst_xmalloc(sizeof(*w) + n);
+    w->s = s;
+    w->len = pst_tls_take(s->tls, w->data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        free(w);
+        session_close(s, "write error");
+        return;
+    }
+    s->out_inflight += w->len;
+}
+
 static void
 flush(struct pst_session *s)
 {
     if (s->out.len == 0 || s->closing)
         return;
+    if (s->tls) {
+        /* the one path for replies under TLS: encrypt, then send */
+        int rc = pst_tls_write(s->tls, s->out.data, s->out.len);
+        s->out.len = 0;
+        if (rc < 0) {
+            char e[256];
+            SLOG(PST_LOG_INFO, s, "event=tls_error op=write error=\"%s\"",
+                 pst_tls_error(e, sizeof(e)));
+            session_close(s, "TLS error");
+            return;
+        }
+        if (s->quitting)            /* the last reply: say goodbye */
+            pst_tls_close(s->tls);
+        tls_send(s);
+        return;
+    }
     struct wreq *w = pst_xmalloc(sizeof(*w) + s->out.len);
     w->s = s;
     w->len = s->out.len;
@@ -248,8 +314,14 @@ on_timeout(uv_timer_t *t)
         session_close(s, "final reply not read");
         return;
     }
+    if (s->st == ST_TLS) {
+        /* nothing can be said in the middle of a handshake */
+        SLOG(PST_LOG_INFO, s, "event=timeout state=%s", "tls_handshake");
+        session_close(s, "TLS handshake timeout");
+        return;
+    }
     SLOG(PST_LOG_INFO, s, "event=timeout state=%s",
-         s->st == ST_CMD ? "command" : "data");
+         s->st == ST_CMD ? "command" : s->st == ST_AUTH ? "auth" : "data");
     reply(s, RP_TIMEOUT, s->conf->hostname);
     flush(s);
     s->quitting = true;
@@ -266,16 +338,23 @@ arm_timer(struct pst_session *s)
     uint64_t ms;
     if (s->closing)
         return;
-    if (s->st == ST_COMMIT || s->st == ST_LOOKUP || s->st == ST_FILTER) {
-        uv_timer_stop(&s->timer);   /* the spool and the resolver bound these */
+    if (s->st == ST_COMMIT || s->st == ST_LOOKUP || s->st == ST_FILTER ||
+        s->st == ST_AUTH_CHECK) {
+        /* the spool, the resolver, the filters and the auth pool bound
+         * these */
+        uv_timer_stop(&s->timer);
         return;
     }
     if (s->quitting) {              /* last reply must drain in time */
         uv_timer_start(&s->timer, on_timeout, 10000, 0);
         return;
     }
-    if (s->st == ST_CMD) {
-        ms = (uint64_t)s->conf->limits.command_timeout * 1000;
+    if (s->st == ST_CMD || s->st == ST_TLS || s->st == ST_AUTH) {
+        /* the whole command (or handshake) must arrive in time: a line
+         * dripped a byte at a time does not restart the clock */
+        uint64_t now = uv_now(s->srv->loop);
+        uint64_t dl = s->st == ST_TLS ? s->tls_deadline : s->cmd_deadline;
+        ms = dl > now ? dl - now : 1;
     } else {
         uint64_t now = uv_now(s->srv->loop);
         ms = (uint64_t)s->conf->limits.data_block_timeout * 1000;
@@ -311,24 +390,27 @@ txn_reset(struct pst_session *s)
     s->bdat_last = false;
 }
 
-static bool
-client_trusted(const struct pst_session *s)
+/* cmd_wait - from now the client has command_timeout for its next command. */
+static void
+cmd_wait(struct pst_session *s)
 {
-    const struct pst_relay_conf *r = &s->conf->relay;
-    for (size_t i = 0; i < r->ntrusted; i++)
-        if (pst_cidr_match(&r->trusted[i], &s->ip))
-            return true;
-    return false;
+    s->cmd_deadline = uv_now(s->srv->loop) +
+                      (uint64_t)s->conf->limits.command_timeout * 1000;
 }
 
+/*
+ * space_ok - the spool's file system keeps limits.disk_free_min free after
+ * need more bytes. An unknown free space (statvfs failed) is not a refusal:
+ * the writes themselves will say ENOSPC.
+ */
 static bool
-domain_relayed(const struct pst_session *s, const char *domain)
+space_ok(struct pst_session *s, uint64_t need)
 {
-    const struct pst_relay_conf *r = &s->conf->relay;
-    for (size_t i = 0; i < r->ndomains; i++)
-        if (pst_strcaseeq(r->domains[i].domain, domain))
-            return true;
-    return false;
+    int64_t fr = pst_spool_free_bytes(s->srv->spool);
+    if (fr < 0)
+        return true;
+    uint64_t min = s->conf->limits.disk_free_min;
+    return (uint64_t)fr >= min && (uint64_t)fr - min >= need;
 }
 
 static const char *
@@ -362,6 +444,220 @@ strip_keyword(const char **a, size_t *n, const char *kw)
         (*n)--;
     }
     return true;
+}
+
+/* starttls_offered - a STARTTLS listener, TLS not yet active. */
+static bool
+starttls_offered(const struct pst_session *s)
+{
+    return s->lc->tls == PST_TLS_STARTTLS && s->srv->tls != NULL &&
+           s->tls == NULL;
+}
+
+/* auth_offered - RFC 4954 4: only under TLS unless the listener allows
+ * plaintext AUTH. */
+static bool
+auth_offered(const struct pst_session *s)
+{
+    return s->srv->auth != NULL && s->lc->auth &&
+           (s->tls != NULL || s->lc->auth_plaintext);
+}
+
+static void
+sasl_end(struct pst_session *s)
+{
+    s->sasl = SASL_NONE;
+    explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+    if (s->st == ST_AUTH)
+        s->st = ST_CMD;
+}
+
+static void
+auth_start_check(struct pst_session *s, const char *login, char *password)
+{
+    char q[300];
+    int rc = pst_auth_check(s->srv->auth, s->id, &s->ip, login, password);
+    explicit_bzero(password, strlen(password));
+    pst_log_quote(q, sizeof(q), login, strlen(login));
+    if (rc == -EPERM) {
+        SLOG(PST_LOG_WARN, s, "event=auth result=limited login=%s ip=%s", q,
+             s->ipstr);
+        reply(s, RP_AUTH_LIMIT, NULL);
+        sasl_end(s);
+        return;
+    }
+    if (rc < 0) {
+        SLOG(PST_LOG_WARN, s, "event=auth result=%s login=%s",
+             rc == -EAGAIN ? "busy" : "invalid", q);
+        reply(s, rc == -EAGAIN ? RP_AUTH_TEMP : RP_AUTH_FAILED, NULL);
+        sasl_end(s);
+        return;
+    }
+    /* reading stops until pst_session_auth_done */
+    s->sasl = SASL_NONE;
+    s->st = ST_AUTH_CHECK;
+}
+
+/* One SASL response (the initial response or a line after 334). */
+static void
+sasl_response(struct pst_session *s, const char *line, size_t len)
+{
+    char dec[PST_AUTH_FIELD_MAX * 3 + 3];
+    char login[PST_AUTH_FIELD_MAX + 1], pw[PST_AUTH_FIELD_MAX + 1];
+    ssize_t n;
+
+    if (len == 1 && line[0] == '*') {
+        SLOG(PST_LOG_INFO, s, "event=auth result=cancelled%s", "");
+        reply(s, RP_AUTH_CANCELLED, NULL);
+        sasl_end(s);
+        return;
+    }
+    if (len == 1 && line[0] == '=')
+        n = 0;                      /* RFC 4954 4: an empty response */
+    else
+        n = pst_b64_decode(line, len, dec, sizeof(dec));
+    if (n < 0) {
+        reply(s, RP_AUTH_BAD_B64, NULL);
+        sasl_end(s);
+        return;
+    }
+    switch (s->sasl) {
+    case SASL_PLAIN:
+        if (pst_sasl_plain(dec, (size_t)n, login, pw) < 0) {
+            SLOG(PST_LOG_INFO, s, "event=auth result=malformed mech=%s",
+                 "PLAIN");
+            reply(s, RP_AUTH_FAILED, NULL);
+            sasl_end(s);
+            break;
+        }
+        auth_start_check(s, login, pw);
+        break;
+    case SASL_LOGIN_USER:
+        if (n == 0 || n > PST_AUTH_FIELD_MAX ||
+            memchr(dec, '\0', (size_t)n) != NULL) {
+            reply(s, RP_AUTH_FAILED, NULL);
+            sasl_end(s);
+            break;
+        }
+        memcpy(s->sasl_user, dec, (size_t)n);
+        s->sasl_user[n] = '\0';
+        s->sasl = SASL_LOGIN_PASS;
+        s->st = ST_AUTH;
+        reply(s, RP_AUTH_CHALLENGE, "UGFzc3dvcmQ6");    /* "Password:" */
+        break;
+    case SASL_LOGIN_PASS:
+        if (n > PST_AUTH_FIELD_MAX || memchr(dec, '\0', (size_t)n) != NULL) {
+            reply(s, RP_AUTH_FAILED, NULL);
+            sasl_end(s);
+            break;
+        }
+        memcpy(pw, dec, (size_t)n);
+        pw[n] = '\0';
+        snprintf(login, sizeof(login), "%s", s->sasl_user);
+        auth_start_check(s, login, pw);
+        break;
+    default:
+        sasl_end(s);
+        break;
+    }
+    explicit_bzero(dec, sizeof(dec));
+    explicit_bzero(pw, sizeof(pw));
+}
+
+static void
+cmd_auth(struct pst_session *s, const struct pst_cmd *c)
+{
+    if (s->srv->auth == NULL || !s->lc->auth) {
+        reply(s, RP_AUTH_NOT_ENABLED, NULL);
+        return;
+    }
+    if (s->tls == NULL && !s->lc->auth_plaintext) {
+        reply(s, RP_AUTH_ENCRYPT, NULL);
+        return;
+    }
+    if (!s->esmtp) {
+        reply(s, RP_NEED_HELO, NULL);
+        return;
+    }
+    if (s->auth_login) {
+        reply(s, RP_AUTH_ALREADY, NULL);
+        return;
+    }
+    if (s->in_mail) {
+        reply(s, RP_AUTH_IN_MAIL, NULL);
+        return;
+    }
+    const char *a = c->arg, *ir = NULL;
+    size_t n = c->arg_len, mlen = 0, irlen = 0;
+    while (mlen < n && a[mlen] != ' ')
+        mlen++;
+    if (mlen < n) {
+        ir = a + mlen + 1;
+        irlen = n - mlen - 1;
+        while (irlen && ir[irlen - 1] == ' ')
+            irlen--;
+        if (irlen == 0)
+            ir = NULL;
+    }
+    if (mlen == 5 && pst_strncaseeq(a, "PLAIN", 5)) {
+        s->sasl = SASL_PLAIN;
+    } else if (mlen == 5 && pst_strncaseeq(a, "LOGIN", 5)) {
+        s->sasl = SASL_LOGIN_USER;
+    } else {
+        reply(s, RP_AUTH_MECH, NULL);
+        return;
+    }
+    if (ir) {
+        sasl_response(s, ir, irlen);
+        return;
+    }
+    s->st = ST_AUTH;
+    reply(s, RP_AUTH_CHALLENGE,
+          s->sasl == SASL_PLAIN ? "" : "VXNlcm5hbWU6");  /* "Username:" */
+}
+
+void
+pst_session_auth_done(void *arg, uint64_t sid, const char *login, bool ok)
+{
+    struct pst_server *srv = arg;
+    struct pst_session *s = pst_strmap_get(srv->by_id, &sid, sizeof(sid));
+    char q[300];
+    if (s == NULL || s->closing || s->st != ST_AUTH_CHECK) {
+        pst_debug("sess=%016" PRIx64 " event=auth_result_dropped", sid);
+        return;
+    }
+    pst_log_quote(q, sizeof(q), login, strlen(login));
+    if (ok) {
+        s->auth_login = pst_xstrdup(login);
+        SLOG(PST_LOG_INFO, s, "event=auth result=ok login=%s", q);
+        reply(s, RP_AUTH_OK, NULL);
+    } else {
+        SLOG(PST_LOG_INFO, s, "event=auth result=failed login=%s ip=%s", q,
+             s->ipstr);
+        reply(s, RP_AUTH_FAILED, NULL);
+    }
+    s->st = ST_CMD;
+    cmd_wait(s);
+    process(s);
+}
+
+static void
+cmd_starttls(struct pst_session *s, const struct pst_cmd *c)
+{
+    if (s->tls != NULL) {
+        reply(s, RP_TLS_ACTIVE, NULL);
+        return;
+    }
+    if (!starttls_offered(s)) {
+        reply(s, RP_NOT_IMPLEMENTED, NULL);
+        return;
+    }
+    if (c->arg_len) {
+        reply(s, RP_SYNTAX_NOARG, "STARTTLS");
+        return;
+    }
+    reply(s, RP_TLS_GO, NULL);
+    s->tls_start = true;            /* process() stops and begins TLS */
 }
 
 static void
@@ -400,9 +696,13 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
                    "250-8BITMIME\r\n"
                    "250-SMTPUTF8\r\n"
                    "250-ENHANCEDSTATUSCODES\r\n"
-                   "250-DSN\r\n"          /* reports: queue/dsn.c */
-                   "250 CHUNKING\r\n",
+                   "250-DSN\r\n",         /* reports: queue/dsn.c */
                    s->conf->hostname, s->conf->limits.message_size);
+    if (starttls_offered(s))
+        pst_buf_puts(&s->out, "250-STARTTLS\r\n");
+    if (auth_offered(s))
+        pst_buf_puts(&s->out, "250-AUTH PLAIN LOGIN\r\n");
+    pst_buf_puts(&s->out, "250 CHUNKING\r\n");
 }
 
 static void
@@ -466,6 +766,27 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
         reply(s, RP_NEED_SMTPUTF8, NULL);
         return;
     }
+    if (s->lc->auth_required && s->auth_login == NULL && !s->trusted) {
+        reply(s, RP_AUTH_REQUIRED, NULL);
+        return;
+    }
+    if (s->auth_login && s->srv->auth &&
+        !pst_auth_sender_ok(s->srv->auth, s->auth_login, p.addr)) {
+        char q[300];
+        SLOG(PST_LOG_INFO, s, "event=reject phase=mail from=%s code=553 "
+             "reason=sender_login login=%s",
+             pst_log_quote(q, sizeof(q), p.addr, strlen(p.addr)),
+             s->auth_login);
+        pst_log_quote(q, sizeof(q), s->auth_login, strlen(s->auth_login));
+        reply(s, RP_SENDER_NOT_OWNED, s->auth_login);
+        return;
+    }
+    if (!space_ok(s, mp.size)) {
+        SLOG(PST_LOG_WARN, s, "event=reject phase=mail code=452 "
+             "reason=disk_space size=%" PRIu64, mp.size);
+        reply(s, RP_NO_SPACE, NULL);
+        return;
+    }
     pst_envelope_free(&s->env);     /* client facts filters were shown */
     s->env.sender = pst_xstrdup(p.addr);
     s->env.size_param = mp.size;
@@ -493,6 +814,13 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
         s->env.sender = pst_xstrdup(nsender);
     }
     reply(s, RP_MAIL_OK, NULL);
+}
+
+/* may_relay - the client may send to any domain. */
+static bool
+may_relay(const struct pst_session *s)
+{
+    return s->trusted || s->auth_login != NULL;
 }
 
 static void
@@ -548,15 +876,18 @@ cmd_rcpt(struct pst_session *s, const struct pst_cmd *c)
         reply(s, RP_TOO_MANY_RCPTS, NULL);
         return;
     }
-    if (!p.is_postmaster && !client_trusted(s)) {
-        const char *dom = strrchr(p.addr, '@') + 1;
-        if (p.domain_literal || !domain_relayed(s, dom)) {
-            SLOG(PST_LOG_INFO, s, "event=reject phase=rcpt to=%s code=554 "
-                 "reason=relay", pst_log_quote(q, sizeof(q), p.addr,
-                                               strlen(p.addr)));
-            pst_buf_printf(&s->out, "554 5.7.1 <%s>: Relay access denied\r\n",
-                           p.addr);
-            s->errors++;
+    if (!p.is_postmaster) {
+        enum pst_rcpt_verdict v = pst_policy_rcpt(
+            s->srv->policy, p.addr, p.domain_literal, may_relay(s));
+        if (v != PST_RCPT_ACCEPT) {
+            bool relay = v == PST_RCPT_RELAY_DENIED;
+            char arg[PST_PATH_MAX + 3];
+            SLOG(PST_LOG_INFO, s, "event=reject phase=rcpt to=%s code=%d "
+                 "reason=%s", pst_log_quote(q, sizeof(q), p.addr,
+                                            strlen(p.addr)),
+                 relay ? 554 : 550, relay ? "relay" : "unknown_user");
+            snprintf(arg, sizeof(arg), "<%s>", p.addr);
+            reply(s, relay ? RP_RELAY_DENIED : RP_UNKNOWN_USER, arg);
             return;
         }
     }
@@ -589,12 +920,19 @@ data_ready(struct pst_session *s)
     return true;
 }
 
+/* RFC 3848 and RFC 6531 protocol names for Received. */
 static const char *
 proto_name(const struct pst_session *s)
 {
-    if (s->env.smtputf8)
-        return "UTF8SMTP";
-    return s->esmtp ? "ESMTP" : "SMTP";
+    static const char *const names[2][2][2] = {
+        /* [utf8][tls][auth] */
+        {{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
+        {{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}},
+    };
+    bool auth = s->auth_login != NULL;
+    if (!s->esmtp && !s->tls && !auth)
+        return "SMTP";
+    return names[s->env.smtputf8][s->tls != NULL][auth];
 }
 
 /* Open the spool file and write our Received field: the first bytes of
@@ -616,14 +954,17 @@ message_open(struct pst_session *s)
     s->env.helo = pst_xstrdup(s->helo);
     s->env.client_ip = s->ip;
     s->env.client_name = pst_xstrdup(s->client_name);
+    if (s->auth_login)
+        s->env.auth_login = pst_xstrdup(s->auth_login);
     s->env.proto = pst_xstrdup(proto_name(s));
     s->env.arrival = time(NULL);
     size_t n = pst_received_format(hdr, sizeof(hdr), &s->env,
-                                   s->conf->hostname, s->qid);
+                                   s->conf->hostname, s->qid, s->tls_desc);
     pst_dot_init(&s->dot, false, s->conf->limits.text_line_max);
     memset(&s->hs, 0, sizeof(s->hs));
     s->hs.bol = true;
     s->fail = MF_NONE;
+    s->space_checked = 0;
     s->data_deadline = uv_now(s->srv->loop) +
                        (uint64_t)s->conf->limits.data_timeout * 1000;
     rc = pst_spool_msg_write(s->msg, hdr, n);
@@ -640,8 +981,12 @@ message_open(struct pst_session *s)
     return true;
 }
 
-/* Count Received fields in the header section of the stored text. */
-static void
+/*
+ * Scan the header section of the stored text: count Received fields (hop
+ * limit) and note Date and Message-ID. Returns the offset in p of the
+ * blank line that ends the header when it is in this piece, else n.
+ */
+static size_t
 hdrscan_feed(struct hdrscan *h, const char *p, size_t n)
 {
     for (size_t i = 0; i < n && !h->done; i++) {
@@ -651,7 +996,7 @@ hdrscan_feed(struct hdrscan *h, const char *p, size_t n)
             h->plen = 0;
             if (c == '\r' || c == '\n') {   /* blank line: end of header */
                 h->done = true;
-                return;
+                return i;
             }
         }
         if (c == '\n') {
@@ -660,12 +1005,68 @@ hdrscan_feed(struct hdrscan *h, const char *p, size_t n)
         }
         if (h->plen < sizeof(h->prefix)) {
             h->prefix[h->plen++] = (char)pst_tolower((unsigned char)c);
-            if (h->plen == sizeof(h->prefix) &&
-                memcmp(h->prefix, "received:", 9) == 0)
+            if (h->plen == 5 && memcmp(h->prefix, "date:", 5) == 0)
+                h->date = true;
+            else if (h->plen == 9 && memcmp(h->prefix, "received:", 9) == 0)
                 h->received++;
+            else if (h->plen == 11 &&
+                     memcmp(h->prefix, "message-id:", 11) == 0)
+                h->msgid = true;
         }
     }
+    return n;
 }
+
+/* submission - a message from an application or a user agent: its
+ * header may be completed (smtp.add_missing_headers). */
+static bool
+submission(const struct pst_session *s)
+{
+    return s->conf->smtp.add_missing_headers &&
+           (s->auth_login != NULL || s->trusted);
+}
+
+/*
+ * add_missing_fields - RFC 6409 8.1, 8.3: for a submission (an
+ * authenticated or trusted client) add Date and Message-ID when the
+ * message has none. Written where the header ends.
+ */
+static void
+add_missing_fields(struct pst_session *s)
+{
+    char f[PST_RECEIVED_MAX];
+    size_t n = 0;
+    if (s->fail != MF_NONE || !submission(s))
+        return;
+    if (!s->hs.date) {
+        char date[64];
+        pst_rfc5322_date(date, sizeof(date), s->env.arrival);
+        n += (size_t)snprintf(f + n, sizeof(f) - n, "Date: %s\r\n", date);
+    }
+    if (!s->hs.msgid)
+        n += (size_t)snprintf(f + n, sizeof(f) - n,
+                              "Message-ID: <%lld.%s@%s>\r\n",
+                              (long long)s->env.arrival, s->qid,
+                              s->conf->hostname);
+    s->hs.date = s->hs.msgid = true;
+    if (n == 0)
+        return;
+    int rc = pst_spool_msg_write(s->msg, f, n);
+    if (rc == 0 && s->fs)           /* filters see what is stored */
+        pst_fsess_msg_data(s->fs, f, n);
+    if (rc == 0 && s->mp)           /* and so does the message model */
+        pst_mime_feed(s->mp, f, n);
+    if (rc < 0)
+        s->fail = rc == -ENOSPC ? MF_NOSPACE : MF_WRITE;
+    else
+        SLOG(PST_LOG_INFO, s, "event=header_added fields=%s%s",
+             n && f[0] == 'D' ? "date" : "",
+             strstr(f, "Message-ID") ? (f[0] == 'D' ? ",message-id"
+                                                      : "message-id")
+                                     : "");
+}
+
+static void message_text_raw(struct pst_session *s, const char *p, size_t n);
 
 /* Text decoded from DATA or BDAT: limits, hop count, then the spool. */
 static void
@@ -674,15 +1075,47 @@ message_text(struct pst_session *s, const char *p, size_t n)
     if (n == 0 || s->fail != MF_NONE)
         return;
     if (!s->hs.done) {
-        hdrscan_feed(&s->hs, p, n);
+        size_t end = hdrscan_feed(&s->hs, p, n);
         if (s->hs.received > s->conf->limits.hops) {
             s->fail = MF_HOPS;
             return;
         }
+        if (s->hs.done && !(s->hs.date && s->hs.msgid) && submission(s)) {
+            /* the header ends in this piece: fields go before the blank
+             * line */
+            if (end > 0) {
+                message_text_raw(s, p, end);
+                if (s->fail != MF_NONE)
+                    return;
+            }
+            add_missing_fields(s);
+            p += end;
+            n -= end;
+            if (n == 0 || s->fail != MF_NONE)
+                return;
+        }
     }
+    message_text_raw(s, p, n);
+}
+
+/* Limits, then the spool, for text past the header scan. */
+static void
+message_text_raw(struct pst_session *s, const char *p, size_t n)
+{
     if (s->dot.out_bytes > s->conf->limits.message_size) {
         s->fail = MF_TOO_BIG;
         return;
+    }
+    /* the floor applies while the text streams, not only at MAIL: look
+     * again every PST_SPACE_CHECK octets (one statvfs each) */
+    if (s->dot.out_bytes - s->space_checked >= PST_SPACE_CHECK) {
+        s->space_checked = s->dot.out_bytes;
+        if (!space_ok(s, 0)) {
+            SLOG(PST_LOG_WARN, s, "event=disk_space_low bytes=%" PRIu64,
+                 s->dot.out_bytes);
+            s->fail = MF_NOSPACE;
+            return;
+        }
     }
     int rc = pst_spool_msg_write(s->msg, p, n);
     if (rc == 0 && s->fs)
@@ -712,6 +1145,7 @@ on_commit(void *arg, int status)
         reply(s, status == -ENOSPC ? RP_NO_SPACE : RP_WRITE_ERROR, NULL);
     }
     s->st = ST_CMD;
+    cmd_wait(s);
     txn_reset(s);
     if (s->closing) {
         /* the client left while we synced; its handles may be closed */
@@ -738,6 +1172,8 @@ message_end(struct pst_session *s)
         [MF_WRITE] = "write_error", [MF_NOSPACE] = "disk_full",
         [MF_MIME_LIMIT] = "mime_limits",
     };
+    if (s->fail == MF_NONE && !s->hs.done && submission(s))
+        add_missing_fields(s);      /* a message that is all header */
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_LONG_LINE))
         s->fail = MF_LONG_LINE;
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_BARE) &&
@@ -765,6 +1201,7 @@ message_end(struct pst_session *s)
              "code=%d reason=%s", pst_reply_code(r), fail_name[s->fail]);
         reply(s, r, NULL);
         s->st = ST_CMD;
+        cmd_wait(s);
         txn_reset(s);
         return;
     }
@@ -1048,9 +1485,13 @@ cmd_dispatch(struct pst_session *s, const char *line, size_t len)
     case PST_CMD_HELP:
         reply(s, RP_HELP, NULL);
         break;
-    case PST_CMD_EXPN:
     case PST_CMD_STARTTLS:
+        cmd_starttls(s, &c);
+        break;
     case PST_CMD_AUTH:
+        cmd_auth(s, &c);
+        break;
+    case PST_CMD_EXPN:
         reply(s, RP_NOT_IMPLEMENTED, NULL);
         break;
     default: {
@@ -1078,6 +1519,7 @@ step_command(struct pst_session *s)
         }
         s->in_pos += (size_t)(lf - p) + 1;
         s->skip_line = false;
+        cmd_wait(s);
         return true;
     }
     if (lf == NULL) {
@@ -1092,6 +1534,7 @@ step_command(struct pst_session *s)
     }
     size_t len = (size_t)(lf - p);
     s->in_pos += len + 1;
+    cmd_wait(s);
     if (len && p[len - 1] == '\r')
         len--;
     if (len + 2 > PST_LINE_MAX_ANY) {
@@ -1122,6 +1565,38 @@ headers_gate(struct pst_session *s)
         s->fst_saved = s->st;
         s->st = ST_FILTER;
     }
+}
+
+/* One SASL response line (ST_AUTH). */
+static bool
+step_auth(struct pst_session *s)
+{
+    char *p = s->in + s->in_pos;
+    size_t avail = s->in_len - s->in_pos;
+    char *lf = memchr(p, '\n', avail);
+    if (lf == NULL) {
+        if (avail >= PST_LINE_MAX_ANY) {
+            reply(s, RP_AUTH_LINE_TOO_LONG, NULL);
+            sasl_end(s);
+            s->skip_line = true;    /* step_command drops the rest */
+            s->in_pos = s->in_len;
+            return true;
+        }
+        return false;
+    }
+    size_t len = (size_t)(lf - p);
+    s->in_pos += len + 1;
+    cmd_wait(s);
+    if (len && p[len - 1] == '\r')
+        len--;
+    if (len + 2 > PST_LINE_MAX_ANY) {
+        reply(s, RP_AUTH_LINE_TOO_LONG, NULL);
+        sasl_end(s);
+        return true;
+    }
+    sasl_response(s, p, len);
+    explicit_bzero(p, len);         /* credentials leave the buffer */
+    return true;
 }
 
 static bool
@@ -1165,6 +1640,7 @@ step_bdat(struct pst_session *s)
     }
     /* chunk complete */
     s->st = ST_CMD;
+    cmd_wait(s);
     if (s->bdat_discard) {
         s->bdat_discard = false;
         return true;
@@ -1195,8 +1671,10 @@ static void
 update_reading(struct pst_session *s)
 {
     bool want = !s->closing && !s->quitting && s->st != ST_COMMIT &&
-                s->st != ST_LOOKUP &&
-                s->out_inflight < PST_OUT_HIGH && s->in_len < PST_IN_CAP;
+                s->st != ST_LOOKUP && s->st != ST_AUTH_CHECK &&
+                s->out_inflight < PST_OUT_HIGH && s->in_len < PST_IN_CAP &&
+                (s->tls == NULL ||
+                 pst_tls_in_pending(s->tls) < PST_TLS_IN_MAX);
     if (want && !s->reading) {
         s->reading =
             uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0;
@@ -1206,13 +1684,109 @@ update_reading(struct pst_session *s)
     }
 }
 
+/* Move plaintext out of TLS into the input buffer, as much as fits. */
+static void
+tls_fill(struct pst_session *s)
+{
+    while (s->in_len < PST_IN_CAP) {
+        ssize_t n = pst_tls_read(s->tls, s->in + s->in_len,
+                                 PST_IN_CAP - s->in_len);
+        if (n == 0)
+            break;
+        if (n == PST_TLS_EOF) {
+            session_close(s, "TLS close_notify");
+            return;
+        }
+        if (n < 0) {
+            char e[256];
+            SLOG(PST_LOG_INFO, s, "event=tls_error op=read error=\"%s\"",
+                 pst_tls_error(e, sizeof(e)));
+            session_close(s, "TLS error");
+            return;
+        }
+        s->in_len += (size_t)n;
+    }
+    tls_send(s);                    /* e.g. a TLS 1.3 KeyUpdate answer */
+}
+
+/* STARTTLS was answered (and flushed in plaintext), or an implicit-TLS
+ * listener accepted: from here every byte in either direction is TLS. */
+static void
+tls_begin(struct pst_session *s)
+{
+    s->tls = pst_tls_new(s->srv->tls);
+    s->cin = pst_xmalloc(PST_TLS_CIN);
+    s->st = ST_TLS;
+    s->tls_deadline = uv_now(s->srv->loop) +
+                      (uint64_t)s->conf->limits.tls_handshake_timeout * 1000;
+}
+
+/* The handshake is done: RFC 3207 4.2, forget everything the client said
+ * in plaintext. */
+static void
+tls_established(struct pst_session *s)
+{
+    char desc[200];
+    const char *sni = pst_tls_sni(s->tls);
+    int bits = pst_tls_bits(s->tls);
+    snprintf(desc, sizeof(desc), "using %s with cipher %s (%d/%d bits)",
+             pst_tls_version(s->tls), pst_tls_cipher(s->tls), bits, bits);
+    s->tls_desc = pst_xstrdup(desc);
+    char q[300];
+    SLOG(PST_LOG_INFO, s, "event=tls version=%s cipher=%s bits=%d sni=%s",
+         pst_tls_version(s->tls), pst_tls_cipher(s->tls), bits,
+         sni ? pst_log_quote(q, sizeof(q), sni, strlen(sni)) : "-");
+    s->st = ST_CMD;
+    txn_reset(s);
+    free(s->helo);
+    s->helo = NULL;
+    s->esmtp = false;
+    free(s->auth_login);            /* a plaintext AUTH is forgotten too */
+    s->auth_login = NULL;
+    cmd_wait(s);
+    if (s->lc->tls == PST_TLS_IMPLICIT) {
+        if (s->tls_reject) {
+            reply(s, RP_TOO_MANY_CONN, s->conf->hostname);
+            s->quitting = true;
+        } else if (filter_gate(s, PST_FP_CONNECT, NULL, NULL)) {
+            send_greeting(s);
+        }
+    }
+}
+
+/* Advance a handshake with the ciphertext fed so far. */
+static void
+tls_handshake_step(struct pst_session *s)
+{
+    int r = pst_tls_handshake(s->tls);
+    tls_send(s);                    /* handshake records, or an alert */
+    if (r == 0)
+        return;
+    if (r < 0) {
+        char e[256];
+        SLOG(PST_LOG_INFO, s, "event=tls_error op=handshake error=\"%s\"",
+             pst_tls_error(e, sizeof(e)));
+        s->quitting = true;         /* close once the alert is out */
+        if (s->out_inflight == 0)
+            session_close(s, "TLS handshake failed");
+        return;
+    }
+    tls_established(s);
+}
+
 static void
 process(struct pst_session *s)
 {
-    while (!s->closing && !s->quitting && s->st != ST_COMMIT &&
-           s->st != ST_LOOKUP && s->st != ST_FILTER &&
+    while (!s->closing && !s->quitting && !s->tls_start &&
+           s->st != ST_COMMIT && s->st != ST_TLS && s->st != ST_LOOKUP &&
+           s->st != ST_FILTER && s->st != ST_AUTH_CHECK &&
            s->out_inflight < PST_OUT_HIGH) {
         bool progress;
+        if (s->tls) {
+            tls_fill(s);
+            if (s->closing)
+                return;
+        }
         if (s->errors > s->conf->limits.errors) {
             SLOG(PST_LOG_INFO, s, "event=too_many_errors errors=%u",
                  s->errors);
@@ -1230,11 +1804,21 @@ process(struct pst_session *s)
         case ST_BDAT:
             progress = step_bdat(s);
             break;
+        case ST_AUTH:
+            progress = step_auth(s);
+            break;
         default:
             progress = false;
         }
         if (!progress)
             break;
+    }
+    if (s->tls_start && s->in_pos < s->in_len) {
+        /* plaintext pipelined behind STARTTLS is dropped, never taken
+         * as if it came over TLS (CVE-2011-0411) */
+        SLOG(PST_LOG_INFO, s, "event=starttls_pipelining discarded=%zu",
+             s->in_len - s->in_pos);
+        s->in_pos = s->in_len;
     }
     /* keep the unconsumed tail at the front of the buffer */
     if (s->in_pos > 0) {
@@ -1245,6 +1829,10 @@ process(struct pst_session *s)
     flush(s);
     if (s->closing)
         return;
+    if (s->tls_start) {
+        s->tls_start = false;
+        tls_begin(s);
+    }
     if (s->quitting && s->out_inflight == 0) {
         session_close(s, "quit");
         return;
@@ -1257,7 +1845,11 @@ static void
 on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     struct pst_session *s = h->data;
-    *b = uv_buf_init(s->in + s->in_len, (unsigned)(PST_IN_CAP - s->in_len));
+    if (s->tls)
+        *b = uv_buf_init(s->cin, PST_TLS_CIN);
+    else
+        *b = uv_buf_init(s->in + s->in_len,
+                         (unsigned)(PST_IN_CAP - s->in_len));
 }
 
 static void
@@ -1273,7 +1865,16 @@ on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     }
     if (n == 0)
         return;
-    s->in_len += (size_t)n;
+    if (s->tls) {
+        pst_tls_feed(s->tls, s->cin, (size_t)n);
+        if (s->st == ST_TLS) {
+            tls_handshake_step(s);
+            if (s->closing)
+                return;
+        }
+    } else {
+        s->in_len += (size_t)n;
+    }
     process(s);
 }
 
@@ -1289,6 +1890,10 @@ session_free(struct pst_session *s)
         srv->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    if (s->ip_counted)
+        pst_ipcount_remove(srv->ipcount, &s->ip);
+    pst_strmap_del(srv->by_id, &s->id, sizeof(s->id));
+    free(s->auth_login);
     pst_envelope_free(&s->env);
     free(s->fline);
     pst_mime_parser_free(s->mp);
@@ -1298,6 +1903,9 @@ session_free(struct pst_session *s)
     free(s->helo);
     free(s->client_name);
     free(s->ptr_name);
+    pst_tls_free(s->tls);
+    free(s->cin);
+    free(s->tls_desc);
     pst_conf_unref(s->conf);
     free(s);
     pst_server_session_gone(srv);
@@ -1332,13 +1940,17 @@ session_close(struct pst_session *s, const char *why)
      * on_close leaves it */
 }
 
-/* The client's name is known (or not): say hello and start reading. */
+/* The client's name is known (or not): say hello (on an implicit-TLS
+ * listener, once TLS is up) and start reading. */
 static void
 greet(struct pst_session *s, const char *name)
 {
     s->client_name = pst_xstrdup(name);
     s->st = ST_CMD;
-    if (filter_gate(s, PST_FP_CONNECT, NULL, NULL))
+    cmd_wait(s);
+    if (s->lc->tls == PST_TLS_IMPLICIT && s->srv->tls)
+        tls_begin(s);               /* connect filters once TLS is up */
+    else if (filter_gate(s, PST_FP_CONNECT, NULL, NULL))
         send_greeting(s);
     process(s);
 }
@@ -1400,10 +2012,13 @@ pst_session_accept(struct pst_listener *l)
     pst_buf_init(&s->out, PST_OUT_MAX);
     pst_envelope_init(&s->env);
     s->st = ST_CMD;
+    s->cmd_deadline = uv_now(srv->loop) +
+                      (uint64_t)s->conf->limits.command_timeout * 1000;
     uv_tcp_init(srv->loop, &s->tcp);
     uv_timer_init(srv->loop, &s->timer);
     s->tcp.data = s->timer.data = s;
     s->handles = 2;
+    *pst_strmap_slot(srv->by_id, &s->id, sizeof(s->id), NULL) = s;
     s->next = srv->sessions;
     if (srv->sessions)
         srv->sessions->prev = s;
@@ -1424,6 +2039,27 @@ pst_session_accept(struct pst_listener *l)
                    ? ((struct sockaddr_in *)&ss)->sin_port
                    : ((struct sockaddr_in6 *)&ss)->sin6_port),
          l->lc->address, l->lc->port);
+    s->trusted = pst_policy_trusted(srv->policy, &s->ip);
+    s->ip_counted = true;
+    unsigned per_ip = pst_ipcount_add(srv->ipcount, &s->ip);
+    if (srv->nsessions > s->conf->limits.sessions ||
+        per_ip > s->conf->limits.sessions_per_ip) {
+        /* a 421 greeting, not a reset: the client knows to come back */
+        bool total = srv->nsessions > s->conf->limits.sessions;
+        SLOG(PST_LOG_WARN, s, "event=reject phase=connect code=421 "
+             "reason=%s sessions=%u", total ? "sessions" : "sessions_per_ip",
+             total ? srv->nsessions : per_ip);
+        if (l->lc->tls == PST_TLS_IMPLICIT && srv->tls) {
+            /* the 421 can only be read over TLS */
+            s->tls_reject = true;
+            tls_begin(s);
+        } else {
+            reply(s, RP_TOO_MANY_CONN, s->conf->hostname);
+            s->quitting = true;
+        }
+        process(s);
+        return;
+    }
     if (pst_chain_len(s->conf->filters) > 0) {
         s->fs = pst_fsess_new(srv->frt, s->conf->filters, s->id, &s->env,
                               on_filter_verdict, s);
@@ -1448,7 +2084,7 @@ pst_session_shutdown(struct pst_session *s)
         s->quitting = true;         /* answer the commit, then close */
         return;
     }
-    if (s->st == ST_CMD) {
+    if (s->st == ST_CMD || s->st == ST_AUTH) {
         reply(s, RP_SHUTDOWN, s->conf->hostname);
         flush(s);
     }

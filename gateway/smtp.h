@@ -16,5 +16,11 @@ void pst_session_accept(struct pst_listener *l);
 void pst_session_shutdown(struct pst_session *s);
 /* pst_session_shutdown_all - pst_session_shutdown for every live session. */
 void pst_session_shutdown_all(struct pst_server *srv);
+/*
+ * pst_session_auth_done - the outcome of an AUTH check (auth.h) for the
+ * session with id sid; dropped if that session has gone. arg is the server.
+ */
+void pst_session_auth_done(void *arg, uint64_t sid, const char *login,
+                           bool ok);
 
 #endif

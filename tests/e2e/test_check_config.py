@@ -135,7 +135,8 @@ class CheckConfigTest(unittest.TestCase):
         out = p.stdout.decode()
         self.assertIn("limits = {\n    recipients = 7;\n};\n", out)
         self.assertIn('{ address = "127.0.0.1"; port = 2526; tls = "none"; '
-                      'auth = false; auth_plaintext = false; }', out)
+                      'auth = false; auth_plaintext = false; '
+                      'auth_required = false; }', out)
         again = self.write("again.conf", out)
         code, _, err = self.run_check(again)
         self.assertEqual(code, 0, err)

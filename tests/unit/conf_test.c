@@ -271,10 +271,11 @@ static const struct bad_case bad_cases[] = {
     {"bad relay domain",
      "relay = { domains = ( \"exa mple.org\" ); };\n",
      {"t.conf:1: relay.domains[0].domain: \"exa mple.org\" is not a domain"}},
-    {"non-ascii relay domain",
-     "relay = { domains = ( \"b\xc3\xbc"
-     "cher.de\" ); };\n",
-     {"write the A-label (xn--...)"}},
+    {"U-label relay domain is its A-label",
+     "relay = { domains = (\n \"xn--bcher-kva.de\",\n \"B\xc3\xbc" "cher.DE.\"\n); };\n",
+     {"relay.domains[1]: duplicate domain \"xn--bcher-kva.de\""}},
+    {"invalid IDN relay domain", "relay = { domains = ( \"a\xe2\x80\x8e.de\" ); };\n",
+     {"is not a domain: not a valid domain or IDN"}},
     {"duplicate relay domain",
      "relay = { domains = (\n \"Example.org\",\n { domain = \"example.ORG.\"; "
      "}\n); };\n",

@@ -1,0 +1,84 @@
+/*
+ * auth.h - SMTP AUTH (RFC 4954) credentials: the password file, the
+ * sender-login map, failure limits, and the crypt worker pool.
+ *
+ * Password file (auth.password_file): "login:hash" lines, '#' comments;
+ * hashes are crypt(3) yescrypt ("$y$") or SHA-512 ("$6$"). A file that
+ * others may read or write is refused at start.
+ *
+ * Checks run crypt_rn in a small pool of threads of this module's own
+ * (auth.workers; never libuv's shared pool, where a burst of AUTHs would
+ * delay file work): a yescrypt check costs ~14 ms of CPU. The job carries
+ * copies of its inputs and the session id; the result comes back on the
+ * loop thread through uv_async and is handed to the done callback, which
+ * looks the session up by id (a result for a session that has gone is
+ * dropped). An unknown login is checked against a dummy hash of the same
+ * cost, so the reply time does not tell which logins exist.
+ *
+ * Failure limits: failures are counted per client IP and per login within
+ * auth.failure_window seconds; a check is refused before any hashing once
+ * either count has reached its limit.
+ *
+ * Threads: everything but the workers' crypt_rn runs on the loop thread.
+ */
+#ifndef PST_GATEWAY_AUTH_H
+#define PST_GATEWAY_AUTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "core/net.h"
+
+#define PST_AUTH_FIELD_MAX 255      /* login and password octets */
+
+struct pst_auth;
+
+/* Called on the loop thread with the outcome of pst_auth_check. */
+typedef void (*pst_auth_done_fn)(void *arg, uint64_t session_id,
+                                 const char *login, bool ok);
+
+int pst_auth_new(struct pst_auth **out, uv_loop_t *loop,
+                 const struct pst_conf *c, pst_auth_done_fn done, void *arg,
+                 struct pst_err *err);
+/*
+ * pst_auth_close - stop the workers (a check in progress finishes, queued
+ * ones are dropped, no callback runs any more) and free everything once
+ * the loop has closed the async handle.
+ */
+void pst_auth_close(struct pst_auth *a);
+
+/*
+ * pst_auth_check - queue a check of login/password for session sid from
+ * ip. Returns 0 (the done callback will run), -EPERM (a failure limit is
+ * reached: no hashing was done) or -EAGAIN (the queue is full).
+ */
+int pst_auth_check(struct pst_auth *a, uint64_t sid, const struct pst_ip *ip,
+                   const char *login, const char *password);
+
+/*
+ * pst_auth_sender_ok - login may use envelope sender (auth.sender_login_map;
+ * always true without a map, and for the null sender).
+ */
+bool pst_auth_sender_ok(const struct pst_auth *a, const char *login,
+                        const char *sender);
+
+/* Counters for tests and logs. */
+struct pst_auth_stats {
+    uint64_t checks;                /* hashes computed */
+    uint64_t refused;               /* refused by a failure limit */
+    unsigned queued;                /* waiting for a worker now */
+};
+void pst_auth_stats(struct pst_auth *a, struct pst_auth_stats *st);
+
+/*
+ * pst_sasl_plain - split a decoded PLAIN response "authzid NUL authcid NUL
+ * passwd" (RFC 4616). Returns 0, or -1 if malformed, a field is too long,
+ * or authzid names someone other than authcid.
+ */
+int pst_sasl_plain(const char *p, size_t n, char *login, char *password);
+/* pst_b64_decode - RFC 4648 base64 with padding; -1 if invalid or too long. */
+ssize_t pst_b64_decode(const char *in, size_t n, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * privs.h - run as the configured user: started as root, postern binds
+ * its listeners and reads its keys and password file, then gives the
+ * spool (and a maildir default route) to the configured user and group and
+ * drops to them for good. It refuses to go on as root.
+ */
+#ifndef PST_GATEWAY_PRIVS_H
+#define PST_GATEWAY_PRIVS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "conf/conf.h"
+
+struct pst_privs {
+    bool drop;                      /* started as root: drop to uid/gid */
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[2];                /* gid, and queue.control_group */
+    int ngroups;
+    char user[64];
+};
+
+/*
+ * pst_privs_plan - decide what to drop to. Not root: nothing to do. Root:
+ * conf user (and group, else the user's primary group) must exist and not
+ * be root, or this fails with err filled.
+ */
+int pst_privs_plan(struct pst_privs *pv, const struct pst_conf *c,
+                   struct pst_err *err);
+/*
+ * pst_privs_drop - hand the spool directory and a maildir default route
+ * to the user (created 0700 when missing; entries owned by someone else
+ * are chowned), then setgroups/setgid/setuid and check that root cannot be
+ * regained. A no-op unless pv->drop.
+ */
+int pst_privs_drop(const struct pst_privs *pv, const struct pst_conf *c,
+                   struct pst_err *err);
+
+#endif

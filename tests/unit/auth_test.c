@@ -1,0 +1,295 @@
+/*
+ * auth_test.c - SASL helpers (base64, PLAIN), the password file checks,
+ * the crypt worker pool on a real loop (known, wrong and unknown logins;
+ * callbacks counted, loop closed clean), failure limits before hashing,
+ * and the sender-login map.
+ */
+#include <crypt.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "gateway/auth.h"
+
+static char dir[64], conf_path[128], pw_path[128], map_path[128];
+
+static void
+write_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static char *
+hash(const char *pw, const char *prefix)
+{
+    struct crypt_data cd;
+    char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    memset(&cd, 0, sizeof(cd));
+    assert_non_null(crypt_gensalt_rn(prefix, 0, NULL, 0, salt, sizeof(salt)));
+    assert_non_null(crypt_rn(pw, salt, &cd, sizeof(cd)));
+    return strdup(cd.output);
+}
+
+static int
+setup(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/auth_test.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(conf_path, sizeof(conf_path), "%s/t.conf", dir);
+    snprintf(pw_path, sizeof(pw_path), "%s/passwd", dir);
+    snprintf(map_path, sizeof(map_path), "%s/senders", dir);
+    char *a = hash("alice-pw", "$y$"), *b = hash("bob-pw", "$6$");
+    char text[1024];
+    snprintf(text, sizeof(text), "# users\nalice:%s\nbob:%s:extra:fields\n",
+             a, b);
+    write_file(pw_path, text, 0600);
+    free(a);
+    free(b);
+    write_file(map_path, "alice@corp.test alice\n@bob.test bob\n"
+                         "Shared@Corp.Test alice,bob\n", 0644);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    unlink(conf_path);
+    unlink(pw_path);
+    unlink(map_path);
+    rmdir(dir);
+    return 0;
+}
+
+static void
+test_b64(void **state)
+{
+    static const struct {
+        const char *in, *want;      /* want NULL: invalid */
+    } cases[] = {
+        {"", ""},         {"YQ==", "a"},     {"YWI=", "ab"},
+        {"YWJj", "abc"},  {"YWJjZA==", "abcd"},
+        {"YQ=", NULL},    {"YQ", NULL},      {"Y===", NULL},
+        {"YQ==YQ==", NULL}, {"YW!j", NULL},  {"=YWJ", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+        ssize_t n = pst_b64_decode(cases[i].in, strlen(cases[i].in), out,
+                                   sizeof(out));
+        if (cases[i].want == NULL) {
+            if (n >= 0)
+                fail_msg("'%s': want invalid, got %zd", cases[i].in, n);
+            continue;
+        }
+        if (n != (ssize_t)strlen(cases[i].want) ||
+            memcmp(out, cases[i].want, (size_t)n) != 0)
+            fail_msg("'%s': want '%s', got %zd", cases[i].in, cases[i].want,
+                     n);
+    }
+    char small[2];
+    assert_true(pst_b64_decode("YWJj", 4, small, sizeof(small)) < 0);
+}
+
+static void
+test_sasl_plain(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *login, *pw;     /* login NULL: invalid */
+    } cases[] = {
+        {"\0u\0p", 4, "u", "p"},
+        {"u\0u\0p", 5, "u", "p"},
+        {"\0u\0", 3, "u", ""},
+        {"x\0u\0p", 5, NULL, NULL},  /* acting for another identity */
+        {"\0\0p", 3, NULL, NULL},    /* empty login */
+        {"\0u", 2, NULL, NULL},
+        {"u", 1, NULL, NULL},
+        {"\0u\0p\0q", 6, NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char login[PST_AUTH_FIELD_MAX + 1], pw[PST_AUTH_FIELD_MAX + 1];
+        int rc = pst_sasl_plain(cases[i].in, cases[i].len, login, pw);
+        if (cases[i].login == NULL) {
+            if (rc == 0)
+                fail_msg("case %zu: want invalid", i);
+            continue;
+        }
+        if (rc != 0 || strcmp(login, cases[i].login) != 0 ||
+            strcmp(pw, cases[i].pw) != 0)
+            fail_msg("case %zu: want %s/%s", i, cases[i].login, cases[i].pw);
+    }
+    char big[600];
+    memset(big, 'a', sizeof(big));
+    big[0] = '\0';
+    big[300] = '\0';
+    char login[PST_AUTH_FIELD_MAX + 1], pw[PST_AUTH_FIELD_MAX + 1];
+    assert_true(pst_sasl_plain(big, sizeof(big), login, pw) < 0);
+}
+
+struct result {
+    uint64_t sid;
+    bool ok;
+    char login[64];
+};
+static struct result results[16];
+static unsigned nresults;
+
+static void
+on_done(void *arg, uint64_t sid, const char *login, bool ok)
+{
+    assert_true(nresults < 16);
+    results[nresults].sid = sid;
+    results[nresults].ok = ok;
+    snprintf(results[nresults].login, sizeof(results[0].login), "%s", login);
+    nresults++;
+    if (nresults == *(unsigned *)arg)
+        uv_stop(uv_default_loop());
+}
+
+static struct pst_conf *
+conf_with(const char *extra)
+{
+    char text[1024];
+    struct pst_err err = {0};
+    snprintf(text, sizeof(text),
+             "auth = { password_file = \"%s\"; sender_login_map = \"%s\"; "
+             "workers = 2; max_failures_per_login = 2; "
+             "max_failures_per_ip = 3; %s };\n", pw_path, map_path, extra);
+    write_file(conf_path, text, 0644);
+    struct pst_conf *c = pst_conf_load(conf_path, &err);
+    if (c == NULL)
+        fail_msg("%s", pst_err_first(&err));
+    return c;
+}
+
+static void
+wait_results(struct pst_auth *a, unsigned want)
+{
+    (void)a;
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+    assert_int_equal(nresults, want);
+}
+
+static void
+test_pool(void **state)
+{
+    uv_loop_t *loop = uv_default_loop();
+    struct pst_conf *c = conf_with("");
+    struct pst_auth *a = NULL;
+    struct pst_err err = {0};
+    struct pst_ip ip1, ip2;
+    unsigned want = 2;
+    assert_int_equal(pst_ip_parse(&ip1, "192.0.2.1"), 0);
+    assert_int_equal(pst_ip_parse(&ip2, "192.0.2.2"), 0);
+    assert_int_equal(pst_auth_new(&a, loop, c, on_done, &want, &err), 0);
+
+    /* successes first: a success clears its login's failure count, and
+     * checks on two workers may finish in either order */
+    nresults = 0;
+    want = 2;
+    assert_int_equal(pst_auth_check(a, 1, &ip1, "alice", "alice-pw"), 0);
+    assert_int_equal(pst_auth_check(a, 2, &ip1, "bob", "bob-pw"), 0);
+    wait_results(a, 2);
+    assert_true(results[0].ok && results[1].ok);
+    nresults = 0;
+    assert_int_equal(pst_auth_check(a, 3, &ip1, "alice", "wrong"), 0);
+    /* unknown login: the dummy hash is alice's, her password must fail */
+    assert_int_equal(pst_auth_check(a, 4, &ip2, "nobody", "alice-pw"), 0);
+    wait_results(a, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        bool want_ok = results[i].sid == 1 || results[i].sid == 2;
+        if (results[i].ok != want_ok)
+            fail_msg("sid %llu: want ok=%d", (unsigned long long)results[i].sid,
+                     want_ok);
+    }
+
+    /* alice has 1 failure; one more reaches the per-login limit (2) */
+    nresults = 0;
+    want = 1;
+    assert_int_equal(pst_auth_check(a, 5, &ip2, "alice", "wrong"), 0);
+    wait_results(a, 1);
+    assert_int_equal(pst_auth_check(a, 6, &ip2, "alice", "alice-pw"),
+                     -EPERM);
+    /* ip2 has 2 failures (nobody, alice); a third reaches its limit (3) */
+    nresults = 0;
+    assert_int_equal(pst_auth_check(a, 7, &ip2, "bob", "wrong"), 0);
+    wait_results(a, 1);
+    assert_int_equal(pst_auth_check(a, 8, &ip2, "bob", "bob-pw"), -EPERM);
+    /* ip1 is still fine for bob */
+    nresults = 0;
+    assert_int_equal(pst_auth_check(a, 9, &ip1, "bob", "bob-pw"), 0);
+    wait_results(a, 1);
+    assert_true(results[0].ok);
+
+    struct pst_auth_stats st;
+    pst_auth_stats(a, &st);
+    assert_int_equal(st.checks, 7);
+    assert_int_equal(st.refused, 2);
+
+    /* sender-login map */
+    assert_true(pst_auth_sender_ok(a, "alice", "alice@corp.test"));
+    assert_true(pst_auth_sender_ok(a, "alice", "ALICE@corp.TEST"));
+    assert_true(pst_auth_sender_ok(a, "alice", "shared@corp.test"));
+    assert_true(pst_auth_sender_ok(a, "bob", "shared@corp.test"));
+    assert_true(pst_auth_sender_ok(a, "bob", "x@bob.test"));
+    assert_true(pst_auth_sender_ok(a, "bob", ""));
+    assert_false(pst_auth_sender_ok(a, "alice", "x@bob.test"));
+    assert_false(pst_auth_sender_ok(a, "bob", "alice@corp.test"));
+    assert_false(pst_auth_sender_ok(a, "al", "alice@corp.test"));
+    assert_false(pst_auth_sender_ok(a, "alice", "other@corp.test"));
+
+    /* close with work queued: no callback, nothing leaked */
+    nresults = 0;
+    for (uint64_t i = 0; i < 6; i++)
+        assert_int_equal(pst_auth_check(a, 100 + i, &ip1, "bob", "bob-pw"),
+                         0);
+    pst_auth_close(a);
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(nresults, 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+    pst_conf_unref(c);
+}
+
+static void
+test_password_file_checks(void **state)
+{
+    struct pst_conf *c = conf_with("");
+    struct pst_auth *a = NULL;
+    struct pst_err err = {0};
+
+    assert_int_equal(chmod(pw_path, 0604), 0);
+    assert_true(pst_auth_new(&a, uv_default_loop(), c, on_done, NULL, &err) <
+                0);
+    assert_non_null(strstr(pst_err_first(&err), "readable or writable by "
+                                                "others (mode 0604)"));
+    pst_err_free(&err);
+    assert_int_equal(chmod(pw_path, 0600), 0);
+    pst_conf_unref(c);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_sasl_plain),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_password_file_checks),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
