@@ -2,17 +2,19 @@
  * privs.c - the privilege drop (privs.h).
  *
  * Order (server.c): load policy, password file and TLS keys, bind the
- * listeners, then pst_privs_drop, then open the spool: every file the
- * running gateway creates belongs to the unprivileged user. setgid and
- * setuid in glibc apply to every thread of the process (the auth workers
- * already run), so no thread keeps root.
+ * listeners, open the spool (recovery, and the delivery client's key),
+ * all as root; then pst_privs_drop gives the spool tree (and a maildir
+ * default route) to the user and drops. Every file the running gateway
+ * creates afterwards belongs to the unprivileged user. setgid and setuid
+ * in glibc apply to every thread of the process (the spool's and the auth
+ * workers already run), so no thread keeps root.
  *
  * Supplementary groups: the user's group, plus queue.control_group when
  * set (the spool hands its directory and control socket to that group).
  *
- * The spool is walked once at each start to chown what is not the user's
- * yet (a spool copied in as root, or written by an older run as root):
- * without that, recovery could not rename or remove those files.
+ * The tree walk changes owners only (groups the spool chose stay), and
+ * only of entries that are not the user's yet: a spool opened or copied in
+ * as root, or written by an older run as root.
  */
 #include "gateway/privs.h"
 
@@ -89,15 +91,15 @@ pst_privs_plan(struct pst_privs *pv, const struct pst_conf *c,
 }
 
 static uid_t walk_uid;
-static gid_t walk_gid;
 static int walk_err;
 
+/* The owner only: groups the spool chose (queue.control_group) stay. */
 static int
 chown_one(const char *path, const struct stat *st, int flag, struct FTW *f)
 {
-    if (st->st_uid == walk_uid && st->st_gid == walk_gid)
+    if (st->st_uid == walk_uid)
         return 0;
-    if (lchown(path, walk_uid, walk_gid) != 0 && walk_err == 0)
+    if (lchown(path, walk_uid, (gid_t)-1) != 0 && walk_err == 0)
         walk_err = errno;
     return 0;
 }
@@ -125,7 +127,6 @@ give_dir(const struct pst_privs *pv, const char *dir, struct pst_err *err)
         return rc;
     }
     walk_uid = pv->uid;
-    walk_gid = pv->gid;
     walk_err = 0;
     if (nftw(p, chown_one, 32, FTW_PHYS | FTW_MOUNT) != 0 || walk_err) {
         pst_err_add(err, NULL, 0, "cannot give %s to %s: %s", dir, pv->user,

@@ -31,8 +31,8 @@ int pst_privs_plan(struct pst_privs *pv, const struct pst_conf *c,
 /*
  * pst_privs_drop - hand the spool directory and a maildir default route
  * to the user (created 0700 when missing; entries owned by someone else
- * are chowned), then setgroups/setgid/setuid and check that root cannot be
- * regained. A no-op unless pv->drop.
+ * get the user as owner), then setgroups/setgid/setuid and check that
+ * root cannot be regained. A no-op unless pv->drop.
  */
 int pst_privs_drop(const struct pst_privs *pv, const struct pst_conf *c,
                    struct pst_err *err);

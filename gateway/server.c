@@ -97,8 +97,9 @@ server_stop(struct pst_server *srv, const char *why)
         pst_auth_close(srv->auth);
         srv->auth = NULL;
     }
-    if (srv->nsessions == 0 && srv->spool) {
-        pst_spool_close(srv->spool);
+    if (srv->nsessions == 0) {
+        if (srv->spool)
+            pst_spool_close(srv->spool);
         srv->spool = NULL;
         pst_frt_close(srv->frt);    /* no session is left to resume */
         srv->frt = NULL;
@@ -116,8 +117,9 @@ pst_server_session_gone(struct pst_server *srv)
 {
     srv->nsessions--;
     /* when stopping, the spool closes once the last session has gone */
-    if (srv->stopping && srv->nsessions == 0 && srv->spool) {
-        pst_spool_close(srv->spool);
+    if (srv->stopping && srv->nsessions == 0) {
+        if (srv->spool)
+            pst_spool_close(srv->spool);
         srv->spool = NULL;
         pst_frt_close(srv->frt);    /* no session is left to resume */
         srv->frt = NULL;
@@ -187,8 +189,9 @@ pst_server_run(struct pst_conf *conf)
         srv.dns = NULL;
         goto early_fail;
     }
-    /* bind first (ports below 1024 need root), then drop, then open the
-     * spool so everything it creates belongs to the user */
+    /* bind (ports below 1024 need root) and open the spool (it reads the
+     * delivery client's key) as root; then the spool is handed to the
+     * user and privileges are dropped */
     srv.listeners = pst_xcalloc(conf->nlisteners, sizeof(*srv.listeners));
     srv.nlisteners = conf->nlisteners;
     for (size_t i = 0; i < conf->nlisteners; i++) {
@@ -204,15 +207,15 @@ pst_server_run(struct pst_conf *conf)
         pst_info("event=listening address=%s port=%u",
                  conf->listeners[i].address, conf->listeners[i].port);
     }
-    if (status == 0 && pst_privs_drop(&pv, conf, &err) < 0) {
-        pst_err("event=fatal op=privileges error=\"%s\"",
-                pst_err_first(&err));
-        pst_err_free(&err);
-        status = 1;
-    }
     if (status == 0 &&
         (rc = pst_spool_open(&srv.spool, srv.loop, conf, &err)) < 0) {
         pst_err("event=fatal op=spool_open error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        status = 1;
+    }
+    if (status == 0 && pst_privs_drop(&pv, conf, &err) < 0) {
+        pst_err("event=fatal op=privileges error=\"%s\"",
+                pst_err_first(&err));
         pst_err_free(&err);
         status = 1;
     }
