@@ -288,6 +288,10 @@ class SlowlorisTest(PosternTestCase):
             latencies.append(time.monotonic() - t0)
         for t in threads:
             t.join(30)
+        print("\nslowloris: %d of %d crowd sessions greeted, %d refused, "
+              "longest held %.1f s; 10 normal transactions max %.0f ms"
+              % (results["greeted"], self.CROWD, results["refused"],
+                 max(results["ended"]), max(latencies) * 1e3))
         self.assertFalse(any(t.is_alive() for t in threads))
         self.assertLessEqual(results["greeted"], 10)
         self.assertEqual(results["greeted"] + results["refused"], self.CROWD)
