@@ -3,8 +3,8 @@
  *
  * Order (server.c): load policy, password file and TLS keys, bind the
  * listeners, open the spool (recovery, and the delivery client's key),
- * all as root; then pst_privs_drop gives the spool tree (and a maildir
- * default route) to the user and drops. Every file the running gateway
+ * all as root; then pst_privs_drop gives the spool tree (and the maildir
+ * routes) to the user and drops. Every file the running gateway
  * creates afterwards belongs to the unprivileged user. setgid and setuid
  * in glibc apply to every thread of the process (the spool's and the auth
  * workers already run), so no thread keeps root.
@@ -149,6 +149,12 @@ pst_privs_drop(const struct pst_privs *pv, const struct pst_conf *c,
     const char *r = c->delivery.default_route;
     if (r && strncmp(r, "maildir:", 8) == 0 && give_dir(pv, r + 8, err) < 0)
         return -EPERM;
+    for (size_t i = 0; i < c->delivery.nroutes; i++) {
+        r = c->delivery.routes[i].route;
+        if (r && strncmp(r, "maildir:", 8) == 0 &&
+            give_dir(pv, r + 8, err) < 0)
+            return -EPERM;
+    }
     if (setgroups((size_t)pv->ngroups, pv->groups) != 0 ||
         setgid(pv->gid) != 0 ||
         setuid(pv->uid) != 0) {

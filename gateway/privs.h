@@ -1,7 +1,7 @@
 /*
  * privs.h - run as the configured user: started as root, postern binds
  * its listeners and reads its keys and password file, then gives the
- * spool (and a maildir default route) to the configured user and group and
+ * spool (and the maildir routes) to the configured user and group and
  * drops to them for good. It refuses to go on as root.
  */
 #ifndef PST_GATEWAY_PRIVS_H
@@ -29,7 +29,7 @@ struct pst_privs {
 int pst_privs_plan(struct pst_privs *pv, const struct pst_conf *c,
                    struct pst_err *err);
 /*
- * pst_privs_drop - hand the spool directory and a maildir default route
+ * pst_privs_drop - hand the spool directory and every maildir route
  * to the user (created 0700 when missing; entries owned by someone else
  * get the user as owner), then setgroups/setgid/setuid and check that
  * root cannot be regained. A no-op unless pv->drop.

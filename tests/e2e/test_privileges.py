@@ -73,6 +73,22 @@ class PrivilegesTest(PosternTestCase):
         for path in p.maildir_paths():
             self.assertEqual(os.stat(path).st_uid, user.pw_uid, path)
 
+    def test_maildir_route_given_to_user(self):
+        other = os.path.join(self.tmp, "other-mail")
+        p = self.postern({"delivery": {"routes": [
+            {"domain": "other.test", "route": "maildir:" + other}]}})
+        c = p.session()
+        c.cmd("MAIL FROM:<s@x.test>", 250)
+        c.cmd("RCPT TO:<r@other.test>", 250)
+        c.cmd("DATA", 354)
+        c.send(dot_stuff(message()))
+        c.expect(250, "2.0.0")
+        c.quit()
+        p.wait_for_maildir(1, maildir=other)
+        path = p.maildir_paths(maildir=other)[0]
+        user = pwd.getpwnam(harness.RUN_AS)
+        self.assertEqual(os.stat(path).st_uid, user.pw_uid)
+
     def test_root_spool_files_given_to_user(self):
         """A spool left behind by root is handed over at start."""
         spool = os.path.join(self.tmp, "spool")
