@@ -125,7 +125,9 @@ class CheckConfigTest(unittest.TestCase):
         p = subprocess.run([harness.POSTERN_BIN, "-n", "-c", BUNDLED],
                            cwd=self.tmp, capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stdout.decode(), 'hostname = "postern.localhost";\n')
+        self.assertEqual(p.stdout.decode(),
+                         'hostname = "postern.localhost";\n'
+                         'user = "postern";\ngroup = "postern";\n')
         path = self.write("changed.conf",
                           'limits = { recipients = 7; };\n'
                           'listeners = ( { port = 2526; } );\n')
