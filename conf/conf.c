@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +185,14 @@ get_int(struct pst__ctx *x, const config_setting_t *s, long long *out)
     file = source_name(x, config_setting_source_file(s), buf, sizeof(buf));
 
     *out = config_setting_get_int64(s);
-    if (file == NULL || name == NULL)
+    /* an L-suffixed literal is already read in full */
+    if (file == NULL || name == NULL ||
+        config_setting_type(s) == CONFIG_TYPE_INT64)
         return 0;
+    /* libconfig's value: the literal wrapped to 32 bits. Several settings
+     * of this name may share the line (two listeners' ports): the literal
+     * is the one whose 32-bit wrap gives that value. */
+    const uint32_t wrapped = (uint32_t)config_setting_get_int(s);
     line = raw_line(x, file, config_setting_source_line(s), &len);
     if (line == NULL)
         return 0;
@@ -206,20 +213,23 @@ get_int(struct pst__ctx *x, const config_setting_t *s, long long *out)
             q++;
         if (q >= line + len ||
             !(isdigit((unsigned char)*q) || *q == '-' || *q == '+'))
-            return 0;
+            continue;
         char *end;
+        long long v;
         errno = 0;
         if (*q == '-') {
-            long long v = strtoll(q, &end, 0);
+            v = strtoll(q, &end, 0);
             if (errno == ERANGE)
                 return -1;
-            *out = v;
         } else {
-            unsigned long long v = strtoull(q, &end, 0);
-            if (errno == ERANGE || v > (unsigned long long)LLONG_MAX)
+            unsigned long long u = strtoull(q, &end, 0);
+            if (errno == ERANGE || u > (unsigned long long)LLONG_MAX)
                 return -1;
-            *out = (long long)v;
+            v = (long long)u;
         }
+        if ((uint32_t)(unsigned long long)v != wrapped)
+            continue;               /* another setting of the same name */
+        *out = v;
         return 0;
     }
     return 0;

@@ -782,6 +782,35 @@ test_routes_accepted(void **state)
     tmp_leave(&t);
 }
 
+/* Several settings of one name on one line: each keeps its own value (the
+ * loader re-reads integer literals from the source line). */
+static void
+test_same_name_one_line(void **state)
+{
+    struct tmp t;
+    struct pst_err err = {0};
+    struct pst_conf *c;
+
+    tmp_enter(&t);
+    c = load(&t,
+             "listeners = ( { port = 2601; }, { address = \"::1\"; "
+             "port = 2602; }, { address = \"127.0.0.2\"; port = 2601; } );\n"
+             "limits = { message_size = 5000000000; disk_free_min = 1048576; "
+             "recipients = 5; errors = 5; };\n",
+             &err);
+    print_errors(&err);
+    assert_non_null(c);
+    assert_int_equal(c->nlisteners, 3);
+    assert_int_equal(c->listeners[0].port, 2601);
+    assert_int_equal(c->listeners[1].port, 2602);
+    assert_int_equal(c->listeners[2].port, 2601);
+    assert_int_equal(c->limits.message_size, 5000000000ull);
+    assert_int_equal(c->limits.recipients, 5);
+    assert_int_equal(c->limits.errors, 5);
+    pst_conf_unref(c);
+    tmp_leave(&t);
+}
+
 static void
 test_include(void **state)
 {
@@ -934,6 +963,7 @@ main(void)
         cmocka_unit_test(test_routes_accepted),
         cmocka_unit_test(test_delivery_routes_resolver),
         cmocka_unit_test(test_include),
+        cmocka_unit_test(test_same_name_one_line),
         cmocka_unit_test(test_bundled_config),
         cmocka_unit_test(test_cidr_match),
         cmocka_unit_test(test_cidr_sockaddr_mapped),
