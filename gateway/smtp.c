@@ -705,11 +705,61 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
     pst_buf_puts(&s->out, "250 CHUNKING\r\n");
 }
 
-static void
-cmd_mail(struct pst_session *s, const struct pst_cmd *c)
+/*
+ * path_arg - the "FROM:<path> params" (MAIL) or "TO:<path> params" (RCPT)
+ * argument: the path in *p and the parameters' text in *params, *plen.
+ * On an error the reply is given and false returned.
+ */
+static bool
+path_arg(struct pst_session *s, const struct pst_cmd *c, bool mail,
+         struct pst_path *p, const char **params, size_t *plen)
 {
     const char *a = c->arg;
     size_t n = c->arg_len, end;
+    enum pst_reply syntax = mail ? RP_SYNTAX_MAIL : RP_SYNTAX_RCPT;
+
+    if (!strip_keyword(&a, &n, mail ? "FROM:" : "TO:")) {
+        reply(s, syntax, NULL);
+        return false;
+    }
+    enum pst_path_err pe = pst_path_parse(a, n, p, mail, !mail, &end);
+    if (pe == PST_PATH_SYNTAX) {
+        reply(s, n && a[0] == '<' ? (mail ? RP_BAD_SENDER : RP_BAD_RCPT)
+                                  : syntax, NULL);
+        return false;
+    }
+    if (pe != PST_PATH_OK) {
+        reply(s, mail ? RP_SENDER_TOO_LONG : RP_RCPT_TOO_LONG,
+              path_err_text(pe));
+        return false;
+    }
+    if (end < n && a[end] != ' ') {
+        reply(s, syntax, NULL);
+        return false;
+    }
+    *params = a + end;
+    *plen = n - end;
+    return true;
+}
+
+/* params_ok - reply to a parameter error; true when there is none. */
+static bool
+params_ok(struct pst_session *s, enum pst_param_err e, const char *bad)
+{
+    if (e == PST_PARAM_OK)
+        return true;
+    if (e == PST_PARAM_UNKNOWN)
+        reply(s, RP_PARAM_UNKNOWN, bad);
+    else
+        reply(s, RP_PARAM_BAD, NULL);
+    return false;
+}
+
+static void
+cmd_mail(struct pst_session *s, const struct pst_cmd *c)
+{
+    const char *a;
+    size_t n;
     struct pst_path p;
     struct pst_mail_params mp;
     char bad[64];
@@ -722,33 +772,9 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
         reply(s, RP_NESTED_MAIL, NULL);
         return;
     }
-    if (!strip_keyword(&a, &n, "FROM:")) {
-        reply(s, RP_SYNTAX_MAIL, NULL);
+    if (!path_arg(s, c, true, &p, &a, &n) ||
+        !params_ok(s, pst_mail_params_parse(a, n, &mp, bad, sizeof(bad)), bad))
         return;
-    }
-    enum pst_path_err pe = pst_path_parse(a, n, &p, true, false, &end);
-    if (pe == PST_PATH_SYNTAX) {
-        reply(s, n && a[0] == '<' ? RP_BAD_SENDER : RP_SYNTAX_MAIL, NULL);
-        return;
-    }
-    if (pe != PST_PATH_OK) {
-        reply(s, RP_SENDER_TOO_LONG, path_err_text(pe));
-        return;
-    }
-    if (end < n && a[end] != ' ') {
-        reply(s, RP_SYNTAX_MAIL, NULL);
-        return;
-    }
-    switch (pst_mail_params_parse(a + end, n - end, &mp, bad, sizeof(bad))) {
-    case PST_PARAM_OK:
-        break;
-    case PST_PARAM_UNKNOWN:
-        reply(s, RP_PARAM_UNKNOWN, bad);
-        return;
-    default:
-        reply(s, RP_PARAM_BAD, NULL);
-        return;
-    }
     if (!s->esmtp && (mp.size || mp.body || mp.smtputf8 || mp.ret ||
                       mp.envid[0] || mp.has_auth)) {
         reply(s, RP_PARAM_UNKNOWN, "parameters need EHLO");
@@ -826,8 +852,8 @@ may_relay(const struct pst_session *s)
 static void
 cmd_rcpt(struct pst_session *s, const struct pst_cmd *c)
 {
-    const char *a = c->arg;
-    size_t n = c->arg_len, end;
+    const char *a;
+    size_t n;
     struct pst_path p;
     struct pst_rcpt_params rp;
     char bad[64], q[300];
@@ -837,33 +863,9 @@ cmd_rcpt(struct pst_session *s, const struct pst_cmd *c)
         return;
     }
     s->rcpt_tried++;
-    if (!strip_keyword(&a, &n, "TO:")) {
-        reply(s, RP_SYNTAX_RCPT, NULL);
+    if (!path_arg(s, c, false, &p, &a, &n) ||
+        !params_ok(s, pst_rcpt_params_parse(a, n, &rp, bad, sizeof(bad)), bad))
         return;
-    }
-    enum pst_path_err pe = pst_path_parse(a, n, &p, false, true, &end);
-    if (pe == PST_PATH_SYNTAX) {
-        reply(s, n && a[0] == '<' ? RP_BAD_RCPT : RP_SYNTAX_RCPT, NULL);
-        return;
-    }
-    if (pe != PST_PATH_OK) {
-        reply(s, RP_RCPT_TOO_LONG, path_err_text(pe));
-        return;
-    }
-    if (end < n && a[end] != ' ') {
-        reply(s, RP_SYNTAX_RCPT, NULL);
-        return;
-    }
-    switch (pst_rcpt_params_parse(a + end, n - end, &rp, bad, sizeof(bad))) {
-    case PST_PARAM_OK:
-        break;
-    case PST_PARAM_UNKNOWN:
-        reply(s, RP_PARAM_UNKNOWN, bad);
-        return;
-    default:
-        reply(s, RP_PARAM_BAD, NULL);
-        return;
-    }
     if (!s->esmtp && (rp.notify || rp.orcpt[0])) {
         reply(s, RP_PARAM_UNKNOWN, "parameters need EHLO");
         return;
