@@ -431,10 +431,8 @@ enter_phase(struct pst_fsess *fs)
 {
     if (fs->phase == PST_FP_HEADERS)
         pst__view_build(fs);
-    if (fs->phase == PST_FP_MESSAGE && fs->mp != NULL) {
-        fs->mime = pst_mime_finish(fs->mp);
-        fs->mp = NULL;
-    }
+    if (fs->phase == PST_FP_MESSAGE)
+        pst_fsess_msg_model(fs);
 }
 
 /*
@@ -653,15 +651,31 @@ pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8)
     fs->smtputf8 = smtputf8;
     fs->accepted = false;
     fs->disp = PST_CONTINUE;
-    bool want_mime = false;
+    bool want_mime = fs->host_mime;
     for (size_t i = 0; i < fs->ch->n; i++) {
         size_t sz = fs->ch->e[i].f->msg_state_size;
         fs->fcs[i].state = sz ? pst_xcalloc(1, sz) : NULL;
         want_mime |= fs->ch->e[i].f->on_message != NULL;
     }
-    /* the MIME tree is built only for chains that look at it */
+    /* the MIME tree is built only when someone looks at it */
     if (want_mime)
         fs->mp = pst_mime_parser_new(fs->mime_limits, NULL, NULL);
+}
+
+void
+pst_fsess_want_mime(struct pst_fsess *fs, bool on)
+{
+    fs->host_mime = on;
+}
+
+const struct pst_msg *
+pst_fsess_msg_model(struct pst_fsess *fs)
+{
+    if (fs->mp != NULL) {
+        fs->mime = pst_mime_finish(fs->mp);
+        fs->mp = NULL;
+    }
+    return fs->mime;
 }
 
 void

@@ -127,6 +127,18 @@ bool pst_fsess_pending(const struct pst_fsess *fs);
  * config generation's; must outlive fs). Default: the parser's. */
 void pst_fsess_set_mime_limits(struct pst_fsess *fs,
                                const struct pst_mime_limits *lim);
+/*
+ * pst_fsess_want_mime - build the message model for every message even if
+ * no module looks at it (the host reads it: mime.policy). One parser per
+ * message serves the host and the chain.
+ */
+void pst_fsess_want_mime(struct pst_fsess *fs, bool on);
+/*
+ * pst_fsess_msg_model - the model of the message whose text has all been
+ * fed (parsing finishes on the first call), or NULL when none is built.
+ * Owned by the chain until pst_fsess_msg_end.
+ */
+const struct pst_msg *pst_fsess_msg_model(struct pst_fsess *fs);
 /* pst_fsess_run - arg: HELO name, sender, recipient, or NULL. */
 int pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
                   struct pst_fres *res);

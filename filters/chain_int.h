@@ -85,7 +85,9 @@ struct pst_fsess {
     size_t nbr;
     bool hdr_ran;                   /* headers phase run while streaming */
     struct pst_fres hdr_res;        /* its refusal, given at the end */
-    struct pst_mime_parser *mp;     /* when a module has on_message */
+    struct pst_mime_parser *mp;     /* when a module has on_message, or
+                                       the host asked for the model */
+    bool host_mime;                 /* pst_fsess_want_mime */
     const struct pst_mime_limits *mime_limits; /* NULL: defaults */
     struct pst_msg *mime;           /* its model, from the message phase */
 };

@@ -974,7 +974,8 @@ message_open(struct pst_session *s)
         s->fail = rc == -ENOSPC ? MF_NOSPACE : MF_WRITE;
     if (s->fs)
         pst_fsess_msg_data(s->fs, hdr, n);
-    if (s->conf->mime.policy == PST_MIME_POLICY_REJECT) {
+    /* with filters, the chain's parser builds the one model */
+    if (s->conf->mime.policy == PST_MIME_POLICY_REJECT && s->fs == NULL) {
         s->mp = pst_mime_parser_new(&s->conf->mime.limits, NULL, NULL);
         pst_mime_feed(s->mp, hdr, n);
     }
@@ -1181,10 +1182,12 @@ message_end(struct pst_session *s)
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_BARE) &&
         s->conf->smtp.bare_newline == PST_BARE_REJECT)
         s->fail = MF_BARE_NEWLINE;
-    if (s->mp) {
-        struct pst_msg *m = pst_mime_finish(s->mp);
+    if (s->conf->mime.policy == PST_MIME_POLICY_REJECT) {
+        struct pst_msg *own = s->mp ? pst_mime_finish(s->mp) : NULL;
+        const struct pst_msg *m = own ? own
+                                  : s->fs ? pst_fsess_msg_model(s->fs) : NULL;
         s->mp = NULL;
-        if (s->fail == MF_NONE && (m->flags & PST_MIME_F_LIMITS)) {
+        if (m && s->fail == MF_NONE && (m->flags & PST_MIME_F_LIMITS)) {
             char names[192] = "";
             for (unsigned b = 1; b <= PST_MIME_F_LIMITS; b <<= 1)
                 if (m->flags & b) {
@@ -1195,7 +1198,7 @@ message_end(struct pst_session *s)
             s->fail = MF_MIME_LIMIT;
             SLOG(PST_LOG_INFO, s, "event=mime_limits flags=%s", names);
         }
-        pst_msg_free(m);
+        pst_msg_free(own);
     }
     if (s->fail != MF_NONE) {
         enum pst_reply r = fail_reply[s->fail];
@@ -2066,6 +2069,8 @@ pst_session_accept(struct pst_listener *l)
         s->fs = pst_fsess_new(srv->frt, s->conf->filters, s->id, &s->env,
                               on_filter_verdict, s);
         pst_fsess_set_mime_limits(s->fs, &s->conf->mime.limits);
+        pst_fsess_want_mime(s->fs,
+                            s->conf->mime.policy == PST_MIME_POLICY_REJECT);
     }
     if (s->conf->smtp.reverse_dns && srv->dns) {
         s->st = ST_LOOKUP;

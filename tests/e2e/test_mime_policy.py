@@ -79,3 +79,10 @@ class FlagPolicy(PosternTestCase):
         files = self.p.wait_for_delivered(1)
         self.assertEqual(files[0].body, data)
         self.assertNotIn(b"event=mime_limits", self.p.log())
+
+
+class RejectPolicyWithFilters(RejectPolicy):
+    """The same refusals when a filter chain runs: then the chain's parser
+    builds the one model of the message, and the policy reads it."""
+    postern_overrides = dict(RejectPolicy.postern_overrides, filters=[
+        {"module": "headers", "rules": [{"remove": "^X-Nothing-Here$"}]}])
