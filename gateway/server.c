@@ -20,6 +20,7 @@
 
 #include "core/dns.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "core/util.h"
 #include "core/strmap.h"
 #include "gateway/auth.h"
@@ -52,8 +53,13 @@ listen_one(struct pst_server *srv, struct pst_listener *l)
     int rc;
 
     if (strchr(lc->address, ':')) {
+        struct pst_ip ip;
         rc = uv_ip6_addr(lc->address, (int)lc->port, (struct sockaddr_in6 *)&ss);
-        flags = UV_TCP_IPV6ONLY;
+        /* An IPv6 address listens for IPv6 only, so "::" and "0.0.0.0" can
+         * share a port; an IPv4-mapped one (::ffff:a.b.c.d) exists to take
+         * IPv4 clients, whose addresses the session normalises. */
+        if (pst_ip_parse(&ip, lc->address) < 0 || ip.family != AF_INET)
+            flags = UV_TCP_IPV6ONLY;
     } else {
         rc = uv_ip4_addr(lc->address, (int)lc->port, (struct sockaddr_in *)&ss);
     }
