@@ -176,7 +176,11 @@ class Sink:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _read(self):
         rx = re.compile(rb"mesg=(\d+)")
@@ -230,12 +234,15 @@ logging = { level = "info"; };
         return status_kib(self.root, "VmHWM")
 
     def stop(self, seen=None):
+        if self.proc is None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.proc = None
         self.log.close()
 
 
@@ -296,6 +303,7 @@ biff = no
 
     def start(self, tmp, sink_port):
         self.port = free_port()
+        self.root = None
         d = os.path.join(tmp, "postfix")
         self.dir = d
         for sub in ("etc", "queue", "data"):
@@ -319,8 +327,16 @@ biff = no
 
     def stop(self, seen=None):
         seen = dict(seen or {})
-        for p in tree(self.root):
-            seen.setdefault(p, start_time(p))
+        if self.root is None:       # start failed before the pid file
+            pidf = os.path.join(self.dir, "queue", "pid", "master.pid")
+            try:
+                with open(pidf) as f:
+                    self.root = int(f.read().strip())
+            except (OSError, ValueError):
+                pass
+        if self.root is not None:
+            for p in tree(self.root):
+                seen.setdefault(p, start_time(p))
         subprocess.run(["postfix", "-c", os.path.join(self.dir, "etc"),
                         "stop"], timeout=60, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
@@ -376,8 +392,8 @@ def one_run(server, n, conc, size, timeout, strace=False):
     sink, started, sampler, st = None, False, None, None
     try:
         sink = Sink(tmp)
+        started = True              # stop() copes with a half-done start
         server.start(tmp, sink.port)
-        started = True
         sampler = Sampler(server.root)
         sampler.sample()
         if strace:
@@ -430,6 +446,7 @@ def one_run(server, n, conc, size, timeout, strace=False):
             sampler.join()
         if started:
             server.stop(sampler.seen if sampler else {})
+            server.root = None
         if sink:
             sink.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -501,7 +518,7 @@ def main():
                 max(r["nproc"] for r in rs),
                 "-" if fs is None else "%.2f" % fs))
         p, q = servers[0].name, servers[1].name
-        print("| %d | **ratio postern/Postfix** | %.2f | %.2f | %.2f | %.2f "
+        print("| %d | ratio postern/Postfix of the medians | %.2f | %.2f | %.2f | %.2f "
               "| %.2f | | %s |" % (
                   c, med(c, p, "accepted") / med(c, q, "accepted"),
                   med(c, p, "relayed") / med(c, q, "relayed"),
@@ -510,6 +527,14 @@ def main():
                   med(c, p, "pss") / med(c, q, "pss"),
                   "-" if (c, p, "fsync") not in res else "%.2f" % (
                       res[(c, p, "fsync")] / res[(c, q, "fsync")])))
+        pr = list(zip(res[(c, p)], res[(c, q)]))
+
+        def paired(key):
+            return statistics.median(x[key] / y[key] for x, y in pr)
+        print("| %d | ratio postern/Postfix, median of the %d ABAB pairs | "
+              "%.2f | %.2f | %.2f | | | | |" % (
+                  c, len(pr), paired("accepted"), paired("relayed"),
+                  paired("cpu_ms")))
     hwm = [r["hwm"] for c in concs for r in res[(c, servers[0].name)]]
     print("\npostern VmHWM over all runs: median %.1f MiB, max %.1f MiB"
           % (statistics.median(hwm) / 1024, max(hwm) / 1024))
