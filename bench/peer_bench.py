@@ -20,6 +20,9 @@ postern/Postfix ratios:
   fsync/msg     fsync+fdatasync calls of every server process, counted by
                 `strace -f -c` attached to all of them, in one extra run per
                 concurrency that is not timed
+  fsync probe   before each pair of runs, the median time to create,
+                write (1 KiB) and fsync a file in /tmp: how fast the shared
+                disk is at that moment, since it moves the figures most
 
     bench/peer_bench.py BUILD_DIR [--messages N] [--runs R]
                         [--concurrency 1,20,100] [--size 1024]
@@ -380,6 +383,26 @@ def gone_or_kill(ids, wait=15):
     return left
 
 
+def fsync_probe(k=21):
+    """Median latency (ms) of creating, writing 1 KiB to and fsyncing a
+    file in the temp dir's file system: the disk weather of the moment."""
+    d = tempfile.mkdtemp(prefix="peer-bench-probe-")
+    lat = []
+    try:
+        for i in range(k):
+            path = os.path.join(d, str(i))
+            t = time.monotonic()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, b"x" * 1024)
+            os.fsync(fd)
+            os.close(fd)
+            lat.append((time.monotonic() - t) * 1000)
+            os.unlink(path)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return statistics.median(lat)
+
+
 def smtp_source(port, n, conc, size, timeout):
     subprocess.run(["smtp-source", "-s", str(conc), "-l", str(size),
                     "-m", str(n), "-f", "from@bench.test",
@@ -472,18 +495,22 @@ def main():
     servers = [Postern(a.build), Postfix()]
     deadline = time.monotonic() + a.total_timeout
     res = {}
+    probes = {}
     for c in concs:
         for i in range(a.runs):
+            probe = fsync_probe()
+            probes.setdefault(c, []).append(probe)
             for s in servers:           # ABAB...
                 if time.monotonic() > deadline:
                     sys.exit("peer_bench.py: total timeout reached")
                 r = one_run(s, a.messages, c, a.size, a.run_timeout)
                 res.setdefault((c, s.name), []).append(r)
                 print("c=%-3d run %d %-7s accepted %6.0f/s relayed %6.0f/s "
-                      "cpu %.3f ms/msg rss %6.1f MiB pss %6.1f MiB procs %d"
+                      "cpu %.3f ms/msg rss %6.1f MiB pss %6.1f MiB procs %d "
+                      "(fsync probe %.2f ms)"
                       % (c, i + 1, s.name, r["accepted"], r["relayed"],
                          r["cpu_ms"], r["rss"] / 1024, r["pss"] / 1024,
-                         r["nproc"]), flush=True)
+                         r["nproc"], probe), flush=True)
         if not a.no_strace:
             for s in servers:
                 r = one_run(s, a.messages, c, a.size, a.run_timeout,
@@ -535,6 +562,10 @@ def main():
               "%.2f | %.2f | %.2f | | | | |" % (
                   c, len(pr), paired("accepted"), paired("relayed"),
                   paired("cpu_ms")))
+    print("\nfsync of a new 1 KiB file before each pair, median ms: %s"
+          % ", ".join("c=%d %.2f [%.2f-%.2f]" % (
+              c, statistics.median(probes[c]), min(probes[c]),
+              max(probes[c])) for c in concs))
     hwm = [r["hwm"] for c in concs for r in res[(c, servers[0].name)]]
     print("\npostern VmHWM over all runs: median %.1f MiB, max %.1f MiB"
           % (statistics.median(hwm) / 1024, max(hwm) / 1024))
