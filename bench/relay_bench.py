@@ -62,6 +62,7 @@ def main():
         with open(conf, "w") as f:
             f.write("""hostname = "bench.test";
 listeners = ( { address = "127.0.0.1"; port = %d; } );
+limits = { sessions = 2000; sessions_per_ip = 2000; };
 relay = { trusted_networks = [ "127.0.0.0/8" ]; };
 queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
