@@ -219,6 +219,7 @@ class Postern:
         conf = os.path.join(tmp, "postern.conf")
         with open(conf, "w") as f:
             f.write("""hostname = "bench.test";
+%s
 listeners = ( { address = "127.0.0.1"; port = %d; } );
 limits = { sessions = 2000; sessions_per_ip = 2000; };
 relay = { trusted_networks = [ "127.0.0.0/8" ]; };
@@ -226,7 +227,8 @@ queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
              destination_concurrency = 20; };
 logging = { level = "info"; };
-""" % (self.port, tmp, sink_port))
+""" % (user_line(), self.port, tmp, sink_port))
+        os.chmod(tmp, 0o755)
         self.log = open(os.path.join(tmp, "postern.log"), "wb")
         self.proc = subprocess.Popen([self.bin, "-c", conf],
                                      stdout=self.log, stderr=self.log)
@@ -347,6 +349,11 @@ biff = no
         if left:
             print("warning: Postfix processes killed after stop: %s"
                   % sorted(left), file=sys.stderr)
+
+
+def user_line():
+    """postern started as root must be told whom to run as."""
+    return 'user = "postern";' if os.geteuid() == 0 else ""
 
 
 def start_time(pid):

@@ -61,6 +61,7 @@ def main():
         conf = os.path.join(tmp, "postern.conf")
         with open(conf, "w") as f:
             f.write("""hostname = "bench.test";
+%s
 listeners = ( { address = "127.0.0.1"; port = %d; } );
 limits = { sessions = 2000; sessions_per_ip = 2000; };
 relay = { trusted_networks = [ "127.0.0.0/8" ]; };
@@ -68,7 +69,9 @@ queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
              destination_concurrency = 20; };
 logging = { level = "info"; };
-""" % (port, tmp, sink_port))
+""" % ('user = "postern";' if os.geteuid() == 0 else "", port, tmp,
+       sink_port))
+        os.chmod(tmp, 0o755)
         log = open(os.path.join(tmp, "postern.log"), "wb")
         pst = subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
                                 conf], stdout=log, stderr=log)

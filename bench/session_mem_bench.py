@@ -30,7 +30,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_bench import Sink, free_port, status_kib, wait_port  # noqa: E402
+from peer_bench import (Sink, free_port, status_kib, user_line,  # noqa: E402
+                        wait_port)
 
 
 def read_reply(s):
@@ -165,6 +166,7 @@ def main():
         conf = os.path.join(tmp, "postern.conf")
         with open(conf, "w") as f:
             f.write("""hostname = "bench.test";
+%s
 listeners = ( { address = "127.0.0.1"; port = %d; } );
 limits = { sessions = 5000; sessions_per_ip = 5000; message_size = "%dM";
            recipients = 10; };
@@ -173,7 +175,8 @@ queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
              destination_concurrency = 20; };
 logging = { level = "info"; };
-""" % (port, a.size_mb + 2, tmp, sink.port))
+""" % (user_line(), port, a.size_mb + 2, tmp, sink.port))
+        os.chmod(tmp, 0o755)
         log = open(os.path.join(tmp, "postern.log"), "wb")
         pst = subprocess.Popen([os.path.join(a.build, "bin", "postern"),
                                 "-c", conf], stdout=log, stderr=log)

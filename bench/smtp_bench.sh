@@ -27,12 +27,18 @@ tmp=$(mktemp -d /tmp/postern-bench-XXXXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
+user_line=
+if [ "$(id -u)" = 0 ]; then   # postern started as root needs an account to run as
+    user_line='user = "postern";'
+    chmod 755 "$tmp"
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 start() {   # $1: wrapper (empty or "strace ...")
     rm -rf "$tmp/spool" "$tmp/mail" "$tmp/log" "$tmp/strace"
     cat > "$tmp/p.conf" <<CONF
 hostname = "bench.test";
+$user_line
 listeners = ( { address = "127.0.0.1"; port = $port; } );
 relay = { trusted_networks = [ "127.0.0.1/32" ]; };
 limits = { sessions = 1000; sessions_per_ip = 1000; };
