@@ -657,7 +657,9 @@ write_cmd(struct pst_smtpc *c, size_t k)
     case K_MAIL: {
         const struct pst_envelope *e = c->m->env;
         ob_printf(&c->out, "MAIL FROM:<%s>", e->sender);
-        if (c->size_max)
+        /* a downgraded body's size is known only once written: no SIZE
+         * then, rather than a figure that may be too small (RFC 1870) */
+        if (c->size_max && !c->convert8)
             ob_printf(&c->out, " SIZE=%" PRIu64, c->m->body.size);
         if (e->body == PST_BODY_8BITMIME && c->eightbit)
             ob_printf(&c->out, " BODY=8BITMIME");

@@ -313,6 +313,9 @@ class EightBit(PosternTestCase):
         send(p, ["a@dest.test"], msg, mail_options=["BODY=8BITMIME"])
         [t] = ds.wait_for_transactions(1, timeout=15)
         self.assertNotIn("BODY=8BITMIME", t.mail_params)
+        # the converted size is not known before it is sent: no SIZE=
+        self.assertEqual([x for x in t.mail_params if x.startswith("SIZE")],
+                         [])
         self.assertTrue(all(b < 128 for b in t.data_raw),
                         "8-bit octets sent to a 7-bit hop")
         for line in t.data_raw.split(b"\r\n"):
