@@ -4,6 +4,8 @@
  */
 #include "core/tbuf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +53,30 @@ pst_tbuf_addc(struct pst_tbuf *b, int c)
 {
     pst_tbuf_reserve(b, 1);
     b->p[b->len++] = (char)c;
+}
+
+/* pst_tbuf_puts - append a C string. */
+void
+pst_tbuf_puts(struct pst_tbuf *b, const char *s)
+{
+    pst_tbuf_add(b, s, strlen(s));
+}
+
+/* pst_tbuf_printf - append formatted text. */
+void
+pst_tbuf_printf(struct pst_tbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    pst_tbuf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
 }
 
 /* pst_tbuf_cstr - NUL-terminate (not counted in len) and return the text. */

@@ -93,7 +93,7 @@ static const struct {
 };
 
 void
-pst_reply_add(struct pst_buf *out, enum pst_reply r, const char *arg)
+pst_reply_add(struct pst_tbuf *out, enum pst_reply r, const char *arg)
 {
     char text[512];
     /* The table's texts are constant formats with at most one %s. */
@@ -102,9 +102,9 @@ pst_reply_add(struct pst_buf *out, enum pst_reply r, const char *arg)
     snprintf(text, sizeof(text), table[r].text, arg ? arg : "");
 #pragma GCC diagnostic pop
     if (table[r].enh[0])
-        pst_buf_printf(out, "%d %s %s\r\n", table[r].code, table[r].enh, text);
+        pst_tbuf_printf(out, "%d %s %s\r\n", table[r].code, table[r].enh, text);
     else
-        pst_buf_printf(out, "%d %s\r\n", table[r].code, text);
+        pst_tbuf_printf(out, "%d %s\r\n", table[r].code, text);
 }
 
 int

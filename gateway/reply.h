@@ -9,7 +9,7 @@
 #ifndef PST_GATEWAY_REPLY_H
 #define PST_GATEWAY_REPLY_H
 
-#include "core/buf.h"
+#include "core/tbuf.h"
 
 enum pst_reply {
     RP_GREETING,                     /* %s: hostname */
@@ -81,7 +81,7 @@ enum pst_reply {
 };
 
 /* pst_reply_add - append reply r, with arg for its %s (or NULL). */
-void pst_reply_add(struct pst_buf *out, enum pst_reply r, const char *arg);
+void pst_reply_add(struct pst_tbuf *out, enum pst_reply r, const char *arg);
 /* pst_reply_code - the numeric code of r. */
 int pst_reply_code(enum pst_reply r);
 

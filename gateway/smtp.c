@@ -13,8 +13,9 @@
  * Bounds: input buffer PST_IN_CAP (a command line is at most
  * PST_LINE_MAX_ANY; DATA never accumulates: it streams to the spool), the
  * decoded-output scratch 2*PST_IN_CAP+2, replies in flight PST_OUT_HIGH
- * before reading pauses. Memory per session is therefore about 256 KiB
- * whatever the message size.
+ * before reading pauses (and replies waiting to be written are those to at
+ * most one input buffer of commands). Memory per session is therefore
+ * about 256 KiB whatever the message size.
  *
  * Ownership: the session is freed only from the close callback of its last
  * handle, and never while a spool commit is in flight (the commit callback
@@ -32,7 +33,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/buf.h"
+#include "core/tbuf.h"
 #include "core/dns.h"
 #include "core/envelope.h"
 #include "core/log.h"
@@ -51,7 +52,6 @@
 #include "queue/spool.h"
 
 #define PST_IN_CAP (64 * 1024)
-#define PST_OUT_MAX (1024 * 1024)   /* replies buffered before a write */
 #define PST_OUT_HIGH (128 * 1024)   /* in flight before reading pauses */
 #define PST_HELO_MAX 255
 #define PST_SPACE_CHECK (1024 * 1024) /* text octets between disk checks */
@@ -130,7 +130,7 @@ struct pst_session {
     char *in;                       /* PST_IN_CAP */
     size_t in_pos, in_len;
     bool skip_line;                 /* discarding an overlong command */
-    struct pst_buf out;             /* replies not yet written */
+    struct pst_tbuf out;             /* replies not yet written */
     size_t out_inflight;
 
     /* transaction */
@@ -275,7 +275,7 @@ flush(struct pst_session *s)
         return;
     if (s->tls) {
         /* the one path for replies under TLS: encrypt, then send */
-        int rc = pst_tls_write(s->tls, s->out.data, s->out.len);
+        int rc = pst_tls_write(s->tls, s->out.p, s->out.len);
         s->out.len = 0;
         if (rc < 0) {
             char e[256];
@@ -292,7 +292,7 @@ flush(struct pst_session *s)
     struct wreq *w = pst_xmalloc(sizeof(*w) + s->out.len);
     w->s = s;
     w->len = s->out.len;
-    memcpy(w->data, s->out.data, s->out.len);
+    memcpy(w->data, s->out.p, s->out.len);
     s->out.len = 0;
     uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
     int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
@@ -686,10 +686,10 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
         return;
     }
     if (!ehlo) {
-        pst_buf_printf(&s->out, "250 %s\r\n", s->conf->hostname);
+        pst_tbuf_printf(&s->out, "250 %s\r\n", s->conf->hostname);
         return;
     }
-    pst_buf_printf(&s->out,
+    pst_tbuf_printf(&s->out,
                    "250-%s\r\n"
                    "250-PIPELINING\r\n"
                    "250-SIZE %" PRIu64 "\r\n"
@@ -699,10 +699,10 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
                    "250-DSN\r\n",         /* reports: queue/dsn.c */
                    s->conf->hostname, s->conf->limits.message_size);
     if (starttls_offered(s))
-        pst_buf_puts(&s->out, "250-STARTTLS\r\n");
+        pst_tbuf_puts(&s->out, "250-STARTTLS\r\n");
     if (auth_offered(s))
-        pst_buf_puts(&s->out, "250-AUTH PLAIN LOGIN\r\n");
-    pst_buf_puts(&s->out, "250 CHUNKING\r\n");
+        pst_tbuf_puts(&s->out, "250-AUTH PLAIN LOGIN\r\n");
+    pst_tbuf_puts(&s->out, "250 CHUNKING\r\n");
 }
 
 /*
@@ -1902,7 +1902,7 @@ session_free(struct pst_session *s)
     pst_envelope_free(&s->env);
     free(s->fline);
     pst_mime_parser_free(s->mp);
-    pst_buf_free(&s->out);
+    pst_tbuf_free(&s->out);
     free(s->in);
     free(s->scratch);
     free(s->helo);
@@ -2014,7 +2014,7 @@ pst_session_accept(struct pst_listener *l)
     s->id = srv->id_base + srv->id_next++;
     s->in = pst_xmalloc(PST_IN_CAP);
     s->scratch = pst_xmalloc(2 * PST_IN_CAP + 2);
-    pst_buf_init(&s->out, PST_OUT_MAX);
+    pst_tbuf_init(&s->out);
     pst_envelope_init(&s->env);
     s->st = ST_CMD;
     s->cmd_deadline = uv_now(srv->loop) +

@@ -16,9 +16,9 @@
 #include "core/util.h"
 
 void
-pst_sf_reply(struct pst_buf *out, const struct pst_fres *r)
+pst_sf_reply(struct pst_tbuf *out, const struct pst_fres *r)
 {
-    pst_buf_printf(out, "%d %s %s\r\n", r->code, r->enh, r->text);
+    pst_tbuf_printf(out, "%d %s %s\r\n", r->code, r->enh, r->text);
 }
 
 void

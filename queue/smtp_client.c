@@ -40,6 +40,7 @@
 
 #include "core/log.h"
 #include "core/net.h"
+#include "core/tbuf.h"
 #include "core/util.h"
 
 #define PST_SMTPC_LINE 2048
@@ -59,11 +60,6 @@ enum ckind { K_MAIL, K_RCPT, K_DATA };
 struct pending {
     enum ckind kind;
     size_t ri;                      /* K_RCPT: index into m->rcpts */
-};
-
-struct obuf {
-    char *p;
-    size_t len, cap;
 };
 
 struct wreq {
@@ -119,7 +115,7 @@ struct pst_smtpc {
     char rtext[PST_SMTPC_TEXT];     /* first line of the reply */
 
     /* output */
-    struct obuf out;
+    struct pst_tbuf out;
     unsigned writes;                /* uv_write requests in flight */
 
     /* message */
@@ -153,29 +149,6 @@ static void next_txn(struct pst_smtpc *c);
 static void body_more(struct pst_smtpc *c);
 
 /* ---- small helpers ---- */
-
-static void
-ob_add(struct obuf *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        b->cap = PST_MAX(b->cap * 2, b->len + n + 1024);
-        b->p = pst_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-static void
-ob_printf(struct obuf *b, const char *fmt, ...)
-{
-    char tmp[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        ob_add(b, tmp, PST_MIN((size_t)n, sizeof(tmp) - 1));
-}
 
 static void
 set_timer(struct pst_smtpc *c, unsigned secs);
@@ -298,7 +271,7 @@ on_closed(uv_handle_t *h)
         return;
     if (c->ssl)
         SSL_free(c->ssl);   /* frees the BIOs */
-    free(c->out.p);
+    pst_tbuf_free(&c->out);
     free(c->batch);
     free(c->retry);
     free(c->pend);
@@ -417,7 +390,7 @@ send_ehlo(struct pst_smtpc *c)
     c->ehlo = c->pipelining = c->eightbit = c->smtputf8 = c->dsn = false;
     c->starttls = c->auth_plain = c->auth_login = false;
     c->size_max = 0;
-    ob_printf(&c->out, "%s %s\r\n", c->o->lmtp ? "LHLO" : "EHLO", c->o->helo);
+    pst_tbuf_printf(&c->out, "%s %s\r\n", c->o->lmtp ? "LHLO" : "EHLO", c->o->helo);
     c->st = S_EHLO;
     set_timer(c, c->o->t_helo);
     flush(c);
@@ -493,10 +466,10 @@ start_auth(struct pst_smtpc *c)
         raw[1 + ul] = '\0';
         memcpy(raw + 2 + ul, o->auth_password, pl);
         b64(raw, ul + pl + 2, enc, sizeof(enc));
-        ob_printf(&c->out, "AUTH PLAIN %s\r\n", enc);
+        pst_tbuf_printf(&c->out, "AUTH PLAIN %s\r\n", enc);
         c->st = S_AUTH_PLAIN;
     } else if (c->auth_login) {
-        ob_printf(&c->out, "AUTH LOGIN\r\n");
+        pst_tbuf_printf(&c->out, "AUTH LOGIN\r\n");
         c->st = S_AUTH_LOGIN_USER;
     } else {
         c_fail(c, PST_SMTPC_TEMP, "4.7.0 %s offers no AUTH PLAIN or LOGIN",
@@ -514,7 +487,7 @@ after_ehlo(struct pst_smtpc *c)
 
     if (!c->tls_on && o->tls != PST_DTLS_NONE && o->ssl_ctx != NULL) {
         if (c->starttls) {
-            ob_printf(&c->out, "STARTTLS\r\n");
+            pst_tbuf_printf(&c->out, "STARTTLS\r\n");
             c->st = S_STARTTLS;
             set_timer(c, o->t_helo);
             flush(c);
@@ -609,14 +582,14 @@ start_tls(struct pst_smtpc *c)
 /* ---- transactions ---- */
 
 static void
-xtext(struct obuf *b, const char *s)
+xtext(struct pst_tbuf *b, const char *s)
 {
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         if (ch < 33 || ch > 126 || ch == '+' || ch == '=')
-            ob_printf(b, "+%02X", ch);
+            pst_tbuf_printf(b, "+%02X", ch);
         else
-            ob_add(b, s, 1);
+            pst_tbuf_add(b, s, 1);
     }
 }
 
@@ -632,20 +605,20 @@ static void
 write_rcpt(struct pst_smtpc *c, size_t ri)
 {
     const struct pst_rcpt *r = c->m->rcpts[ri].rcpt;
-    ob_printf(&c->out, "RCPT TO:<%s>", r->addr);
+    pst_tbuf_printf(&c->out, "RCPT TO:<%s>", r->addr);
     if (c->dsn && r->notify) {
         static const char *const names[] = {"NEVER", "SUCCESS", "FAILURE",
                                             "DELAY"};
         const char *sep = " NOTIFY=";
         for (unsigned b = 0; b < 4; b++)
             if (r->notify & (1u << b)) {
-                ob_printf(&c->out, "%s%s", sep, names[b]);
+                pst_tbuf_printf(&c->out, "%s%s", sep, names[b]);
                 sep = ",";
             }
     }
     if (c->dsn && r->orcpt)
-        ob_printf(&c->out, " ORCPT=%s", r->orcpt);
-    ob_add(&c->out, "\r\n", 2);
+        pst_tbuf_printf(&c->out, " ORCPT=%s", r->orcpt);
+    pst_tbuf_add(&c->out, "\r\n", 2);
 }
 
 /* next_unsent - the next pipelined command to write when not pipelining */
@@ -656,23 +629,23 @@ write_cmd(struct pst_smtpc *c, size_t k)
     switch (p->kind) {
     case K_MAIL: {
         const struct pst_envelope *e = c->m->env;
-        ob_printf(&c->out, "MAIL FROM:<%s>", e->sender);
+        pst_tbuf_printf(&c->out, "MAIL FROM:<%s>", e->sender);
         /* a downgraded body's size is known only once written: no SIZE
          * then, rather than a figure that may be too small (RFC 1870) */
         if (c->size_max && !c->convert8)
-            ob_printf(&c->out, " SIZE=%" PRIu64, c->m->body.size);
+            pst_tbuf_printf(&c->out, " SIZE=%" PRIu64, c->m->body.size);
         if (e->body == PST_BODY_8BITMIME && c->eightbit)
-            ob_printf(&c->out, " BODY=8BITMIME");
+            pst_tbuf_printf(&c->out, " BODY=8BITMIME");
         if (e->smtputf8 && c->smtputf8)
-            ob_printf(&c->out, " SMTPUTF8");
+            pst_tbuf_printf(&c->out, " SMTPUTF8");
         if (c->dsn && e->ret != PST_RET_UNSET)
-            ob_printf(&c->out, " RET=%s",
+            pst_tbuf_printf(&c->out, " RET=%s",
                       e->ret == PST_RET_FULL ? "FULL" : "HDRS");
         if (c->dsn && e->envid) {
-            ob_printf(&c->out, " ENVID=");
+            pst_tbuf_printf(&c->out, " ENVID=");
             xtext(&c->out, e->envid);
         }
-        ob_add(&c->out, "\r\n", 2);
+        pst_tbuf_add(&c->out, "\r\n", 2);
         set_timer(c, c->o->t_mail);
         break;
     }
@@ -681,7 +654,7 @@ write_cmd(struct pst_smtpc *c, size_t k)
         set_timer(c, c->o->t_rcpt);
         break;
     case K_DATA:
-        ob_printf(&c->out, "DATA\r\n");
+        pst_tbuf_printf(&c->out, "DATA\r\n");
         set_timer(c, c->o->t_data);
         break;
     }
@@ -772,9 +745,9 @@ emit_line(void *arg, const char *p, size_t n)
 {
     struct pst_smtpc *c = arg;
     if (n > 0 && p[0] == '.')
-        ob_add(&c->out, ".", 1);
-    ob_add(&c->out, p, n);
-    ob_add(&c->out, "\r\n", 2);
+        pst_tbuf_add(&c->out, ".", 1);
+    pst_tbuf_add(&c->out, p, n);
+    pst_tbuf_add(&c->out, "\r\n", 2);
 }
 
 static void
@@ -828,7 +801,7 @@ body_end(struct pst_smtpc *c)
         line_out(c, c->lbuf, c->llen);
     if (c->mime8)
         pst_mime8_end(c->mime8);
-    ob_add(&c->out, ".\r\n", 3);
+    pst_tbuf_add(&c->out, ".\r\n", 3);
     c->st = S_DOT;
     set_timer(c, c->o->t_final);
     flush(c);
@@ -913,7 +886,7 @@ txn_reply(struct pst_smtpc *c)
         if (c->rcode == 354) {
             if (c->accepted == 0) {
                 /* RFC 2920: no recipient, send the end of data only */
-                ob_add(&c->out, ".\r\n", 3);
+                pst_tbuf_add(&c->out, ".\r\n", 3);
                 c->st = S_DOT;
                 c->lmtp_next = 0;
                 set_timer(c, c->o->t_final);
@@ -929,7 +902,7 @@ txn_reply(struct pst_smtpc *c)
                 rcpt_set(c, c->acc[k], r, t);
         }
         /* nothing sent: reset the transaction before the next one */
-        ob_printf(&c->out, "RSET\r\n");
+        pst_tbuf_printf(&c->out, "RSET\r\n");
         c->st = S_RSET;
         set_timer(c, c->o->t_helo);
         flush(c);
@@ -938,14 +911,14 @@ txn_reply(struct pst_smtpc *c)
     if (!c->pipelining) {
         /* not pipelining: the next command, or stop early */
         if (c->mail_failed) {
-            ob_printf(&c->out, "RSET\r\n");
+            pst_tbuf_printf(&c->out, "RSET\r\n");
             c->st = S_RSET;
             set_timer(c, c->o->t_helo);
             flush(c);
             return;
         }
         if (c->pend[c->pend_head].kind == K_DATA && c->accepted == 0) {
-            ob_printf(&c->out, "RSET\r\n");
+            pst_tbuf_printf(&c->out, "RSET\r\n");
             c->st = S_RSET;
             set_timer(c, c->o->t_helo);
             flush(c);
@@ -1007,7 +980,7 @@ on_reply(struct pst_smtpc *c)
             c->ehlo = true;
             after_ehlo(c);
         } else if (c->rcode >= 500 && !c->o->lmtp && !c->tls_on) {
-            ob_printf(&c->out, "HELO %s\r\n", c->o->helo);
+            pst_tbuf_printf(&c->out, "HELO %s\r\n", c->o->helo);
             c->st = S_HELO;
             set_timer(c, c->o->t_helo);
             flush(c);
@@ -1060,7 +1033,7 @@ on_reply(struct pst_smtpc *c)
             return;
         }
         b64(v, strlen(v), enc, sizeof(enc));
-        ob_printf(&c->out, "%s\r\n", enc);
+        pst_tbuf_printf(&c->out, "%s\r\n", enc);
         c->st = c->st == S_AUTH_LOGIN_USER ? S_AUTH_DONE : S_AUTH_LOGIN_PASS;
         flush(c);
         break;
@@ -1363,7 +1336,7 @@ pst_smtpc_close(struct pst_smtpc *c)
     if (c->st == S_DEAD)
         return;
     if (c->st == S_READY && !c->broken) {
-        ob_printf(&c->out, "QUIT\r\n");
+        pst_tbuf_printf(&c->out, "QUIT\r\n");
         flush(c);
         c->st = S_QUIT;
         set_timer(c, 10);

@@ -35,18 +35,17 @@ test_orcpt(void **state)
 static void
 test_reply(void **state)
 {
-    struct pst_buf b;
+    struct pst_tbuf b;
     struct pst_fres r;
-    pst_buf_init(&b, 4096);
+    pst_tbuf_init(&b);
     pst_sf_internal_error(&r);
     assert_int_equal(r.verdict, PST_TEMPFAIL);
     pst_sf_reply(&b, &r);
-    pst_buf_append(&b, "", 1);
-    assert_string_equal(b.data, "451 4.3.0 Internal error, try again later"
+    assert_string_equal(pst_tbuf_cstr(&b), "451 4.3.0 Internal error, try again later"
                                 "\r\n");
     assert_string_equal(pst_sf_phase_name(PST_FP_RCPT), "rcpt");
     assert_string_equal(pst_sf_phase_name((enum pst_fphase)99), "?");
-    pst_buf_free(&b);
+    pst_tbuf_free(&b);
 }
 
 int
