@@ -11,12 +11,13 @@
  * come back through the pool's uv_async.
  *
  * Per attempt, the worker: delivers (the transport syncs its copies),
+ * then either removes a finished file at once (no recipient pending, no
+ * report owed; the sync thread syncs active/ soon, shared with commits) or
  * appends one RCPT record per recipient tried and a RETRY record, fsyncs
  * the spool file, and removes the file once no recipient is pending. A
- * crash between a transport's sync and the spool file's sync delivers the
- * same copy again after restart: that is the duplicate window
- * (docs/SPOOL.md); the unlink of a finished file needs no directory sync,
- * as a resurrected file has every recipient recorded done.
+ * crash between a transport's sync and the spool's (file or directory)
+ * sync delivers the same copy again after restart: that is the duplicate
+ * window (docs/SPOOL.md).
  *
  * Time. Timers are libuv's (monotonic); stored times are wall clock. At
  * load, the stored next-attempt and arrival are turned into monotonic
@@ -343,7 +344,24 @@ djob_work(struct pst_work *w)
         return;
     }
 
-    if (dsn_due(j)) {
+    bool report = dsn_due(j);
+    for (size_t i = 0; i < j->n; i++)
+        if (j->res[i].res != PST_DRES_OK && j->res[i].res != PST_DRES_PERM)
+            left++;
+    left += pending_count(e) - j->n;    /* recipients not in this attempt */
+    if (left == 0 && !report) {
+        /* Every copy is durable at its destination and nobody is owed a
+         * report: the file goes without a last record and its own fsync.
+         * The unlink reaches the disk with the next sync of active/ (the
+         * sync thread's, shared with commits); a crash before it delivers
+         * these copies again - the duplicate window (docs/SPOOL.md). */
+        j->all_done = true;
+        if (unlinkat(j->actfd, e->qid, 0) == 0)
+            pst__spool_removed(j->qm->sp);
+        return;
+    }
+    left = 0;
+    if (report) {
         const struct pst_conf *c = j->qm->sp->o.conf;
         uint64_t cap = c ? c->delivery.bounce_size_max : 1048576;
         int drc = pst__dsn_read_original(j->actfd, e->qid, e->data_off,

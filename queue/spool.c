@@ -40,6 +40,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/crc32c.h"
@@ -81,6 +82,10 @@ fsync_fd(struct pst_spool *sp, int fd)
 #endif
 }
 
+/* How long the sync of active/ after removals may wait for a commit batch
+ * to share it: the bound of the duplicate window's extra length. */
+#define PST_REMOVAL_SYNC_WAIT_MS 50
+
 /* ---- the sync thread ---- */
 
 static void *
@@ -92,15 +97,49 @@ sync_main(void *arg)
 
     pthread_mutex_lock(&sp->mu);
     for (;;) {
-        while (TAILQ_EMPTY(&sp->pending) && !sp->stop)
-            pthread_cond_wait(&sp->cv, &sp->mu);
-        if (TAILQ_EMPTY(&sp->pending))
+        bool timed = false;
+        struct timespec until;
+        while (TAILQ_EMPTY(&sp->pending) && !sp->stop) {
+            if (!sp->removals) {
+                pthread_cond_wait(&sp->cv, &sp->mu);
+                continue;
+            }
+            /* Removals alone wait a moment (from the first one) for a
+             * commit batch to share its directory sync; commits never
+             * wait. */
+            if (!timed) {
+                timed = true;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_nsec += PST_REMOVAL_SYNC_WAIT_MS * 1000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000L;
+                }
+            }
+            if (pthread_cond_timedwait(&sp->cv, &sp->mu, &until) ==
+                ETIMEDOUT)
+                break;
+        }
+        if (TAILQ_EMPTY(&sp->pending) && !sp->removals)
             break;                          /* stop, nothing left */
+        /* cleared before the sync below, which then covers every unlink
+         * reported so far */
+        bool removals = sp->removals;
+        sp->removals = false;
+        if (TAILQ_EMPTY(&sp->pending)) {
+            pthread_mutex_unlock(&sp->mu);
+            int rc = fsync_fd(sp, sp->actfd);
+            if (rc != 0)
+                pst_warn("event=spool_fsync_error dir=active op=remove "
+                         "error=\"%s\"", strerror(-rc));
+            pthread_mutex_lock(&sp->mu);
+            continue;
+        }
         TAILQ_CONCAT(&batch, &sp->pending, link);
         pthread_mutex_unlock(&sp->mu);
 
         int ferr = 0;
-        bool any = false;
+        bool any = removals;    /* removals ride on the batch's sync */
 #ifndef POSTERN_TEST_NO_SYNC
         /* start writeback of every file of the batch at once, so the
          * fsyncs below find their data written or in flight instead of
@@ -166,11 +205,22 @@ sync_main(void *arg)
         }
         atomic_fetch_add(&sp->n_batches, 1);
         pthread_mutex_lock(&sp->mu);
+        if (ferr != 0 && removals)
+            sp->removals = true;        /* not covered: sync on its own */
         TAILQ_CONCAT(&sp->done, &batch, link);
         uv_async_send(&sp->async);
     }
     pthread_mutex_unlock(&sp->mu);
     return NULL;
+}
+
+void
+pst__spool_removed(struct pst_spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    sp->removals = true;
+    pthread_cond_signal(&sp->cv);
+    pthread_mutex_unlock(&sp->mu);
 }
 
 static void
@@ -791,7 +841,11 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
     sp->dirfd = sp->incfd = sp->actfd = sp->holdfd = sp->corfd = sp->lockfd =
         -1;
     pthread_mutex_init(&sp->mu, NULL);
-    pthread_cond_init(&sp->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);    /* timed waits */
+    pthread_cond_init(&sp->cv, &ca);
+    pthread_condattr_destroy(&ca);
     TAILQ_INIT(&sp->pending);
     TAILQ_INIT(&sp->done);
 
@@ -904,6 +958,12 @@ pst_spool_close(struct pst_spool *sp)
              (unsigned long long)atomic_load(&sp->n_fsync));
     pst__qmgr_close(sp->qm);
     sp->qm = NULL;
+    /* removals by the last deliveries, after the sync thread stopped: one
+     * sync here, at shutdown, keeps them from coming back */
+    if (sp->removals) {
+        sp->removals = false;
+        fsync_fd(sp, sp->actfd);
+    }
     if (sp->open_msgs)
         pst_warn("event=spool_close open_messages=%u", sp->open_msgs);
     /* release the lock now; memory goes when the handle has closed */

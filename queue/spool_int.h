@@ -74,6 +74,8 @@ struct pst_spool {
     pthread_cond_t cv;
     struct pst_msgl pending;
     struct pst_msgl done;
+    bool removals;              /* files unlinked from active/ since the
+                                   last sync of active/ */
     bool stop;
     uv_async_t async;
     unsigned handles;           /* open uv handles owned directly */
@@ -86,6 +88,13 @@ struct pst_spool {
     struct pst_control *ctl;
     bool closing;
 };
+
+/*
+ * pst__spool_removed - a finished file was unlinked from active/: the sync
+ * thread syncs active/ soon, shared with the commits' directory syncs.
+ * Any thread.
+ */
+void pst__spool_removed(struct pst_spool *sp);
 
 /* QIDs: 16 hex digits, generation (24 bits) then sequence (40 bits). */
 #define PST_QID_SEQ_BITS 40
