@@ -57,7 +57,7 @@ struct ctl_client {
     uv_write_t wr;
     char line[PST_CTL_LINE + 1];
     size_t len;
-    struct pst_wbuf out;
+    struct pst_tbuf out;
     unsigned open_handles;
     bool op_pending;
     bool closing;
@@ -69,42 +69,26 @@ struct ctl_client {
 /* ---- text helpers (also used by qmgr.c) ---- */
 
 void
-pst__wbuf_printf(struct pst_wbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    pst__wbuf_reserve(b, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-void
-pst__wbuf_json_str(struct pst_wbuf *b, const char *s)
+pst__put_json_str(struct pst_tbuf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     if (s == NULL) {
-        pst__wbuf_bytes(b, "null", 4);
+        pst_tbuf_add(b, "null", 4);
         return;
     }
-    pst__wbuf_u8(b, '"');
+    pst__put_u8(b, '"');
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         if (*c == '"' || *c == '\\') {
-            pst__wbuf_u8(b, '\\');
-            pst__wbuf_u8(b, *c);
+            pst__put_u8(b, '\\');
+            pst__put_u8(b, *c);
         } else if (*c < 0x20 || *c == 0x7f) {
             char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 15]};
-            pst__wbuf_bytes(b, e, 6);
+            pst_tbuf_add(b, e, 6);
         } else {
-            pst__wbuf_u8(b, *c);    /* UTF-8 passes through */
+            pst__put_u8(b, *c);    /* UTF-8 passes through */
         }
     }
-    pst__wbuf_u8(b, '"');
+    pst__put_u8(b, '"');
 }
 
 /* ---- connection lifetime ---- */
@@ -125,7 +109,7 @@ client_maybe_free(struct ctl_client *c)
         return;
     struct pst_control *ctl = c->ctl;
     TAILQ_REMOVE(&ctl->list, c, link);
-    pst__wbuf_free(&c->out);
+    pst_tbuf_free(&c->out);
     free(c);
     ctl->clients--;
     ctl_maybe_free(ctl);
@@ -159,19 +143,19 @@ on_written(uv_write_t *w, int status)
 static void
 answer(struct ctl_client *c, int status, const char *text, bool body)
 {
-    struct pst_wbuf head = {0};
+    struct pst_tbuf head = {0};
 
     if (c->closing || c->answered)
         return;
     c->answered = true;
     if (status == 0)
-        pst__wbuf_printf(&head, "OK%s%s\n", text ? " " : "",
+        pst_tbuf_printf(&head, "OK%s%s\n", text ? " " : "",
                          text ? text : "");
     else
-        pst__wbuf_printf(&head, "ERR %s\n", text ? text : strerror(-status));
+        pst_tbuf_printf(&head, "ERR %s\n", text ? text : strerror(-status));
     if (body && c->out.len)
-        pst__wbuf_bytes(&head, c->out.p, c->out.len);
-    pst__wbuf_free(&c->out);
+        pst_tbuf_add(&head, c->out.p, c->out.len);
+    pst_tbuf_free(&c->out);
     c->out = head;
     uv_buf_t b = uv_buf_init((char *)c->out.p, (unsigned)c->out.len);
     c->wr.data = c;

@@ -101,7 +101,7 @@ pst__dsn_orig_free(struct pst_dsn_orig *o)
 }
 
 static void
-put(struct pst_wbuf *b, const char *fmt, ...)
+put(struct pst_tbuf *b, const char *fmt, ...)
 {
     char tmp[2048];
     va_list ap;
@@ -109,7 +109,7 @@ put(struct pst_wbuf *b, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
     if (n > 0)
-        pst__wbuf_bytes(b, tmp, PST_MIN((size_t)n, sizeof(tmp) - 1));
+        pst_tbuf_add(b, tmp, PST_MIN((size_t)n, sizeof(tmp) - 1));
 }
 
 /* status_code - the enhanced status code in text, or a default by class. */
@@ -152,7 +152,7 @@ date_of(char *buf, size_t n, time_t t)
 }
 
 void
-pst__dsn_build(struct pst_wbuf *b, const char *hostname, const char *qid,
+pst__dsn_build(struct pst_tbuf *b, const char *hostname, const char *qid,
                const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
                size_t n, const struct pst_dsn_orig *orig, time_t now)
 {
@@ -257,7 +257,7 @@ pst__dsn_build(struct pst_wbuf *b, const char *hostname, const char *qid,
                 utf8 ? "global-headers" : "rfc822-headers");
         }
         put(b, "\r\n");
-        pst__wbuf_bytes(b, orig->p, orig->len);
+        pst_tbuf_add(b, orig->p, orig->len);
         if (orig->len < 2 || memcmp(orig->p + orig->len - 2, "\r\n", 2) != 0)
             put(b, "\r\n");
         put(b, "\r\n");
@@ -299,7 +299,7 @@ pst__dsn_send(struct pst_spool *sp, const char *qid,
     const struct pst_conf *c = sp->o.conf;
     const char *host = c && c->hostname ? c->hostname : "localhost";
     struct pst_envelope e;
-    struct pst_wbuf b = {0};
+    struct pst_tbuf b = {0};
     struct pst_spool_msg *m = NULL;
     struct inject *x;
     const char *to;
@@ -334,7 +334,7 @@ pst__dsn_send(struct pst_spool *sp, const char *qid,
         shown.sender = (char *)to;
     pst__dsn_build(&b, host, qid, &shown, rs, n, orig, time(NULL));
     rc = pst_spool_msg_write(m, b.p, b.len);
-    pst__wbuf_free(&b);
+    pst_tbuf_free(&b);
     if (rc != 0) {
         pst_err("msg=%s event=dsn_failed error=\"%s\"", qid, strerror(-rc));
         pst_spool_msg_abort(m);

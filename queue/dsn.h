@@ -66,7 +66,7 @@ void pst__dsn_send(struct pst_spool *sp, const char *qid,
                    const struct pst_dsn_orig *orig);
 
 /* pst__dsn_build - the report's bytes (exposed for unit tests). */
-void pst__dsn_build(struct pst_wbuf *b, const char *hostname,
+void pst__dsn_build(struct pst_tbuf *b, const char *hostname,
                     const char *qid, const struct pst_envelope *env,
                     const struct pst_dsn_rcpt *rs, size_t n,
                     const struct pst_dsn_orig *orig, time_t now);

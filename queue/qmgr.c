@@ -317,7 +317,7 @@ djob_work(struct pst_work *w)
 {
     struct djob *j = (struct djob *)w;
     struct qent *e = j->e;
-    struct pst_wbuf b = {0};
+    struct pst_tbuf b = {0};
     const char *first_err = NULL;
     size_t left = 0;
     int rc;
@@ -401,7 +401,7 @@ djob_work(struct pst_work *w)
             j->rec_err = -errno;
         close(fd);
     }
-    pst__wbuf_free(&b);
+    pst_tbuf_free(&b);
     if (j->all_done) {
         /* every copy is durable at its destination and the records say
          * so: a resurrected file would deliver nothing */
@@ -893,7 +893,7 @@ static int
 append_state(int dfd, const char *qid, enum pst_qstate st, time_t now,
              const char *why)
 {
-    struct pst_wbuf b = {0};
+    struct pst_tbuf b = {0};
     int rc, fd = openat(dfd, qid, O_WRONLY | O_APPEND | O_CLOEXEC);
 
     if (fd < 0)
@@ -903,7 +903,7 @@ append_state(int dfd, const char *qid, enum pst_qstate st, time_t now,
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
     close(fd);
-    pst__wbuf_free(&b);
+    pst_tbuf_free(&b);
     return rc;
 }
 
@@ -1114,42 +1114,42 @@ fmt_time(char *buf, size_t n, time_t t)
 }
 
 static void
-qe_json(struct pst_wbuf *b, const struct qent *e, bool full)
+qe_json(struct pst_tbuf *b, const struct qent *e, bool full)
 {
     char at[32], nx[32], ip[PST_IP_STRLEN];
 
     fmt_time(at, sizeof(at), e->env.arrival);
     fmt_time(nx, sizeof(nx), e->next_wall);
-    pst__wbuf_printf(b, "{\"id\":\"%s\",\"size\":%" PRIu64 ",\"arrival\":"
+    pst_tbuf_printf(b, "{\"id\":\"%s\",\"size\":%" PRIu64 ",\"arrival\":"
                      "\"%s\",\"arrival_time\":%lld,\"state\":\"%s\","
                      "\"attempts\":%u,\"next_attempt\":", e->qid, e->size,
                      at, (long long)e->env.arrival, qe_state_name(e),
                      e->attempts);
     if (e->attempts && e->where != QE_HELD)
-        pst__wbuf_printf(b, "\"%s\"", nx);
+        pst_tbuf_printf(b, "\"%s\"", nx);
     else
-        pst__wbuf_printf(b, "null");
-    pst__wbuf_printf(b, ",\"sender\":");
-    pst__wbuf_json_str(b, e->env.sender);
-    pst__wbuf_printf(b, ",\"last_error\":");
-    pst__wbuf_json_str(b, e->last_error);
+        pst_tbuf_printf(b, "null");
+    pst_tbuf_printf(b, ",\"sender\":");
+    pst__put_json_str(b, e->env.sender);
+    pst_tbuf_printf(b, ",\"last_error\":");
+    pst__put_json_str(b, e->last_error);
     if (full) {
-        pst__wbuf_printf(b, ",\"client_ip\":");
-        pst__wbuf_json_str(b, e->env.client_ip.family
+        pst_tbuf_printf(b, ",\"client_ip\":");
+        pst__put_json_str(b, e->env.client_ip.family
                                   ? pst_ip_str(&e->env.client_ip, ip,
                                                sizeof(ip))
                                   : NULL);
-        pst__wbuf_printf(b, ",\"client_name\":");
-        pst__wbuf_json_str(b, e->env.client_name);
-        pst__wbuf_printf(b, ",\"helo\":");
-        pst__wbuf_json_str(b, e->env.helo);
-        pst__wbuf_printf(b, ",\"protocol\":");
-        pst__wbuf_json_str(b, e->env.proto);
-        pst__wbuf_printf(b, ",\"auth\":");
-        pst__wbuf_json_str(b, e->env.auth_login);
-        pst__wbuf_printf(b, ",\"envid\":");
-        pst__wbuf_json_str(b, e->env.envid);
-        pst__wbuf_printf(b, ",\"ret\":\"%s\",\"body\":\"%s\","
+        pst_tbuf_printf(b, ",\"client_name\":");
+        pst__put_json_str(b, e->env.client_name);
+        pst_tbuf_printf(b, ",\"helo\":");
+        pst__put_json_str(b, e->env.helo);
+        pst_tbuf_printf(b, ",\"protocol\":");
+        pst__put_json_str(b, e->env.proto);
+        pst_tbuf_printf(b, ",\"auth\":");
+        pst__put_json_str(b, e->env.auth_login);
+        pst_tbuf_printf(b, ",\"envid\":");
+        pst__put_json_str(b, e->env.envid);
+        pst_tbuf_printf(b, ",\"ret\":\"%s\",\"body\":\"%s\","
                          "\"smtputf8\":%s",
                          e->env.ret == PST_RET_FULL   ? "full"
                          : e->env.ret == PST_RET_HDRS ? "hdrs"
@@ -1159,80 +1159,80 @@ qe_json(struct pst_wbuf *b, const struct qent *e, bool full)
                                                               : "7bit",
                          e->env.smtputf8 ? "true" : "false");
     }
-    pst__wbuf_printf(b, ",\"recipients\":[");
+    pst_tbuf_printf(b, ",\"recipients\":[");
     for (size_t i = 0; i < e->env.nrcpts; i++) {
         const struct pst_rcpt *r = &e->env.rcpts[i];
-        pst__wbuf_printf(b, "%s{\"address\":", i ? "," : "");
-        pst__wbuf_json_str(b, r->addr);
-        pst__wbuf_printf(b, ",\"state\":\"%s\",\"last_error\":",
+        pst_tbuf_printf(b, "%s{\"address\":", i ? "," : "");
+        pst__put_json_str(b, r->addr);
+        pst_tbuf_printf(b, ",\"state\":\"%s\",\"last_error\":",
                          rcpt_state_name(r->state));
-        pst__wbuf_json_str(b, e->rcpt_err ? e->rcpt_err[i] : NULL);
+        pst__put_json_str(b, e->rcpt_err ? e->rcpt_err[i] : NULL);
         if (full) {
-            pst__wbuf_printf(b, ",\"orcpt\":");
-            pst__wbuf_json_str(b, r->orcpt);
-            pst__wbuf_printf(b, ",\"notify\":%u", r->notify);
+            pst_tbuf_printf(b, ",\"orcpt\":");
+            pst__put_json_str(b, r->orcpt);
+            pst_tbuf_printf(b, ",\"notify\":%u", r->notify);
         }
-        pst__wbuf_printf(b, "}");
+        pst_tbuf_printf(b, "}");
     }
-    pst__wbuf_printf(b, "]}");
+    pst_tbuf_printf(b, "]}");
 }
 
 /* Text output: client strings are shown escaped, never raw. */
 static void
-qe_text(struct pst_wbuf *b, const struct qent *e, bool full)
+qe_text(struct pst_tbuf *b, const struct qent *e, bool full)
 {
     char at[32], nx[32], q[600], ip[PST_IP_STRLEN];
 
     fmt_time(at, sizeof(at), e->env.arrival);
     fmt_time(nx, sizeof(nx), e->next_wall);
     pst_log_quote(q, sizeof(q), e->env.sender, strlen(e->env.sender));
-    pst__wbuf_printf(b, "%s %8" PRIu64 " %s %-10s %s\n", e->qid, e->size, at,
+    pst_tbuf_printf(b, "%s %8" PRIu64 " %s %-10s %s\n", e->qid, e->size, at,
                      qe_state_name(e), q);
     if (full) {
-        pst__wbuf_printf(b, "  attempts: %u\n", e->attempts);
+        pst_tbuf_printf(b, "  attempts: %u\n", e->attempts);
         if (e->attempts && e->where != QE_HELD)
-            pst__wbuf_printf(b, "  next attempt: %s\n", nx);
+            pst_tbuf_printf(b, "  next attempt: %s\n", nx);
         if (e->env.client_ip.family)
-            pst__wbuf_printf(b, "  client: %s\n",
+            pst_tbuf_printf(b, "  client: %s\n",
                              pst_ip_str(&e->env.client_ip, ip, sizeof(ip)));
         if (e->env.helo) {
             pst_log_quote(q, sizeof(q), e->env.helo, strlen(e->env.helo));
-            pst__wbuf_printf(b, "  helo: %s\n", q);
+            pst_tbuf_printf(b, "  helo: %s\n", q);
         }
         if (e->env.proto)
-            pst__wbuf_printf(b, "  protocol: %.32s\n", e->env.proto);
+            pst_tbuf_printf(b, "  protocol: %.32s\n", e->env.proto);
     }
     if (e->last_error) {
         pst_log_quote(q, sizeof(q), e->last_error, strlen(e->last_error));
-        pst__wbuf_printf(b, "  last error: %s\n", q);
+        pst_tbuf_printf(b, "  last error: %s\n", q);
     }
     for (size_t i = 0; i < e->env.nrcpts; i++) {
         const struct pst_rcpt *r = &e->env.rcpts[i];
         pst_log_quote(q, sizeof(q), r->addr, strlen(r->addr));
-        pst__wbuf_printf(b, "  %-9s %s", rcpt_state_name(r->state), q);
+        pst_tbuf_printf(b, "  %-9s %s", rcpt_state_name(r->state), q);
         if (e->rcpt_err && e->rcpt_err[i]) {
             pst_log_quote(q, sizeof(q), e->rcpt_err[i],
                           strlen(e->rcpt_err[i]));
-            pst__wbuf_printf(b, " (%s)", q);
+            pst_tbuf_printf(b, " (%s)", q);
         }
-        pst__wbuf_printf(b, "\n");
+        pst_tbuf_printf(b, "\n");
     }
 }
 
 void
-pst__qmgr_list(struct pst_qmgr *qm, struct pst_wbuf *out, bool json)
+pst__qmgr_list(struct pst_qmgr *qm, struct pst_tbuf *out, bool json)
 {
     struct qentl *ls[] = {&qm->busy, &qm->ready, &qm->wait, &qm->held};
     struct qent *e;
     bool first = true;
 
     if (json)
-        pst__wbuf_printf(out, "{\"messages\":[");
+        pst_tbuf_printf(out, "{\"messages\":[");
     for (size_t i = 0; i < PST_ARRAY_LEN(ls); i++)
         TAILQ_FOREACH(e, ls[i], link) {
             if (json) {
                 if (!first)
-                    pst__wbuf_printf(out, ",");
+                    pst_tbuf_printf(out, ",");
                 qe_json(out, e, false);
             } else {
                 qe_text(out, e, false);
@@ -1240,13 +1240,13 @@ pst__qmgr_list(struct pst_qmgr *qm, struct pst_wbuf *out, bool json)
             first = false;
         }
     if (json)
-        pst__wbuf_printf(out, "],\"count\":%u}\n", qm->count);
+        pst_tbuf_printf(out, "],\"count\":%u}\n", qm->count);
     else if (first)
-        pst__wbuf_printf(out, "queue is empty\n");
+        pst_tbuf_printf(out, "queue is empty\n");
 }
 
 int
-pst__qmgr_show(struct pst_qmgr *qm, const char *qid, struct pst_wbuf *out,
+pst__qmgr_show(struct pst_qmgr *qm, const char *qid, struct pst_tbuf *out,
                bool json)
 {
     struct qent *e = qe_find(qm, qid);
@@ -1254,7 +1254,7 @@ pst__qmgr_show(struct pst_qmgr *qm, const char *qid, struct pst_wbuf *out,
         return -ENOENT;
     if (json) {
         qe_json(out, e, true);
-        pst__wbuf_printf(out, "\n");
+        pst_tbuf_printf(out, "\n");
     } else {
         qe_text(out, e, true);
     }

@@ -22,27 +22,16 @@
 /* ---- output buffer ---- */
 
 void
-pst__wbuf_reserve(struct pst_wbuf *b, size_t more)
+pst__put_u8(struct pst_tbuf *b, uint8_t v)
 {
-    if (b->len + more <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more)
-        cap *= 2;
-    b->p = pst_xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-void
-pst__wbuf_u8(struct pst_wbuf *b, uint8_t v)
-{
-    pst__wbuf_reserve(b, 1);
-    b->p[b->len++] = v;
+    pst_tbuf_reserve(b, 1);
+    b->p[b->len++] = (char)v;
 }
 
 static void
-put_le(uint8_t *p, uint64_t v, int n)
+put_le(void *dst, uint64_t v, int n)
 {
+    uint8_t *p = dst;
     for (int i = 0; i < n; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
@@ -57,68 +46,52 @@ get_le(const uint8_t *p, int n)
 }
 
 void
-pst__wbuf_u32(struct pst_wbuf *b, uint32_t v)
+pst__put_u32(struct pst_tbuf *b, uint32_t v)
 {
-    pst__wbuf_reserve(b, 4);
+    pst_tbuf_reserve(b, 4);
     put_le(b->p + b->len, v, 4);
     b->len += 4;
 }
 
 void
-pst__wbuf_u64(struct pst_wbuf *b, uint64_t v)
+pst__put_u64(struct pst_tbuf *b, uint64_t v)
 {
-    pst__wbuf_reserve(b, 8);
+    pst_tbuf_reserve(b, 8);
     put_le(b->p + b->len, v, 8);
     b->len += 8;
 }
 
-void
-pst__wbuf_bytes(struct pst_wbuf *b, const void *p, size_t n)
-{
-    pst__wbuf_reserve(b, n);
-    if (n)
-        memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
 /* Strings: u32 length then bytes; 0xffffffff stands for NULL. */
 void
-pst__wbuf_str(struct pst_wbuf *b, const char *s)
+pst__put_str(struct pst_tbuf *b, const char *s)
 {
     if (s == NULL) {
-        pst__wbuf_u32(b, UINT32_MAX);
+        pst__put_u32(b, UINT32_MAX);
         return;
     }
     size_t n = strlen(s);
-    pst__wbuf_u32(b, (uint32_t)n);
-    pst__wbuf_bytes(b, s, n);
-}
-
-void
-pst__wbuf_free(struct pst_wbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
+    pst__put_u32(b, (uint32_t)n);
+    pst_tbuf_add(b, s, n);
 }
 
 size_t
-pst__rec_begin(struct pst_wbuf *b, enum pst_rec_type type)
+pst__rec_begin(struct pst_tbuf *b, enum pst_rec_type type)
 {
     size_t start = b->len;
-    pst__wbuf_reserve(b, PST_REC_HDR_LEN);
+    pst_tbuf_reserve(b, PST_REC_HDR_LEN);
     memset(b->p + b->len, 0, PST_REC_HDR_LEN);
-    b->p[b->len] = (uint8_t)type;
+    b->p[b->len] = (char)type;
     b->len += PST_REC_HDR_LEN;
     return start;
 }
 
 void
-pst__rec_end(struct pst_wbuf *b, size_t start)
+pst__rec_end(struct pst_tbuf *b, size_t start)
 {
     size_t plen = b->len - start - PST_REC_HDR_LEN;
     put_le(b->p + start + 4, plen, 4);
     uint32_t crc = pst_crc32c(0, b->p + start, b->len - start);
-    pst__wbuf_u32(b, crc);
+    pst__put_u32(b, crc);
 }
 
 /* ---- input cursor ---- */
@@ -175,29 +148,29 @@ pst__rbuf_str(struct pst_rbuf *b)
 /* ---- envelope codec ---- */
 
 void
-pst__env_encode(struct pst_wbuf *b, const struct pst_envelope *e)
+pst__env_encode(struct pst_tbuf *b, const struct pst_envelope *e)
 {
-    pst__wbuf_str(b, e->sender ? e->sender : "");
-    pst__wbuf_u8(b, (uint8_t)e->body);
-    pst__wbuf_u8(b, e->smtputf8 ? 1 : 0);
-    pst__wbuf_u8(b, (uint8_t)e->ret);
-    pst__wbuf_u64(b, e->size_param);
-    pst__wbuf_str(b, e->envid);
-    pst__wbuf_u8(b, (uint8_t)(e->client_ip.family == AF_INET6 ? 6 :
+    pst__put_str(b, e->sender ? e->sender : "");
+    pst__put_u8(b, (uint8_t)e->body);
+    pst__put_u8(b, e->smtputf8 ? 1 : 0);
+    pst__put_u8(b, (uint8_t)e->ret);
+    pst__put_u64(b, e->size_param);
+    pst__put_str(b, e->envid);
+    pst__put_u8(b, (uint8_t)(e->client_ip.family == AF_INET6 ? 6 :
                               e->client_ip.family == AF_INET ? 4 : 0));
-    pst__wbuf_bytes(b, e->client_ip.addr, 16);
-    pst__wbuf_str(b, e->helo);
-    pst__wbuf_str(b, e->client_name);
-    pst__wbuf_str(b, e->auth_login);
-    pst__wbuf_str(b, e->proto);
-    pst__wbuf_u64(b, (uint64_t)(int64_t)e->arrival);
-    pst__wbuf_u32(b, (uint32_t)e->nrcpts);
+    pst_tbuf_add(b, e->client_ip.addr, 16);
+    pst__put_str(b, e->helo);
+    pst__put_str(b, e->client_name);
+    pst__put_str(b, e->auth_login);
+    pst__put_str(b, e->proto);
+    pst__put_u64(b, (uint64_t)(int64_t)e->arrival);
+    pst__put_u32(b, (uint32_t)e->nrcpts);
     for (size_t i = 0; i < e->nrcpts; i++) {
         const struct pst_rcpt *r = &e->rcpts[i];
-        pst__wbuf_str(b, r->addr);
-        pst__wbuf_str(b, r->orcpt);
-        pst__wbuf_u32(b, r->notify);
-        pst__wbuf_u8(b, (uint8_t)r->state);
+        pst__put_str(b, r->addr);
+        pst__put_str(b, r->orcpt);
+        pst__put_u32(b, r->notify);
+        pst__put_u8(b, (uint8_t)r->state);
     }
 }
 
@@ -253,16 +226,16 @@ fail:
 void
 pst__env_copy(struct pst_envelope *dst, const struct pst_envelope *src)
 {
-    struct pst_wbuf w = {0};
+    struct pst_tbuf w = {0};
     pst__env_encode(&w, src);
-    struct pst_rbuf r = {.p = w.p, .len = w.len};
+    struct pst_rbuf r = {.p = (const uint8_t *)w.p, .len = w.len};
     if (pst__env_decode(&r, dst) != 0) {
         /* only an envelope without recipients fails to round-trip */
         pst_envelope_init(dst);
         dst->sender = pst_xstrdup(src->sender ? src->sender : "");
         dst->arrival = src->arrival;
     }
-    pst__wbuf_free(&w);
+    pst_tbuf_free(&w);
 }
 
 /* ---- update records ---- */
@@ -279,39 +252,39 @@ clip(const char *s, char *buf)
 }
 
 void
-pst__rec_rcpt(struct pst_wbuf *b, uint32_t idx, enum pst_rcpt_state st,
+pst__rec_rcpt(struct pst_tbuf *b, uint32_t idx, enum pst_rcpt_state st,
               time_t when, const char *err)
 {
     char tmp[PST_ERRTEXT_MAX + 1];
     size_t s = pst__rec_begin(b, PST_REC_RCPT);
-    pst__wbuf_u32(b, idx);
-    pst__wbuf_u8(b, (uint8_t)st);
-    pst__wbuf_u64(b, (uint64_t)(int64_t)when);
-    pst__wbuf_str(b, clip(err, tmp));
+    pst__put_u32(b, idx);
+    pst__put_u8(b, (uint8_t)st);
+    pst__put_u64(b, (uint64_t)(int64_t)when);
+    pst__put_str(b, clip(err, tmp));
     pst__rec_end(b, s);
 }
 
 void
-pst__rec_retry(struct pst_wbuf *b, unsigned attempts, time_t next,
+pst__rec_retry(struct pst_tbuf *b, unsigned attempts, time_t next,
                const char *err)
 {
     char tmp[PST_ERRTEXT_MAX + 1];
     size_t s = pst__rec_begin(b, PST_REC_RETRY);
-    pst__wbuf_u32(b, attempts);
-    pst__wbuf_u64(b, (uint64_t)(int64_t)next);
-    pst__wbuf_str(b, clip(err, tmp));
+    pst__put_u32(b, attempts);
+    pst__put_u64(b, (uint64_t)(int64_t)next);
+    pst__put_str(b, clip(err, tmp));
     pst__rec_end(b, s);
 }
 
 void
-pst__rec_state(struct pst_wbuf *b, enum pst_qstate st, time_t when,
+pst__rec_state(struct pst_tbuf *b, enum pst_qstate st, time_t when,
                const char *reason)
 {
     char tmp[PST_ERRTEXT_MAX + 1];
     size_t s = pst__rec_begin(b, PST_REC_STATE);
-    pst__wbuf_u8(b, (uint8_t)st);
-    pst__wbuf_u64(b, (uint64_t)(int64_t)when);
-    pst__wbuf_str(b, clip(reason, tmp));
+    pst__put_u8(b, (uint8_t)st);
+    pst__put_u64(b, (uint64_t)(int64_t)when);
+    pst__put_str(b, clip(reason, tmp));
     pst__rec_end(b, s);
 }
 

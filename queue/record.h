@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "core/envelope.h"
+#include "core/tbuf.h"
 
 #define PST_SPOOL_MAGIC "PSTQ"
 #define PST_SPOOL_VERSION 1u
@@ -60,23 +61,16 @@ enum pst_qstate {
     PST_QSTATE_FAILED = 2,  /* in hold/, lifetime over (bounce: issue 5) */
 };
 
-/* A growable output buffer (records are built here, then written). */
-struct pst_wbuf {
-    uint8_t *p;
-    size_t len;
-    size_t cap;
-};
-
-void pst__wbuf_reserve(struct pst_wbuf *b, size_t more);
-void pst__wbuf_u8(struct pst_wbuf *b, uint8_t v);
-void pst__wbuf_u32(struct pst_wbuf *b, uint32_t v);
-void pst__wbuf_u64(struct pst_wbuf *b, uint64_t v);
-void pst__wbuf_bytes(struct pst_wbuf *b, const void *p, size_t n);
-void pst__wbuf_str(struct pst_wbuf *b, const char *s);   /* NULL allowed */
-void pst__wbuf_free(struct pst_wbuf *b);
+/* Records are built in a core/tbuf.h buffer, then written: these append
+ * the record encoding's fields (little-endian integers, strings as a u32
+ * length and bytes, 0xffffffff for NULL). */
+void pst__put_u8(struct pst_tbuf *b, uint8_t v);
+void pst__put_u32(struct pst_tbuf *b, uint32_t v);
+void pst__put_u64(struct pst_tbuf *b, uint64_t v);
+void pst__put_str(struct pst_tbuf *b, const char *s);   /* NULL allowed */
 /* pst__rec_begin/end - frame a record around what is appended between. */
-size_t pst__rec_begin(struct pst_wbuf *b, enum pst_rec_type type);
-void pst__rec_end(struct pst_wbuf *b, size_t start);
+size_t pst__rec_begin(struct pst_tbuf *b, enum pst_rec_type type);
+void pst__rec_end(struct pst_tbuf *b, size_t start);
 
 /* A bounded input cursor; any overrun sets err and yields zeros. */
 struct pst_rbuf {
@@ -92,7 +86,7 @@ uint64_t pst__rbuf_u64(struct pst_rbuf *b);
 /* pst__rbuf_str - a malloc'd copy, NULL for a stored NULL. */
 char *pst__rbuf_str(struct pst_rbuf *b);
 
-void pst__env_encode(struct pst_wbuf *b, const struct pst_envelope *e);
+void pst__env_encode(struct pst_tbuf *b, const struct pst_envelope *e);
 int pst__env_decode(struct pst_rbuf *b, struct pst_envelope *e);
 /* pst__env_copy - deep copy via the codec. */
 void pst__env_copy(struct pst_envelope *dst, const struct pst_envelope *src);
@@ -134,11 +128,11 @@ void pst__scan_free(struct pst_scan *s);
  * Appending update records to a committed file (worker threads only):
  * the caller fsyncs afterwards.
  */
-void pst__rec_rcpt(struct pst_wbuf *b, uint32_t idx, enum pst_rcpt_state st,
+void pst__rec_rcpt(struct pst_tbuf *b, uint32_t idx, enum pst_rcpt_state st,
                    time_t when, const char *err);
-void pst__rec_retry(struct pst_wbuf *b, unsigned attempts, time_t next,
+void pst__rec_retry(struct pst_tbuf *b, unsigned attempts, time_t next,
                     const char *err);
-void pst__rec_state(struct pst_wbuf *b, enum pst_qstate st, time_t when,
+void pst__rec_state(struct pst_tbuf *b, enum pst_qstate st, time_t when,
                     const char *reason);
 
 int pst__write_all(int fd, const void *p, size_t n);

@@ -299,16 +299,16 @@ pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp, char *qid)
     }
     m->fd = fd;
 
-    struct pst_wbuf w = {0};
-    pst__wbuf_bytes(&w, PST_SPOOL_MAGIC, 4);
-    pst__wbuf_u32(&w, PST_SPOOL_VERSION);
+    struct pst_tbuf w = {0};
+    pst_tbuf_add(&w, PST_SPOOL_MAGIC, 4);
+    pst__put_u32(&w, PST_SPOOL_VERSION);
     size_t s = pst__rec_begin(&w, PST_REC_INFO);
-    pst__wbuf_bytes(&w, m->qid, PST_QID_LEN);
-    pst__wbuf_u64(&w, (uint64_t)(int64_t)time(NULL));
+    pst_tbuf_add(&w, m->qid, PST_QID_LEN);
+    pst__put_u64(&w, (uint64_t)(int64_t)time(NULL));
     pst__rec_end(&w, s);
     rc = pst__write_all(fd, w.p, w.len);
     m->off = m->data_off = w.len;
-    pst__wbuf_free(&w);
+    pst_tbuf_free(&w);
     if (rc != 0) {
         unlinkat(sp->incfd, m->qid, 0);
         goto fail;
@@ -411,7 +411,7 @@ pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
                      pst_spool_commit_cb cb, void *arg)
 {
     struct pst_spool *sp = m->sp;
-    struct pst_wbuf w = {0};
+    struct pst_tbuf w = {0};
     int rc = m->err;
 
     m->cb = cb;
@@ -432,12 +432,12 @@ pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
         } else {
             if (m->edits != NULL) {
                 s = pst__rec_begin(&w, PST_REC_EDITS);
-                pst__wbuf_bytes(&w, m->edits, m->edits_len);
+                pst_tbuf_add(&w, m->edits, m->edits_len);
                 pst__rec_end(&w, s);
             }
             s = pst__rec_begin(&w, PST_REC_COMMIT);
-            pst__wbuf_u64(&w, m->env_off);
-            pst__wbuf_u64(&w, m->size);
+            pst__put_u64(&w, m->env_off);
+            pst__put_u64(&w, m->size);
             pst__rec_end(&w, s);
             if (m->hold)
                 pst__rec_state(&w, PST_QSTATE_HELD, time(NULL),
@@ -446,7 +446,7 @@ pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
             rc = pst__write_all(m->fd, w.p, w.len);
             m->off += w.len;
         }
-        pst__wbuf_free(&w);
+        pst_tbuf_free(&w);
     }
     free(m->buf);
     m->buf = NULL;

@@ -120,9 +120,9 @@ void pst__qmgr_counts(struct pst_qmgr *qm, unsigned *queued,
 /* Queue control operations (queue/control.c calls these). */
 enum pst_qop { PST_QOP_DELETE, PST_QOP_HOLD, PST_QOP_RELEASE };
 typedef void (*pst_qop_cb)(void *arg, int status, const char *text);
-void pst__qmgr_list(struct pst_qmgr *qm, struct pst_wbuf *out, bool json);
+void pst__qmgr_list(struct pst_qmgr *qm, struct pst_tbuf *out, bool json);
 int pst__qmgr_show(struct pst_qmgr *qm, const char *qid,
-                   struct pst_wbuf *out, bool json);
+                   struct pst_tbuf *out, bool json);
 unsigned pst__qmgr_flush(struct pst_qmgr *qm);
 /* pst__qmgr_op - qid NULL means all (delete only); cb runs once, later. */
 void pst__qmgr_op(struct pst_qmgr *qm, enum pst_qop op, const char *qid,
@@ -139,9 +139,7 @@ int pst__reader_open(struct pst_spool_reader **rp, int dirfd,
                      uint64_t size);
 void pst__reader_close(struct pst_spool_reader *r);
 
-/* JSON and text helpers for the control output */
-void pst__wbuf_printf(struct pst_wbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void pst__wbuf_json_str(struct pst_wbuf *b, const char *s);
+/* pst__put_json_str - s as a JSON string, for the control output. */
+void pst__put_json_str(struct pst_tbuf *b, const char *s);
 
 #endif

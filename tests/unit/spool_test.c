@@ -681,10 +681,10 @@ test_recovery(void **state)
     free(p);
     /* 3: a torn update record after the commit -> ignored, delivered */
     p = spath(f, "active", s[3].qid);
-    struct pst_wbuf w = {0};
+    struct pst_tbuf w = {0};
     pst__rec_rcpt(&w, 0, PST_RCPT_DELIVERED, time(NULL), NULL);
     append_bytes(p, w.p, w.len - 3);
-    pst__wbuf_free(&w);
+    pst_tbuf_free(&w);
     free(p);
     /* 4: untouched -> delivered */
     /* incoming/: a half-written file from a crash -> removed */
@@ -730,10 +730,10 @@ test_partial_state_survives_restart(void **state)
     queue_paused(f, &s, 1, rc, 3, "Subject: x\r\n\r\nbody\r\n", 21);
     /* as if "two" had been delivered before a crash */
     p = spath(f, "active", s.qid);
-    struct pst_wbuf w = {0};
+    struct pst_tbuf w = {0};
     pst__rec_rcpt(&w, 1, PST_RCPT_DELIVERED, time(NULL), NULL);
     append_bytes(p, w.p, w.len);
-    pst__wbuf_free(&w);
+    pst_tbuf_free(&w);
     free(p);
     spool_open(f);
     assert_true(wait_count(f, f->spool, "active", 0, 5000));
@@ -754,10 +754,10 @@ test_clock_jump_does_not_stall(void **state)
 
     queue_paused(f, &s, 1, rc, 1, "x\r\n", 3);
     char *p = spath(f, "active", s.qid);
-    struct pst_wbuf w = {0};
+    struct pst_tbuf w = {0};
     pst__rec_retry(&w, 3, time(NULL) + 365 * 86400, "4.3.0 earlier");
     append_bytes(p, w.p, w.len);
-    pst__wbuf_free(&w);
+    pst_tbuf_free(&w);
     free(p);
     fx_conf(f, 1, 2, 3600);
     spool_open(f);
