@@ -97,11 +97,11 @@ def tree(root):
         st = proc_stat(int(d))
         if st:
             children.setdefault(st[0], []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
+    out, stack = [], [root]
+    while stack:
+        p = stack.pop()
         out.append(p)
-        todo.extend(children.get(p, ()))
+        stack.extend(children.get(p, ()))
     return out
 
 

@@ -1509,15 +1509,49 @@ cmd_dispatch(struct pst_session *s, const char *line, size_t len)
     }
 }
 
-/* Consume one command line if a whole one is buffered. */
-static bool
-step_command(struct pst_session *s)
+enum line_res { LINE_MORE, LINE_OK, LINE_TOO_LONG };
+
+/*
+ * take_line - the next whole input line, without its line end. An overlong
+ * line is consumed (when its end has not arrived, step_command drops the
+ * rest through skip_line) and reported as LINE_TOO_LONG.
+ */
+static enum line_res
+take_line(struct pst_session *s, char **line, size_t *len)
 {
     char *p = s->in + s->in_pos;
     size_t avail = s->in_len - s->in_pos;
     char *lf = memchr(p, '\n', avail);
 
+    if (lf == NULL) {
+        if (avail < PST_LINE_MAX_ANY)
+            return LINE_MORE;
+        s->skip_line = true;
+        s->in_pos = s->in_len;
+        return LINE_TOO_LONG;
+    }
+    size_t n = (size_t)(lf - p);
+    s->in_pos += n + 1;
+    cmd_wait(s);
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (n + 2 > PST_LINE_MAX_ANY)
+        return LINE_TOO_LONG;
+    *line = p;
+    *len = n;
+    return LINE_OK;
+}
+
+/* Consume one command line if a whole one is buffered. */
+static bool
+step_command(struct pst_session *s)
+{
+    char *line;
+    size_t len;
+
     if (s->skip_line) {
+        char *p = s->in + s->in_pos;
+        char *lf = memchr(p, '\n', s->in_len - s->in_pos);
         if (lf == NULL) {
             s->in_pos = s->in_len;
             return false;
@@ -1527,27 +1561,16 @@ step_command(struct pst_session *s)
         cmd_wait(s);
         return true;
     }
-    if (lf == NULL) {
-        if (avail >= PST_LINE_MAX_ANY) {
-            /* overlong: answer now, drop the rest of the line */
-            reply(s, RP_LINE_TOO_LONG, NULL);
-            s->skip_line = true;
-            s->in_pos = s->in_len;
-            return true;
-        }
+    switch (take_line(s, &line, &len)) {
+    case LINE_MORE:
         return false;
-    }
-    size_t len = (size_t)(lf - p);
-    s->in_pos += len + 1;
-    cmd_wait(s);
-    if (len && p[len - 1] == '\r')
-        len--;
-    if (len + 2 > PST_LINE_MAX_ANY) {
+    case LINE_TOO_LONG:
         reply(s, RP_LINE_TOO_LONG, NULL);
         return true;
+    default:
+        cmd_dispatch(s, line, len);
+        return true;
     }
-    cmd_dispatch(s, p, len);
-    return true;
 }
 
 /*
@@ -1576,32 +1599,21 @@ headers_gate(struct pst_session *s)
 static bool
 step_auth(struct pst_session *s)
 {
-    char *p = s->in + s->in_pos;
-    size_t avail = s->in_len - s->in_pos;
-    char *lf = memchr(p, '\n', avail);
-    if (lf == NULL) {
-        if (avail >= PST_LINE_MAX_ANY) {
-            reply(s, RP_AUTH_LINE_TOO_LONG, NULL);
-            sasl_end(s);
-            s->skip_line = true;    /* step_command drops the rest */
-            s->in_pos = s->in_len;
-            return true;
-        }
+    char *line;
+    size_t len;
+
+    switch (take_line(s, &line, &len)) {
+    case LINE_MORE:
         return false;
-    }
-    size_t len = (size_t)(lf - p);
-    s->in_pos += len + 1;
-    cmd_wait(s);
-    if (len && p[len - 1] == '\r')
-        len--;
-    if (len + 2 > PST_LINE_MAX_ANY) {
+    case LINE_TOO_LONG:
         reply(s, RP_AUTH_LINE_TOO_LONG, NULL);
         sasl_end(s);
         return true;
+    default:
+        sasl_response(s, line, len);
+        explicit_bzero(line, len);  /* credentials leave the buffer */
+        return true;
     }
-    sasl_response(s, p, len);
-    explicit_bzero(p, len);         /* credentials leave the buffer */
-    return true;
 }
 
 static bool

@@ -285,6 +285,20 @@ class AuthTest(AuthBase):
         self.assertReply(c.cmd("MAIL FROM:<alice@corp.test>"), 250)
         c.quit()
 
+    def test_overlong_response_without_line_end(self):
+        # the limit is hit before any line end arrives: refused at once,
+        # the rest of that line dropped, the session back at commands
+        c = self.p.client(port=self.plain_port)
+        c.start()
+        self.assertReply(c.cmd("AUTH LOGIN"), 334)
+        c.send(b"A" * 5000)
+        self.assertReply(c.reply(), 500, "5.5.6")
+        c.send(b"B" * 3000 + b"\r\n")
+        self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+        self.assertReply(c.cmd("AUTH PLAIN " + plain("bob", "bob-pw")),
+                         235, "2.7.0")
+        c.quit()
+
     def test_plaintext_listener(self):
         c = self.p.client(port=self.plain_port)
         ext = c.start()
