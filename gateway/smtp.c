@@ -249,23 +249,38 @@ on_write(uv_write_t *req, int status)
 }
 
 /* Send whatever ciphertext the TLS layer has produced. */
+/* A write request owning its n bytes until on_write. */
+static struct wreq *
+wreq_new(struct pst_session *s, size_t n)
+{
+    struct wreq *w = pst_xmalloc(sizeof(*w) + n);
+    w->s = s;
+    w->len = n;
+    return w;
+}
+
+/* wreq_send - hand w to libuv; a failure closes the session. */
+static void
+wreq_send(struct pst_session *s, struct wreq *w)
+{
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write) < 0) {
+        free(w);
+        session_close(s, "write error");
+        return;
+    }
+    s->out_inflight += w->len;
+}
+
 static void
 tls_send(struct pst_session *s)
 {
     size_t n = pst_tls_out_pending(s->tls);
     if (n == 0 || s->closing)
         return;
-    struct wreq *w = pst_xmalloc(sizeof(*w) + n);
-    w->s = s;
+    struct wreq *w = wreq_new(s, n);
     w->len = pst_tls_take(s->tls, w->data, n);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
-    if (rc < 0) {
-        free(w);
-        session_close(s, "write error");
-        return;
-    }
-    s->out_inflight += w->len;
+    wreq_send(s, w);
 }
 
 static void
@@ -289,19 +304,10 @@ flush(struct pst_session *s)
         tls_send(s);
         return;
     }
-    struct wreq *w = pst_xmalloc(sizeof(*w) + s->out.len);
-    w->s = s;
-    w->len = s->out.len;
+    struct wreq *w = wreq_new(s, s->out.len);
     memcpy(w->data, s->out.p, s->out.len);
     s->out.len = 0;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
-    if (rc < 0) {
-        free(w);
-        session_close(s, "write error");
-        return;
-    }
-    s->out_inflight += w->len;
+    wreq_send(s, w);
 }
 
 /* ---- timers ---- */

@@ -22,7 +22,7 @@ struct pst_workq {
     uv_async_t async;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct pst_workl todo;
+    struct pst_workl ready;  /* queued, not yet taken */
     struct pst_workl done;
     pthread_t *threads;
     unsigned nthreads;
@@ -37,12 +37,12 @@ worker_main(void *arg)
 
     pthread_mutex_lock(&wq->mu);
     for (;;) {
-        while (TAILQ_EMPTY(&wq->todo) && !wq->stop)
+        while (TAILQ_EMPTY(&wq->ready) && !wq->stop)
             pthread_cond_wait(&wq->cv, &wq->mu);
         if (wq->stop)
             break;
-        struct pst_work *w = TAILQ_FIRST(&wq->todo);
-        TAILQ_REMOVE(&wq->todo, w, link);
+        struct pst_work *w = TAILQ_FIRST(&wq->ready);
+        TAILQ_REMOVE(&wq->ready, w, link);
         pthread_mutex_unlock(&wq->mu);
         w->work(w);
         pthread_mutex_lock(&wq->mu);
@@ -82,7 +82,7 @@ pst_workq_new(struct pst_workq **wqp, uv_loop_t *loop, unsigned threads)
     int rc;
 
     wq->loop = loop;
-    TAILQ_INIT(&wq->todo);
+    TAILQ_INIT(&wq->ready);
     TAILQ_INIT(&wq->done);
     pthread_mutex_init(&wq->mu, NULL);
     pthread_cond_init(&wq->cv, NULL);
@@ -117,7 +117,7 @@ pst_workq_submit(struct pst_workq *wq, struct pst_work *w)
     w->cancelled = false;
     wq->pending++;
     pthread_mutex_lock(&wq->mu);
-    TAILQ_INSERT_TAIL(&wq->todo, w, link);
+    TAILQ_INSERT_TAIL(&wq->ready, w, link);
     pthread_cond_signal(&wq->cv);
     pthread_mutex_unlock(&wq->mu);
 }
@@ -150,8 +150,8 @@ pst_workq_close(struct pst_workq *wq)
     /* jobs never started: report them cancelled */
     pthread_mutex_lock(&wq->mu);
     struct pst_work *w;
-    while ((w = TAILQ_FIRST(&wq->todo)) != NULL) {
-        TAILQ_REMOVE(&wq->todo, w, link);
+    while ((w = TAILQ_FIRST(&wq->ready)) != NULL) {
+        TAILQ_REMOVE(&wq->ready, w, link);
         w->cancelled = true;
         TAILQ_INSERT_TAIL(&wq->done, w, link);
     }
