@@ -97,9 +97,12 @@ static int walk_err;
 static int
 chown_one(const char *path, const struct stat *st, int flag, struct FTW *f)
 {
-    if (st->st_uid == walk_uid)
+    /* an entry that vanished during the walk (a delivery renamed or
+     * removed it) needs no new owner */
+    if (flag == FTW_NS || st->st_uid == walk_uid)
         return 0;
-    if (lchown(path, walk_uid, (gid_t)-1) != 0 && walk_err == 0)
+    if (lchown(path, walk_uid, (gid_t)-1) != 0 && errno != ENOENT &&
+        walk_err == 0)
         walk_err = errno;
     return 0;
 }
