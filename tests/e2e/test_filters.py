@@ -154,6 +154,30 @@ class HeadersModule(PosternTestCase):
         # the original text is what the spool kept; the log names edits
         self.p.wait_for_log("event=status result=queued")
 
+    def test_forged_auth_results_removed(self):
+        # RFC 8601 authserv-ids behind comments and in quotes are ours too;
+        # a field that does not parse is removed; others' fields stay
+        forged = [b"(x) mx.postern.test; dkim=pass",
+                  b'"mx.postern.test"; dmarc=pass',
+                  b"(a (nested) one)\r\n \"MX.Postern.Test\" 1; spf=pass",
+                  b"(unclosed mx.postern.test; dkim=pass",
+                  b"other.example 2; dkim=pass"]
+        kept = [b"(mx.postern.test) other.example; dkim=pass",
+                b'"other.example"; dkim=pass']
+        msg = message([b"Authentication-Results: " + v
+                       for v in forged + kept] + [b"Subject: ar"])
+        send(self.p, msg)
+        d = self.p.wait_for_delivered(1)[0]
+        head = d.body.split(b"\r\n\r\n", 1)[0]
+        got = [ln for ln in head.split(b"\r\n")
+               if ln.startswith(b"Authentication-Results:")]
+        self.assertEqual(got, [b"Authentication-Results: " + v
+                               for v in kept])
+        self.assertNotIn(b"mx.postern.test;", head)
+        self.assertNotIn(b"Postern", head)
+        self.p.wait_for_log("event=forged_auth_results_removed why=unparsable")
+        self.p.wait_for_log("event=forged_auth_results_removed why=version")
+
     def test_long_subject_refolded_and_encoded(self):
         msg = message([b"Subject: [ext] " + b"word " * 40 +
                        "caf\u00e9".encode()])

@@ -257,6 +257,105 @@ test_rules(void **state)
     hx_free(h);
 }
 
+/* The Authentication-Results boundary, one received field per case:
+ * removed when its authserv-id (RFC 8601: after comments, quoted or not,
+ * with an optional version) is ours, when it does not parse, or when its
+ * version is not 1. */
+struct arcase {
+    const char *value;
+    bool removed;
+};
+
+static const struct arcase arcases[] = {
+    {"mx.postern.test; spf=pass smtp.mailfrom=x", true},
+    {"MX.Postern.TEST; spf=pass", true},
+    {"(x) mx.postern.test; dkim=pass", true},
+    {"(a (nested) comment) mx.postern.test; dkim=pass", true},
+    {"(a \\) quoted paren) mx.postern.test; dkim=pass", true},
+    {"\t (x)(y)  mx.postern.test; dkim=pass", true},
+    {"\"mx.postern.test\"; dmarc=pass", true},
+    {"\"mx.post\\ern.test\"; dmarc=pass", true},
+    {"(c) \"MX.postern.test\" (d); dmarc=pass", true},
+    {"mx.postern.test 1; dkim=pass", true},
+    {"mx.postern.test (c) 1 (d); dkim=pass", true},
+    {"mx.postern.test(c); dkim=pass", true},
+    {"mx.postern.test.; dkim=pass", true},
+    {"mx.postern.test; none", true},
+    {"mx.postern.test ; none", true},
+    /* does not parse: removed, whoever it names */
+    {"(unclosed mx.postern.test; dkim=pass", true},
+    {"\"mx.postern.test; dkim=pass", true},
+    {"mx.postern.test dkim=pass", true},
+    {"=?utf-8?q?mx.postern.test?=; dkim=pass", true},
+    {"other.example mx.postern.test; dkim=pass", true},
+    {"; dkim=pass", true},
+    {"\"\"; dkim=pass", true},
+    {"", true},
+    {"other.example", true},
+    {"other.example 1 2; dkim=pass", true},
+    /* a version postern does not know (RFC 8601 section 5) */
+    {"other.example 2; dkim=pass", true},
+    {"other.example 01; dkim=pass", false},
+    /* someone else's */
+    {"other.example; dkim=pass", false},
+    {"other.example 1; dkim=pass", false},
+    {"(mx.postern.test) other.example; dkim=pass", false},
+    {"\"other.example\"; dkim=pass", false},
+    {"mx.postern.test.evil.example; dkim=pass", false},
+    {"evil-mx.postern.test; dkim=pass", false},
+    {"mx.postern.tes; dkim=pass", false},
+    {"other.example; dkim=pass (mx.postern.test", false},
+    {"other.example; none", false},
+};
+
+static void
+test_auth_results_boundary(void **state)
+{
+    struct hx *h = hx_new(
+        "filters = ({ module = \"headers\";"
+        " authserv_id = \"mx.postern.test\"; });");
+    char msg[512];
+    for (size_t i = 0; i < PST_ARRAY_LEN(arcases); i++) {
+        const struct arcase *c = &arcases[i];
+        snprintf(msg, sizeof(msg),
+                 "Authentication-Results: %s\r\nSubject: t\r\n\r\nb\r\n",
+                 c->value);
+        hx_message(h, msg, false);
+        assert_int_equal(h->res.verdict, PST_CONTINUE);
+        bool gone = strstr(OUT(h), "Authentication-Results:") == NULL;
+        if (gone != c->removed)
+            fail_msg("case %zu \"%s\": %s, want %s", i, c->value,
+                     gone ? "removed" : "kept",
+                     c->removed ? "removed" : "kept");
+        if (!gone)
+            assert_string_equal(OUT(h), msg);   /* untouched */
+        else
+            assert_string_equal(OUT(h), "Subject: t\r\n\r\nb\r\n");
+    }
+    hx_free(h);
+}
+
+/* A field with our id that an earlier filter added is ours: a later
+ * boundary keeps it. */
+static void
+test_auth_results_added_kept(void **state)
+{
+    struct hx *h = hx_new(
+        "filters = ("
+        " { module = \"headers\"; rules = ("
+        "   { add = \"Authentication-Results\";"
+        "     value = \"mx.postern.test; spf=pass smtp.mailfrom=a\"; } ); },"
+        " { module = \"headers\"; authserv_id = \"mx.postern.test\"; });");
+    hx_message(h,
+               "Authentication-Results: mx.postern.test; spf=pass\r\n"
+               "Subject: t\r\n\r\nb\r\n", false);
+    assert_string_equal(OUT(h),
+                        "Subject: t\r\n"
+                        "Authentication-Results: mx.postern.test; spf=pass "
+                        "smtp.mailfrom=a\r\n\r\nb\r\n");
+    hx_free(h);
+}
+
 static void
 test_condition_sees_earlier_filter(void **state)
 {
@@ -443,6 +542,8 @@ main(void)
         cmocka_unit_test(test_addrlist),
         cmocka_unit_test(test_addrlist_limits),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_auth_results_boundary),
+        cmocka_unit_test(test_auth_results_added_kept),
         cmocka_unit_test(test_condition_sees_earlier_filter),
         cmocka_unit_test(test_encoding),
         cmocka_unit_test(test_fold),
