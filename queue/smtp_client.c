@@ -14,12 +14,18 @@
  * 998 octets folded (a header line continues with a space), and, for a hop
  * without 8BITMIME, the quoted-printable downgrade of queue/mime8.c.
  *
- * Results: a 2xx accepts, 4xx defers (TEMP), 5xx fails (PERM) the
- * recipients it concerns; 452 to a RCPT moves that recipient to the next
- * transaction on the same connection (once; a 452 to the first RCPT of a
- * transaction defers); 421 or a lost connection defers everything still
- * open. Texts name the hop and the command: "mx[1.2.3.4] said: 550 5.1.1
- * ... (in reply to RCPT TO)".
+ * Replies: each step takes one positive reply (220 greeting and
+ * STARTTLS, 250 EHLO/HELO/LHLO, 235 or 334 AUTH, 2xx MAIL, RCPT, RSET and
+ * the end of data, 354 DATA); 4xx defers (TEMP) and 5xx fails (PERM) the
+ * recipients it concerns; any other code is a protocol error: every
+ * recipient still open is deferred and the connection is not used again
+ * (a 250 to DATA is no delivery: no text was sent). So is a reply that
+ * arrived before the command it would answer was written (a hop that
+ * answers twice is out of step). 452 to a RCPT moves that recipient to
+ * the next transaction on the same connection (once; a 452 to the first
+ * RCPT of a transaction defers); 421 or a lost connection defers
+ * everything still open. Texts name the hop and the command:
+ * "mx[1.2.3.4] said: 550 5.1.1 ... (in reply to RCPT TO)".
  *
  * Limits: a reply line is cut at PST_SMTPC_LINE octets (the rest ignored);
  * a reply longer than reply_lines_max lines is a protocol error.
@@ -110,6 +116,9 @@ struct pst_smtpc {
     char in[PST_SMTPC_INMAX];
     size_t inlen;
     char line[PST_SMTPC_LINE];
+    uint64_t rx;                    /* reply octets received in all */
+    uint64_t rx_mark;               /* rx when the last command was written:
+                                       its reply cannot start before */
     int rcode;                      /* code of the reply being read */
     unsigned rlines;
     char rtext[PST_SMTPC_TEXT];     /* first line of the reply */
@@ -211,6 +220,8 @@ flush(struct pst_smtpc *c)
 {
     if (c->out.len == 0 || c->st == S_DEAD)
         return;
+    /* whatever was received so far cannot answer what is written now */
+    c->rx_mark = c->rx;
     if (c->tls_on) {
         size_t off = 0;
         while (off < c->out.len) {
@@ -333,6 +344,8 @@ c_fail(struct pst_smtpc *c, enum pst_smtpc_res res, const char *fmt, ...)
 
     if (c->st == S_DEAD)
         return;
+    if (res == PST_SMTPC_OK)
+        res = PST_SMTPC_TEMP;       /* a failure never delivers */
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
@@ -374,12 +387,33 @@ reply_text(struct pst_smtpc *c, char *dst, size_t n, const char *cmd)
 #endif
 }
 
+/*
+ * reply_res - what the reply means at a step whose positive reply is want
+ * (an exact code, or 200 for any 2xx): OK, TEMP for 4xx, PERM for 5xx, and
+ * PENDING for anything else, a code out of place (a 2xx to DATA, a 3xx
+ * where no text is asked for): the caller's protocol error.
+ */
 static enum pst_smtpc_res
-class_of(int code)
+reply_res(int code, int want)
 {
-    return code < 300 ? PST_SMTPC_OK
-           : code >= 500 ? PST_SMTPC_PERM
-                         : PST_SMTPC_TEMP;
+    if (want == 200 ? code / 100 == 2 : code == want)
+        return PST_SMTPC_OK;
+    if (code / 100 == 4)
+        return PST_SMTPC_TEMP;
+    if (code / 100 == 5)
+        return PST_SMTPC_PERM;
+    return PST_SMTPC_PENDING;
+}
+
+/* proto_error - a reply out of place: the hop and postern disagree on
+ * where the dialogue is, so nothing more is sent on this connection and
+ * every open recipient is deferred. */
+static void
+proto_error(struct pst_smtpc *c, const char *cmd)
+{
+    char t[PST_SMTPC_TEXT];
+    reply_text(c, t, sizeof(t), cmd);
+    c_fail(c, PST_SMTPC_TEMP, "4.5.0 protocol error: %s", t);
 }
 
 /* ---- opening ---- */
@@ -856,9 +890,15 @@ static void
 txn_reply(struct pst_smtpc *c)
 {
     struct pending *p = &c->pend[c->pend_head++];
+    static const char *const cmd[] = {[K_MAIL] = "MAIL FROM",
+                                      [K_RCPT] = "RCPT TO", [K_DATA] = "DATA"};
     char t[PST_SMTPC_TEXT];
-    enum pst_smtpc_res r = class_of(c->rcode);
+    enum pst_smtpc_res r = reply_res(c->rcode, p->kind == K_DATA ? 354 : 200);
 
+    if (r == PST_SMTPC_PENDING) {
+        proto_error(c, cmd[p->kind]);
+        return;
+    }
     switch (p->kind) {
     case K_MAIL:
         if (r != PST_SMTPC_OK) {
@@ -883,7 +923,7 @@ txn_reply(struct pst_smtpc *c)
         }
         break;
     case K_DATA:
-        if (c->rcode == 354) {
+        if (r == PST_SMTPC_OK) {
             if (c->accepted == 0) {
                 /* RFC 2920: no recipient, send the end of data only */
                 pst_tbuf_add(&c->out, ".\r\n", 3);
@@ -933,8 +973,12 @@ static void
 dot_reply(struct pst_smtpc *c)
 {
     char t[PST_SMTPC_TEXT];
-    enum pst_smtpc_res r = class_of(c->rcode);
+    enum pst_smtpc_res r = reply_res(c->rcode, 200);
 
+    if (r == PST_SMTPC_PENDING) {
+        proto_error(c, "end of data");
+        return;
+    }
     reply_text(c, t, sizeof(t), "end of data");
     if (c->o->lmtp) {
         if (c->accepted > 0) {
@@ -958,6 +1002,7 @@ static void
 on_reply(struct pst_smtpc *c)
 {
     char t[PST_SMTPC_TEXT];
+    enum pst_smtpc_res r;
 
     if (c->rcode == 421 && c->st != S_QUIT) {
         reply_text(c, t, sizeof(t), "a command");
@@ -966,39 +1011,56 @@ on_reply(struct pst_smtpc *c)
     }
     switch (c->st) {
     case S_GREETING:
-        if (c->rcode != 220) {
+        r = reply_res(c->rcode, 220);
+        if (r == PST_SMTPC_PENDING) {
+            proto_error(c, "the greeting");
+            return;
+        }
+        if (r != PST_SMTPC_OK) {
             reply_text(c, t, sizeof(t), "the greeting");
-            c_fail(c, class_of(c->rcode) == PST_SMTPC_PERM ? PST_SMTPC_PERM
-                                                           : PST_SMTPC_TEMP,
-                   "%s", t);
+            c_fail(c, r, "%s", t);
             return;
         }
         send_ehlo(c);
         break;
     case S_EHLO:
-        if (c->rcode == 250) {
+        r = reply_res(c->rcode, 250);
+        if (r == PST_SMTPC_OK) {
             c->ehlo = true;
             after_ehlo(c);
-        } else if (c->rcode >= 500 && !c->o->lmtp && !c->tls_on) {
+        } else if (r == PST_SMTPC_PENDING) {
+            proto_error(c, c->o->lmtp ? "LHLO" : "EHLO");
+        } else if (r == PST_SMTPC_PERM && !c->o->lmtp && !c->tls_on) {
             pst_tbuf_printf(&c->out, "HELO %s\r\n", c->o->helo);
             c->st = S_HELO;
             set_timer(c, c->o->t_helo);
             flush(c);
         } else {
             reply_text(c, t, sizeof(t), c->o->lmtp ? "LHLO" : "EHLO");
-            c_fail(c, class_of(c->rcode), "%s", t);
+            c_fail(c, r, "%s", t);
         }
         break;
     case S_HELO:
-        if (c->rcode != 250) {
+        r = reply_res(c->rcode, 250);
+        if (r == PST_SMTPC_PENDING) {
+            proto_error(c, "HELO");
+            return;
+        }
+        if (r != PST_SMTPC_OK) {
             reply_text(c, t, sizeof(t), "HELO");
-            c_fail(c, class_of(c->rcode), "%s", t);
+            c_fail(c, r, "%s", t);
             return;
         }
         after_ehlo(c);
         break;
     case S_STARTTLS:
-        if (c->rcode != 220) {
+        r = reply_res(c->rcode, 220);
+        if (r == PST_SMTPC_PENDING) {
+            /* not 220 and not a refusal: was TLS started or not? */
+            proto_error(c, "STARTTLS");
+            return;
+        }
+        if (r != PST_SMTPC_OK) {
             if (c->o->tls >= PST_DTLS_ENCRYPT) {
                 reply_text(c, t, sizeof(t), "STARTTLS");
                 c_fail(c, PST_SMTPC_TEMP, "4.7.4 TLS is required: %s", t);
@@ -1015,6 +1077,7 @@ on_reply(struct pst_smtpc *c)
         break;
     case S_AUTH_PLAIN:
     case S_AUTH_LOGIN_PASS:
+        /* a failed AUTH defers: the route's credentials need fixing */
         if (c->rcode != 235) {
             reply_text(c, t, sizeof(t), "AUTH");
             c_fail(c, PST_SMTPC_TEMP, "%s", t);
@@ -1045,8 +1108,11 @@ on_reply(struct pst_smtpc *c)
         dot_reply(c);
         break;
     case S_RSET:
-        if (c->rcode != 250)
-            c->broken = true;
+        /* a RSET not taken leaves the hop's transaction state unknown */
+        if (reply_res(c->rcode, 200) != PST_SMTPC_OK) {
+            proto_error(c, "RSET");
+            return;
+        }
         c->st = S_READY;
         next_txn(c);
         break;
@@ -1056,17 +1122,17 @@ on_reply(struct pst_smtpc *c)
     case S_READY:
     case S_BODY:
         /* unexpected reply: the hop is confused, stop using it */
-        reply_text(c, t, sizeof(t), "nothing");
-        c_fail(c, PST_SMTPC_TEMP, "%s", t);
+        proto_error(c, "nothing");
         break;
     default:
         break;
     }
 }
 
-/* reply_line - one line of a reply; complete replies go to on_reply. */
+/* reply_line - one line of a reply, received at octet at (of c->rx);
+ * complete replies go to on_reply. */
 static void
-reply_line(struct pst_smtpc *c, const char *l, size_t n)
+reply_line(struct pst_smtpc *c, const char *l, size_t n, uint64_t at)
 {
     if (n < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' ||
         l[2] < '0' || l[2] > '9' || (n > 3 && l[3] != ' ' && l[3] != '-')) {
@@ -1077,6 +1143,12 @@ reply_line(struct pst_smtpc *c, const char *l, size_t n)
     int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
     bool more = n > 3 && l[3] == '-';
     if (c->rlines == 0) {
+        if (at < c->rx_mark) {
+            /* sent before the command it would answer was written */
+            c_fail(c, PST_SMTPC_TEMP, "4.5.0 protocol error: %s replied "
+                   "before the command was sent", c->peer);
+            return;
+        }
         c->rcode = code;
         size_t tl = PST_MIN(n, sizeof(c->rtext) - 1);
         memcpy(c->rtext, l, tl);
@@ -1123,9 +1195,10 @@ parse_input(struct pst_smtpc *c)
         size_t keep = PST_MIN(ln, sizeof(c->line) - 1);
         memcpy(c->line, c->in + off, keep);
         c->line[keep] = '\0';
+        uint64_t at = c->rx - c->inlen + off;
         off += n + 1;
         enum cstate before = c->st;
-        reply_line(c, c->line, keep);
+        reply_line(c, c->line, keep, at);
         if (before != S_HANDSHAKE && c->st == S_HANDSHAKE)
             return;     /* start_tls discarded c->in */
     }
@@ -1172,6 +1245,7 @@ tls_input(struct pst_smtpc *c, const char *p, size_t n)
                          (int)(sizeof(c->in) - c->inlen));
         if (r > 0) {
             c->inlen += (size_t)r;
+            c->rx += (uint64_t)r;
             continue;
         }
         int e = SSL_get_error(c->ssl, r);
@@ -1213,6 +1287,7 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     c->inlen += (size_t)n;
+    c->rx += (uint64_t)n;
     parse_input(c);
 }
 

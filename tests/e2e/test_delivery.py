@@ -133,6 +133,31 @@ class RelayBasics(PosternTestCase):
         for r in "abc":
             wait_log(p, r'event=delivered to="%s@dest.test"' % r)
 
+    def test_2xx_to_data_defers_and_keeps_the_message(self):
+        # a 250 where 354 belongs: nothing was sent, so nothing is
+        # delivered; the message stays queued and goes on the retry
+        ds = self.downstream(script={"DATA": ["250 2.0.0 Ok",
+                                              "354 go ahead"]})
+        p = self.postern({"delivery": dict(FAST, default_route=ds.route(),
+                                           retry_min=2, retry_max=2)})
+        body = "the text that must arrive\r\n"
+        send(p, ["a@dest.test", "b@dest.test"], message(body=body))
+        wait_log(p, r'event=deferred to="a@dest.test".*protocol error.*'
+                    r'250 2\.0\.0 Ok \(in reply to DATA\)')
+        wait_log(p, r'event=deferred to="b@dest.test"')
+        self.assertNotIn(b"event=delivered", p.log())
+        self.assertEqual(len(p.spool_files("active")), 1)
+        self.assertEqual(ds.transactions, [])
+        [t] = ds.wait_for_transactions(1, timeout=20, accepted_only=True)
+        self.assertEqual(t.accepted_rcpts, ["a@dest.test", "b@dest.test"])
+        self.assertIn(body.encode(), t.data)
+        wait_log(p, r'event=delivered to="a@dest.test"')
+        wait_log(p, r'event=delivered to="b@dest.test"')
+        # the first connection was not used again
+        self.assertEqual(len(ds.sessions), 2)
+        time.sleep(0.5)
+        self.assertEqual(p.spool_files("active"), [])
+
     def test_down_then_up_dead_host_backoff(self):
         ds = self.downstream(start=False)
         p = self.postern({"delivery": dict(FAST, default_route=ds.route(),

@@ -6,7 +6,10 @@
  * new transaction, 421, HELO fallback, LMTP per-recipient replies,
  * dot-stuffing, folding of long lines, the quoted-printable downgrade,
  * SMTPUTF8 and SIZE refusals before MAIL, TLS required but not offered,
- * a greeting timeout, and connection reuse.
+ * a greeting timeout, connection reuse, and replies out of place (a 2xx
+ * to DATA or STARTTLS, a 3xx after MAIL, RCPT or the end of data, a RSET
+ * refused, replies sent before their command): protocol errors that
+ * defer, never deliver.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -24,6 +27,7 @@
 #include <cmocka.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "queue/smtp_client.h"
 
 /* ---- scripted server ---- */
@@ -654,6 +658,214 @@ test_greeting_timeout(void **state)
     run_done(&r);
 }
 
+/* ---- replies out of place (a reply code the step does not expect) ---- */
+
+static const char *
+script_data_250(struct srv *s, const char *l)
+{
+    (void)s;
+    if (strcmp(l, "DATA") == 0)
+        return "250 2.0.0 Ok";
+    return NULL;
+}
+
+/* A 2xx to DATA is not a delivery: nothing was sent. Every recipient of
+ * the transaction is deferred and the connection is not used again. */
+static void
+test_data_2xx_defers(void **state)
+{
+    struct run r;
+    (void)state;
+    static const char *const exts[] = {
+        "PIPELINING\nSIZE 1000000\n8BITMIME", "8BITMIME", NULL};
+    for (int i = 0; i < 3; i++) {
+        run_init(&r, body1, 2);
+        r.srv.script = script_data_250;
+        if (exts[i] != NULL) {
+            r.srv.ext = exts[i];
+        } else {
+            r.o.lmtp = true;
+            r.srv.lmtp = true;
+        }
+        run_go(&r);
+        assert_int_equal(r.sent, 1);
+        expect(&r, 0, PST_SMTPC_TEMP, "250 2.0.0 Ok (in reply to DATA)");
+        expect(&r, 1, PST_SMTPC_TEMP, "protocol error");
+        assert_false(r.reusable);
+        assert_null(strstr(r.srv.rx, "Subject: test"));
+        run_done(&r);
+    }
+}
+
+struct odd {
+    const char *verb;               /* command the odd reply answers */
+    const char *reply;
+    bool lmtp;
+};
+
+static const struct odd *odd_cur;
+
+static const char *
+script_odd(struct srv *s, const char *l)
+{
+    (void)s;
+    if (strncmp(l, odd_cur->verb, strlen(odd_cur->verb)) == 0)
+        return odd_cur->reply;
+    return NULL;
+}
+
+/* Each step takes only the replies it expects; any other code (a 3xx
+ * where no data is asked for, a 2xx where 354 or 220 is) defers every
+ * open recipient and retires the connection. */
+static void
+test_out_of_place_codes(void **state)
+{
+    static const struct odd odds[] = {
+        {"MAIL", "354 go ahead", false},
+        {"RCPT", "354 go ahead", false},
+        {"DATA", "334 what", false},
+        {"DATA", "220 hello", false},
+        {"LHLO", "220 hi", true},
+        {"EHLO", "220 hi", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < PST_ARRAY_LEN(odds); i++) {
+        struct run r;
+        odd_cur = &odds[i];
+        run_init(&r, body1, 2);
+        r.srv.script = script_odd;
+        r.o.lmtp = r.srv.lmtp = odds[i].lmtp;
+        print_message("%s -> %s\n", odds[i].verb, odds[i].reply);
+        run_go(&r);
+        if (odds[i].verb[1] == 'H') {
+            assert_int_equal(r.opened, 1);
+            assert_int_not_equal(r.open_status, 0);
+            assert_false(r.open_perm);
+            assert_non_null(strstr(r.open_text, "protocol error"));
+            assert_int_equal(r.sent, 0);
+        } else {
+            assert_int_equal(r.sent, 1);
+            expect(&r, 0, PST_SMTPC_TEMP, "protocol error");
+            expect(&r, 1, PST_SMTPC_TEMP, "protocol error");
+            assert_false(r.reusable);
+        }
+        run_done(&r);
+    }
+}
+
+/* A 3xx after the end of data (SMTP, or one of LMTP's per-recipient
+ * replies) is no result: deferred, the connection retired. */
+static void
+test_dot_3xx_defers(void **state)
+{
+    struct run r;
+    (void)state;
+    run_init(&r, body1, 2);
+    r.srv.dot_replies[0] = "354 more please";
+    run_go(&r);
+    expect(&r, 0, PST_SMTPC_TEMP, "protocol error");
+    expect(&r, 1, PST_SMTPC_TEMP, "(in reply to end of data)");
+    assert_false(r.reusable);
+    run_done(&r);
+
+    run_init(&r, body1, 3);
+    r.o.lmtp = r.srv.lmtp = true;
+    r.srv.dot_replies[0] = "250 2.0.0 <a> saved";
+    r.srv.dot_replies[1] = "354 more please";
+    run_go(&r);
+    expect(&r, 0, PST_SMTPC_OK, "saved");
+    expect(&r, 1, PST_SMTPC_TEMP, "protocol error");
+    expect(&r, 2, PST_SMTPC_TEMP, "protocol error");
+    assert_false(r.reusable);
+    run_done(&r);
+}
+
+static const char *
+script_rset_354(struct srv *s, const char *l)
+{
+    (void)s;
+    if (strcmp(l, "DATA") == 0)
+        return "451 4.3.0 not now";
+    if (strcmp(l, "RSET") == 0)
+        return "354 go ahead";
+    return NULL;
+}
+
+/* A RSET not answered 2xx leaves the hop's state unknown: the recipient
+ * that a 452 moved to the next transaction is deferred, not sent on. */
+static void
+test_rset_refused_stops(void **state)
+{
+    struct run r;
+    (void)state;
+    run_init(&r, body1, 2);
+    r.srv.script = script_rset_354;
+    r.srv.rcpt_replies[1] = "452 4.5.3 too many recipients";
+    run_go(&r);
+    expect(&r, 0, PST_SMTPC_TEMP, "451 4.3.0 not now (in reply to DATA)");
+    expect(&r, 1, PST_SMTPC_TEMP, "(in reply to RSET)");
+    assert_int_equal(r.srv.n_mail, 1);
+    assert_false(r.reusable);
+    run_done(&r);
+}
+
+static const char *
+script_extra_replies(struct srv *s, const char *l)
+{
+    (void)s;
+    if (strncmp(l, "MAIL", 4) == 0)
+        return "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok";
+    return NULL;
+}
+
+/* Without PIPELINING one command waits for its reply: replies that were
+ * already in before a command was written cannot answer it. */
+static void
+test_reply_before_command(void **state)
+{
+    struct run r;
+    (void)state;
+    run_init(&r, body1, 1);
+    r.srv.script = script_extra_replies;
+    r.srv.ext = "8BITMIME";
+    run_go(&r);
+    assert_int_equal(r.sent, 1);
+    expect(&r, 0, PST_SMTPC_TEMP, "replied before the command was sent");
+    assert_false(r.reusable);
+    assert_null(strstr(r.srv.rx, "Subject: test"));
+    run_done(&r);
+}
+
+static const char *
+script_starttls_250(struct srv *s, const char *l)
+{
+    (void)s;
+    if (strcmp(l, "STARTTLS") == 0)
+        return "250 2.0.0 Ok";
+    return NULL;
+}
+
+/* STARTTLS answered 250 (not 220, not a refusal): the hop's state is
+ * unknown, so even under tls = may nothing follows in plaintext. */
+static void
+test_starttls_2xx_is_no_refusal(void **state)
+{
+    struct run r;
+    (void)state;
+    run_init(&r, body1, 1);
+    r.ctx = SSL_CTX_new(TLS_client_method());
+    r.o.ssl_ctx = r.ctx;
+    r.o.tls = PST_DTLS_MAY;
+    r.srv.script = script_starttls_250;
+    r.srv.ext = "PIPELINING\nSTARTTLS";
+    run_go(&r);
+    assert_int_equal(r.opened, 1);
+    assert_int_not_equal(r.open_status, 0);
+    assert_non_null(strstr(r.open_text, "protocol error"));
+    assert_int_equal(r.srv.n_mail, 0);
+    run_done(&r);
+}
+
 /* ---- smtp-sink (Postfix) ---- */
 
 static unsigned
@@ -782,6 +994,12 @@ main(void)
         cmocka_unit_test(test_encrypt_without_starttls),
         cmocka_unit_test(test_greeting_timeout),
         cmocka_unit_test(test_smtp_sink_reuse),
+        cmocka_unit_test(test_data_2xx_defers),
+        cmocka_unit_test(test_out_of_place_codes),
+        cmocka_unit_test(test_dot_3xx_defers),
+        cmocka_unit_test(test_rset_refused_stops),
+        cmocka_unit_test(test_reply_before_command),
+        cmocka_unit_test(test_starttls_2xx_is_no_refusal),
     };
     signal(SIGPIPE, SIG_IGN);
     pst_log_open("smtp_client_test", 0, 0, PST_LOG_WARN);
