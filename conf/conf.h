@@ -96,6 +96,7 @@ struct pst_auth_conf {
     unsigned max_failures_per_ip;
     unsigned max_failures_per_login;
     unsigned failure_window;        /* seconds */
+    unsigned failure_entries;       /* counters per failure table */
 };
 
 struct pst_log_conf {

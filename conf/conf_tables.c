@@ -529,6 +529,8 @@ static const struct pst__directive auth_table[] = {
     UINT("max_failures_per_login", pst_auth_conf, max_failures_per_login, 5, 1,
          1000000),
     UINT("failure_window", pst_auth_conf, failure_window, 600, 1, DAY),
+    UINT("failure_entries", pst_auth_conf, failure_entries, 65536, 16,
+         10000000),
     END,
 };
 

@@ -79,6 +79,17 @@ pst_ip_mask(const struct pst_ip *ip, unsigned prefix)
     return m;
 }
 
+size_t
+pst_ip_key(const struct pst_ip *ip, unsigned prefix6,
+           unsigned char key[PST_IP_KEY_MAX])
+{
+    struct pst_ip m = pst_ip_mask(ip, ip->family == AF_INET6 ? prefix6 : 32);
+    size_t n = m.family == AF_INET ? 4 : 16;
+    key[0] = (unsigned char)(m.family == AF_INET ? 4 : 6);
+    memcpy(key + 1, m.addr, n);
+    return n + 1;
+}
+
 int
 pst_cidr_parse(struct pst_cidr *c, const char *s)
 {

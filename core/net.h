@@ -36,4 +36,14 @@ int pst_cidr_match(const struct pst_cidr *c, const struct pst_ip *ip);
 struct pst_ip pst_ip_mask(const struct pst_ip *ip, unsigned prefix);
 int pst_ip_equal(const struct pst_ip *a, const struct pst_ip *b);
 
+/*
+ * pst_ip_key - the bytes that stand for ip's client in a per-client map
+ * (session counts, AUTH failures): a family byte and the address, IPv6
+ * masked to its first prefix6 bits, since one host holds a whole prefix.
+ * Returns the key's length (at most PST_IP_KEY_MAX).
+ */
+#define PST_IP_KEY_MAX 17
+size_t pst_ip_key(const struct pst_ip *ip, unsigned prefix6,
+                  unsigned char key[PST_IP_KEY_MAX]);
+
 #endif

@@ -9,10 +9,15 @@
  * the password is wiped when the job is freed. A worker owns its struct
  * crypt_data (32 KiB), allocated once.
  *
- * Failure counters live on the loop thread: maps from client IP (16+1
- * octets) and from login to {count, window start}; each map holds at most
- * PST_AUTH_TRACK_MAX entries (expired ones are swept when it is full, and
- * a new entry is not recorded if it is still full).
+ * Failure counters live on the loop thread: tables from client (its
+ * IPv4 address, or its IPv6 prefix of limits.ipv6_prefix bits) and from
+ * login to {count, window start}, each a map plus a list in order of
+ * window start, so expired counters are dropped from the head and a full
+ * table forgets its oldest counter to make room (counting never stops).
+ * The client table and the table of logins not in the password file hold
+ * at most auth.failure_entries counters; logins in the file have a table
+ * of their own, bounded by the file, which guesses at made-up logins
+ * cannot flush.
  */
 #include "gateway/auth.h"
 
@@ -23,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
+#include <stdint.h>
 
 #include <openssl/crypto.h>
 
@@ -32,7 +37,6 @@
 #include "core/util.h"
 
 #define PST_AUTH_QUEUE_PER_WORKER 64
-#define PST_AUTH_TRACK_MAX 65536
 #define PST_AUTH_LINE_MAX 1024
 
 struct job {
@@ -46,9 +50,15 @@ struct job {
     char hash[CRYPT_OUTPUT_SIZE];
 };
 
-struct fails {
-    unsigned count;
-    time_t start;
+struct fails;
+
+/* A failure table: key -> counter, at most max entries. */
+struct ftable {
+    const char *name;               /* for the log */
+    struct pst_strmap *m;           /* key -> struct fails * */
+    struct fails *head, *tail;      /* oldest start first */
+    size_t max;
+    uint64_t evicted;               /* counters forgotten to make room */
 };
 
 struct pst_auth {
@@ -61,9 +71,10 @@ struct pst_auth {
     struct pst_strmap *senders;     /* address or @domain -> logins (char *) */
     char dummy[CRYPT_OUTPUT_SIZE];
 
-    unsigned max_ip, max_login, window;
-    struct pst_strmap *ip_fails;    /* struct fails * */
-    struct pst_strmap *login_fails;
+    unsigned max_ip, max_login, window, v6prefix;
+    struct ftable ip_fails;         /* per client (IPv6: per prefix) */
+    struct ftable user_fails;       /* per login in the password file */
+    struct ftable nouser_fails;     /* per login not in it */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -261,62 +272,105 @@ pst_auth_sender_ok(const struct pst_auth *a, const char *login,
 
 /* ---- failure counters (loop thread) ---- */
 
-struct sweep_ctx {
-    time_t now;
-    unsigned window;
+/* One client's or login's failures since start; in its table's list,
+ * oldest start first (entries are only ever added at the tail, with the
+ * loop's monotonic time). */
+struct fails {
+    struct fails *prev, *next;
+    unsigned count;
+    uint64_t start;                 /* seconds, loop time */
+    size_t klen;
+    unsigned char key[];
 };
 
-static bool
-sweep_expired(const void *key, size_t klen, void *val, void *arg)
+static void
+ft_init(struct ftable *t, const char *name, size_t max)
 {
-    struct sweep_ctx *x = arg;
-    struct fails *f = val;
-    if (x->now - f->start >= (time_t)x->window) {
-        free(f);
-        return true;
-    }
-    return false;
-}
-
-/* fails_get - the live counter for key, or NULL (none or expired). */
-static struct fails *
-fails_get(struct pst_auth *a, struct pst_strmap *m, const void *key,
-          size_t klen, time_t now)
-{
-    struct fails *f = pst_strmap_get(m, key, klen);
-    if (f && now - f->start >= (time_t)a->window) {
-        free(pst_strmap_del(m, key, klen));
-        return NULL;
-    }
-    return f;
+    t->name = name;
+    t->m = pst_strmap_new();
+    t->max = max;
 }
 
 static void
-fails_add(struct pst_auth *a, struct pst_strmap *m, const void *key,
-          size_t klen, time_t now)
+ft_drop(struct ftable *t, struct fails *f)
 {
-    struct fails *f = fails_get(a, m, key, klen, now);
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        t->head = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    else
+        t->tail = f->prev;
+    pst_strmap_del(t->m, f->key, f->klen);
+    free(f);
+}
+
+static void
+ft_free(struct ftable *t)
+{
+    while (t->head)
+        ft_drop(t, t->head);
+    pst_strmap_free(t->m, NULL);
+}
+
+/* ft_get - the live counter for key, or NULL; expired counters (all at
+ * the head of the list) are dropped first. */
+static struct fails *
+ft_get(struct pst_auth *a, struct ftable *t, const void *key, size_t klen,
+       uint64_t now)
+{
+    while (t->head && now - t->head->start >= a->window)
+        ft_drop(t, t->head);
+    return pst_strmap_get(t->m, key, klen);
+}
+
+/* ft_fail - count one failure for key. A full table forgets its oldest
+ * counter to make room: counting never stops, and the counter forgotten
+ * is the one nearest to expiring anyway. */
+static void
+ft_fail(struct pst_auth *a, struct ftable *t, const void *key, size_t klen,
+        uint64_t now)
+{
+    struct fails *f = ft_get(a, t, key, klen, now);
     if (f == NULL) {
-        if (pst_strmap_count(m) >= PST_AUTH_TRACK_MAX) {
-            struct sweep_ctx x = {now, a->window};
-            pst_strmap_sweep(m, sweep_expired, &x);
-            if (pst_strmap_count(m) >= PST_AUTH_TRACK_MAX)
-                return;
+        if (pst_strmap_count(t->m) >= t->max) {
+            ft_drop(t, t->head);
+            t->evicted++;
+            if ((t->evicted & (t->evicted - 1)) == 0)   /* 1, 2, 4, ... */
+                pst_warn("event=auth_failures_full table=%s entries=%zu "
+                         "forgotten=%llu", t->name, t->max,
+                         (unsigned long long)t->evicted);
         }
-        f = pst_xcalloc(1, sizeof(*f));
+        f = pst_xcalloc(1, sizeof(*f) + klen);
         f->start = now;
-        *pst_strmap_slot(m, key, klen, NULL) = f;
+        f->klen = klen;
+        memcpy(f->key, key, klen);
+        f->prev = t->tail;
+        if (t->tail)
+            t->tail->next = f;
+        else
+            t->head = f;
+        t->tail = f;
+        *pst_strmap_slot(t->m, key, klen, NULL) = f;
     }
     f->count++;
 }
 
-static size_t
-ip_key(const struct pst_ip *ip, unsigned char *b)
+/* Failures per login are kept apart for logins that exist: there are as
+ * many of them as the password file has, so guesses at made-up logins can
+ * never push a real login's counter out. */
+static struct ftable *
+login_table(struct pst_auth *a, const char *login)
 {
-    size_t n = ip->family == AF_INET ? 4 : 16;
-    b[0] = (unsigned char)(ip->family == AF_INET ? 4 : 6);
-    memcpy(b + 1, ip->addr, n);
-    return n + 1;
+    return pst_strmap_gets(a->users, login) ? &a->user_fails
+                                            : &a->nouser_fails;
+}
+
+static uint64_t
+now_s(const struct pst_auth *a)
+{
+    return uv_now(a->loop) / 1000;
 }
 
 /* ---- the pool ---- */
@@ -377,15 +431,20 @@ on_async(uv_async_t *h)
     struct job *j = a->done_head;
     a->done_head = a->done_tail = NULL;
     pthread_mutex_unlock(&a->mu);
-    time_t now = time(NULL);
+    uint64_t now = now_s(a);
     while (j) {
         struct job *next = j->next;
+        struct ftable *lt = login_table(a, j->login);
+        size_t ll = strlen(j->login);
         if (!j->ok) {
-            unsigned char b[17];
-            fails_add(a, a->ip_fails, b, ip_key(&j->ip, b), now);
-            fails_add(a, a->login_fails, j->login, strlen(j->login), now);
+            unsigned char b[PST_IP_KEY_MAX];
+            ft_fail(a, &a->ip_fails, b, pst_ip_key(&j->ip, a->v6prefix, b),
+                    now);
+            ft_fail(a, lt, j->login, ll, now);
         } else {
-            free(pst_strmap_del(a->login_fails, j->login, strlen(j->login)));
+            struct fails *f = ft_get(a, lt, j->login, ll, now);
+            if (f)
+                ft_drop(lt, f);
         }
         if (!a->stop)
             a->done(a->done_arg, j->sid, j->login, j->ok);
@@ -398,11 +457,12 @@ int
 pst_auth_check(struct pst_auth *a, uint64_t sid, const struct pst_ip *ip,
                const char *login, const char *password)
 {
-    time_t now = time(NULL);
-    unsigned char b[17];
-    struct fails *fi = fails_get(a, a->ip_fails, b, ip_key(ip, b), now);
+    uint64_t now = now_s(a);
+    unsigned char b[PST_IP_KEY_MAX];
+    struct fails *fi = ft_get(a, &a->ip_fails, b,
+                              pst_ip_key(ip, a->v6prefix, b), now);
     struct fails *fl =
-        fails_get(a, a->login_fails, login, strlen(login), now);
+        ft_get(a, login_table(a, login), login, strlen(login), now);
     if ((fi && fi->count >= a->max_ip) || (fl && fl->count >= a->max_login)) {
         a->refused++;
         return -EPERM;
@@ -444,6 +504,7 @@ pst_auth_stats(struct pst_auth *a, struct pst_auth_stats *st)
     st->queued = a->q_len;
     pthread_mutex_unlock(&a->mu);
     st->refused = a->refused;
+    st->forgotten = a->ip_fails.evicted + a->nouser_fails.evicted;
 }
 
 static void
@@ -451,8 +512,9 @@ free_maps(struct pst_auth *a)
 {
     pst_strmap_free(a->users, free);
     pst_strmap_free(a->senders, free);
-    pst_strmap_free(a->ip_fails, free);
-    pst_strmap_free(a->login_fails, free);
+    ft_free(&a->ip_fails);
+    ft_free(&a->user_fails);
+    ft_free(&a->nouser_fails);
 }
 
 int
@@ -466,8 +528,10 @@ pst_auth_new(struct pst_auth **out, uv_loop_t *loop, const struct pst_conf *c,
     a->done = done;
     a->done_arg = arg;
     a->users = pst_strmap_new();
-    a->ip_fails = pst_strmap_new();
-    a->login_fails = pst_strmap_new();
+    ft_init(&a->ip_fails, "ip", c->auth.failure_entries);
+    ft_init(&a->user_fails, "login", SIZE_MAX);
+    ft_init(&a->nouser_fails, "unknown_login", c->auth.failure_entries);
+    a->v6prefix = c->limits.ipv6_prefix;
     a->max_ip = c->auth.max_failures_per_ip;
     a->max_login = c->auth.max_failures_per_login;
     a->window = c->auth.failure_window;

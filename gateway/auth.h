@@ -15,9 +15,12 @@
  * dropped). An unknown login is checked against a dummy hash of the same
  * cost, so the reply time does not tell which logins exist.
  *
- * Failure limits: failures are counted per client IP and per login within
+ * Failure limits: failures are counted per client (IPv4 address, IPv6
+ * prefix of limits.ipv6_prefix bits) and per login within
  * auth.failure_window seconds; a check is refused before any hashing once
- * either count has reached its limit.
+ * either count has reached its limit. A full table of counters
+ * (auth.failure_entries) forgets its oldest counter; it never stops
+ * counting.
  *
  * Threads: everything but the workers' crypt_rn runs on the loop thread.
  */
@@ -69,6 +72,8 @@ struct pst_auth_stats {
     uint64_t checks;                /* hashes computed */
     uint64_t refused;               /* refused by a failure limit */
     unsigned queued;                /* waiting for a worker now */
+    uint64_t forgotten;             /* failure counters dropped from a full
+                                       table to make room */
 };
 void pst_auth_stats(struct pst_auth *a, struct pst_auth_stats *st);
 

@@ -277,27 +277,11 @@ pst_ipcount_free(struct pst_ipcount *c)
     free(c);
 }
 
-struct pst_ip
-pst_ipcount_key(const struct pst_ipcount *c, const struct pst_ip *ip)
-{
-    return pst_ip_mask(ip, ip->family == AF_INET6 ? c->v6prefix : 32);
-}
-
-static size_t
-keybytes(const struct pst_ip *k, unsigned char *b)
-{
-    size_t n = k->family == AF_INET ? 4 : 16;
-    b[0] = (unsigned char)(k->family == AF_INET ? 4 : 6);
-    memcpy(b + 1, k->addr, n);
-    return n + 1;
-}
-
 unsigned
 pst_ipcount_add(struct pst_ipcount *c, const struct pst_ip *ip)
 {
-    unsigned char b[17];
-    struct pst_ip k = pst_ipcount_key(c, ip);
-    size_t n = keybytes(&k, b);
+    unsigned char b[PST_IP_KEY_MAX];
+    size_t n = pst_ip_key(ip, c->v6prefix, b);
     void **slot = pst_strmap_slot(c->m, b, n, NULL);
     uintptr_t v = (uintptr_t)*slot + 1;
     *slot = (void *)v;
@@ -307,9 +291,8 @@ pst_ipcount_add(struct pst_ipcount *c, const struct pst_ip *ip)
 void
 pst_ipcount_remove(struct pst_ipcount *c, const struct pst_ip *ip)
 {
-    unsigned char b[17];
-    struct pst_ip k = pst_ipcount_key(c, ip);
-    size_t n = keybytes(&k, b);
+    unsigned char b[PST_IP_KEY_MAX];
+    size_t n = pst_ip_key(ip, c->v6prefix, b);
     void **slot = pst_strmap_slot(c->m, b, n, NULL);
     uintptr_t v = (uintptr_t)*slot;
     if (v <= 1)

@@ -64,8 +64,5 @@ void pst_ipcount_free(struct pst_ipcount *c);
 unsigned pst_ipcount_add(struct pst_ipcount *c, const struct pst_ip *ip);
 /* pst_ipcount_remove - one session of ip has gone. */
 void pst_ipcount_remove(struct pst_ipcount *c, const struct pst_ip *ip);
-/* pst_ipcount_key - the counting key of ip (its masked address). */
-struct pst_ip pst_ipcount_key(const struct pst_ipcount *c,
-                              const struct pst_ip *ip);
 
 #endif

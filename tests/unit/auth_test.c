@@ -1,8 +1,9 @@
 /*
  * auth_test.c - SASL helpers (base64, PLAIN), the password file checks,
  * the crypt worker pool on a real loop (known, wrong and unknown logins;
- * callbacks counted, loop closed clean), failure limits before hashing,
- * and the sender-login map.
+ * callbacks counted, loop closed clean), failure limits before hashing
+ * (IPv6 clients by prefix, full tables that forget their oldest counter,
+ * the window), and the sender-login map.
  */
 #include <crypt.h>
 #include <errno.h>
@@ -146,13 +147,13 @@ struct result {
     bool ok;
     char login[64];
 };
-static struct result results[16];
+static struct result results[64];
 static unsigned nresults;
 
 static void
 on_done(void *arg, uint64_t sid, const char *login, bool ok)
 {
-    assert_true(nresults < 16);
+    assert_true(nresults < 64);
     results[nresults].sid = sid;
     results[nresults].ok = ok;
     snprintf(results[nresults].login, sizeof(results[0].login), "%s", login);
@@ -265,6 +266,148 @@ test_pool(void **state)
     pst_conf_unref(c);
 }
 
+/* Failed checks of login from each address in ips (NULL ended), waited
+ * for; each must be queued and fail. */
+static void
+fail_from(struct pst_auth *a, const char *const *ips, const char *login,
+          unsigned *want)
+{
+    unsigned n = 0;
+    nresults = 0;
+    for (; ips[n]; n++) {
+        struct pst_ip ip;
+        assert_int_equal(pst_ip_parse(&ip, ips[n]), 0);
+        int rc = pst_auth_check(a, 1000 + n, &ip, login, "wrong");
+        if (rc != 0)
+            fail_msg("%s from %s: %d, want queued", login, ips[n], rc);
+    }
+    *want = n;
+    wait_results(a, n);
+    for (unsigned i = 0; i < n; i++)
+        assert_false(results[i].ok);
+}
+
+static int
+check_from(struct pst_auth *a, const char *ipstr, const char *login,
+           const char *pw)
+{
+    struct pst_ip ip;
+    assert_int_equal(pst_ip_parse(&ip, ipstr), 0);
+    return pst_auth_check(a, 1, &ip, login, pw);
+}
+
+static void
+close_auth(struct pst_auth *a, struct pst_conf *c)
+{
+    pst_auth_close(a);
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(uv_default_loop()), 0);
+    pst_conf_unref(c);
+}
+
+/* IPv6 clients are counted per limits.ipv6_prefix: a /64 does not get a
+ * fresh allowance per address. */
+static void
+test_ipv6_prefix(void **state)
+{
+    struct pst_conf *c = conf_with("");
+    struct pst_auth *a = NULL;
+    struct pst_err err = {0};
+    unsigned want = 0;
+    assert_int_equal(pst_auth_new(&a, uv_default_loop(), c, on_done, &want,
+                                  &err), 0);
+    static const char *const one64[] = {"2001:db8::1", "2001:db8::2:3",
+                                        "2001:db8::ffff:ffff", NULL};
+    for (unsigned i = 0; one64[i]; i++) {
+        const char *list[] = {one64[i], NULL};
+        char login[16];
+        snprintf(login, sizeof(login), "guess%u", i);
+        fail_from(a, list, login, &want);
+    }
+    /* three failures from the /64 reach max_failures_per_ip (3) */
+    assert_int_equal(check_from(a, "2001:db8::9", "guess9", "x"), -EPERM);
+    assert_int_equal(check_from(a, "2001:db8::1", "alice", "alice-pw"),
+                     -EPERM);
+    /* another /64 is another client */
+    nresults = 0;
+    want = 1;
+    assert_int_equal(check_from(a, "2001:db8:0:1::1", "alice", "alice-pw"),
+                     0);
+    wait_results(a, 1);
+    assert_true(results[0].ok);
+    close_auth(a, c);
+}
+
+/* Full failure tables forget their oldest counter and go on counting; a
+ * flood of made-up logins does not flush a real login's counter. */
+static void
+test_full_tables(void **state)
+{
+    struct pst_conf *c = conf_with("failure_entries = 16;");
+    struct pst_auth *a = NULL;
+    struct pst_err err = {0};
+    struct pst_auth_stats st;
+    unsigned want = 0;
+    assert_int_equal(pst_auth_new(&a, uv_default_loop(), c, on_done, &want,
+                                  &err), 0);
+
+    /* 16 clients, 16 made-up logins: both tables full */
+    nresults = 0;
+    for (unsigned i = 0; i < 16; i++) {
+        char ip[32], login[16];
+        snprintf(ip, sizeof(ip), "10.0.0.%u", i + 1);
+        snprintf(login, sizeof(login), "nobody%u", i);
+        assert_int_equal(check_from(a, ip, login, "x"), 0);
+    }
+    want = 16;
+    wait_results(a, 16);
+    pst_auth_stats(a, &st);
+    assert_int_equal(st.forgotten, 0);
+
+    /* a new client is still counted: its third failure reaches the limit */
+    static const char *const newip[] = {"10.0.1.1", NULL};
+    fail_from(a, newip, "ghost1", &want);
+    fail_from(a, newip, "ghost2", &want);
+    fail_from(a, newip, "ghost3", &want);
+    assert_int_equal(check_from(a, "10.0.1.1", "ghost4", "x"), -EPERM);
+    pst_auth_stats(a, &st);
+    assert_int_equal(st.forgotten, 1 + 3);  /* 10.0.0.1; nobody0..2 */
+    /* the oldest client's counter was the one forgotten */
+    nresults = 0;
+    want = 1;
+    assert_int_equal(check_from(a, "10.0.0.1", "bob", "bob-pw"), 0);
+    wait_results(a, 1);
+
+    /* a real login is counted however full the made-up ones are */
+    static const char *const two[] = {"10.0.2.1", "10.0.2.2", NULL};
+    fail_from(a, two, "alice", &want);
+    assert_int_equal(check_from(a, "10.0.2.3", "alice", "alice-pw"), -EPERM);
+    close_auth(a, c);
+}
+
+/* Counters end with their window (loop time, whole seconds). */
+static void
+test_window(void **state)
+{
+    struct pst_conf *c = conf_with("failure_window = 1;");
+    struct pst_auth *a = NULL;
+    struct pst_err err = {0};
+    unsigned want = 0;
+    assert_int_equal(pst_auth_new(&a, uv_default_loop(), c, on_done, &want,
+                                  &err), 0);
+    static const char *const two[] = {"10.0.0.1", "10.0.0.2", NULL};
+    fail_from(a, two, "alice", &want);
+    assert_int_equal(check_from(a, "10.0.0.3", "alice", "alice-pw"), -EPERM);
+    usleep(1100 * 1000);
+    uv_update_time(uv_default_loop());
+    nresults = 0;
+    want = 1;
+    assert_int_equal(check_from(a, "10.0.0.3", "alice", "alice-pw"), 0);
+    wait_results(a, 1);
+    assert_true(results[0].ok);
+    close_auth(a, c);
+}
+
 static void
 test_password_file_checks(void **state)
 {
@@ -289,6 +432,9 @@ main(void)
         cmocka_unit_test(test_b64),
         cmocka_unit_test(test_sasl_plain),
         cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_ipv6_prefix),
+        cmocka_unit_test(test_full_tables),
+        cmocka_unit_test(test_window),
         cmocka_unit_test(test_password_file_checks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
