@@ -105,6 +105,13 @@ struct pst_log_conf {
     int facility;                   /* LOG_MAIL by default */
 };
 
+/* The metrics endpoint (gateway/metrics_http.c, docs/OPERATIONS.md). */
+struct pst_metrics_conf {
+    bool enabled;                   /* off by default */
+    char *address;                  /* loopback by default */
+    unsigned port;
+};
+
 struct pst_queue_conf {
     char *directory;                /* spool root, created 0700 */
     char *control_socket;           /* default <directory>/control.sock */
@@ -206,6 +213,7 @@ struct pst_conf {
     struct pst_delivery_conf delivery;
     struct pst_resolver_conf resolver;
     struct pst_mime_conf mime;
+    struct pst_metrics_conf metrics;
     void *filters;                  /* struct pst_chain * (filters/chain.h),
                                        built by the filters hook, or NULL */
 };

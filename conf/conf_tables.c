@@ -541,6 +541,13 @@ static const struct pst__directive log_table[] = {
     END,
 };
 
+static const struct pst__directive metrics_table[] = {
+    BOOL("enabled", pst_metrics_conf, enabled, false),
+    STR("address", pst_metrics_conf, address, "127.0.0.1", 0, fix_ip),
+    UINT("port", pst_metrics_conf, port, 9725, 1, 65535),
+    END,
+};
+
 static const struct pst__directive queue_table[] = {
     PATH("directory", pst_queue_conf, directory, "var/spool", 0),
     /* default <directory>/control.sock: pst__conf_finish */
@@ -675,6 +682,7 @@ const struct pst__directive pst__conf_root[] = {
     SECTION("delivery", delivery, delivery_table),
     SECTION("resolver", resolver, resolver_table),
     SECTION("mime", mime, mime_table),
+    SECTION("metrics", metrics, metrics_table),
     {.name = "filters", .type = PST__C_FILTERS, .off = OFF(pst_conf, filters)},
     END,
 };

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 
 static const char *const phase_names[PST_FP_COUNT] = {
     "connect", "helo", "mail", "rcpt", "headers", "message", "eom",
@@ -81,6 +82,23 @@ pst_chain_append(struct pst_chain *ch, const struct pst_filter *f, void *conf,
     e->conf = conf;
     e->deadline_ms = deadline_ms ? deadline_ms : PST_FDEADLINE_DEFAULT;
     e->fm = fm;
+    static const char *const verdicts[] = {
+        [PST_CONTINUE] = "continue", [PST_ACCEPT] = "accept",
+        [PST_TEMPFAIL] = "tempfail", [PST_REJECT] = "reject",
+        [PST_DISCARD] = "discard",   [PST_QUARANTINE] = "quarantine"};
+    static const char *const causes[] = {"timeout", "invalid", "error"};
+    for (size_t i = 0; i < PST_ARRAY_LEN(e->m_verdict); i++)
+        e->m_verdict[i] = pst_metric_counter(
+            "postern_filter_verdicts_total",
+            "Verdicts of filter hooks (failures as the failure mode turned "
+            "them), by module and verdict.",
+            "filter", f->name, "verdict", verdicts[i], NULL);
+    for (size_t i = 0; i < PST_ARRAY_LEN(e->m_fail); i++)
+        e->m_fail[i] = pst_metric_counter(
+            "postern_filter_failures_total",
+            "Filter hooks that failed (the module's failure mode applied), by "
+            "module and cause.",
+            "filter", f->name, "cause", causes[i], NULL);
     return 0;
 }
 
@@ -303,10 +321,12 @@ set_reply(struct pst_fsess *fs, const struct pst_fctx *fc, enum pst_verdict v)
  * with (CONTINUE for "accept", REJECT or TEMPFAIL with the reply set).
  */
 static enum pst_verdict
-fail_filter(struct pst_fsess *fs, struct pst_fctx *fc, const char *why)
+fail_filter(struct pst_fsess *fs, struct pst_fctx *fc, const char *why,
+            unsigned cause)
 {
     struct pst__fentry *e = (struct pst__fentry *)fc->e;
     e->st.failures++;
+    pst_metric_add(e->m_fail[cause], 1);
     pst_warn("sess=%016" PRIx64 " event=filter_fail filter=%s phase=%s "
              "why=\"%s\" mode=%s",
              fs->id, e->f->name, phase_names[fs->phase], why,
@@ -349,9 +369,13 @@ take_verdict(struct pst_fsess *fs, struct pst_fctx *fc, enum pst_verdict v)
     if (why != NULL) {
         if (why != fc->fail_why)
             e->st.invalid++;
-        v = fail_filter(fs, fc, why);
+        v = fail_filter(fs, fc, why, why != fc->fail_why ? 1
+                                     : fc->timed_out      ? 0
+                                                          : 2);
+        pst_metric_add(e->m_verdict[v], 1);
         return v != PST_CONTINUE;
     }
+    pst_metric_add(e->m_verdict[v], 1);
     switch (v) {
     case PST_CONTINUE:
         return false;
@@ -455,7 +479,7 @@ step(struct pst_fsess *fs)
         struct pst_fctx *fc = &fs->fcs[fs->idx];
         struct pst__fentry *e = (struct pst__fentry *)fc->e;
         bool skip;
-        fc->has_reply = fc->bad_reply = fc->failed = false;
+        fc->has_reply = fc->bad_reply = fc->failed = fc->timed_out = false;
         fs->in_hook = true;
         fs->early = false;
         enum pst_verdict v = call_hook(fs, fc, &skip);
@@ -548,6 +572,7 @@ on_deadline(uv_timer_t *t)
         fc->e->f->on_abort(fc);
     fs->pending = true;             /* resume path expects it */
     fc->failed = true;
+    fc->timed_out = true;
     snprintf(fc->fail_why, sizeof(fc->fail_why), "deadline of %u ms passed",
              fc->e->deadline_ms);
     pst__fsess_resume(fs, PST_CONTINUE);

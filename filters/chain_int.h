@@ -11,6 +11,8 @@
 #include "core/mime.h"
 #include "filters/chain.h"
 
+struct pst_metric;
+
 struct pst__fentry {
     const struct pst_filter *f;
     void *conf;
@@ -18,6 +20,10 @@ struct pst__fentry {
     enum pst_failmode fm;
     void *dl;                       /* dlopen handle, or NULL */
     struct pst_fstats st;
+    /* postern_filter_verdicts_total by verdict (PST_CONTINUE ..
+     * PST_QUARANTINE) and postern_filter_failures_total by cause */
+    struct pst_metric *m_verdict[PST_QUARANTINE + 1];
+    struct pst_metric *m_fail[3];   /* timeout, invalid, error */
 };
 
 struct pst_chain {
@@ -44,6 +50,7 @@ struct pst_fctx {
     size_t idx;
     void *state;                    /* per message */
     bool has_reply, bad_reply, failed;
+    bool timed_out;                 /* failed: the deadline passed */
     char fail_why[120];
     int code;
     char enh[16];

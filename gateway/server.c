@@ -24,9 +24,11 @@
 #include "core/util.h"
 #include "core/strmap.h"
 #include "gateway/auth.h"
+#include "gateway/metrics_http.h"
 #include "gateway/policy.h"
 #include "gateway/privs.h"
 #include "gateway/smtp.h"
+#include "gateway/stats.h"
 #include "filters/chain.h"
 #include "gateway/tls.h"
 #include "queue/spool.h"
@@ -65,6 +67,7 @@ listen_one(struct pst_server *srv, struct pst_listener *l)
     }
     if (rc < 0)
         return rc;
+    pst_stats_listener(lc->address, lc->port, &l->m_open, &l->m_total);
     uv_tcp_init(srv->loop, &l->tcp);
     l->tcp.data = l;
     l->srv = srv;
@@ -93,6 +96,7 @@ server_stop(struct pst_server *srv, const char *why)
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].open)
             uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);
+    uv_close((uv_handle_t *)&srv->tick, NULL);
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     pst_session_shutdown_all(srv);
@@ -109,6 +113,19 @@ server_stop(struct pst_server *srv, const char *why)
         srv->spool = NULL;
         pst_frt_close(srv->frt);    /* no session is left to resume */
         srv->frt = NULL;
+    }
+}
+
+/* Once a second: tell the metrics endpoint the loop is alive. */
+static void
+on_tick(uv_timer_t *t)
+{
+    struct pst_server *srv = t->data;
+    pst_mhttp_tick(srv->mhttp);
+    if (srv->spool) {
+        struct pst_spool_stats st;
+        pst_spool_stats(srv->spool, &st);
+        pst_stats_queue(&st);
     }
 }
 
@@ -213,6 +230,16 @@ pst_server_run(struct pst_conf *conf)
         pst_info("event=listening address=%s port=%u",
                  conf->listeners[i].address, conf->listeners[i].port);
     }
+    if (status == 0 && conf->metrics.enabled &&
+        pst_mhttp_start(&srv.mhttp, &conf->metrics, conf->queue.directory,
+                        conf->limits.disk_free_min, &err) < 0) {
+        pst_err("event=fatal op=metrics error=\"%s\"", pst_err_first(&err));
+        pst_err_free(&err);
+        status = 1;
+    } else if (srv.mhttp) {
+        pst_info("event=listening service=metrics address=%s port=%u",
+                 conf->metrics.address, conf->metrics.port);
+    }
     if (status == 0 &&
         (rc = pst_spool_open(&srv.spool, srv.loop, conf, &err)) < 0) {
         pst_err("event=fatal op=spool_open error=\"%s\"", pst_err_first(&err));
@@ -225,12 +252,16 @@ pst_server_run(struct pst_conf *conf)
         pst_err_free(&err);
         status = 1;
     }
+    uv_timer_init(srv.loop, &srv.tick);
+    srv.tick.data = &srv;
+    uv_unref((uv_handle_t *)&srv.tick);
     uv_signal_init(srv.loop, &srv.sig_term);
     uv_signal_init(srv.loop, &srv.sig_int);
     srv.sig_term.data = srv.sig_int.data = &srv;
     if (status == 0) {
         uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
         uv_signal_start(&srv.sig_int, on_signal, SIGINT);
+        uv_timer_start(&srv.tick, on_tick, 0, 1000);
         pst_info("event=ready hostname=%s", conf->hostname);
         uv_run(srv.loop, UV_RUN_DEFAULT);
     } else {
@@ -243,6 +274,7 @@ pst_server_run(struct pst_conf *conf)
     uv_run(srv.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(srv.loop) != 0)
         pst_warn("event=loop_close_busy");
+    pst_mhttp_stop(srv.mhttp);
     free(srv.listeners);
     pst_policy_free(srv.policy);
     pst_ipcount_free(srv.ipcount);

@@ -24,12 +24,15 @@ struct pst_ipcount;
 struct pst_tls_ctx;
 struct pst_auth;
 struct pst_strmap;
+struct pst_metric;
+struct pst_mhttp;
 
 struct pst_listener {
     uv_tcp_t tcp;
     struct pst_server *srv;
     const struct pst_listener_conf *lc;
     bool open;                      /* tcp handle initialised */
+    struct pst_metric *m_open, *m_total;    /* gateway/stats.h */
 };
 
 struct pst_server {
@@ -46,6 +49,8 @@ struct pst_server {
     struct pst_listener *listeners;
     size_t nlisteners;
     uv_signal_t sig_term, sig_int;
+    struct pst_mhttp *mhttp;        /* the metrics endpoint, or NULL */
+    uv_timer_t tick;                /* once a second: health, gauges */
     struct pst_session *sessions;   /* live sessions, doubly linked */
     unsigned nsessions;
     uint64_t id_base;               /* random per start: ids unique in logs */

@@ -37,6 +37,7 @@
 #include "core/dns.h"
 #include "core/envelope.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/mime.h"
 #include "core/util.h"
 #include "filters/chain.h"
@@ -47,6 +48,7 @@
 #include "gateway/policy.h"
 #include "gateway/received.h"
 #include "gateway/smtp_filters.h"
+#include "gateway/stats.h"
 #include "gateway/reply.h"
 #include "gateway/tls.h"
 #include "queue/spool.h"
@@ -118,6 +120,8 @@ struct pst_session {
     bool esmtp;
     bool trusted;                   /* in relay.trusted_networks */
     bool ip_counted;                /* in srv->ipcount */
+    struct pst_metric *m_open;      /* the listener's open sessions gauge,
+                                       counted while set */
 
     enum sstate st;
     unsigned handles;               /* open uv handles */
@@ -147,8 +151,10 @@ struct pst_session {
     uint64_t bdat_left;
     uint64_t bdat_octets;           /* chunk octets received, for replies */
     bool bdat_last;
+    bool held;                      /* committed into hold/ (quarantine) */
     bool bdat_discard;              /* chunk read only to keep framing */
     uint64_t data_deadline;         /* loop ms */
+    uint64_t eod_us;                /* monotonic: the end of data */
 
     /* with mime.policy = reject: the message model, for its limit flags */
     struct pst_mime_parser *mp;
@@ -394,6 +400,8 @@ txn_reset(struct pst_session *s)
     s->bdat_left = 0;
     s->bdat_octets = 0;
     s->bdat_last = false;
+    s->held = false;
+    s->eod_us = 0;
 }
 
 /* cmd_wait - from now the client has command_timeout for its next command. */
@@ -488,6 +496,7 @@ auth_start_check(struct pst_session *s, const char *login, char *password)
     if (rc == -EPERM) {
         SLOG(PST_LOG_WARN, s, "event=auth result=limited login=%s ip=%s", q,
              s->ipstr);
+        pst_stats_auth(false);
         reply(s, RP_AUTH_LIMIT, NULL);
         sasl_end(s);
         return;
@@ -633,6 +642,7 @@ pst_session_auth_done(void *arg, uint64_t sid, const char *login, bool ok)
         return;
     }
     pst_log_quote(q, sizeof(q), login, strlen(login));
+    pst_stats_auth(ok);
     if (ok) {
         s->auth_login = pst_xstrdup(login);
         SLOG(PST_LOG_INFO, s, "event=auth result=ok login=%s", q);
@@ -1147,7 +1157,13 @@ on_commit(void *arg, int status)
         SLOG(PST_LOG_INFO, s, "event=status result=queued code=250 "
              "size=%" PRIu64 " rcpts=%zu", s->dot.out_bytes, s->env.nrcpts);
         reply(s, RP_QUEUED, s->qid);
+        pst_stats_message(PST_MSG_ACCEPTED, s->held ? "quarantined" : "queued",
+                          s->dot.out_bytes);
+        pst_stats_accept_latency(pst_monotonic_us() - s->eod_us);
     } else {
+        pst_stats_message(PST_MSG_TEMPFAILED,
+                          status == -ENOSPC ? "disk_full" : "commit",
+                          s->dot.out_bytes);
         SLOG(PST_LOG_WARN, s, "event=status result=tempfail code=%d "
              "reason=commit err=\"%s\"", status == -ENOSPC ? 452 : 451,
              strerror(-status));
@@ -1181,6 +1197,8 @@ message_end(struct pst_session *s)
         [MF_WRITE] = "write_error", [MF_NOSPACE] = "disk_full",
         [MF_MIME_LIMIT] = "mime_limits",
     };
+    if (s->eod_us == 0)
+        s->eod_us = pst_monotonic_us();
     if (s->fail == MF_NONE && !s->hs.done && submission(s))
         add_missing_fields(s);      /* a message that is all header */
     if (s->fail == MF_NONE && (s->dot.flags & PST_DOT_LONG_LINE))
@@ -1210,6 +1228,9 @@ message_end(struct pst_session *s)
         enum pst_reply r = fail_reply[s->fail];
         SLOG(PST_LOG_INFO, s, "event=status result=rejected phase=data "
              "code=%d reason=%s", pst_reply_code(r), fail_name[s->fail]);
+        pst_stats_message(pst_reply_code(r) / 100 == 4 ? PST_MSG_TEMPFAILED
+                                                        : PST_MSG_REFUSED,
+                          fail_name[s->fail], s->dot.out_bytes);
         reply(s, r, NULL);
         s->st = ST_CMD;
         cmd_wait(s);
@@ -1361,6 +1382,9 @@ filter_gate(struct pst_session *s, enum pst_fphase ph, const char *arg,
         if (ph == PST_FP_CONNECT)
             s->quitting = true;
         if (ph == PST_FP_EOM) {
+            pst_stats_message(r.verdict == PST_REJECT ? PST_MSG_REFUSED
+                                                      : PST_MSG_TEMPFAILED,
+                              "filter", s->dot.out_bytes);
             s->st = ST_CMD;
             txn_reset(s);
         }
@@ -1368,6 +1392,7 @@ filter_gate(struct pst_session *s, enum pst_fphase ph, const char *arg,
     case PST_DISCARD:
         SLOG(PST_LOG_INFO, s, "event=discarded filter=%s rcpts=%zu",
              r.filter ? r.filter : "-", s->env.nrcpts);
+        pst_stats_message(PST_MSG_ACCEPTED, "discarded", s->dot.out_bytes);
         reply(s, RP_QUEUED, s->qid);
         s->st = ST_CMD;
         txn_reset(s);
@@ -1377,6 +1402,7 @@ filter_gate(struct pst_session *s, enum pst_fphase ph, const char *arg,
         snprintf(why, sizeof(why), "quarantined by filter %s",
                  r.filter ? r.filter : "-");
         pst_spool_msg_set_hold(s->msg, why);
+        s->held = true;
         SLOG(PST_LOG_INFO, s, "event=quarantine filter=%s",
              r.filter ? r.filter : "-");
         break;
@@ -1393,6 +1419,8 @@ filter_gate(struct pst_session *s, enum pst_fphase ph, const char *arg,
         if (e < 0) {
             pst_sf_internal_error(&r);
             pst_sf_reply(&s->out, &r);
+            pst_stats_message(PST_MSG_TEMPFAILED, "filter_edits",
+                              s->dot.out_bytes);
             s->st = ST_CMD;
             txn_reset(s);
             return false;
@@ -1755,6 +1783,7 @@ tls_established(struct pst_session *s)
     snprintf(desc, sizeof(desc), "using %s with cipher %s (%d/%d bits)",
              pst_tls_version(s->tls), pst_tls_cipher(s->tls), bits, bits);
     s->tls_desc = pst_xstrdup(desc);
+    pst_stats_tls(true);
     char q[300];
     SLOG(PST_LOG_INFO, s, "event=tls version=%s cipher=%s bits=%d sni=%s",
          pst_tls_version(s->tls), pst_tls_cipher(s->tls), bits,
@@ -1789,6 +1818,7 @@ tls_handshake_step(struct pst_session *s)
         char e[256];
         SLOG(PST_LOG_INFO, s, "event=tls_error op=handshake error=\"%s\"",
              pst_tls_error(e, sizeof(e)));
+        pst_stats_tls(false);
         s->quitting = true;         /* close once the alert is out */
         if (s->out_inflight == 0)
             session_close(s, "TLS handshake failed");
@@ -1915,6 +1945,8 @@ session_free(struct pst_session *s)
         s->next->prev = s->prev;
     if (s->ip_counted)
         pst_ipcount_remove(srv->ipcount, &s->ip);
+    if (s->m_open)
+        pst_metric_sub(s->m_open, 1);
     pst_strmap_del(srv->by_id, &s->id, sizeof(s->id));
     free(s->auth_login);
     pst_envelope_free(&s->env);
@@ -2055,6 +2087,9 @@ pst_session_accept(struct pst_listener *l)
         return;
     }
     uv_tcp_nodelay(&s->tcp, 1);
+    pst_metric_add(l->m_total, 1);
+    s->m_open = l->m_open;
+    pst_metric_add(s->m_open, 1);
     pst_ip_str(&s->ip, s->ipstr, sizeof(s->ipstr));
     SLOG(PST_LOG_INFO, s, "event=connect ip=%s port=%u listener=%s:%u",
          s->ipstr,

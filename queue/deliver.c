@@ -1117,6 +1117,7 @@ pst_deliver_start(struct pst_deliver *d, struct pst_delivery *dl,
         const char *domain = at ? at + 1 : "";
         const struct pst_route_conf *rc = route_for(d->conf, domain);
         const char *route = rc ? rc->route : d->conf->delivery.default_route;
+        dl->res[i].route = route;
         if (at == NULL && strcmp(route, "mx") == 0) {
             res_set(&dl->res[i], PST_DRES_PERM,
                     "5.1.3 no domain in the address");

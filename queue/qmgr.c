@@ -41,6 +41,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/strmap.h"
 #include "core/util.h"
 #include "queue/deliver.h"
 #include "queue/dsn.h"
@@ -85,6 +87,9 @@ struct pst_qmgr {
     uint64_t rng;
     bool started;
     bool paused;
+    unsigned nlist[4];          /* entries per qe_where */
+    struct pst_strmap *m_deliveries;    /* "outcome NUL route" -> series */
+    struct pst_metric *m_attempt;       /* attempt duration histogram */
 };
 
 /* ---- helpers ---- */
@@ -110,7 +115,9 @@ static void
 qe_move(struct pst_qmgr *qm, struct qent *e, enum qe_where to)
 {
     TAILQ_REMOVE(list_of(qm, e->where), e, link);
+    qm->nlist[e->where]--;
     e->where = to;
+    qm->nlist[to]++;
     TAILQ_INSERT_TAIL(list_of(qm, to), e, link);
     if (to == QE_WAIT)
         arm_at(qm, e->due);
@@ -133,6 +140,7 @@ static void
 qe_drop(struct pst_qmgr *qm, struct qent *e)
 {
     TAILQ_REMOVE(list_of(qm, e->where), e, link);
+    qm->nlist[e->where]--;
     qm->count--;
     qe_free(e);
 }
@@ -253,6 +261,7 @@ struct djob {
     size_t *idx;
     struct pst_rcpt_result *res;
     time_t now;
+    uint64_t start_us;          /* monotonic, for the attempt histogram */
     unsigned attempts;          /* after this attempt */
     unsigned delay;             /* seconds, if it fails */
     bool expire_if_fail;
@@ -478,6 +487,28 @@ send_reports(struct pst_qmgr *qm, struct djob *j)
     pst__dsn_orig_free(&j->orig);
 }
 
+/* count_delivery - one recipient's result in postern_deliveries_total. */
+static void
+count_delivery(struct pst_qmgr *qm, const char *route, const char *outcome)
+{
+    struct pst_tbuf k;
+    pst_tbuf_init(&k);
+    pst_tbuf_puts(&k, outcome);
+    pst_tbuf_addc(&k, '\0');
+    pst_tbuf_puts(&k, route);
+    if (qm->m_deliveries == NULL)
+        qm->m_deliveries = pst_strmap_new();
+    void **slot = pst_strmap_slot(qm->m_deliveries, k.p, k.len, NULL);
+    if (*slot == NULL)
+        *slot = pst_metric_counter(
+            "postern_deliveries_total",
+            "Recipients whose delivery attempt ended, by route and outcome "
+            "(delivered, deferred, failed).",
+            "route", route, "outcome", outcome, NULL);
+    pst_metric_add(*slot, 1);
+    pst_tbuf_free(&k);
+}
+
 static void
 djob_done(struct pst_work *w)
 {
@@ -499,9 +530,15 @@ djob_done(struct pst_work *w)
         goto out;
     }
     e->attempts = j->attempts;
+    pst_metric_observe(qm->m_attempt, pst_monotonic_us() - j->start_us);
+    const char *droute = qm->sp->o.default_route;
     for (size_t i = 0; i < j->n; i++) {
         struct pst_rcpt *r = &e->env.rcpts[j->idx[i]];
         const struct pst_rcpt_result *x = &j->res[i];
+        count_delivery(qm, x->route ? x->route : droute,
+                       x->res == PST_DRES_OK     ? "delivered"
+                       : x->res == PST_DRES_PERM ? "failed"
+                                                 : "deferred");
         pst_log_quote(q, sizeof(q), r->addr, strlen(r->addr));
         pst_log_quote(t, sizeof(t), x->text, strlen(x->text));
         if (x->res == PST_DRES_OK) {
@@ -592,6 +629,7 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
                 .data_end = e->env_off, .size = e->size},
     };
     j->now = time(NULL);
+    j->start_us = pst_monotonic_us();
     j->attempts = e->attempts + 1;
     j->delay = backoff(qm, j->attempts);
     j->expire_if_fail = uv_now(qm->loop) >= e->expire_at;
@@ -657,6 +695,7 @@ static void
 qe_insert(struct pst_qmgr *qm, struct qent *e, enum qe_where w)
 {
     e->where = w;
+    qm->nlist[w]++;
     TAILQ_INSERT_TAIL(list_of(qm, w), e, link);
     qm->count++;
     if (w == QE_WAIT)
@@ -758,6 +797,11 @@ pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
     if (getrandom(&qm->rng, sizeof(qm->rng), 0) != sizeof(qm->rng))
         qm->rng = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
     qm->rng |= 1;
+    qm->m_attempt = pst_metric_histogram(
+        "postern_delivery_attempt_duration_seconds",
+        "One delivery attempt of one message: from its start to its "
+        "results recorded in the spool.",
+        &pst_buckets_latency, NULL);
     qm->tp = pst_transport_find(sp->o.default_route, &arg);
     if (qm->tp == NULL) {
         pst_err_add(err, NULL, 0, "delivery.default_route: unknown "
@@ -815,9 +859,16 @@ pst__qmgr_start(struct pst_qmgr *qm)
 }
 
 static void
+qm_free(struct pst_qmgr *qm)
+{
+    pst_strmap_free(qm->m_deliveries, NULL);
+    free(qm);
+}
+
+static void
 on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    qm_free(h->data);
 }
 
 void
@@ -846,7 +897,7 @@ pst__qmgr_close(struct pst_qmgr *qm)
         uv_timer_stop(&qm->timer);
         uv_close((uv_handle_t *)&qm->timer, on_timer_closed);
     } else {
-        free(qm);
+        qm_free(qm);
     }
 }
 
@@ -859,11 +910,27 @@ pst__qmgr_pause(struct pst_qmgr *qm, bool paused)
 }
 
 void
-pst__qmgr_counts(struct pst_qmgr *qm, unsigned *queued, unsigned *delivering)
+pst__qmgr_counts(struct pst_qmgr *qm, struct pst_spool_stats *st)
 {
-    *queued = qm ? qm->count : 0;
-    *delivering = qm ? qm->inflight : 0;
+    if (qm == NULL)
+        return;
+    st->queued = qm->count;
+    st->delivering = qm->inflight;
+    st->active = qm->nlist[QE_READY] + qm->nlist[QE_BUSY];
+    st->deferred = qm->nlist[QE_WAIT];
+    st->held = qm->nlist[QE_HELD];
+    /* one pass over the queue, about once a second (the metrics tick) */
+    st->oldest_arrival = 0;
+    static const enum qe_where all[] = {QE_READY, QE_WAIT, QE_HELD, QE_BUSY};
+    for (size_t i = 0; i < PST_ARRAY_LEN(all); i++) {
+        struct qent *e;
+        TAILQ_FOREACH(e, list_of(qm, all[i]), link)
+            if (e->env.arrival > 0 && (st->oldest_arrival == 0 ||
+                                       e->env.arrival < st->oldest_arrival))
+                st->oldest_arrival = e->env.arrival;
+    }
 }
+
 
 /* ---- operator commands ---- */
 

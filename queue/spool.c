@@ -45,6 +45,7 @@
 
 #include "core/crc32c.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 static const char *const subdirs[] = {"incoming", "active", "hold",
@@ -191,7 +192,9 @@ sync_main(void *arg)
                 }
             }
         }
+        unsigned nbatch = 0;
         TAILQ_FOREACH(m, &batch, link) {
+            nbatch++;
             if (ferr != 0) {
                 if (m->renamed)
                     unlinkat(m->hold ? sp->holdfd : sp->actfd, m->qid, 0);
@@ -204,6 +207,7 @@ sync_main(void *arg)
             m->fd = -1;
         }
         atomic_fetch_add(&sp->n_batches, 1);
+        pst_metric_observe(sp->m_batch, nbatch);
         pthread_mutex_lock(&sp->mu);
         if (ferr != 0 && removals)
             sp->removals = true;        /* not covered: sync on its own */
@@ -500,7 +504,7 @@ pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st)
     st->fsyncs = atomic_load(&sp->n_fsync);
     st->batches = atomic_load(&sp->n_batches);
     st->committed = atomic_load(&sp->n_committed);
-    pst__qmgr_counts(sp->qm, &st->queued, &st->delivering);
+    pst__qmgr_counts(sp->qm, st);
 }
 
 /* ---- open: directories, lock, generation, recovery ---- */
@@ -834,6 +838,10 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
                struct pst_err *err)
 {
     struct pst_spool *sp = pst_xcalloc(1, sizeof(*sp));
+    sp->m_batch = pst_metric_histogram(
+        "postern_spool_commit_batch_messages",
+        "Messages made durable by one group commit (one directory sync).",
+        &pst_buckets_count, NULL);
     int rc;
 
     sp->loop = loop;

@@ -95,6 +95,11 @@ struct pst_spool_stats {
     uint64_t committed;             /* messages made durable */
     unsigned queued;                /* messages in the queue (all states) */
     unsigned delivering;            /* deliveries in flight */
+    unsigned active;                /* due now or being delivered */
+    unsigned deferred;              /* waiting for a retry */
+    unsigned held;                  /* on hold (quarantine, expired) */
+    int64_t oldest_arrival;         /* wall clock of the oldest message's
+                                       arrival, 0 with an empty queue */
 };
 
 void pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st);

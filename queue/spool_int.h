@@ -58,6 +58,7 @@ struct pst_spool_msg {
 struct pst_qmgr;
 struct pst_spool_reader;
 struct pst_control;
+struct pst_metric;
 
 struct pst_spool {
     uv_loop_t *loop;
@@ -83,6 +84,7 @@ struct pst_spool {
     atomic_ullong n_fsync;      /* statistics (pst_spool_stats) */
     atomic_ullong n_batches;
     atomic_ullong n_committed;
+    struct pst_metric *m_batch; /* messages per group commit */
 
     struct pst_qmgr *qm;
     struct pst_control *ctl;
@@ -114,8 +116,8 @@ void pst__qmgr_add(struct pst_qmgr *qm, const char *qid,
                    bool held);
 void pst__qmgr_close(struct pst_qmgr *qm);
 void pst__qmgr_pause(struct pst_qmgr *qm, bool paused);
-void pst__qmgr_counts(struct pst_qmgr *qm, unsigned *queued,
-                      unsigned *delivering);
+/* pst__qmgr_counts - the queue's sizes into st (loop thread). */
+void pst__qmgr_counts(struct pst_qmgr *qm, struct pst_spool_stats *st);
 
 /* Queue control operations (queue/control.c calls these). */
 enum pst_qop { PST_QOP_DELETE, PST_QOP_HOLD, PST_QOP_RELEASE };

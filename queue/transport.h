@@ -63,6 +63,9 @@ struct pst_rcpt_result {
     enum pst_dres res;
     char text[256];         /* for logs and `postern queue list` */
     enum pst_dsn_hint hint; /* set with PST_DRES_OK */
+    const char *route;      /* the route string that took it (owned by
+                               the config), NULL: delivery.default_route;
+                               the label of postern_deliveries_total */
 };
 
 /* Where the message text is, so an event-loop transport can open one
