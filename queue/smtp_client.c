@@ -10,9 +10,11 @@
  * DATA group is one write, and the body goes out in PST_SMTPC_CHUNK pieces
  * (TCP_NODELAY is set: no Nagle stall on the final dot).
  *
- * Body transform (on output, one line at a time): dot-stuffing, lines over
- * 998 octets folded (a header line continues with a space), and, for a hop
- * without 8BITMIME, the quoted-printable downgrade of queue/mime8.c.
+ * Body transform (on output, one line at a time): the stored text cut into
+ * lines by queue/wire.c (every line end CRLF, lines over 998 octets
+ * folded, a header line continuing with a space), for a hop without
+ * 8BITMIME the quoted-printable downgrade of queue/mime8.c, then
+ * dot-stuffing.
  *
  * Replies: each step takes one positive reply (220 greeting and
  * STARTTLS, 250 EHLO/HELO/LHLO, 235 or 334 AUTH, 2xx MAIL, RCPT, RSET and
@@ -48,11 +50,11 @@
 #include "core/net.h"
 #include "core/tbuf.h"
 #include "core/util.h"
+#include "queue/wire.h"
 
 #define PST_SMTPC_LINE 2048
 #define PST_SMTPC_CHUNK (64u * 1024u)
 #define PST_SMTPC_INMAX (64u * 1024u)   /* unparsed input held */
-#define PST_SMTPC_LINEMAX 998            /* RFC 5321 4.5.3.1.6 */
 
 enum cstate {
     S_CONNECT, S_GREETING, S_EHLO, S_HELO, S_STARTTLS, S_HANDSHAKE,
@@ -142,11 +144,7 @@ struct pst_smtpc {
     char *rbuf;                     /* body read buffer */
     bool body_eof;
     bool body_reading;
-    /* output line state */
-    char lbuf[PST_SMTPC_LINEMAX + 2];
-    size_t llen;
-    bool in_headers;
-    bool saw_cr;
+    struct pst_wire wire;           /* stored text -> lines */
     struct pst_mime8 *mime8;
     unsigned txns;
 };
@@ -778,61 +776,24 @@ static void
 emit_line(void *arg, const char *p, size_t n)
 {
     struct pst_smtpc *c = arg;
-    if (n > 0 && p[0] == '.')
-        pst_tbuf_add(&c->out, ".", 1);
-    pst_tbuf_add(&c->out, p, n);
-    pst_tbuf_add(&c->out, "\r\n", 2);
+    pst_wire_put_line(&c->out, p, n);
 }
 
+/* line_out - a line of the text from queue/wire.c. */
 static void
-line_out(struct pst_smtpc *c, const char *p, size_t n)
+line_out(void *arg, const char *p, size_t n)
 {
-    if (c->in_headers && n == 0)
-        c->in_headers = false;
+    struct pst_smtpc *c = arg;
     if (c->mime8)
         pst_mime8_line(c->mime8, p, n);
     else
-        emit_line(c, p, n);
-}
-
-/* body_bytes - stored text to wire lines; bare CR never occurs in the
- * spool (canonical CRLF) but is passed on as data if it does. */
-static void
-body_bytes(struct pst_smtpc *c, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-        if (c->saw_cr) {
-            c->saw_cr = false;
-            if (ch == '\n') {
-                line_out(c, c->lbuf, c->llen);
-                c->llen = 0;
-                continue;
-            }
-            c->lbuf[c->llen++] = '\r';
-        }
-        if (ch == '\r') {
-            c->saw_cr = true;
-            continue;
-        }
-        if (c->llen >= PST_SMTPC_LINEMAX) {
-            /* fold: a header continues on a line that starts with a space */
-            line_out(c, c->lbuf, c->llen);
-            c->llen = 0;
-            if (c->in_headers)
-                c->lbuf[c->llen++] = ' ';
-        }
-        c->lbuf[c->llen++] = ch;
-    }
+        pst_wire_put_line(&c->out, p, n);
 }
 
 static void
 body_end(struct pst_smtpc *c)
 {
-    if (c->saw_cr)
-        c->lbuf[c->llen++] = '\r';
-    if (c->llen > 0)
-        line_out(c, c->lbuf, c->llen);
+    pst_wire_end(&c->wire);
     if (c->mime8)
         pst_mime8_end(c->mime8);
     pst_tbuf_add(&c->out, ".\r\n", 3);
@@ -856,7 +817,7 @@ on_body(struct pst_smtpc *c, ssize_t n)
         body_end(c);
         return;
     }
-    body_bytes(c, c->rbuf, (size_t)n);
+    pst_wire_bytes(&c->wire, c->rbuf, (size_t)n);
     set_timer(c, c->o->t_block);
     flush(c);
     if (c->writes == 0 && c->st == S_BODY)
@@ -876,9 +837,7 @@ static void
 start_body(struct pst_smtpc *c)
 {
     c->st = S_BODY;
-    c->llen = 0;
-    c->saw_cr = false;
-    c->in_headers = true;
+    pst_wire_init(&c->wire, line_out, c);
     pst_mime8_free(c->mime8);
     c->mime8 = c->convert8 ? pst_mime8_new(emit_line, c) : NULL;
     set_timer(c, c->o->t_block);

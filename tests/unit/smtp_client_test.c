@@ -658,6 +658,35 @@ test_greeting_timeout(void **state)
     run_done(&r);
 }
 
+/* A run of bare CRs (a filter's replacement text, or a spool file with
+ * valid checksums, can hold one): each is a line end of its own on the
+ * wire, written as CRLF; no line buffer is overrun (the writer once
+ * appended every CR after the first without its length check). */
+static void
+test_bare_cr_run(void **state)
+{
+    struct run r;
+    size_t n = 3000;
+    char *text = malloc(n + 64);
+    (void)state;
+    strcpy(text, "Subject: x\r\n\r\n");
+    size_t o = strlen(text);
+    memset(text + o, '\r', n);
+    strcpy(text + o + n, "\r\nend\rlf\n.cr\r");
+    run_init(&r, text, 1);
+    run_go(&r);
+    expect(&r, 0, PST_SMTPC_OK, NULL);
+    const char *p = strstr(r.srv.rx, "Subject: x\r\n\r\n");
+    assert_non_null(p);
+    p += strlen("Subject: x\r\n\r\n");
+    for (size_t i = 0; i < n + 1; i++, p += 2)
+        if (strncmp(p, "\r\n", 2) != 0)
+            fail_msg("line %zu after the header is not empty", i);
+    assert_string_equal(p, "end\r\nlf\r\n..cr\r\n.\r\n");
+    run_done(&r);
+    free(text);
+}
+
 /* ---- replies out of place (a reply code the step does not expect) ---- */
 
 static const char *
@@ -990,6 +1019,7 @@ main(void)
         cmocka_unit_test(test_lmtp),
         cmocka_unit_test(test_long_line_folded),
         cmocka_unit_test(test_8bit_downgrade),
+        cmocka_unit_test(test_bare_cr_run),
         cmocka_unit_test(test_refused_before_mail),
         cmocka_unit_test(test_encrypt_without_starttls),
         cmocka_unit_test(test_greeting_timeout),
