@@ -64,6 +64,49 @@ pst_cmd_line_max(enum pst_verb verb)
     }
 }
 
+static bool
+is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+enum pst_bdat_form
+pst_bdat_parse(const char *a, size_t n, uint64_t *size, bool *last)
+{
+    size_t i = 0, d;
+    uint64_t v = 0;
+    bool exact = true;
+
+    *size = 0;
+    *last = false;
+    while (i < n && is_blank(a[i])) {
+        i++;
+        exact = false;              /* more than one blank before size */
+    }
+    for (d = i; d < n && a[d] >= '0' && a[d] <= '9'; d++) {
+        unsigned dig = (unsigned)(a[d] - '0');
+        if (v > (UINT64_MAX - dig) / 10)
+            return PST_BDAT_NO_SIZE;
+        v = v * 10 + dig;
+    }
+    if (d == i || (d < n && !is_blank(a[d])))
+        return PST_BDAT_NO_SIZE;
+    *size = v;
+    if (d == n)
+        return exact ? PST_BDAT_OK : PST_BDAT_MALFORMED;
+    /* the rest: exactly " LAST" is well formed */
+    size_t w = d;
+    while (w < n && is_blank(a[w]))
+        w++;
+    size_t we = w;
+    while (we < n && !is_blank(a[we]))
+        we++;
+    *last = we - w == 4 && pst_strncaseeq(a + w, "LAST", 4);
+    if (!*last || w != d + 1 || a[d] != ' ' || we != n)
+        exact = false;
+    return exact ? PST_BDAT_OK : PST_BDAT_MALFORMED;
+}
+
 bool
 pst_xtext_valid(const char *s, size_t len)
 {

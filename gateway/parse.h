@@ -44,6 +44,23 @@ void pst_cmd_parse(const char *line, size_t len, struct pst_cmd *cmd);
 /* pst_cmd_line_max - longest line (with CRLF) allowed for verb. */
 size_t pst_cmd_line_max(enum pst_verb verb);
 
+/* How a BDAT argument reads (RFC 3030 2: "BDAT" SP size [SP "LAST"]). */
+enum pst_bdat_form {
+    PST_BDAT_OK,                    /* well formed */
+    PST_BDAT_MALFORMED,             /* size readable, the rest is not */
+    PST_BDAT_NO_SIZE,               /* no size: the chunk's end is unknown */
+};
+
+/*
+ * pst_bdat_parse - read the argument of BDAT (after the verb and one
+ * space). The size is readable when the argument starts, after any
+ * blanks, with decimal digits that fit in 64 bits followed by a blank or
+ * the end; then *size is set, and *last when the next word is LAST (in any
+ * case), even in a malformed line.
+ */
+enum pst_bdat_form pst_bdat_parse(const char *a, size_t n, uint64_t *size,
+                                  bool *last);
+
 enum pst_path_err {
     PST_PATH_OK = 0,
     PST_PATH_SYNTAX,                /* 501 */

@@ -60,6 +60,8 @@ static const struct {
     [RP_BDAT_AFTER_DATA] = {503, "5.5.1", "Error: BDAT after DATA"},
     [RP_BINARY_NEEDS_BDAT] = {503, "5.6.1",
                              "Error: BODY=BINARYMIME needs BDAT"},
+    [RP_BDAT_NO_SIZE] = {421, "4.5.4",
+                         "%s Error: BDAT size unreadable, closing connection"},
     [RP_TIMEOUT] = {421, "4.4.2", "%s Error: timeout exceeded"},
     [RP_TOO_MANY_ERRORS] = {421, "4.7.0", "%s Error: too many errors"},
     [RP_SHUTDOWN] = {421, "4.3.2", "%s Service shutting down"},

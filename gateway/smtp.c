@@ -153,6 +153,11 @@ struct pst_session {
     bool bdat_last;
     bool held;                      /* committed into hold/ (quarantine) */
     bool bdat_discard;              /* chunk read only to keep framing */
+    /* RFC 3030 2: once a chunk of a transaction has failed, the chunks
+     * the client pipelined behind it are read and refused with the same
+     * reply, until RSET, MAIL, HELO/EHLO or a LAST chunk */
+    bool bdat_refusing;
+    enum pst_reply bdat_refusal;
     uint64_t data_deadline;         /* loop ms */
     uint64_t eod_us;                /* monotonic: the end of data */
 
@@ -410,6 +415,27 @@ cmd_wait(struct pst_session *s)
 {
     s->cmd_deadline = uv_now(s->srv->loop) +
                       (uint64_t)s->conf->limits.command_timeout * 1000;
+}
+
+/*
+ * bdat_refuse - a chunk of the transaction failed with reply r (and the
+ * transaction is reset): the chunks the client pipelined behind it are
+ * read and refused with r, so a temporary failure stays temporary and no
+ * later chunk starts a message without the text before it (RFC 3030 2).
+ */
+static void
+bdat_refuse(struct pst_session *s, enum pst_reply r)
+{
+    s->bdat_refusing = true;
+    s->bdat_refusal = r;
+}
+
+/* bdat_refuse_end - the client has moved on (RSET, MAIL, HELO/EHLO, TLS,
+ * or the LAST chunk of the failed transaction). */
+static void
+bdat_refuse_end(struct pst_session *s)
+{
+    s->bdat_refusing = false;
 }
 
 /*
@@ -687,6 +713,7 @@ cmd_helo(struct pst_session *s, const struct pst_cmd *c, bool ehlo)
         return;
     }
     txn_reset(s);
+    bdat_refuse_end(s);
     free(s->helo);
     s->helo = sanitize_helo(c->arg, n);
     s->esmtp = ehlo;
@@ -780,6 +807,7 @@ cmd_mail(struct pst_session *s, const struct pst_cmd *c)
     struct pst_mail_params mp;
     char bad[64];
 
+    bdat_refuse_end(s);
     if (!s->helo) {
         reply(s, RP_NEED_HELO, NULL);
         return;
@@ -954,9 +982,10 @@ proto_name(const struct pst_session *s)
 }
 
 /* Open the spool file and write our Received field: the first bytes of
- * every stored message. */
+ * every stored message. On a failure the reply is given and *why says
+ * which. */
 static bool
-message_open(struct pst_session *s)
+message_open(struct pst_session *s, enum pst_reply *why)
 {
     char hdr[2048];
     int rc = pst_spool_msg_new(s->srv->spool, &s->msg, s->qid);
@@ -964,7 +993,8 @@ message_open(struct pst_session *s)
         s->msg = NULL;
         pst_warn("sess=%016" PRIx64 " event=spool_error op=create err=%s",
                  s->id, strerror(-rc));
-        reply(s, rc == -ENOSPC ? RP_NO_SPACE : RP_WRITE_ERROR, NULL);
+        *why = rc == -ENOSPC ? RP_NO_SPACE : RP_WRITE_ERROR;
+        reply(s, *why, NULL);
         return false;
     }
     free(s->env.helo);              /* filter_env may have set them */
@@ -1226,6 +1256,7 @@ message_end(struct pst_session *s)
     }
     if (s->fail != MF_NONE) {
         enum pst_reply r = fail_reply[s->fail];
+        bool more = s->bdat_used && !s->bdat_last;
         SLOG(PST_LOG_INFO, s, "event=status result=rejected phase=data "
              "code=%d reason=%s", pst_reply_code(r), fail_name[s->fail]);
         pst_stats_message(pst_reply_code(r) / 100 == 4 ? PST_MSG_TEMPFAILED
@@ -1235,6 +1266,8 @@ message_end(struct pst_session *s)
         s->st = ST_CMD;
         cmd_wait(s);
         txn_reset(s);
+        if (more)                   /* chunks may follow in the pipeline */
+            bdat_refuse(s, r);
         return;
     }
     if (s->dot.flags & PST_DOT_BARE)
@@ -1259,67 +1292,76 @@ cmd_data(struct pst_session *s, const struct pst_cmd *c)
         reply(s, RP_DATA_AFTER_BDAT, NULL);
         return;
     }
-    if (!message_open(s))
+    enum pst_reply why;
+    if (!message_open(s, &why))
         return;
     s->data_used = true;
     reply(s, RP_DATA_GO, NULL);
     s->st = ST_DATA;
 }
 
+/*
+ * bdat_unreadable - a BDAT line whose size cannot be read: the client is
+ * sending a chunk whose end cannot be found, so nothing after this line
+ * can safely be read as a command. Say so (421, so the client keeps its
+ * message) and close.
+ */
 static void
-cmd_bdat(struct pst_session *s, const struct pst_cmd *c)
+bdat_unreadable(struct pst_session *s, const char *line, size_t len)
 {
-    char num[24];
-    size_t i = 0;
-    const char *a = c->arg;
-    size_t n = c->arg_len;
+    char q[80];
+    SLOG(PST_LOG_INFO, s, "event=bdat_unreadable line=%s",
+         pst_log_quote(q, sizeof(q), line, PST_MIN(len, 40)));
+    reply(s, RP_BDAT_NO_SIZE, s->conf->hostname);
+    s->quitting = true;
+}
 
-    while (i < n && a[i] >= '0' && a[i] <= '9')
-        i++;
-    if (i == 0 || i > 20) {
-        reply(s, RP_SYNTAX_BDAT, NULL);
+static void
+cmd_bdat(struct pst_session *s, const struct pst_cmd *c, const char *line,
+         size_t len)
+{
+    uint64_t size;
+    bool last;
+    enum pst_bdat_form f = pst_bdat_parse(c->arg, c->arg_len, &size, &last);
+
+    if (f == PST_BDAT_NO_SIZE) {
+        bdat_unreadable(s, line, len);
         return;
     }
-    memcpy(num, a, i);
-    num[i] = '\0';
-    errno = 0;
-    unsigned long long size = strtoull(num, NULL, 10);
-    bool last = false;
-    if (i < n) {
-        size_t j = i;
-        while (j < n && a[j] == ' ')
-            j++;
-        if (j == i || n - j != 4 || !pst_strncaseeq(a + j, "LAST", 4)) {
-            reply(s, RP_SYNTAX_BDAT, NULL);
-            return;
+    bool discard = true;
+    if (f == PST_BDAT_MALFORMED || len + 2 > pst_cmd_line_max(c->verb)) {
+        bool open = s->in_mail;
+        reply(s, RP_SYNTAX_BDAT, NULL);
+        txn_reset(s);               /* a transaction has failed */
+        if (open && !last)
+            bdat_refuse(s, RP_SYNTAX_BDAT);
+    } else if (s->bdat_refusing) {
+        reply(s, s->bdat_refusal, NULL);
+    } else if (s->bdat_used) {
+        discard = false;            /* the next chunk of the message */
+    } else if (s->data_used) {
+        reply(s, RP_BDAT_AFTER_DATA, NULL);
+    } else if (data_ready(s)) {
+        enum pst_reply why;
+        if (message_open(s, &why)) {
+            s->bdat_used = true;
+            discard = false;
+            pst_dot_init(&s->dot, true, s->conf->limits.text_line_max);
+        } else {
+            txn_reset(s);           /* the first chunk is lost */
+            if (!last)
+                bdat_refuse(s, why);
         }
-        last = true;
     }
-    if (errno == ERANGE) {
-        reply(s, RP_SYNTAX_BDAT, NULL);
-        return;
-    }
-    /* From here the chunk's octets follow whatever we answer: read them
-     * by length so none is ever taken as a command. */
+    /* Whatever the answer, the chunk's octets follow: read them by
+     * length so none is ever taken as a command. */
     s->st = ST_BDAT;
     s->bdat_left = size;
     s->bdat_last = last;
-    s->bdat_discard = false;
-    if (!s->bdat_used) {
-        if (s->data_used) {
-            reply(s, RP_BDAT_AFTER_DATA, NULL);
-            s->bdat_discard = true;
-            return;
-        }
-        if (!data_ready(s) || !message_open(s)) {
-            s->bdat_discard = true;
-            return;
-        }
-        s->bdat_used = true;
-        pst_dot_init(&s->dot, true, s->conf->limits.text_line_max);
-    } else if (s->msg == NULL) {
-        s->bdat_discard = true;
-    }
+    s->bdat_discard = discard;
+    if (discard)                    /* timed on its own, not a message's */
+        s->data_deadline = uv_now(s->srv->loop) +
+                           (uint64_t)s->conf->limits.data_timeout * 1000;
 }
 
 /* The envelope's client facts, for filters that run before the message
@@ -1477,8 +1519,8 @@ cmd_dispatch(struct pst_session *s, const char *line, size_t len)
     s->cur_line = line;
     s->cur_len = len;
     pst_cmd_parse(line, len, &c);
-    if (len + 2 > pst_cmd_line_max(c.verb)) {
-        reply(s, RP_LINE_TOO_LONG, NULL);
+    if (len + 2 > pst_cmd_line_max(c.verb) && c.verb != PST_CMD_BDAT) {
+        reply(s, RP_LINE_TOO_LONG, NULL);   /* BDAT: its chunk follows */
         return;
     }
     switch (c.verb) {
@@ -1498,7 +1540,7 @@ cmd_dispatch(struct pst_session *s, const char *line, size_t len)
         cmd_data(s, &c);
         break;
     case PST_CMD_BDAT:
-        cmd_bdat(s, &c);
+        cmd_bdat(s, &c, line, len);
         break;
     case PST_CMD_RSET:
         if (c.arg_len) {
@@ -1506,6 +1548,7 @@ cmd_dispatch(struct pst_session *s, const char *line, size_t len)
             break;
         }
         txn_reset(s);
+        bdat_refuse_end(s);
         reply(s, RP_OK, NULL);
         break;
     case PST_CMD_NOOP:
@@ -1548,7 +1591,8 @@ enum line_res { LINE_MORE, LINE_OK, LINE_TOO_LONG };
 /*
  * take_line - the next whole input line, without its line end. An overlong
  * line is consumed (when its end has not arrived, step_command drops the
- * rest through skip_line) and reported as LINE_TOO_LONG.
+ * rest through skip_line) and reported as LINE_TOO_LONG, with *line, *len
+ * its start as far as it is buffered.
  */
 static enum line_res
 take_line(struct pst_session *s, char **line, size_t *len)
@@ -1557,11 +1601,13 @@ take_line(struct pst_session *s, char **line, size_t *len)
     size_t avail = s->in_len - s->in_pos;
     char *lf = memchr(p, '\n', avail);
 
+    *line = p;
     if (lf == NULL) {
         if (avail < PST_LINE_MAX_ANY)
             return LINE_MORE;
         s->skip_line = true;
         s->in_pos = s->in_len;
+        *len = avail;
         return LINE_TOO_LONG;
     }
     size_t n = (size_t)(lf - p);
@@ -1569,11 +1615,8 @@ take_line(struct pst_session *s, char **line, size_t *len)
     cmd_wait(s);
     if (n && p[n - 1] == '\r')
         n--;
-    if (n + 2 > PST_LINE_MAX_ANY)
-        return LINE_TOO_LONG;
-    *line = p;
     *len = n;
-    return LINE_OK;
+    return n + 2 > PST_LINE_MAX_ANY ? LINE_TOO_LONG : LINE_OK;
 }
 
 /* Consume one command line if a whole one is buffered. */
@@ -1598,9 +1641,15 @@ step_command(struct pst_session *s)
     switch (take_line(s, &line, &len)) {
     case LINE_MORE:
         return false;
-    case LINE_TOO_LONG:
-        reply(s, RP_LINE_TOO_LONG, NULL);
+    case LINE_TOO_LONG: {
+        struct pst_cmd c;
+        pst_cmd_parse(line, PST_MIN(len, 8), &c);
+        if (c.verb == PST_CMD_BDAT) /* a chunk of unknown size follows */
+            bdat_unreadable(s, line, len);
+        else
+            reply(s, RP_LINE_TOO_LONG, NULL);
         return true;
+    }
     default:
         cmd_dispatch(s, line, len);
         return true;
@@ -1694,6 +1743,8 @@ step_bdat(struct pst_session *s)
     cmd_wait(s);
     if (s->bdat_discard) {
         s->bdat_discard = false;
+        if (s->bdat_last)
+            bdat_refuse_end(s);
         return true;
     }
     if (!s->bdat_last) {
@@ -1790,6 +1841,7 @@ tls_established(struct pst_session *s)
          sni ? pst_log_quote(q, sizeof(q), sni, strlen(sni)) : "-");
     s->st = ST_CMD;
     txn_reset(s);
+    bdat_refuse_end(s);
     free(s->helo);
     s->helo = NULL;
     s->esmtp = false;

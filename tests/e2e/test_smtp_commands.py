@@ -286,8 +286,6 @@ class BdatTest(PosternTestCase):
             c.cmd("BDAT 0 LAST", 503, "5.5.1")          # before MAIL
             c.cmd("MAIL FROM:<a@example.org>", 250, "2.1.0")
             c.cmd("RCPT TO:<b@example.net>", 250, "2.1.5")
-            c.cmd("BDAT", 501, "5.5.4")
-            c.cmd("BDAT x", 501, "5.5.4")
             r = c.bdat(b"Subject: e\r\n\r\n")
             self.assertReply(r, 250, "2.0.0")
             c.cmd("DATA", 503, "5.5.1")                 # DATA after BDAT

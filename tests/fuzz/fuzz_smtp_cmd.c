@@ -1,7 +1,8 @@
 /*
  * fuzz_smtp_cmd.c - libFuzzer target for the command-line parsers: every
  * line of the input goes through pst_cmd_parse and, for MAIL and RCPT, the
- * path and parameter parsers, checking their output invariants.
+ * path and parameter parsers, for BDAT the chunk-size reader, checking
+ * their output invariants.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,6 +25,21 @@ one_line(const char *line, size_t len)
     pst_cmd_parse(line, len, &c);
     if (c.arg < line || c.arg + c.arg_len > line + len)
         abort();
+    if (c.verb == PST_CMD_BDAT) {
+        uint64_t sz;
+        bool last;
+        enum pst_bdat_form f = pst_bdat_parse(c.arg, c.arg_len, &sz, &last);
+        /* a well-formed line is "digits" or "digits LAST", no more */
+        size_t d = 0;
+        while (d < c.arg_len && c.arg[d] >= '0' && c.arg[d] <= '9')
+            d++;
+        if (f == PST_BDAT_OK &&
+            (d == 0 || (d < c.arg_len && (c.arg_len - d != 5 || !last))))
+            abort();
+        if (f == PST_BDAT_NO_SIZE && (sz != 0 || last))
+            abort();
+        return;
+    }
     if (c.verb != PST_CMD_MAIL && c.verb != PST_CMD_RCPT)
         return;
     const char *a = c.arg;

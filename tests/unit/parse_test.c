@@ -52,6 +52,56 @@ test_line_limits(void **state)
     assert_int_equal(pst_cmd_line_max(PST_CMD_RCPT), 512 + 500);
 }
 
+static void
+test_bdat_args(void **state)
+{
+    static const struct {
+        const char *arg;
+        enum pst_bdat_form want;
+        uint64_t size;
+        bool last;
+    } cases[] = {
+        {"10", PST_BDAT_OK, 10, false},
+        {"0 LAST", PST_BDAT_OK, 0, true},
+        {"10 last", PST_BDAT_OK, 10, true},
+        {"007 LaSt", PST_BDAT_OK, 7, true},
+        {"18446744073709551615", PST_BDAT_OK, UINT64_MAX, false},
+        /* the size reads, the line does not: the chunk still follows */
+        {" 10", PST_BDAT_MALFORMED, 10, false},             /* double space */
+        {"10  LAST", PST_BDAT_MALFORMED, 10, true},
+        {"10 LAST ", PST_BDAT_MALFORMED, 10, true},         /* blank after */
+        {"10 ", PST_BDAT_MALFORMED, 10, false},
+        {"10\tLAST", PST_BDAT_MALFORMED, 10, true},
+        {"10 LAST x", PST_BDAT_MALFORMED, 10, true},
+        {"10 FIRST", PST_BDAT_MALFORMED, 10, false},
+        {"10 LASTX", PST_BDAT_MALFORMED, 10, false},
+        /* no size: where the chunk ends cannot be known */
+        {"", PST_BDAT_NO_SIZE, 0, false},
+        {" ", PST_BDAT_NO_SIZE, 0, false},
+        {"x", PST_BDAT_NO_SIZE, 0, false},
+        {"LAST", PST_BDAT_NO_SIZE, 0, false},
+        {"-1", PST_BDAT_NO_SIZE, 0, false},
+        {"+1", PST_BDAT_NO_SIZE, 0, false},
+        {"10x LAST", PST_BDAT_NO_SIZE, 0, false},
+        {"1e3", PST_BDAT_NO_SIZE, 0, false},
+        {"0x10", PST_BDAT_NO_SIZE, 0, false},
+        {"18446744073709551616", PST_BDAT_NO_SIZE, 0, false},  /* 2^64 */
+        {"99999999999999999999999", PST_BDAT_NO_SIZE, 0, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t size;
+        bool last;
+        enum pst_bdat_form f = pst_bdat_parse(
+            cases[i].arg, strlen(cases[i].arg), &size, &last);
+        if (f != cases[i].want || size != cases[i].size ||
+            last != cases[i].last)
+            fail_msg("'%s': form %d size %llu last %d, want %d %llu %d",
+                     cases[i].arg, f, (unsigned long long)size, last,
+                     cases[i].want, (unsigned long long)cases[i].size,
+                     cases[i].last);
+    }
+}
+
 static char *
 repeat(char c, size_t n)
 {
@@ -227,6 +277,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verbs),       cmocka_unit_test(test_line_limits),
+        cmocka_unit_test(test_bdat_args),
         cmocka_unit_test(test_paths),       cmocka_unit_test(test_path_limits),
         cmocka_unit_test(test_mail_params), cmocka_unit_test(test_rcpt_params),
         cmocka_unit_test(test_utf8),
