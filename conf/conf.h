@@ -101,6 +101,7 @@ struct pst_auth_conf {
 
 struct pst_log_conf {
     int level;                      /* enum pst_log_level */
+    int format;                     /* enum pst_log_format */
     bool syslog;
     int facility;                   /* LOG_MAIL by default */
 };

@@ -369,6 +369,12 @@ static const struct pst__word log_levels[] = {
     {NULL, 0},
 };
 
+static const struct pst__word log_formats[] = {
+    {"text", PST_LOG_TEXT},
+    {"json", PST_LOG_JSON},
+    {NULL, 0},
+};
+
 static const struct pst__word facilities[] = {
     {"mail", LOG_MAIL},     {"local0", LOG_LOCAL0},
     {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
@@ -538,6 +544,7 @@ static const struct pst__directive log_table[] = {
     ENUM("level", pst_log_conf, level, PST_LOG_INFO, log_levels),
     BOOL("syslog", pst_log_conf, syslog, false),
     ENUM("facility", pst_log_conf, facility, LOG_MAIL, facilities),
+    ENUM("format", pst_log_conf, format, PST_LOG_TEXT, log_formats),
     END,
 };
 

@@ -1,5 +1,9 @@
 /*
- * log.h - one event per line: "LEVEL sess=<hex> msg=<qid> event=<e> k=v ...".
+ * log.h - one event per line: "LEVEL sess=<hex> msg=<qid> event=<e> k=v ...",
+ * or the same fields as one JSON object per line (logging.format = "json":
+ * {"ts":..,"prog":..,"pid":..,"level":..,"sess":..,"event":..,...}, every
+ * value a string, client text decoded from its quoting and re-escaped as
+ * JSON; docs/OPERATIONS.md).
  *
  * Callers compose the key=value text; client-supplied strings go through
  * pst_log_quote first (escaped, truncated, never raw). Message bodies and
@@ -13,10 +17,23 @@
 #include <stddef.h>
 
 enum pst_log_level { PST_LOG_ERR, PST_LOG_WARN, PST_LOG_INFO, PST_LOG_DEBUG };
+enum pst_log_format { PST_LOG_TEXT, PST_LOG_JSON };
 
 void pst_log_open(const char *ident, int use_syslog, int facility,
                   enum pst_log_level min);
 void pst_log_set_level(enum pst_log_level min);
+/* pst_log_set_format - key=value lines (the default) or JSON objects. */
+void pst_log_set_format(enum pst_log_format f);
+/*
+ * pst_log_json - the JSON object for one line of key=value text (what
+ * callers pass to pst_log) into out (outsz > 64), NUL-terminated, without
+ * a newline; ts/prog/pid/level first when given (prog NULL: left out).
+ * A token that is not key=value joins a "text" field; a repeated key gets
+ * a "_2" suffix; an object that would not fit ends with "truncated":"yes".
+ * Returns the length.
+ */
+size_t pst_log_json(char *out, size_t outsz, const char *ts, const char *prog,
+                    int pid, const char *level, const char *text);
 int pst_log_enabled(enum pst_log_level lvl);
 void pst_log(enum pst_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -22,6 +22,7 @@ pst_cli_run(const char *config_path)
     }
     pst_log_open("postern", conf->log.syslog, conf->log.facility,
                  (enum pst_log_level)conf->log.level);
+    pst_log_set_format((enum pst_log_format)conf->log.format);
     int rc = pst_server_run(conf);
     pst_conf_unref(conf);
     return rc;

@@ -203,10 +203,13 @@ pst_mhttp_start(struct pst_mhttp **out, const struct pst_metrics_conf *mc,
     h->d = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
             (v6 ? MHD_USE_IPv6 : 0),
-        0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+        0, NULL, NULL, on_request, h,
+        /* the logger first, or MHD says so on its own stderr */
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)PST_MHTTP_CONNS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)PST_MHTTP_TIMEOUT,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_END);
     if (h->d == NULL) {
         pst_err_add(err, NULL, 0, "metrics: cannot start the HTTP server on "
                     "%s port %u", mc->address, mc->port);
