@@ -20,6 +20,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "queue/queue.h"
 #include "queue/spool.h"
 
 struct client {
@@ -28,6 +29,7 @@ struct client {
 };
 
 struct bench {
+    struct pst_queue *q;
     struct pst_spool *sp;
     unsigned conc, total, started, done;
     size_t size;
@@ -96,7 +98,7 @@ main(int argc, char **argv)
     struct bench b = {0};
     struct pst_conf conf;
     struct pst_err err = {0};
-    struct pst_spool_stats s0, s1;
+    struct pst_queue_stats s0, s1;
     uv_loop_t loop;
     bool deliver = false;
 
@@ -131,12 +133,13 @@ main(int argc, char **argv)
     conf.delivery.lifetime = 86400;
     conf.delivery.concurrency = 20;
     uv_loop_init(&loop);
-    if (pst_spool_open(&b.sp, &loop, &conf, &err) != 0) {
+    if (pst_queue_open(&b.q, &loop, &conf, &err) != 0) {
         fprintf(stderr, "spool_bench: %s\n", pst_err_first(&err));
         return 1;
     }
-    pst_spool_pause(b.sp, !deliver);
-    pst_spool_stats(b.sp, &s0);
+    b.sp = pst_queue_spool(b.q);
+    pst_queue_pause(b.q, !deliver);
+    pst_queue_stats(b.q, &s0);
     struct client *cl = pst_xcalloc(b.conc, sizeof(*cl));
     uint64_t t0 = now_ns();
     for (unsigned i = 0; i < b.conc && b.started < b.total; i++) {
@@ -146,7 +149,7 @@ main(int argc, char **argv)
     while (b.done < b.total)
         uv_run(&loop, UV_RUN_ONCE);
     double secs = (double)(now_ns() - t0) / 1e9;
-    pst_spool_stats(b.sp, &s1);
+    pst_queue_stats(b.q, &s1);
     qsort(b.lat, b.total, sizeof(double), cmp);
     printf("concurrency=%u messages=%u size=%zu seconds=%.3f msgs_per_s=%.0f "
            "batches=%llu fsyncs_per_msg=%.3f p50_ms=%.3f p99_ms=%.3f "
@@ -155,7 +158,7 @@ main(int argc, char **argv)
            (unsigned long long)(s1.batches - s0.batches),
            (double)(s1.fsyncs - s0.fsyncs) / b.total, b.lat[b.total / 2],
            b.lat[(size_t)(b.total * 0.99)], b.failed);
-    pst_spool_close(b.sp);
+    pst_queue_close(b.q);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     free(cl);

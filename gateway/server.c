@@ -1,9 +1,10 @@
 /*
- * server.c - the gateway process: open the spool, bind the listeners, run
- * the loop, stop cleanly on SIGTERM or SIGINT.
+ * server.c - the gateway process: bind the listeners, open the queue
+ * (spool, queue manager, control socket), run the loop, stop cleanly on
+ * SIGTERM or SIGINT.
  *
  * Shutdown order: stop accepting, ask every session to finish (a commit in
- * flight is answered first), close the spool (its threads finish their
+ * flight is answered first), close the queue (its threads finish their
  * batch), then close every remaining handle and let the loop end. A clean
  * stop leaves no handle open and no memory behind (LeakSanitizer runs in
  * CI against this path).
@@ -31,6 +32,7 @@
 #include "gateway/stats.h"
 #include "filters/chain.h"
 #include "gateway/tls.h"
+#include "queue/queue.h"
 #include "queue/spool.h"
 
 static void
@@ -108,8 +110,9 @@ server_stop(struct pst_server *srv, const char *why)
         srv->auth = NULL;
     }
     if (srv->nsessions == 0) {
-        if (srv->spool)
-            pst_spool_close(srv->spool);
+        if (srv->queue)
+            pst_queue_close(srv->queue);
+        srv->queue = NULL;
         srv->spool = NULL;
         pst_frt_close(srv->frt);    /* no session is left to resume */
         srv->frt = NULL;
@@ -122,9 +125,9 @@ on_tick(uv_timer_t *t)
 {
     struct pst_server *srv = t->data;
     pst_mhttp_tick(srv->mhttp);
-    if (srv->spool) {
-        struct pst_spool_stats st;
-        pst_spool_stats(srv->spool, &st);
+    if (srv->queue) {
+        struct pst_queue_stats st;
+        pst_queue_stats(srv->queue, &st);
         pst_stats_queue(&st);
     }
 }
@@ -141,8 +144,9 @@ pst_server_session_gone(struct pst_server *srv)
     srv->nsessions--;
     /* when stopping, the spool closes once the last session has gone */
     if (srv->stopping && srv->nsessions == 0) {
-        if (srv->spool)
-            pst_spool_close(srv->spool);
+        if (srv->queue)
+            pst_queue_close(srv->queue);
+        srv->queue = NULL;
         srv->spool = NULL;
         pst_frt_close(srv->frt);    /* no session is left to resume */
         srv->frt = NULL;
@@ -241,11 +245,13 @@ pst_server_run(struct pst_conf *conf)
                  conf->metrics.address, conf->metrics.port);
     }
     if (status == 0 &&
-        (rc = pst_spool_open(&srv.spool, srv.loop, conf, &err)) < 0) {
+        (rc = pst_queue_open(&srv.queue, srv.loop, conf, &err)) < 0) {
         pst_err("event=fatal op=spool_open error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
         status = 1;
     }
+    if (status == 0)
+        srv.spool = pst_queue_spool(srv.queue);
     if (status == 0 && pst_privs_drop(&pv, conf, &err) < 0) {
         pst_err("event=fatal op=privileges error=\"%s\"",
                 pst_err_first(&err));

@@ -16,6 +16,7 @@
 #include "conf/conf.h"
 
 struct pst_session;
+struct pst_queue;
 struct pst_spool;
 struct pst_frt;
 struct pst_dns;
@@ -38,7 +39,8 @@ struct pst_listener {
 struct pst_server {
     uv_loop_t *loop;
     struct pst_conf *conf;          /* current generation (one reference) */
-    struct pst_spool *spool;
+    struct pst_queue *queue;        /* spool, queue manager, control */
+    struct pst_spool *spool;        /* the queue's: receives messages */
     struct pst_frt *frt;            /* filter worker pool (filters/chain.h) */
     struct pst_dns *dns;            /* client name lookups */
     struct pst_policy *policy;      /* relay decisions (policy.h) */

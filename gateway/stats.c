@@ -12,7 +12,7 @@
 
 #include "core/metrics.h"
 #include "core/util.h"
-#include "queue/spool.h"
+#include "queue/queue.h"
 
 #define REASONS_MAX 48
 
@@ -107,7 +107,7 @@ pst_stats_accept_latency(uint64_t us)
 }
 
 void
-pst_stats_queue(const struct pst_spool_stats *st)
+pst_stats_queue(const struct pst_queue_stats *st)
 {
     static struct pst_metric *active, *deferred, *hold, *oldest;
     if (active == NULL) {

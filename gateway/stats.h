@@ -33,9 +33,9 @@ void pst_stats_message(enum pst_msg_outcome o, const char *reason,
 /* pst_stats_accept_latency - final dot to 250, in microseconds. */
 void pst_stats_accept_latency(uint64_t us);
 
-struct pst_spool_stats;
+struct pst_queue_stats;
 /* pst_stats_queue - publish the queue's sizes and its oldest message's
  * age (the loop's once-a-second sample). */
-void pst_stats_queue(const struct pst_spool_stats *st);
+void pst_stats_queue(const struct pst_queue_stats *st);
 
 #endif

@@ -13,12 +13,17 @@
  *     HOLD <id> | RELEASE <id>
  * The answer's first line is "OK" or "ERR <text>"; the body follows
  * (JSON documents end with a newline). The body is bounded by the queue
- * (about 300 bytes plus the recipients per message).
+ * (about 300 bytes plus the recipients per message). The text and JSON
+ * are written here, from the manager's read-only view of each message
+ * (queue/qmgr.h); the manager formats nothing.
  *
  * Limits: PST_CTL_CLIENTS connections at once, PST_CTL_TIMEOUT ms each.
  */
+#include "queue/control.h"
+
 #include <errno.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +34,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "queue/spool_int.h"
+#include "queue/qmgr.h"
 
 #define PST_CTL_LINE 256
 #define PST_CTL_CLIENTS 16
@@ -38,7 +43,8 @@
 struct ctl_client;
 
 struct pst_control {
-    struct pst_spool *sp;
+    uv_loop_t *loop;
+    struct pst_qmgr *qm;
     uv_pipe_t srv;
     char *path;
     gid_t gid;
@@ -66,29 +72,198 @@ struct ctl_client {
     const char *refuse_text;
 };
 
-/* ---- text helpers (also used by qmgr.c) ---- */
+/* ---- output: JSON and text from the manager's views ---- */
 
-void
-pst__put_json_str(struct pst_tbuf *b, const char *s)
+static void
+put_json_str(struct pst_tbuf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     if (s == NULL) {
         pst_tbuf_add(b, "null", 4);
         return;
     }
-    pst__put_u8(b, '"');
+    pst_tbuf_add(b, "\"", 1);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         if (*c == '"' || *c == '\\') {
-            pst__put_u8(b, '\\');
-            pst__put_u8(b, *c);
+            char e[2] = {'\\', (char)*c};
+            pst_tbuf_add(b, e, 2);
         } else if (*c < 0x20 || *c == 0x7f) {
             char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 15]};
             pst_tbuf_add(b, e, 6);
         } else {
-            pst__put_u8(b, *c);    /* UTF-8 passes through */
+            pst_tbuf_add(b, (const char *)c, 1);   /* UTF-8 passes */
         }
     }
-    pst__put_u8(b, '"');
+    pst_tbuf_add(b, "\"", 1);
+}
+
+static const char *
+rcpt_state_name(enum pst_rcpt_state s)
+{
+    return s == PST_RCPT_DELIVERED ? "delivered"
+           : s == PST_RCPT_FAILED  ? "failed"
+                                   : "pending";
+}
+
+static void
+fmt_time(char *buf, size_t n, time_t t)
+{
+    struct tm tm;
+    if (t <= 0 || gmtime_r(&t, &tm) == NULL)
+        snprintf(buf, n, "-");
+    else
+        strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void
+view_json(struct pst_tbuf *b, const struct pst_qview *v, bool full)
+{
+    const struct pst_envelope *env = v->env;
+    char at[32], nx[32], ip[PST_IP_STRLEN];
+
+    fmt_time(at, sizeof(at), env->arrival);
+    fmt_time(nx, sizeof(nx), v->next_attempt);
+    pst_tbuf_printf(b, "{\"id\":\"%s\",\"size\":%" PRIu64 ",\"arrival\":"
+                     "\"%s\",\"arrival_time\":%lld,\"state\":\"%s\","
+                     "\"attempts\":%u,\"next_attempt\":", v->qid, v->size,
+                     at, (long long)env->arrival, v->state, v->attempts);
+    if (v->next_attempt)
+        pst_tbuf_printf(b, "\"%s\"", nx);
+    else
+        pst_tbuf_printf(b, "null");
+    pst_tbuf_printf(b, ",\"sender\":");
+    put_json_str(b, env->sender);
+    pst_tbuf_printf(b, ",\"last_error\":");
+    put_json_str(b, v->last_error);
+    if (full) {
+        pst_tbuf_printf(b, ",\"client_ip\":");
+        put_json_str(b, env->client_ip.family
+                            ? pst_ip_str(&env->client_ip, ip, sizeof(ip))
+                            : NULL);
+        pst_tbuf_printf(b, ",\"client_name\":");
+        put_json_str(b, env->client_name);
+        pst_tbuf_printf(b, ",\"helo\":");
+        put_json_str(b, env->helo);
+        pst_tbuf_printf(b, ",\"protocol\":");
+        put_json_str(b, env->proto);
+        pst_tbuf_printf(b, ",\"auth\":");
+        put_json_str(b, env->auth_login);
+        pst_tbuf_printf(b, ",\"envid\":");
+        put_json_str(b, env->envid);
+        pst_tbuf_printf(b, ",\"ret\":\"%s\",\"body\":\"%s\","
+                         "\"smtputf8\":%s",
+                         env->ret == PST_RET_FULL   ? "full"
+                         : env->ret == PST_RET_HDRS ? "hdrs"
+                                                    : "",
+                         env->body == PST_BODY_8BITMIME     ? "8bitmime"
+                         : env->body == PST_BODY_BINARYMIME ? "binarymime"
+                                                            : "7bit",
+                         env->smtputf8 ? "true" : "false");
+    }
+    pst_tbuf_printf(b, ",\"recipients\":[");
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        const struct pst_rcpt *r = &env->rcpts[i];
+        pst_tbuf_printf(b, "%s{\"address\":", i ? "," : "");
+        put_json_str(b, r->addr);
+        pst_tbuf_printf(b, ",\"state\":\"%s\",\"last_error\":",
+                         rcpt_state_name(r->state));
+        put_json_str(b, v->rcpt_err ? v->rcpt_err[i] : NULL);
+        if (full) {
+            pst_tbuf_printf(b, ",\"orcpt\":");
+            put_json_str(b, r->orcpt);
+            pst_tbuf_printf(b, ",\"notify\":%u", r->notify);
+        }
+        pst_tbuf_printf(b, "}");
+    }
+    pst_tbuf_printf(b, "]}");
+}
+
+/* Text output: client strings are shown escaped, never raw. */
+static void
+view_text(struct pst_tbuf *b, const struct pst_qview *v, bool full)
+{
+    const struct pst_envelope *env = v->env;
+    char at[32], nx[32], q[600], ip[PST_IP_STRLEN];
+
+    fmt_time(at, sizeof(at), env->arrival);
+    fmt_time(nx, sizeof(nx), v->next_attempt);
+    pst_log_quote(q, sizeof(q), env->sender, strlen(env->sender));
+    pst_tbuf_printf(b, "%s %8" PRIu64 " %s %-10s %s\n", v->qid, v->size, at,
+                     v->state, q);
+    if (full) {
+        pst_tbuf_printf(b, "  attempts: %u\n", v->attempts);
+        if (v->next_attempt)
+            pst_tbuf_printf(b, "  next attempt: %s\n", nx);
+        if (env->client_ip.family)
+            pst_tbuf_printf(b, "  client: %s\n",
+                             pst_ip_str(&env->client_ip, ip, sizeof(ip)));
+        if (env->helo) {
+            pst_log_quote(q, sizeof(q), env->helo, strlen(env->helo));
+            pst_tbuf_printf(b, "  helo: %s\n", q);
+        }
+        if (env->proto)
+            pst_tbuf_printf(b, "  protocol: %.32s\n", env->proto);
+    }
+    if (v->last_error) {
+        pst_log_quote(q, sizeof(q), v->last_error, strlen(v->last_error));
+        pst_tbuf_printf(b, "  last error: %s\n", q);
+    }
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        const struct pst_rcpt *r = &env->rcpts[i];
+        pst_log_quote(q, sizeof(q), r->addr, strlen(r->addr));
+        pst_tbuf_printf(b, "  %-9s %s", rcpt_state_name(r->state), q);
+        if (v->rcpt_err && v->rcpt_err[i]) {
+            pst_log_quote(q, sizeof(q), v->rcpt_err[i],
+                          strlen(v->rcpt_err[i]));
+            pst_tbuf_printf(b, " (%s)", q);
+        }
+        pst_tbuf_printf(b, "\n");
+    }
+}
+
+struct listing {
+    struct pst_tbuf *out;
+    bool json;
+    bool full;
+    unsigned n;
+};
+
+static void
+on_view(void *arg, const struct pst_qview *v)
+{
+    struct listing *l = arg;
+    if (l->json) {
+        if (l->n > 0)
+            pst_tbuf_printf(l->out, ",");
+        view_json(l->out, v, l->full);
+        if (l->full)
+            pst_tbuf_printf(l->out, "\n");
+    } else {
+        view_text(l->out, v, l->full);
+    }
+    l->n++;
+}
+
+static void
+put_list(struct pst_qmgr *qm, struct pst_tbuf *out, bool json)
+{
+    struct listing l = {.out = out, .json = json};
+
+    if (json)
+        pst_tbuf_printf(out, "{\"messages\":[");
+    pst__qmgr_each(qm, on_view, &l);
+    if (json)
+        pst_tbuf_printf(out, "],\"count\":%u}\n", l.n);
+    else if (l.n == 0)
+        pst_tbuf_printf(out, "queue is empty\n");
+}
+
+static int
+put_show(struct pst_qmgr *qm, const char *qid, struct pst_tbuf *out,
+         bool json)
+{
+    struct listing l = {.out = out, .json = json, .full = true};
+    return pst__qmgr_view(qm, qid, on_view, &l);
 }
 
 /* ---- connection lifetime ---- */
@@ -179,7 +354,7 @@ on_op_done(void *arg, int status, const char *text)
 static void
 run_command(struct ctl_client *c, char *line)
 {
-    struct pst_spool *sp = c->ctl->sp;
+    struct pst_qmgr *qm = c->ctl->qm;
     char *argv[4];
     int argc = 0;
 
@@ -193,10 +368,10 @@ run_command(struct ctl_client *c, char *line)
     bool json = argc >= 2 && pst_strcaseeq(argv[argc - 1], "JSON");
     pst_info("event=control command=%.16s", cmd);
     if (pst_strcaseeq(cmd, "LIST") && argc == 1 + json) {
-        pst__qmgr_list(sp->qm, &c->out, json);
+        put_list(qm, &c->out, json);
         answer(c, 0, NULL, true);
     } else if (pst_strcaseeq(cmd, "SHOW") && argc == 2 + json) {
-        if (pst__qmgr_show(sp->qm, argv[1], &c->out, json) != 0) {
+        if (put_show(qm, argv[1], &c->out, json) != 0) {
             char t[80];
             snprintf(t, sizeof(t), "%.20s: no such message in the queue",
                      argv[1]);
@@ -207,7 +382,7 @@ run_command(struct ctl_client *c, char *line)
     } else if (pst_strcaseeq(cmd, "FLUSH") && argc == 1) {
         char t[64];
         snprintf(t, sizeof(t), "flushed %u deferred message(s)",
-                 pst__qmgr_flush(sp->qm));
+                 pst__qmgr_flush(qm));
         answer(c, 0, t, false);
     } else if ((pst_strcaseeq(cmd, "DELETE") || pst_strcaseeq(cmd, "HOLD") ||
                 pst_strcaseeq(cmd, "RELEASE")) && argc == 2) {
@@ -232,7 +407,7 @@ run_command(struct ctl_client *c, char *line)
             }
         }
         c->op_pending = true;
-        pst__qmgr_op(sp->qm, op, all ? NULL : argv[1], on_op_done, c);
+        pst__qmgr_op(qm, op, all ? NULL : argv[1], on_op_done, c);
     } else {
         answer(c, -EINVAL, "unknown command (LIST [JSON], SHOW ID [JSON], "
                "FLUSH, DELETE ID|ALL, HOLD ID, RELEASE ID)", false);
@@ -321,8 +496,8 @@ on_connection(uv_stream_t *srv, int status)
     c->ctl = ctl;
     ctl->clients++;
     TAILQ_INSERT_TAIL(&ctl->list, c, link);
-    uv_pipe_init(ctl->sp->loop, &c->pipe, 0);
-    uv_timer_init(ctl->sp->loop, &c->timer);
+    uv_pipe_init(ctl->loop, &c->pipe, 0);
+    uv_timer_init(ctl->loop, &c->timer);
     c->pipe.data = c->timer.data = c;
     c->open_handles = 2;
     if (uv_accept(srv, (uv_stream_t *)&c->pipe) != 0) {
@@ -345,21 +520,24 @@ on_connection(uv_stream_t *srv, int status)
 
 static void on_srv_closed(uv_handle_t *h);
 
+/* pst__control_start - see control.h. */
 int
-pst__control_start(struct pst_control **ctlp, struct pst_spool *sp,
+pst__control_start(struct pst_control **ctlp, uv_loop_t *loop,
+                   struct pst_qmgr *qm, const char *path, const char *group,
                    struct pst_err *err)
 {
     struct pst_control *ctl = pst_xcalloc(1, sizeof(*ctl));
     struct stat st;
     int rc;
 
-    ctl->sp = sp;
+    ctl->loop = loop;
+    ctl->qm = qm;
     TAILQ_INIT(&ctl->list);
-    ctl->path = pst_xstrdup(sp->o.control_socket);
-    if (sp->o.control_group) {
+    ctl->path = pst_xstrdup(path);
+    if (group) {
         struct group gr, *g = NULL;
         char buf[4096];
-        if (getgrnam_r(sp->o.control_group, &gr, buf, sizeof(buf), &g) == 0 &&
+        if (getgrnam_r(group, &gr, buf, sizeof(buf), &g) == 0 &&
             g != NULL) {
             ctl->gid = g->gr_gid;
             ctl->have_gid = true;
@@ -376,7 +554,7 @@ pst__control_start(struct pst_control **ctlp, struct pst_spool *sp,
         }
         unlink(ctl->path);
     }
-    uv_pipe_init(sp->loop, &ctl->srv, 0);
+    uv_pipe_init(loop, &ctl->srv, 0);
     ctl->srv.data = ctl;
     mode_t old = umask(0117);
     rc = uv_pipe_bind(&ctl->srv, ctl->path);
@@ -412,6 +590,7 @@ on_srv_closed(uv_handle_t *h)
     ctl_maybe_free(ctl);
 }
 
+/* pst__control_close - see control.h. */
 void
 pst__control_close(struct pst_control *ctl)
 {

@@ -404,9 +404,7 @@ conn_send(struct conn *cn, struct part *p)
     cn->msgs++;
     if (p->reader == NULL) {
         const struct pst_delivery *dl = p->req->dl;
-        rc = pst__reader_open(&p->reader, dl->src.dirfd, dl->qid,
-                              dl->src.data_off, dl->src.data_end,
-                              dl->src.size);
+        rc = pst__reader_open(&p->reader, &dl->src, dl->qid);
         if (rc != 0) {
             char t[200];
             snprintf(t, sizeof(t), "4.3.0 cannot open the queue file: %s",
@@ -1011,8 +1009,7 @@ maildir_work(struct pst_work *w)
     struct part *p = part_of_job(w);
     struct pst_spool_reader *r = NULL;
     const struct pst_delivery *dl = &p->sub;
-    int rc = pst__reader_open(&r, dl->src.dirfd, dl->qid, dl->src.data_off,
-                              dl->src.data_end, dl->src.size);
+    int rc = pst__reader_open(&r, &dl->src, dl->qid);
 
     if (rc != 0) {
         for (size_t k = 0; k < p->n; k++) {

@@ -49,17 +49,101 @@ pst__dsn_wanted(const struct pst_envelope *env, const struct pst_rcpt *r,
     }
 }
 
+/* pst__dsn_owed - see dsn.h: the one statement of who is owed a report. */
 int
-pst__dsn_read_original(int dirfd, const char *qid, uint64_t data_off,
-                       uint64_t data_end, uint64_t size,
+pst__dsn_owed(const struct pst_dsn_attempt *a, size_t i, bool expired)
+{
+    const struct pst_rcpt_result *x = &a->res[i];
+    const struct pst_rcpt *r = &a->env->rcpts[a->idx[i]];
+
+    switch (x->res) {
+    case PST_DRES_PERM:
+        return pst__dsn_wanted(a->env, r, PST_DSN_FAILED, x->hint)
+                   ? PST_DSN_FAILED
+                   : -1;
+    case PST_DRES_OK:
+        if (!pst__dsn_wanted(a->env, r, PST_DSN_DELIVERED, x->hint))
+            return -1;
+        return x->hint == PST_HINT_DELIVERED ? PST_DSN_DELIVERED
+                                             : PST_DSN_RELAYED;
+    default:
+        if (expired)
+            return pst__dsn_wanted(a->env, r, PST_DSN_FAILED, x->hint)
+                       ? PST_DSN_FAILED
+                       : -1;
+        return a->warn_delay &&
+                       pst__dsn_wanted(a->env, r, PST_DSN_DELAYED, x->hint)
+                   ? PST_DSN_DELAYED
+                   : -1;
+    }
+}
+
+/* pst__dsn_any_owed - see dsn.h. */
+bool
+pst__dsn_any_owed(const struct pst_dsn_attempt *a, bool may_expire)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (pst__dsn_owed(a, i, false) >= 0 ||
+            (may_expire && pst__dsn_owed(a, i, true) >= 0))
+            return true;
+    return false;
+}
+
+/* pst__dsn_report - see dsn.h. */
+bool
+pst__dsn_report(struct pst_spool *sp, const char *hostname, const char *qid,
+                const struct pst_dsn_attempt *a, bool expired,
+                const struct pst_dsn_orig *orig)
+{
+    const struct pst_envelope *env = a->env;
+    struct pst_dsn_rcpt *fail = pst_xcalloc(env->nrcpts + 1, sizeof(*fail));
+    struct pst_dsn_rcpt *ok = pst_xcalloc(env->nrcpts + 1, sizeof(*ok));
+    struct pst_dsn_rcpt *late = pst_xcalloc(env->nrcpts + 1, sizeof(*late));
+    char **texts = pst_xcalloc(env->nrcpts + 1, sizeof(char *));
+    size_t nf = 0, no = 0, nl = 0, nt = 0;
+
+    for (size_t i = 0; i < a->n; i++) {
+        const struct pst_rcpt_result *x = &a->res[i];
+        const struct pst_rcpt *r = &env->rcpts[a->idx[i]];
+        int act = pst__dsn_owed(a, i, expired);
+        if (act == PST_DSN_FAILED && x->res != PST_DRES_PERM) {
+            texts[nt] = pst_xasprintf("delivery time expired; last "
+                                      "error: %s", x->text);
+            fail[nf++] = (struct pst_dsn_rcpt){r, PST_DSN_FAILED,
+                                               texts[nt++]};
+        } else if (act == PST_DSN_FAILED) {
+            fail[nf++] = (struct pst_dsn_rcpt){r, PST_DSN_FAILED, x->text};
+        } else if (act == PST_DSN_DELAYED) {
+            late[nl++] = (struct pst_dsn_rcpt){r, PST_DSN_DELAYED, x->text};
+        } else if (act >= 0) {
+            ok[no++] = (struct pst_dsn_rcpt){r, (enum pst_dsn_action)act,
+                                             x->text};
+        }
+    }
+    pst__dsn_send(sp, hostname, qid, env, fail, nf, orig);
+    pst__dsn_send(sp, hostname, qid, env, ok, no, orig);
+    pst__dsn_send(sp, hostname, qid, env, late, nl, orig);
+    for (size_t i = 0; i < nt; i++)
+        free(texts[i]);
+    free(texts);
+    free(fail);
+    free(ok);
+    free(late);
+    return nl > 0;
+}
+
+/* pst__dsn_read_original - see dsn.h. */
+int
+pst__dsn_read_original(const struct pst_spool_ref *ref, const char *qid,
                        const struct pst_envelope *env, uint64_t cap,
                        struct pst_dsn_orig *o)
 {
     struct pst_spool_reader *r = NULL;
+    uint64_t size = ref->size;
     int rc;
 
     memset(o, 0, sizeof(*o));
-    rc = pst__reader_open(&r, dirfd, qid, data_off, data_end, size);
+    rc = pst__reader_open(&r, ref, qid);
     if (rc != 0)
         return rc;
     bool full = env->ret != PST_RET_HDRS && size <= cap;
@@ -291,13 +375,12 @@ is_postmaster(const char *addr)
     return l == 10 && pst_strncaseeq(addr, "postmaster", 10);
 }
 
+/* pst__dsn_send - see dsn.h. */
 void
-pst__dsn_send(struct pst_spool *sp, const char *qid,
+pst__dsn_send(struct pst_spool *sp, const char *host, const char *qid,
               const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
               size_t n, const struct pst_dsn_orig *orig)
 {
-    const struct pst_conf *c = sp->o.conf;
-    const char *host = c && c->hostname ? c->hostname : "localhost";
     struct pst_envelope e;
     struct pst_tbuf b = {0};
     struct pst_spool_msg *m = NULL;

@@ -2,12 +2,14 @@
  * dsn.h - delivery status notifications (RFC 3464 reports, RFC 3461
  * semantics), internal to queue/.
  *
- * The queue manager decides who is owed a report (pst__dsn_wanted), reads
- * the returned part of the original on a worker before the queue file can
- * go (pst__dsn_read_original), then builds the report and commits it to
- * the spool like any message (pst__dsn_send, loop thread): null sender,
- * one recipient (the original sender; the postmaster for a report that
- * itself failed; nobody for a failed report to the postmaster).
+ * Who is owed a report after a delivery attempt is decided here, in one
+ * place (pst__dsn_owed): the queue manager asks whether an attempt owes
+ * any (pst__dsn_any_owed), reads the returned part of the original on a
+ * worker before the queue file can go (pst__dsn_read_original), then has
+ * every report owed built and committed to the spool like any message
+ * (pst__dsn_report, loop thread): null sender, one recipient (the
+ * original sender; the postmaster for a report that itself failed; nobody
+ * for a failed report to the postmaster).
  *
  * Limits: the original is returned whole up to delivery.bounce_size_max
  * octets (RET=FULL, or RET absent), else its header only (at most
@@ -49,19 +51,50 @@ struct pst_dsn_orig {
 bool pst__dsn_wanted(const struct pst_envelope *env, const struct pst_rcpt *r,
                      enum pst_dsn_action a, enum pst_dsn_hint hint);
 
+/* One delivery attempt's results, as the reports rule sees them. */
+struct pst_dsn_attempt {
+    const struct pst_envelope *env;
+    size_t n;                           /* recipients tried */
+    const size_t *idx;                  /* n indexes into env->rcpts */
+    const struct pst_rcpt_result *res;  /* n results */
+    bool warn_delay;                    /* a delay report is due if the
+                                           attempt defers */
+};
+
+/*
+ * pst__dsn_owed - the report recipient i of attempt a is owed, the attempt
+ * having ended with the message expired (lifetime over) or not: FAILED
+ * for a permanent failure, or for a temporary one once expired;
+ * DELIVERED or RELAYED for a success reported on request (NOTIFY=SUCCESS);
+ * DELAYED for a deferral when a delay report is due. -1: none.
+ */
+int pst__dsn_owed(const struct pst_dsn_attempt *a, size_t i, bool expired);
+/* pst__dsn_any_owed - whether attempt a owes any report, ending expired
+ * or not (when may_expire) - asked before the outcome is known. */
+bool pst__dsn_any_owed(const struct pst_dsn_attempt *a, bool may_expire);
+
 /* pst__dsn_read_original - worker thread; 0 or -errno. */
-int pst__dsn_read_original(int dirfd, const char *qid, uint64_t data_off,
-                           uint64_t data_end, uint64_t size,
+int pst__dsn_read_original(const struct pst_spool_ref *ref, const char *qid,
                            const struct pst_envelope *env, uint64_t cap,
                            struct pst_dsn_orig *o);
 void pst__dsn_orig_free(struct pst_dsn_orig *o);
 
 /*
+ * pst__dsn_report - build and commit to sp every report attempt a owes
+ * about message qid, ended expired or not (loop thread): failures,
+ * successes, delays, one report each. orig may be NULL. Returns whether
+ * a delay report went out.
+ */
+bool pst__dsn_report(struct pst_spool *sp, const char *hostname,
+                     const char *qid, const struct pst_dsn_attempt *a,
+                     bool expired, const struct pst_dsn_orig *orig);
+
+/*
  * pst__dsn_send - build the report for rs (all of one action class) about
  * message qid and commit it to sp (loop thread). orig may be NULL.
  */
-void pst__dsn_send(struct pst_spool *sp, const char *qid,
-                   const struct pst_envelope *env,
+void pst__dsn_send(struct pst_spool *sp, const char *hostname,
+                   const char *qid, const struct pst_envelope *env,
                    const struct pst_dsn_rcpt *rs, size_t n,
                    const struct pst_dsn_orig *orig);
 

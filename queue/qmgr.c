@@ -11,13 +11,18 @@
  * come back through the pool's uv_async.
  *
  * Per attempt, the worker: delivers (the transport syncs its copies),
- * then either removes a finished file at once (no recipient pending, no
- * report owed; the sync thread syncs active/ soon, shared with commits) or
- * appends one RCPT record per recipient tried and a RETRY record, fsyncs
- * the spool file, and removes the file once no recipient is pending. A
- * crash between a transport's sync and the spool's (file or directory)
- * sync delivers the same copy again after restart: that is the duplicate
- * window (docs/SPOOL.md).
+ * then either has the spool drop a finished message at once (no recipient
+ * pending, no report owed; its removal is synced soon, shared with
+ * commits) or has one RCPT record per recipient tried and a RETRY record
+ * appended and synced, and the message removed once no recipient is
+ * pending. A crash between a transport's sync and the spool's sync
+ * delivers the same copy again after restart: that is the duplicate
+ * window (docs/SPOOL.md). Storage is the spool's: the manager asks for
+ * operations on a message (queue/spool_int.h) and never opens its files.
+ *
+ * Output for the control socket is control.c's: the manager hands out a
+ * read-only view of each message (qmgr.h). Who is owed a delivery report
+ * is dsn.c's rule.
  *
  * Time. Timers are libuv's (monotonic); stored times are wall clock. At
  * load, the stored next-attempt and arrival are turned into monotonic
@@ -28,10 +33,9 @@
  * Limits: delivery.concurrency jobs in flight; the delivery pool has at
  * most PST_QMGR_THREADS threads.
  */
-#include "queue/spool_int.h"
+#include "queue/qmgr.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -60,7 +64,7 @@ struct qent {
     struct pst_envelope env;
     char **rcpt_err;            /* per recipient, NULL or last error */
     char *last_error;
-    uint64_t data_off, env_off, size, file_size;
+    struct pst_spool_loc loc;   /* the spool's, handed back to it */
     unsigned attempts;
     time_t next_wall;           /* stored next attempt (display) */
     uint64_t due;               /* uv_now() ms when to try */
@@ -72,8 +76,25 @@ struct qent {
 
 TAILQ_HEAD(qentl, qent);
 
+/* The delivery settings the manager keeps: copied at open, so a config
+ * reload that drops its generation never pulls strings from under it. */
+struct qm_opts {
+    unsigned retry_min;
+    unsigned retry_max;
+    unsigned lifetime;
+    unsigned concurrency;
+    uint64_t bounce_size_max;
+    unsigned delay_warning;
+    char *hostname;             /* of the reports */
+    char *default_route;        /* delivery.default_route */
+    struct pst_conf *conf;      /* a reference: routes and the client's
+                                   settings (queue/deliver.c) */
+    bool conf_ref;
+};
+
 struct pst_qmgr {
     struct pst_spool *sp;
+    struct qm_opts o;
     uv_loop_t *loop;
     uv_timer_t timer;
     bool timer_open;
@@ -87,6 +108,7 @@ struct pst_qmgr {
     uint64_t rng;
     bool started;
     bool paused;
+    bool closing;
     unsigned nlist[4];          /* entries per qe_where */
     struct pst_strmap *m_deliveries;    /* "outcome NUL route" -> series */
     struct pst_metric *m_attempt;       /* attempt duration histogram */
@@ -126,11 +148,7 @@ qe_move(struct pst_qmgr *qm, struct qent *e, enum qe_where to)
 static void
 qe_free(struct qent *e)
 {
-    if (e->rcpt_err) {
-        for (size_t i = 0; i < e->env.nrcpts; i++)
-            free(e->rcpt_err[i]);
-        free(e->rcpt_err);
-    }
+    pst__errs_free(e->rcpt_err, e->env.nrcpts);
     free(e->last_error);
     pst_envelope_free(&e->env);
     free(e);
@@ -165,7 +183,7 @@ rng_next(struct pst_qmgr *qm)
 static unsigned
 backoff(struct pst_qmgr *qm, unsigned n)
 {
-    const struct pst_spool_opts *o = &qm->sp->o;
+    const struct qm_opts *o = &qm->o;
     uint64_t d = o->retry_min;
     for (unsigned i = 1; i < n && d < o->retry_max; i++)
         d *= 2;
@@ -182,24 +200,6 @@ pending_count(const struct qent *e)
     for (size_t i = 0; i < e->env.nrcpts; i++)
         n += e->env.rcpts[i].state == PST_RCPT_PENDING;
     return n;
-}
-
-static const char *
-rcpt_state_name(enum pst_rcpt_state s)
-{
-    return s == PST_RCPT_DELIVERED ? "delivered"
-           : s == PST_RCPT_FAILED  ? "failed"
-                                   : "pending";
-}
-
-static const char *
-qe_state_name(const struct qent *e)
-{
-    if (e->delivering)
-        return "delivering";
-    if (e->where == QE_HELD || e->state != PST_QSTATE_QUEUED)
-        return e->state == PST_QSTATE_FAILED ? "failed" : "held";
-    return e->attempts ? "deferred" : "queued";
 }
 
 static void schedule(struct pst_qmgr *qm);
@@ -251,12 +251,13 @@ struct djob {
     struct pst_work w;
     struct pst_qmgr *qm;
     struct qent *e;
+    struct pst_spool *sp;
+    struct pst_spool_loc loc;   /* the entry's, written back when done */
     struct pst_delivery d;
     struct pst_spool_reader *r;
     bool delivered;             /* an event-loop transport has finished */
     const struct pst_transport *tp;
     void *route;
-    int actfd, holdfd, corfd;
     size_t n;
     size_t *idx;
     struct pst_rcpt_result *res;
@@ -265,6 +266,7 @@ struct djob {
     unsigned attempts;          /* after this attempt */
     unsigned delay;             /* seconds, if it fails */
     bool expire_if_fail;
+    uint64_t bounce_size_max;
     /* results */
     bool all_done;
     bool expired;
@@ -296,28 +298,12 @@ reader_finish(struct djob *j)
         j->corrupt = true;
 }
 
-/* dsn_due - some recipient of this attempt is owed a report. */
-static bool
-dsn_due(const struct djob *j)
+static struct pst_dsn_attempt
+attempt_of(const struct djob *j)
 {
-    const struct pst_envelope *env = &j->e->env;
-    for (size_t i = 0; i < j->n; i++) {
-        const struct pst_rcpt_result *x = &j->res[i];
-        const struct pst_rcpt *r = &env->rcpts[j->idx[i]];
-        if (x->res == PST_DRES_PERM &&
-            pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint))
-            return true;
-        if (x->res == PST_DRES_OK &&
-            pst__dsn_wanted(env, r, PST_DSN_DELIVERED, x->hint))
-            return true;
-        if (x->res == PST_DRES_TEMP && j->expire_if_fail &&
-            pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint))
-            return true;
-        if (x->res == PST_DRES_TEMP && j->warn_delay &&
-            pst__dsn_wanted(env, r, PST_DSN_DELAYED, x->hint))
-            return true;
-    }
-    return false;
+    return (struct pst_dsn_attempt){.env = &j->e->env, .n = j->n,
+                                    .idx = j->idx, .res = j->res,
+                                    .warn_delay = j->warn_delay};
 }
 
 /* Worker thread: deliver (blocking transports), then record. */
@@ -332,8 +318,7 @@ djob_work(struct pst_work *w)
     int rc;
 
     if (!j->delivered) {
-        rc = pst__reader_open(&j->r, j->actfd, e->qid, e->data_off,
-                              e->env_off, e->size);
+        rc = pst__reader_open(&j->r, &j->d.src, e->qid);
         if (rc != 0) {
             fail_all(j, rc);
         } else {
@@ -346,36 +331,30 @@ djob_work(struct pst_work *w)
         }
     }
     if (j->corrupt) {
-        if (renameat(j->actfd, e->qid, j->corfd, e->qid) == 0) {
-            fsync(j->corfd);
-            fsync(j->actfd);
-        }
+        pst__spool_set_corrupt(j->sp, e->qid, &j->loc);
         return;
     }
 
-    bool report = dsn_due(j);
+    struct pst_dsn_attempt at = attempt_of(j);
+    bool report = pst__dsn_any_owed(&at, j->expire_if_fail);
     for (size_t i = 0; i < j->n; i++)
         if (j->res[i].res != PST_DRES_OK && j->res[i].res != PST_DRES_PERM)
             left++;
     left += pending_count(e) - j->n;    /* recipients not in this attempt */
     if (left == 0 && !report) {
         /* Every copy is durable at its destination and nobody is owed a
-         * report: the file goes without a last record and its own fsync.
-         * The unlink reaches the disk with the next sync of active/ (the
-         * sync thread's, shared with commits); a crash before it delivers
-         * these copies again - the duplicate window (docs/SPOOL.md). */
+         * report: the message goes without a last record and its own
+         * sync. The removal reaches the disk with the spool's next sync
+         * (shared with commits); a crash before it delivers these copies
+         * again - the duplicate window (docs/SPOOL.md). */
         j->all_done = true;
-        if (unlinkat(j->actfd, e->qid, 0) == 0)
-            pst__spool_removed(j->qm->sp);
+        pst__spool_finished(j->sp, e->qid, &j->loc);
         return;
     }
     left = 0;
     if (report) {
-        const struct pst_conf *c = j->qm->sp->o.conf;
-        uint64_t cap = c ? c->delivery.bounce_size_max : 1048576;
-        int drc = pst__dsn_read_original(j->actfd, e->qid, e->data_off,
-                                         e->env_off, e->size, &e->env, cap,
-                                         &j->orig);
+        int drc = pst__dsn_read_original(&j->d.src, e->qid, &e->env,
+                                         j->bounce_size_max, &j->orig);
         if (drc != 0)
             memset(&j->orig, 0, sizeof(j->orig));  /* report without it */
     }
@@ -401,28 +380,19 @@ djob_work(struct pst_work *w)
             pst__rec_state(&b, PST_QSTATE_FAILED, j->now,
                            "lifetime expired");
     }
-    int fd = openat(j->actfd, e->qid, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd < 0) {
-        j->rec_err = -errno;
-    } else {
-        j->rec_err = pst__write_all(fd, b.p, b.len);
-        if (j->rec_err == 0 && fsync(fd) != 0)
-            j->rec_err = -errno;
-        close(fd);
-    }
+    j->rec_err = pst__spool_append(j->sp, e->qid, &j->loc, &b);
     pst_tbuf_free(&b);
     if (j->all_done) {
         /* every copy is durable at its destination and the records say
-         * so: a resurrected file would deliver nothing */
-        unlinkat(j->actfd, e->qid, 0);
+         * so: a resurrected message would deliver nothing */
+        pst__spool_remove(j->sp, e->qid, &j->loc);
     } else if (j->expire_if_fail && j->rec_err == 0) {
-        if (renameat(j->actfd, e->qid, j->holdfd, e->qid) == 0) {
-            fsync(j->holdfd);
-            fsync(j->actfd);
-            j->expired = true;
-        } else {
-            j->rec_err = -errno;
-        }
+        rc = pst__spool_move(j->sp, e->qid, &j->loc, PST_AREA_HOLD);
+        if (j->loc.area == PST_AREA_HOLD)
+            j->expired = true;          /* moved (a sync error is logged
+                                           by nobody, as before) */
+        else
+            j->rec_err = rc;
     }
 }
 
@@ -431,60 +401,6 @@ set_text(char **dst, const char *s)
 {
     free(*dst);
     *dst = s ? pst_xstrdup(s) : NULL;
-}
-
-/*
- * send_reports - the reports this attempt owes (loop thread): failures
- * (now, or every pending recipient when the lifetime ended), successes
- * asked for with NOTIFY=SUCCESS, and one delay warning.
- */
-static void
-send_reports(struct pst_qmgr *qm, struct djob *j)
-{
-    struct qent *e = j->e;
-    const struct pst_envelope *env = &e->env;
-    struct pst_dsn_rcpt *fail = pst_xcalloc(env->nrcpts + 1, sizeof(*fail));
-    struct pst_dsn_rcpt *ok = pst_xcalloc(env->nrcpts + 1, sizeof(*ok));
-    struct pst_dsn_rcpt *late = pst_xcalloc(env->nrcpts + 1, sizeof(*late));
-    char **texts = pst_xcalloc(env->nrcpts + 1, sizeof(char *));
-    size_t nf = 0, no = 0, nl = 0, nt = 0;
-
-    for (size_t i = 0; i < j->n; i++) {
-        const struct pst_rcpt_result *x = &j->res[i];
-        const struct pst_rcpt *r = &env->rcpts[j->idx[i]];
-        if (x->res == PST_DRES_PERM &&
-            pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint))
-            fail[nf++] = (struct pst_dsn_rcpt){r, PST_DSN_FAILED, x->text};
-        else if (x->res == PST_DRES_OK &&
-                 pst__dsn_wanted(env, r, PST_DSN_DELIVERED, x->hint))
-            ok[no++] = (struct pst_dsn_rcpt){
-                r, x->hint == PST_HINT_DELIVERED ? PST_DSN_DELIVERED
-                                                 : PST_DSN_RELAYED,
-                x->text};
-        else if (x->res == PST_DRES_TEMP && j->expired &&
-                 pst__dsn_wanted(env, r, PST_DSN_FAILED, x->hint)) {
-            texts[nt] = pst_xasprintf("delivery time expired; last "
-                                      "error: %s", x->text);
-            fail[nf++] = (struct pst_dsn_rcpt){r, PST_DSN_FAILED,
-                                               texts[nt++]};
-        } else if (x->res == PST_DRES_TEMP && j->warn_delay && !j->expired &&
-                   pst__dsn_wanted(env, r, PST_DSN_DELAYED, x->hint))
-            late[nl++] = (struct pst_dsn_rcpt){r, PST_DSN_DELAYED, x->text};
-    }
-    const struct pst_dsn_orig *o = j->orig.p ? &j->orig : NULL;
-    pst__dsn_send(qm->sp, e->qid, env, fail, nf, o);
-    pst__dsn_send(qm->sp, e->qid, env, ok, no, o);
-    if (nl > 0) {
-        e->delay_warned = true;
-        pst__dsn_send(qm->sp, e->qid, env, late, nl, o);
-    }
-    for (size_t i = 0; i < nt; i++)
-        free(texts[i]);
-    free(texts);
-    free(fail);
-    free(ok);
-    free(late);
-    pst__dsn_orig_free(&j->orig);
 }
 
 /* count_delivery - one recipient's result in postern_deliveries_total. */
@@ -519,6 +435,7 @@ djob_done(struct pst_work *w)
 
     qm->inflight--;
     e->delivering = false;
+    e->loc = j->loc;
     if (j->w.cancelled) {
         qe_move(qm, e, QE_READY);
         goto out;
@@ -531,11 +448,10 @@ djob_done(struct pst_work *w)
     }
     e->attempts = j->attempts;
     pst_metric_observe(qm->m_attempt, pst_monotonic_us() - j->start_us);
-    const char *droute = qm->sp->o.default_route;
     for (size_t i = 0; i < j->n; i++) {
         struct pst_rcpt *r = &e->env.rcpts[j->idx[i]];
         const struct pst_rcpt_result *x = &j->res[i];
-        count_delivery(qm, x->route ? x->route : droute,
+        count_delivery(qm, x->route ? x->route : qm->o.default_route,
                        x->res == PST_DRES_OK     ? "delivered"
                        : x->res == PST_DRES_PERM ? "failed"
                                                  : "deferred");
@@ -562,7 +478,12 @@ djob_done(struct pst_work *w)
     if (j->rec_err)
         pst_err("msg=%s event=spool_update_error error=\"%s\"", e->qid,
                 strerror(-j->rec_err));
-    send_reports(qm, j);
+    if (!qm->closing) {
+        struct pst_dsn_attempt at = attempt_of(j);
+        if (pst__dsn_report(qm->sp, qm->o.hostname, e->qid, &at, j->expired,
+                            j->orig.p ? &j->orig : NULL))
+            e->delay_warned = true;
+    }
     if (j->all_done) {
         pst_info("msg=%s event=removed", e->qid);
         qe_drop(qm, e);
@@ -612,11 +533,10 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     j->w.done = djob_done;
     j->qm = qm;
     j->e = e;
+    j->sp = qm->sp;
+    j->loc = e->loc;
     j->tp = qm->tp;
     j->route = qm->route;
-    j->actfd = qm->sp->actfd;
-    j->holdfd = qm->sp->holdfd;
-    j->corfd = qm->sp->corfd;
     j->idx = pst_xcalloc(n, sizeof(size_t));
     j->res = pst_xcalloc(n, sizeof(*j->res));
     for (size_t i = 0; i < e->env.nrcpts; i++)
@@ -625,18 +545,17 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     j->d = (struct pst_delivery){
         .loop = qm->loop, .qid = e->qid, .env = &e->env,
         .n = j->n, .idx = j->idx, .res = j->res, .done = on_delivered,
-        .src = {.dirfd = j->actfd, .data_off = e->data_off,
-                .data_end = e->env_off, .size = e->size},
     };
+    pst__spool_ref(qm->sp, &e->loc, &j->d.src);
     j->now = time(NULL);
     j->start_us = pst_monotonic_us();
     j->attempts = e->attempts + 1;
     j->delay = backoff(qm, j->attempts);
     j->expire_if_fail = uv_now(qm->loop) >= e->expire_at;
-    const struct pst_conf *c = qm->sp->o.conf;
-    j->warn_delay = c && c->delivery.delay_warning && !e->delay_warned &&
+    j->bounce_size_max = qm->o.bounce_size_max;
+    j->warn_delay = qm->o.delay_warning && !e->delay_warned &&
                     e->env.arrival &&
-                    j->now - e->env.arrival >= (time_t)c->delivery.delay_warning;
+                    j->now - e->env.arrival >= (time_t)qm->o.delay_warning;
     e->delivering = true;
     qe_move(qm, e, QE_BUSY);
     qm->inflight++;
@@ -645,8 +564,7 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
         return;
     }
     /* event-loop transport: deliver here, record on a worker after */
-    int rc = pst__reader_open(&j->r, j->actfd, e->qid, e->data_off,
-                              e->env_off, e->size);
+    int rc = pst__reader_open(&j->r, &j->d.src, e->qid);
     if (rc != 0) {
         fail_all(j, rc);
         j->delivered = true;
@@ -662,15 +580,15 @@ schedule(struct pst_qmgr *qm)
 {
     struct qent *e;
 
-    if (!qm->started || qm->sp->closing)
+    if (!qm->started || qm->closing)
         return;
     if (qm->paused)
         return;
-    while (qm->inflight < qm->sp->o.concurrency &&
+    while (qm->inflight < qm->o.concurrency &&
            (e = TAILQ_FIRST(&qm->ready)) != NULL) {
         if (pending_count(e) == 0) {
             /* all recipients finished before a crash; file left behind */
-            unlinkat(qm->sp->actfd, e->qid, 0);
+            pst__spool_remove(qm->sp, e->qid, &e->loc);
             pst_info("msg=%s event=removed", e->qid);
             qe_drop(qm, e);
             continue;
@@ -680,16 +598,6 @@ schedule(struct pst_qmgr *qm)
 }
 
 /* ---- entries in ---- */
-
-static struct qent *
-qe_new(struct pst_qmgr *qm, const char *qid)
-{
-    struct qent *e = pst_xcalloc(1, sizeof(*e));
-    memcpy(e->qid, qid, PST_QID_LEN + 1);
-    e->state = PST_QSTATE_QUEUED;
-    (void)qm;
-    return e;
-}
 
 static void
 qe_insert(struct pst_qmgr *qm, struct qent *e, enum qe_where w)
@@ -702,72 +610,58 @@ qe_insert(struct pst_qmgr *qm, struct qent *e, enum qe_where w)
         arm_at(qm, e->due);
 }
 
+/* pst__qmgr_take - see qmgr.h. */
 void
-pst__qmgr_load(struct pst_qmgr *qm, struct pst_scan *s, bool held)
+pst__qmgr_take(void *arg, struct pst_spool_entry *se)
 {
-    struct qent *e = qe_new(qm, s->qid);
+    struct pst_qmgr *qm = arg;
+    struct qent *e = pst_xcalloc(1, sizeof(*e));
     uint64_t now = uv_now(qm->loop);
-    time_t wall = time(NULL);
-    const struct pst_spool_opts *o = &qm->sp->o;
+    const struct qm_opts *o = &qm->o;
 
-    e->env = s->env;
-    memset(&s->env, 0, sizeof(s->env));
-    e->rcpt_err = s->rcpt_err;
-    s->rcpt_err = NULL;
-    e->last_error = s->last_error;
-    s->last_error = NULL;
-    e->data_off = s->data_off;
-    e->env_off = s->env_off;
-    e->size = s->msg_size;
-    e->file_size = s->file_size;
-    e->attempts = s->attempts;
-    e->next_wall = s->next_attempt;
+    memcpy(e->qid, se->qid, PST_QID_LEN + 1);
+    e->env = se->env;
+    memset(&se->env, 0, sizeof(se->env));
+    e->rcpt_err = se->rcpt_err ? se->rcpt_err
+                               : pst_xcalloc(e->env.nrcpts, sizeof(char *));
+    se->rcpt_err = NULL;
+    e->last_error = se->last_error;
+    se->last_error = NULL;
+    e->loc = se->loc;
+    e->attempts = se->attempts;
+    e->next_wall = se->next_attempt;
+    if (!se->recovered) {           /* just committed */
+        e->due = now;
+        e->expire_at = now + (uint64_t)o->lifetime * 1000;
+        if (e->loc.area == PST_AREA_HOLD) {     /* quarantined */
+            e->state = PST_QSTATE_HELD;
+            qe_insert(qm, e, QE_HELD);
+            return;
+        }
+        e->state = PST_QSTATE_QUEUED;
+        qe_insert(qm, e, QE_READY);
+        schedule(qm);
+        return;
+    }
     /* wall-clock facts to capped monotonic deltas */
+    time_t wall = time(NULL);
     int64_t left = (int64_t)e->env.arrival + o->lifetime - wall;
     left = PST_MAX(left, 0);
     left = PST_MIN(left, (int64_t)o->lifetime);
     e->expire_at = now + (uint64_t)left * 1000;
-    int64_t wait = s->attempts ? (int64_t)s->next_attempt - wall : 0;
+    int64_t wait = se->attempts ? (int64_t)se->next_attempt - wall : 0;
     wait = PST_MAX(wait, 0);
     wait = PST_MIN(wait, (int64_t)o->retry_max);
     e->due = now + (uint64_t)wait * 1000;
-    enum pst_qstate st = s->state;
-    pst__scan_free(s);
-    if (held) {
-        /* the directory decides: in hold/ means not scheduled */
-        e->state = st == PST_QSTATE_FAILED ? PST_QSTATE_FAILED
-                                           : PST_QSTATE_HELD;
+    if (e->loc.area == PST_AREA_HOLD) {
+        /* the area decides: in the hold area means not scheduled */
+        e->state = se->state == PST_QSTATE_FAILED ? PST_QSTATE_FAILED
+                                                  : PST_QSTATE_HELD;
         qe_insert(qm, e, QE_HELD);
     } else {
         e->state = PST_QSTATE_QUEUED;
         qe_insert(qm, e, wait ? QE_WAIT : QE_READY);
     }
-}
-
-void
-pst__qmgr_add(struct pst_qmgr *qm, const char *qid, struct pst_envelope *env,
-              uint64_t data_off, uint64_t env_off, uint64_t size,
-              uint64_t file_size, bool held)
-{
-    struct qent *e = qe_new(qm, qid);
-    uint64_t now = uv_now(qm->loop);
-
-    e->env = *env;
-    memset(env, 0, sizeof(*env));
-    e->rcpt_err = pst_xcalloc(e->env.nrcpts, sizeof(char *));
-    e->data_off = data_off;
-    e->env_off = env_off;
-    e->size = size;
-    e->file_size = file_size;
-    e->due = now;
-    e->expire_at = now + (uint64_t)qm->sp->o.lifetime * 1000;
-    if (held) {                     /* quarantined: in hold/ already */
-        e->state = PST_QSTATE_HELD;
-        qe_insert(qm, e, QE_HELD);
-        return;
-    }
-    qe_insert(qm, e, QE_READY);
-    schedule(qm);
 }
 
 /* qm_submit - the delivery manager's blocking jobs (maildir parts). */
@@ -778,17 +672,52 @@ qm_submit(void *ctx, struct pst_work *w)
     pst_workq_submit(qm->wq, w);
 }
 
+static void
+opts_copy(struct qm_opts *o, struct pst_conf *c)
+{
+    /* a generation from pst_conf_load is reference-counted; a caller-built
+     * struct (refs 0, unit tests) must simply outlive the queue */
+    o->conf = c;
+    o->conf_ref = c->refs > 0;
+    if (o->conf_ref)
+        pst_conf_ref(o->conf);
+    o->retry_min = c->delivery.retry_min ? c->delivery.retry_min : 60;
+    o->retry_max = PST_MAX(c->delivery.retry_max, o->retry_min);
+    o->lifetime = c->delivery.lifetime ? c->delivery.lifetime : 5 * 86400;
+    o->concurrency = c->delivery.concurrency ? c->delivery.concurrency : 20;
+    o->bounce_size_max = c->delivery.bounce_size_max;
+    o->delay_warning = c->delivery.delay_warning;
+    o->hostname = pst_xstrdup(c->hostname ? c->hostname : "localhost");
+    o->default_route = pst_xstrdup(c->delivery.default_route
+                                       ? c->delivery.default_route
+                                       : "maildir:/var/mail/postern");
+}
+
+static void
+qm_free(struct pst_qmgr *qm)
+{
+    if (qm->o.conf_ref)
+        pst_conf_unref(qm->o.conf);
+    free(qm->o.hostname);
+    free(qm->o.default_route);
+    pst_strmap_free(qm->m_deliveries, NULL);
+    free(qm);
+}
+
+/* pst__qmgr_new - see qmgr.h. */
 int
-pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
-              struct pst_err *err)
+pst__qmgr_new(struct pst_qmgr **qmp, uv_loop_t *loop, struct pst_spool *sp,
+              struct pst_conf *conf, struct pst_err *err)
 {
     struct pst_qmgr *qm = pst_xcalloc(1, sizeof(*qm));
-    const char *arg;
+    const char *arg, *route;
     char why[256] = "";
     int rc;
 
     qm->sp = sp;
-    qm->loop = sp->loop;
+    qm->loop = loop;
+    opts_copy(&qm->o, conf);
+    route = qm->o.default_route;
     qm->timer_due = UINT64_MAX;
     TAILQ_INIT(&qm->ready);
     TAILQ_INIT(&qm->wait);
@@ -802,40 +731,34 @@ pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
         "One delivery attempt of one message: from its start to its "
         "results recorded in the spool.",
         &pst_buckets_latency, NULL);
-    qm->tp = pst_transport_find(sp->o.default_route, &arg);
+    qm->tp = pst_transport_find(route, &arg);
     if (qm->tp == NULL) {
         pst_err_add(err, NULL, 0, "delivery.default_route: unknown "
                     "transport in \"%s\" (known: maildir:DIR, smtp:, "
-                    "lmtp:, mx)", sp->o.default_route);
+                    "lmtp:, mx)", route);
         rc = -EINVAL;
         goto fail;
     }
     /* routes by domain: the delivery manager takes every recipient */
-    if (sp->o.conf != NULL && sp->o.conf->delivery.nroutes > 0)
+    if (conf->delivery.nroutes > 0)
         qm->tp = &pst_transport_relay;
     if (qm->tp == &pst_transport_relay) {
         struct pst_deliver *dm = NULL;
-        if (sp->o.conf == NULL) {
-            pst_err_add(err, NULL, 0, "queue: no configuration for the "
-                        "delivery client");
-            rc = -EINVAL;
-            goto fail;
-        }
-        if ((rc = pst_deliver_new(&dm, qm->loop, sp->o.conf, qm_submit, qm,
+        if ((rc = pst_deliver_new(&dm, qm->loop, conf, qm_submit, qm,
                                   err)) != 0)
             goto fail;
         qm->route = dm;
     } else if ((rc = qm->tp->route_new(qm->loop, arg, &qm->route, why,
                                        sizeof(why))) != 0) {
         pst_err_add(err, NULL, 0, "delivery.default_route \"%s\": %s",
-                    sp->o.default_route, why);
+                    route, why);
         goto fail;
     }
     if ((rc = uv_timer_init(qm->loop, &qm->timer)) != 0)
         goto fail_route;
     qm->timer.data = qm;
     qm->timer_open = true;
-    unsigned threads = PST_MIN(sp->o.concurrency, PST_QMGR_THREADS);
+    unsigned threads = PST_MIN(qm->o.concurrency, PST_QMGR_THREADS);
     if ((rc = pst_workq_new(&qm->wq, qm->loop, PST_MAX(threads, 1u))) != 0) {
         pst_err_add(err, NULL, 0, "queue: delivery workers: %s",
                     strerror(-rc));
@@ -847,7 +770,7 @@ pst__qmgr_new(struct pst_qmgr **qmp, struct pst_spool *sp,
 fail_route:
     qm->tp->route_free(qm->route);
 fail:
-    free(qm);
+    qm_free(qm);
     return rc;
 }
 
@@ -856,13 +779,6 @@ pst__qmgr_start(struct pst_qmgr *qm)
 {
     qm->started = true;
     schedule(qm);
-}
-
-static void
-qm_free(struct pst_qmgr *qm)
-{
-    pst_strmap_free(qm->m_deliveries, NULL);
-    free(qm);
 }
 
 static void
@@ -879,6 +795,7 @@ pst__qmgr_close(struct pst_qmgr *qm)
     if (qm == NULL)
         return;
     qm->started = false;
+    qm->closing = true;
     /* an event-loop transport finishes (d->done) what it has in flight
      * while the pool still takes the record jobs; a blocking one is freed
      * only after the workers using it have stopped */
@@ -909,11 +826,13 @@ pst__qmgr_pause(struct pst_qmgr *qm, bool paused)
     schedule(qm);
 }
 
+/* pst__qmgr_stats - see qmgr.h. */
 void
-pst__qmgr_counts(struct pst_qmgr *qm, struct pst_spool_stats *st)
+pst__qmgr_stats(struct pst_qmgr *qm, struct pst_queue_stats *st)
 {
-    if (qm == NULL)
-        return;
+    struct qentl *ls[] = {&qm->ready, &qm->wait, &qm->held, &qm->busy};
+    struct qent *e;
+
     st->queued = qm->count;
     st->delivering = qm->inflight;
     st->active = qm->nlist[QE_READY] + qm->nlist[QE_BUSY];
@@ -921,16 +840,12 @@ pst__qmgr_counts(struct pst_qmgr *qm, struct pst_spool_stats *st)
     st->held = qm->nlist[QE_HELD];
     /* one pass over the queue, about once a second (the metrics tick) */
     st->oldest_arrival = 0;
-    static const enum qe_where all[] = {QE_READY, QE_WAIT, QE_HELD, QE_BUSY};
-    for (size_t i = 0; i < PST_ARRAY_LEN(all); i++) {
-        struct qent *e;
-        TAILQ_FOREACH(e, list_of(qm, all[i]), link)
+    for (size_t i = 0; i < PST_ARRAY_LEN(ls); i++)
+        TAILQ_FOREACH(e, ls[i], link)
             if (e->env.arrival > 0 && (st->oldest_arrival == 0 ||
                                        e->env.arrival < st->oldest_arrival))
                 st->oldest_arrival = e->env.arrival;
-    }
 }
-
 
 /* ---- operator commands ---- */
 
@@ -951,64 +866,44 @@ struct ojob {
     struct qent *e;
     struct opbatch *b;
     enum qe_where prev;
-    int actfd, holdfd;
+    struct pst_spool *sp;
+    struct pst_spool_loc loc;   /* the entry's, written back when done */
     time_t now;
     int status;
 };
 
+/* Move to area `to`, then record the new state there. */
 static int
-append_state(int dfd, const char *qid, enum pst_qstate st, time_t now,
-             const char *why)
+move_and_state(struct ojob *j, enum pst_spool_area to, enum pst_qstate st,
+               const char *why)
 {
     struct pst_tbuf b = {0};
-    int rc, fd = openat(dfd, qid, O_WRONLY | O_APPEND | O_CLOEXEC);
+    int rc = pst__spool_move(j->sp, j->e->qid, &j->loc, to);
 
-    if (fd < 0)
-        return -errno;
-    pst__rec_state(&b, st, now, why);
-    rc = pst__write_all(fd, b.p, b.len);
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -errno;
-    close(fd);
+    if (rc != 0)
+        return rc;
+    pst__rec_state(&b, st, j->now, why);
+    rc = pst__spool_append(j->sp, j->e->qid, &j->loc, &b);
     pst_tbuf_free(&b);
     return rc;
-}
-
-static int
-move_synced(int from, int to, const char *qid)
-{
-    if (renameat(from, qid, to, qid) != 0)
-        return -errno;
-    if (fsync(to) != 0 || fsync(from) != 0)
-        return -errno;
-    return 0;
 }
 
 static void
 ojob_work(struct pst_work *w)
 {
     struct ojob *j = (struct ojob *)w;
-    const char *qid = j->e->qid;
-    int dfd = j->prev == QE_HELD ? j->holdfd : j->actfd;
 
     switch (j->b->op) {
     case PST_QOP_DELETE:
-        if (unlinkat(dfd, qid, 0) != 0)
-            j->status = -errno;
-        else if (fsync(dfd) != 0)
-            j->status = -errno;
+        j->status = pst__spool_delete(j->sp, j->e->qid, &j->loc);
         break;
     case PST_QOP_HOLD:
-        j->status = move_synced(j->actfd, j->holdfd, qid);
-        if (j->status == 0)
-            j->status = append_state(j->holdfd, qid, PST_QSTATE_HELD, j->now,
-                                     "held by the operator");
+        j->status = move_and_state(j, PST_AREA_HOLD, PST_QSTATE_HELD,
+                                   "held by the operator");
         break;
     case PST_QOP_RELEASE:
-        j->status = move_synced(j->holdfd, j->actfd, qid);
-        if (j->status == 0)
-            j->status = append_state(j->actfd, qid, PST_QSTATE_QUEUED,
-                                     j->now, "released by the operator");
+        j->status = move_and_state(j, PST_AREA_ACTIVE, PST_QSTATE_QUEUED,
+                                   "released by the operator");
         break;
     }
 }
@@ -1041,6 +936,7 @@ ojob_done(struct pst_work *w)
     struct opbatch *b = j->b;
     static const char *const ev[] = {"deleted", "hold", "release"};
 
+    e->loc = j->loc;
     if (!w->cancelled && j->status == 0) {
         b->done++;
         pst_info("msg=%s event=%s by=operator", e->qid, ev[b->op]);
@@ -1078,8 +974,8 @@ op_submit(struct pst_qmgr *qm, struct qent *e, struct opbatch *b)
     j->e = e;
     j->b = b;
     j->prev = e->where;
-    j->actfd = qm->sp->actfd;
-    j->holdfd = qm->sp->holdfd;
+    j->sp = qm->sp;
+    j->loc = e->loc;
     j->now = time(NULL);
     b->left++;
     qe_move(qm, e, QE_BUSY);
@@ -1108,7 +1004,7 @@ pst__qmgr_op(struct pst_qmgr *qm, enum pst_qop op, const char *qid,
     b->op = op;
     b->cb = cb;
     b->arg = arg;
-    if (qm->sp->closing || qm->wq == NULL) {
+    if (qm->closing || qm->wq == NULL) {
         cb(arg, -ESHUTDOWN, "the queue is shutting down");
         free(b);
         return;
@@ -1168,162 +1064,56 @@ pst__qmgr_flush(struct pst_qmgr *qm)
     return n;
 }
 
-/* ---- listing ---- */
+/* ---- views for the control socket ---- */
 
-static void
-fmt_time(char *buf, size_t n, time_t t)
+static const char *
+qe_state_name(const struct qent *e)
 {
-    struct tm tm;
-    if (t <= 0 || gmtime_r(&t, &tm) == NULL)
-        snprintf(buf, n, "-");
-    else
-        strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (e->delivering)
+        return "delivering";
+    if (e->where == QE_HELD || e->state != PST_QSTATE_QUEUED)
+        return e->state == PST_QSTATE_FAILED ? "failed" : "held";
+    return e->attempts ? "deferred" : "queued";
 }
 
 static void
-qe_json(struct pst_tbuf *b, const struct qent *e, bool full)
+qe_view(const struct qent *e, pst_qview_fn fn, void *arg)
 {
-    char at[32], nx[32], ip[PST_IP_STRLEN];
-
-    fmt_time(at, sizeof(at), e->env.arrival);
-    fmt_time(nx, sizeof(nx), e->next_wall);
-    pst_tbuf_printf(b, "{\"id\":\"%s\",\"size\":%" PRIu64 ",\"arrival\":"
-                     "\"%s\",\"arrival_time\":%lld,\"state\":\"%s\","
-                     "\"attempts\":%u,\"next_attempt\":", e->qid, e->size,
-                     at, (long long)e->env.arrival, qe_state_name(e),
-                     e->attempts);
-    if (e->attempts && e->where != QE_HELD)
-        pst_tbuf_printf(b, "\"%s\"", nx);
-    else
-        pst_tbuf_printf(b, "null");
-    pst_tbuf_printf(b, ",\"sender\":");
-    pst__put_json_str(b, e->env.sender);
-    pst_tbuf_printf(b, ",\"last_error\":");
-    pst__put_json_str(b, e->last_error);
-    if (full) {
-        pst_tbuf_printf(b, ",\"client_ip\":");
-        pst__put_json_str(b, e->env.client_ip.family
-                                  ? pst_ip_str(&e->env.client_ip, ip,
-                                               sizeof(ip))
-                                  : NULL);
-        pst_tbuf_printf(b, ",\"client_name\":");
-        pst__put_json_str(b, e->env.client_name);
-        pst_tbuf_printf(b, ",\"helo\":");
-        pst__put_json_str(b, e->env.helo);
-        pst_tbuf_printf(b, ",\"protocol\":");
-        pst__put_json_str(b, e->env.proto);
-        pst_tbuf_printf(b, ",\"auth\":");
-        pst__put_json_str(b, e->env.auth_login);
-        pst_tbuf_printf(b, ",\"envid\":");
-        pst__put_json_str(b, e->env.envid);
-        pst_tbuf_printf(b, ",\"ret\":\"%s\",\"body\":\"%s\","
-                         "\"smtputf8\":%s",
-                         e->env.ret == PST_RET_FULL   ? "full"
-                         : e->env.ret == PST_RET_HDRS ? "hdrs"
-                                                      : "",
-                         e->env.body == PST_BODY_8BITMIME     ? "8bitmime"
-                         : e->env.body == PST_BODY_BINARYMIME ? "binarymime"
-                                                              : "7bit",
-                         e->env.smtputf8 ? "true" : "false");
-    }
-    pst_tbuf_printf(b, ",\"recipients\":[");
-    for (size_t i = 0; i < e->env.nrcpts; i++) {
-        const struct pst_rcpt *r = &e->env.rcpts[i];
-        pst_tbuf_printf(b, "%s{\"address\":", i ? "," : "");
-        pst__put_json_str(b, r->addr);
-        pst_tbuf_printf(b, ",\"state\":\"%s\",\"last_error\":",
-                         rcpt_state_name(r->state));
-        pst__put_json_str(b, e->rcpt_err ? e->rcpt_err[i] : NULL);
-        if (full) {
-            pst_tbuf_printf(b, ",\"orcpt\":");
-            pst__put_json_str(b, r->orcpt);
-            pst_tbuf_printf(b, ",\"notify\":%u", r->notify);
-        }
-        pst_tbuf_printf(b, "}");
-    }
-    pst_tbuf_printf(b, "]}");
+    struct pst_qview v = {
+        .qid = e->qid, .size = e->loc.size, .env = &e->env,
+        .rcpt_err = (const char *const *)e->rcpt_err,
+        .last_error = e->last_error, .state = qe_state_name(e),
+        .attempts = e->attempts,
+        .next_attempt = e->attempts && e->where != QE_HELD ? e->next_wall
+                                                            : 0,
+    };
+    fn(arg, &v);
 }
 
-/* Text output: client strings are shown escaped, never raw. */
-static void
-qe_text(struct pst_tbuf *b, const struct qent *e, bool full)
-{
-    char at[32], nx[32], q[600], ip[PST_IP_STRLEN];
-
-    fmt_time(at, sizeof(at), e->env.arrival);
-    fmt_time(nx, sizeof(nx), e->next_wall);
-    pst_log_quote(q, sizeof(q), e->env.sender, strlen(e->env.sender));
-    pst_tbuf_printf(b, "%s %8" PRIu64 " %s %-10s %s\n", e->qid, e->size, at,
-                     qe_state_name(e), q);
-    if (full) {
-        pst_tbuf_printf(b, "  attempts: %u\n", e->attempts);
-        if (e->attempts && e->where != QE_HELD)
-            pst_tbuf_printf(b, "  next attempt: %s\n", nx);
-        if (e->env.client_ip.family)
-            pst_tbuf_printf(b, "  client: %s\n",
-                             pst_ip_str(&e->env.client_ip, ip, sizeof(ip)));
-        if (e->env.helo) {
-            pst_log_quote(q, sizeof(q), e->env.helo, strlen(e->env.helo));
-            pst_tbuf_printf(b, "  helo: %s\n", q);
-        }
-        if (e->env.proto)
-            pst_tbuf_printf(b, "  protocol: %.32s\n", e->env.proto);
-    }
-    if (e->last_error) {
-        pst_log_quote(q, sizeof(q), e->last_error, strlen(e->last_error));
-        pst_tbuf_printf(b, "  last error: %s\n", q);
-    }
-    for (size_t i = 0; i < e->env.nrcpts; i++) {
-        const struct pst_rcpt *r = &e->env.rcpts[i];
-        pst_log_quote(q, sizeof(q), r->addr, strlen(r->addr));
-        pst_tbuf_printf(b, "  %-9s %s", rcpt_state_name(r->state), q);
-        if (e->rcpt_err && e->rcpt_err[i]) {
-            pst_log_quote(q, sizeof(q), e->rcpt_err[i],
-                          strlen(e->rcpt_err[i]));
-            pst_tbuf_printf(b, " (%s)", q);
-        }
-        pst_tbuf_printf(b, "\n");
-    }
-}
-
-void
-pst__qmgr_list(struct pst_qmgr *qm, struct pst_tbuf *out, bool json)
+/* pst__qmgr_each - see qmgr.h. */
+unsigned
+pst__qmgr_each(struct pst_qmgr *qm, pst_qview_fn fn, void *arg)
 {
     struct qentl *ls[] = {&qm->busy, &qm->ready, &qm->wait, &qm->held};
     struct qent *e;
-    bool first = true;
+    unsigned n = 0;
 
-    if (json)
-        pst_tbuf_printf(out, "{\"messages\":[");
     for (size_t i = 0; i < PST_ARRAY_LEN(ls); i++)
         TAILQ_FOREACH(e, ls[i], link) {
-            if (json) {
-                if (!first)
-                    pst_tbuf_printf(out, ",");
-                qe_json(out, e, false);
-            } else {
-                qe_text(out, e, false);
-            }
-            first = false;
+            qe_view(e, fn, arg);
+            n++;
         }
-    if (json)
-        pst_tbuf_printf(out, "],\"count\":%u}\n", qm->count);
-    else if (first)
-        pst_tbuf_printf(out, "queue is empty\n");
+    return n;
 }
 
+/* pst__qmgr_view - see qmgr.h. */
 int
-pst__qmgr_show(struct pst_qmgr *qm, const char *qid, struct pst_tbuf *out,
-               bool json)
+pst__qmgr_view(struct pst_qmgr *qm, const char *qid, pst_qview_fn fn,
+               void *arg)
 {
     struct qent *e = qe_find(qm, qid);
     if (e == NULL)
         return -ENOENT;
-    if (json) {
-        qe_json(out, e, true);
-        pst_tbuf_printf(out, "\n");
-    } else {
-        qe_text(out, e, true);
-    }
+    qe_view(e, fn, arg);
     return 0;
 }

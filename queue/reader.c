@@ -21,8 +21,8 @@
 #include "core/crc32c.h"
 #include "core/util.h"
 #include "queue/edits.h"
-#include "queue/spool_int.h"
-#include "queue/transport.h"
+#include "queue/reader.h"
+#include "queue/record.h"
 
 struct pst_spool_reader {
     int fd;
@@ -79,18 +79,19 @@ load_edits(struct pst_spool_reader *r)
     return rc;
 }
 
+/* pst__reader_open - see reader.h. */
 int
-pst__reader_open(struct pst_spool_reader **rp, int dirfd, const char *name,
-                 uint64_t data_off, uint64_t data_end, uint64_t size)
+pst__reader_open(struct pst_spool_reader **rp,
+                 const struct pst_spool_ref *ref, const char *qid)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = openat(ref->dirfd, qid, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     struct pst_spool_reader *r = pst_xcalloc(1, sizeof(*r));
     r->fd = fd;
-    r->data_off = r->off = data_off;
-    r->data_end = data_end;
-    r->size = size;
+    r->data_off = r->off = ref->data_off;
+    r->data_end = ref->data_end;
+    r->size = ref->size;
     r->buf = pst_xmalloc(PST_SPOOL_WBUF);
     int rc = load_edits(r);
     if (rc != 0) {

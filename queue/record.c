@@ -348,14 +348,21 @@ seq_read(struct seq *q, void *dst, size_t n, uint32_t *crc)
     return (ssize_t)got;
 }
 
+/* pst__errs_free - see record.h. */
+void
+pst__errs_free(char **errs, size_t n)
+{
+    if (errs == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(errs[i]);
+    free(errs);
+}
+
 void
 pst__scan_free(struct pst_scan *s)
 {
-    if (s->rcpt_err) {
-        for (size_t i = 0; i < s->env.nrcpts; i++)
-            free(s->rcpt_err[i]);
-        free(s->rcpt_err);
-    }
+    pst__errs_free(s->rcpt_err, s->env.nrcpts);
     free(s->last_error);
     pst_envelope_free(&s->env);
     memset(s, 0, sizeof(*s));

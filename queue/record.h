@@ -123,6 +123,9 @@ enum pst_scan_result {
  */
 int pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen);
 void pst__scan_free(struct pst_scan *s);
+/* pst__errs_free - a per-recipient array of error texts (n entries, each
+ * NULL or malloc'd; the array may be NULL). */
+void pst__errs_free(char **errs, size_t n);
 
 /*
  * Appending update records to a committed file (worker threads only):

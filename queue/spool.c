@@ -24,6 +24,11 @@
  * and then reported durable (after a failed fsync the kernel may have
  * dropped the dirty pages, so a second fsync proves nothing).
  *
+ * The spool knows nothing of delivery. The front (queue/queue.c) gives it
+ * a sink that is told of each recovered and each committed message (the
+ * queue manager), and the manager asks for storage operations on them
+ * (append records, finish, move, delete; spool_int.h).
+ *
  * Ownership: see spool.h. Limits: one 128 KiB buffer per message being
  * received (freed at commit); QIDs: 2^40 per run, 2^24 runs.
  */
@@ -218,15 +223,6 @@ sync_main(void *arg)
     return NULL;
 }
 
-void
-pst__spool_removed(struct pst_spool *sp)
-{
-    pthread_mutex_lock(&sp->mu);
-    sp->removals = true;
-    pthread_cond_signal(&sp->cv);
-    pthread_mutex_unlock(&sp->mu);
-}
-
 static void
 msg_free(struct pst_spool_msg *m)
 {
@@ -237,6 +233,15 @@ msg_free(struct pst_spool_msg *m)
     free(m->hold_reason);
     pst_envelope_free(&m->env);
     free(m);
+}
+
+/* What a sink left in an entry. */
+static void
+entry_free(struct pst_spool_entry *e)
+{
+    pst__errs_free(e->rcpt_err, e->env.nrcpts);
+    free(e->last_error);
+    pst_envelope_free(&e->env);
 }
 
 /* Loop thread: run the callbacks of finished commits. */
@@ -253,8 +258,19 @@ drain_done(struct pst_spool *sp)
         TAILQ_REMOVE(&l, m, link);
         if (m->status == 0) {
             atomic_fetch_add(&sp->n_committed, 1);
-            pst__qmgr_add(sp->qm, m->qid, &m->env, m->data_off, m->env_off,
-                          m->size, m->off, m->hold);
+            if (sp->sink != NULL) {
+                struct pst_spool_entry e = {
+                    .loc = {.area = m->hold ? PST_AREA_HOLD : PST_AREA_ACTIVE,
+                            .data_off = m->data_off, .env_off = m->env_off,
+                            .size = m->size, .file_size = m->off},
+                    .env = m->env,
+                    .state = m->hold ? PST_QSTATE_HELD : PST_QSTATE_QUEUED,
+                };
+                memcpy(e.qid, m->qid, sizeof(e.qid));
+                memset(&m->env, 0, sizeof(m->env));
+                sp->sink(sp->sink_arg, &e);
+                entry_free(&e);
+            }
             if (m->hold)
                 pst_info("msg=%s event=quarantined reason=\"%s\"", m->qid,
                          m->hold_reason ? m->hold_reason : "filter");
@@ -281,7 +297,7 @@ pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp, char *qid)
     struct pst_spool_msg *m;
     int fd = -1, rc;
 
-    if (sp->closing)
+    if (sp->closing || sp->gen == 0)      /* closing, or not recovered */
         return -ESHUTDOWN;
     m = pst_xcalloc(1, sizeof(*m));
     m->sp = sp;
@@ -492,19 +508,12 @@ pst_spool_free_bytes(struct pst_spool *sp)
 }
 
 void
-pst_spool_pause(struct pst_spool *sp, bool paused)
-{
-    pst__qmgr_pause(sp->qm, paused);
-}
-
-void
 pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st)
 {
     memset(st, 0, sizeof(*st));
     st->fsyncs = atomic_load(&sp->n_fsync);
     st->batches = atomic_load(&sp->n_batches);
     st->committed = atomic_load(&sp->n_committed);
-    pst__qmgr_counts(sp->qm, st);
 }
 
 /* ---- open: directories, lock, generation, recovery ---- */
@@ -539,7 +548,7 @@ take_lock(struct pst_spool *sp, struct pst_err *err)
                         0600);
     if (sp->lockfd < 0) {
         int e = errno;
-        pst_err_add(err, NULL, 0, "spool %s: lock file: %s", sp->o.dir,
+        pst_err_add(err, NULL, 0, "spool %s: lock file: %s", sp->dir,
                     strerror(e));
         return -e;
     }
@@ -553,9 +562,9 @@ take_lock(struct pst_spool *sp, struct pst_err *err)
         }
         if (e == EWOULDBLOCK)
             pst_err_add(err, NULL, 0, "spool %s is in use by another "
-                        "postern (pid %s)", sp->o.dir, pid[0] ? pid : "?");
+                        "postern (pid %s)", sp->dir, pid[0] ? pid : "?");
         else
-            pst_err_add(err, NULL, 0, "spool %s: lock: %s", sp->o.dir,
+            pst_err_add(err, NULL, 0, "spool %s: lock: %s", sp->dir,
                         strerror(e));
         return e == EWOULDBLOCK ? -EBUSY : -e;
     }
@@ -593,7 +602,7 @@ bump_generation(struct pst_spool *sp, uint64_t seen_max, struct pst_err *err)
     g = PST_MAX(g, seen_max) + 1;
     if (g >= (UINT64_C(1) << (64 - PST_QID_SEQ_BITS))) {
         pst_err_add(err, NULL, 0, "spool %s: queue ID generations "
-                    "exhausted", sp->o.dir);
+                    "exhausted", sp->dir);
         return -EOVERFLOW;
     }
     int n = snprintf(buf, sizeof(buf), "%" PRIu64 "\n", g);
@@ -617,7 +626,7 @@ bump_generation(struct pst_spool *sp, uint64_t seen_max, struct pst_err *err)
     return 0;
 fail:
     rc = -errno;
-    pst_err_add(err, NULL, 0, "spool %s: generation file: %s", sp->o.dir,
+    pst_err_add(err, NULL, 0, "spool %s: generation file: %s", sp->dir,
                 strerror(errno));
     return rc;
 }
@@ -653,6 +662,8 @@ quarantine(struct pst_spool *sp, int fromfd, const char *from,
 struct recov {
     unsigned removed, corrupt, loaded, torn;
     uint64_t gen_max;
+    pst_spool_sink sink;
+    void *arg;
 };
 
 static int
@@ -722,17 +733,31 @@ recover_dir(struct pst_spool *sp, int dfd, const char *dname, bool held,
             rv->torn++;
         }
         close(fd);
-        pst__qmgr_load(sp->qm, &s, held);
+        struct pst_spool_entry e = {
+            .loc = {.area = held ? PST_AREA_HOLD : PST_AREA_ACTIVE,
+                    .data_off = s.data_off, .env_off = s.env_off,
+                    .size = s.msg_size, .file_size = s.file_size},
+            .env = s.env, .rcpt_err = s.rcpt_err,
+            .last_error = s.last_error, .attempts = s.attempts,
+            .next_attempt = s.next_attempt, .state = s.state,
+            .recovered = true,
+        };
+        memcpy(e.qid, s.qid, sizeof(e.qid));
+        memset(&s, 0, sizeof(s));       /* moved into e */
+        rv->sink(rv->arg, &e);
+        entry_free(&e);
         rv->loaded++;
     }
     closedir(d);
     return 0;
 }
 
-static int
-recover(struct pst_spool *sp, struct pst_err *err)
+/* pst__spool_recover - see spool_int.h. */
+int
+pst__spool_recover(struct pst_spool *sp, pst_spool_sink sink, void *arg,
+                   struct pst_err *err)
 {
-    struct recov rv = {0};
+    struct recov rv = {.sink = sink, .arg = arg};
     int fd2 = dup(sp->incfd);
     DIR *d;
     struct dirent *de;
@@ -766,51 +791,13 @@ recover(struct pst_spool *sp, struct pst_err *err)
     if (bump_generation(sp, rv.gen_max, err) != 0)
         return -EIO;
     pst_info("event=spool_open dir=%s loaded=%u removed=%u corrupt=%u "
-             "torn=%u", sp->o.dir, rv.loaded, rv.removed, rv.corrupt,
+             "torn=%u", sp->dir, rv.loaded, rv.removed, rv.corrupt,
              rv.torn);
     return 0;
 fail:
-    pst_err_add(err, NULL, 0, "spool %s: recovery: %s", sp->o.dir,
+    pst_err_add(err, NULL, 0, "spool %s: recovery: %s", sp->dir,
                 strerror(errno));
     return -errno;
-}
-
-static void
-opts_copy(struct pst_spool_opts *o, const struct pst_conf *c)
-{
-    o->dir = pst_xstrdup(c->queue.directory ? c->queue.directory
-                                            : "/var/spool/postern");
-    o->control_socket =
-        c->queue.control_socket && c->queue.control_socket[0]
-            ? pst_xstrdup(c->queue.control_socket)
-            : pst_xasprintf("%s/control.sock", o->dir);
-    o->control_group = c->queue.control_group && c->queue.control_group[0]
-                           ? pst_xstrdup(c->queue.control_group)
-                           : NULL;
-    o->default_route = pst_xstrdup(c->delivery.default_route
-                                       ? c->delivery.default_route
-                                       : "maildir:/var/mail/postern");
-    /* a generation from pst_conf_load is reference-counted; a caller-built
-     * struct (refs 0, unit tests) must simply outlive the spool */
-    o->conf = (struct pst_conf *)c;
-    o->conf_ref = c->refs > 0;
-    if (o->conf_ref)
-        pst_conf_ref(o->conf);
-    o->retry_min = c->delivery.retry_min ? c->delivery.retry_min : 60;
-    o->retry_max = PST_MAX(c->delivery.retry_max, o->retry_min);
-    o->lifetime = c->delivery.lifetime ? c->delivery.lifetime : 5 * 86400;
-    o->concurrency = c->delivery.concurrency ? c->delivery.concurrency : 20;
-}
-
-static void
-opts_free(struct pst_spool_opts *o)
-{
-    free(o->dir);
-    free(o->control_socket);
-    free(o->control_group);
-    free(o->default_route);
-    if (o->conf_ref)
-        pst_conf_unref(o->conf);
 }
 
 static void
@@ -821,7 +808,8 @@ spool_free(struct pst_spool *sp)
             close(*fd);
     pthread_mutex_destroy(&sp->mu);
     pthread_cond_destroy(&sp->cv);
-    opts_free(&sp->o);
+    free(sp->dir);
+    free(sp->control_group);
     free(sp);
 }
 
@@ -834,18 +822,21 @@ on_handle_closed(uv_handle_t *h)
 }
 
 int
-pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
-               struct pst_err *err)
+pst_spool_open(struct pst_spool **spp, uv_loop_t *loop,
+               const struct pst_conf *conf, struct pst_err *err)
 {
     struct pst_spool *sp = pst_xcalloc(1, sizeof(*sp));
+    int rc;
+
     sp->m_batch = pst_metric_histogram(
         "postern_spool_commit_batch_messages",
         "Messages made durable by one group commit (one directory sync).",
         &pst_buckets_count, NULL);
-    int rc;
-
     sp->loop = loop;
-    opts_copy(&sp->o, conf);
+    sp->dir = pst_xstrdup(conf->queue.directory ? conf->queue.directory
+                                                : "/var/spool/postern");
+    if (conf->queue.control_group && conf->queue.control_group[0])
+        sp->control_group = pst_xstrdup(conf->queue.control_group);
     sp->dirfd = sp->incfd = sp->actfd = sp->holdfd = sp->corfd = sp->lockfd =
         -1;
     pthread_mutex_init(&sp->mu, NULL);
@@ -857,26 +848,26 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
     TAILQ_INIT(&sp->pending);
     TAILQ_INIT(&sp->done);
 
-    if ((rc = mkdir_p(sp->o.dir, 0700)) != 0) {
-        pst_err_add(err, NULL, 0, "spool %s: %s", sp->o.dir, strerror(-rc));
+    if ((rc = mkdir_p(sp->dir, 0700)) != 0) {
+        pst_err_add(err, NULL, 0, "spool %s: %s", sp->dir, strerror(-rc));
         goto fail;
     }
-    sp->dirfd = open(sp->o.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sp->dirfd < 0) {
         rc = -errno;
-        pst_err_add(err, NULL, 0, "spool %s: %s", sp->o.dir, strerror(-rc));
+        pst_err_add(err, NULL, 0, "spool %s: %s", sp->dir, strerror(-rc));
         goto fail;
     }
     /* 0700, or 0710 with the control group so its members can reach the
      * control socket (and nothing else: the subdirectories stay 0700) */
     mode_t mode = 0700;
-    if (sp->o.control_group) {
+    if (sp->control_group) {
         struct group gr, *g = NULL;
         char gbuf[4096];
-        if (getgrnam_r(sp->o.control_group, &gr, gbuf, sizeof(gbuf), &g) !=
+        if (getgrnam_r(sp->control_group, &gr, gbuf, sizeof(gbuf), &g) !=
                 0 || g == NULL) {
             pst_err_add(err, NULL, 0, "queue.control_group: unknown group "
-                        "\"%s\"", sp->o.control_group);
+                        "\"%s\"", sp->control_group);
             rc = -EINVAL;
             goto fail;
         }
@@ -884,7 +875,7 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
             mode = 0710;
     }
     if (fchmod(sp->dirfd, mode) != 0)
-        pst_warn("event=spool_chmod dir=%s error=\"%s\"", sp->o.dir,
+        pst_warn("event=spool_chmod dir=%s error=\"%s\"", sp->dir,
                  strerror(errno));
     if ((rc = take_lock(sp, err)) != 0)
         goto fail;
@@ -899,58 +890,46 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop, struct pst_conf *conf,
     }
     if (fsync_fd(sp, sp->dirfd) != 0)
         goto fail_errno;
-    if ((rc = pst__qmgr_new(&sp->qm, sp, err)) != 0)
-        goto fail;
-    if ((rc = recover(sp, err)) != 0)
-        goto fail_qm;
     if ((rc = uv_async_init(loop, &sp->async, on_async)) != 0) {
         pst_err_add(err, NULL, 0, "spool: uv_async_init: %s",
                     uv_strerror(rc));
-        goto fail_qm;
+        goto fail;
     }
     sp->async.data = sp;
     sp->handles++;
     if ((rc = pthread_create(&sp->sync_thr, NULL, sync_main, sp)) != 0) {
         pst_err_add(err, NULL, 0, "spool: sync thread: %s", strerror(rc));
         rc = -rc;
-        goto fail_async;
-    }
-    sp->sync_started = true;
-    if ((rc = pst__control_start(&sp->ctl, sp, err)) != 0) {
-        pst_spool_close(sp);
+        sp->closing = true;
+        close(sp->lockfd);
+        sp->lockfd = -1;
+        uv_close((uv_handle_t *)&sp->async, on_handle_closed);
         return rc;
     }
-    pst__qmgr_start(sp->qm);
+    sp->sync_started = true;
     *spp = sp;
     return 0;
 
 fail_errno:
     rc = -errno;
-    pst_err_add(err, NULL, 0, "spool %s: %s", sp->o.dir, strerror(-rc));
-    goto fail_qm;
-fail_async:
-    sp->closing = true;
-    pst__qmgr_close(sp->qm);
-    close(sp->lockfd);
-    sp->lockfd = -1;
-    uv_close((uv_handle_t *)&sp->async, on_handle_closed);
-    return rc;
-fail_qm:
-    if (sp->qm)
-        pst__qmgr_close(sp->qm);
+    pst_err_add(err, NULL, 0, "spool %s: %s", sp->dir, strerror(-rc));
 fail:
     spool_free(sp);
     return rc;
+}
+
+/* pst__spool_set_sink - see spool_int.h. */
+void
+pst__spool_set_sink(struct pst_spool *sp, pst_spool_sink sink, void *arg)
+{
+    sp->sink = sink;
+    sp->sink_arg = arg;
 }
 
 void
 pst_spool_close(struct pst_spool *sp)
 {
     sp->closing = true;
-    if (sp->ctl) {
-        pst__control_close(sp->ctl);
-        sp->ctl = NULL;
-    }
     if (sp->sync_started) {
         pthread_mutex_lock(&sp->mu);
         sp->stop = true;
@@ -964,8 +943,6 @@ pst_spool_close(struct pst_spool *sp)
              (unsigned long long)atomic_load(&sp->n_committed),
              (unsigned long long)atomic_load(&sp->n_batches),
              (unsigned long long)atomic_load(&sp->n_fsync));
-    pst__qmgr_close(sp->qm);
-    sp->qm = NULL;
     /* removals by the last deliveries, after the sync thread stopped: one
      * sync here, at shutdown, keeps them from coming back */
     if (sp->removals) {
@@ -978,4 +955,102 @@ pst_spool_close(struct pst_spool *sp)
     close(sp->lockfd);
     sp->lockfd = -1;
     uv_close((uv_handle_t *)&sp->async, on_handle_closed);
+}
+
+/* ---- storage operations for the queue manager (spool_int.h) ---- */
+
+static int
+area_fd(const struct pst_spool *sp, enum pst_spool_area a)
+{
+    return a == PST_AREA_HOLD ? sp->holdfd : sp->actfd;
+}
+
+/* pst__spool_append - see spool_int.h. */
+int
+pst__spool_append(struct pst_spool *sp, const char *qid,
+                  const struct pst_spool_loc *loc,
+                  const struct pst_tbuf *recs)
+{
+    int rc, fd = openat(area_fd(sp, loc->area), qid,
+                        O_WRONLY | O_APPEND | O_CLOEXEC);
+
+    if (fd < 0)
+        return -errno;
+    rc = pst__write_all(fd, recs->p, recs->len);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* pst__spool_finished - see spool_int.h. */
+void
+pst__spool_finished(struct pst_spool *sp, const char *qid,
+                    const struct pst_spool_loc *loc)
+{
+    if (unlinkat(area_fd(sp, loc->area), qid, 0) != 0)
+        return;
+    pthread_mutex_lock(&sp->mu);
+    sp->removals = true;
+    pthread_cond_signal(&sp->cv);
+    pthread_mutex_unlock(&sp->mu);
+}
+
+/* pst__spool_remove - see spool_int.h. */
+void
+pst__spool_remove(struct pst_spool *sp, const char *qid,
+                  const struct pst_spool_loc *loc)
+{
+    unlinkat(area_fd(sp, loc->area), qid, 0);
+}
+
+/* pst__spool_delete - see spool_int.h. */
+int
+pst__spool_delete(struct pst_spool *sp, const char *qid,
+                  const struct pst_spool_loc *loc)
+{
+    int dfd = area_fd(sp, loc->area);
+
+    if (unlinkat(dfd, qid, 0) != 0 || fsync(dfd) != 0)
+        return -errno;
+    return 0;
+}
+
+/* pst__spool_move - see spool_int.h. */
+int
+pst__spool_move(struct pst_spool *sp, const char *qid,
+                struct pst_spool_loc *loc, enum pst_spool_area to)
+{
+    int from = area_fd(sp, loc->area), dst = area_fd(sp, to);
+
+    if (renameat(from, qid, dst, qid) != 0)
+        return -errno;
+    loc->area = to;
+    if (fsync(dst) != 0 || fsync(from) != 0)
+        return -errno;
+    return 0;
+}
+
+/* pst__spool_set_corrupt - see spool_int.h. */
+void
+pst__spool_set_corrupt(struct pst_spool *sp, const char *qid,
+                       const struct pst_spool_loc *loc)
+{
+    int from = area_fd(sp, loc->area);
+
+    if (renameat(from, qid, sp->corfd, qid) == 0) {
+        fsync(sp->corfd);
+        fsync(from);
+    }
+}
+
+/* pst__spool_ref - see spool_int.h. */
+void
+pst__spool_ref(struct pst_spool *sp, const struct pst_spool_loc *loc,
+               struct pst_spool_ref *ref)
+{
+    *ref = (struct pst_spool_ref){.dirfd = area_fd(sp, loc->area),
+                                  .data_off = loc->data_off,
+                                  .data_end = loc->env_off,
+                                  .size = loc->size};
 }

@@ -8,6 +8,8 @@
  * (never libuv's shared pool), concurrent commits sharing one directory
  * sync (group commit). Only when the commit callback reports 0 may the
  * gateway answer 250: the message is then durable and will be delivered.
+ * The spool stores; it does not deliver: queue/queue.h opens it together
+ * with the queue manager, which it tells of each commit.
  *
  * Ownership: pst_spool_msg belongs to the caller from pst_spool_msg_new
  * until exactly one of pst_spool_msg_commit (the callback runs once on the
@@ -33,19 +35,20 @@ struct pst_spool_msg;
 typedef void (*pst_spool_commit_cb)(void *arg, int status);
 
 /*
- * pst_spool_open - lock and recover the spool named by conf (removing
- * incomplete files, moving corrupt ones aside), start its sync thread and
- * its queue manager. Returns 0 or -errno with err filled.
+ * pst_spool_open - lock the spool named by conf and set up its layout,
+ * start its sync thread. Recovery (pst__spool_recover, queue/spool_int.h)
+ * follows, from the queue's front (queue/queue.h), which is how the
+ * gateway opens a spool. Returns 0 or -errno with err filled.
  */
 int pst_spool_open(struct pst_spool **sp, uv_loop_t *loop,
-                   struct pst_conf *conf, struct pst_err *err);
+                   const struct pst_conf *conf, struct pst_err *err);
 /*
- * pst_spool_close - stop the control socket, the sync thread and the queue
- * manager. Commits already handed to the sync thread finish first and
- * their callbacks run before this returns; messages still open (never
- * committed) should be aborted by their owners before. Releases the spool
- * lock at once; the remaining memory is freed when the loop next runs (the
- * uv handles close), so run the loop before uv_loop_close.
+ * pst_spool_close - stop the sync thread: commits already handed to it
+ * finish first and their callbacks run before this returns; messages
+ * still open (never committed) should be aborted by their owners before.
+ * Releases the spool lock at once; the remaining memory is freed when the
+ * loop next runs (the uv handles close), so run the loop before
+ * uv_loop_close.
  */
 void pst_spool_close(struct pst_spool *sp);
 
@@ -93,21 +96,8 @@ struct pst_spool_stats {
     uint64_t fsyncs;                /* every fsync the spool issued */
     uint64_t batches;               /* group commits (one dir sync each) */
     uint64_t committed;             /* messages made durable */
-    unsigned queued;                /* messages in the queue (all states) */
-    unsigned delivering;            /* deliveries in flight */
-    unsigned active;                /* due now or being delivered */
-    unsigned deferred;              /* waiting for a retry */
-    unsigned held;                  /* on hold (quarantine, expired) */
-    int64_t oldest_arrival;         /* wall clock of the oldest message's
-                                       arrival, 0 with an empty queue */
 };
 
 void pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st);
-
-/*
- * pst_spool_pause - stop (true) or resume (false) starting deliveries;
- * deliveries in flight finish. Messages keep being accepted and queued.
- */
-void pst_spool_pause(struct pst_spool *sp, bool paused);
 
 #endif

@@ -1,6 +1,13 @@
 /*
- * spool_int.h - what the files of queue/ share about the spool, the queue
- * manager and the control server. Not for use outside queue/.
+ * spool_int.h - the storage side of the queue, as the other files of
+ * queue/ see it: the spool's state, where a committed message is kept
+ * (struct pst_spool_loc, opaque to its users), and the operations the
+ * queue manager may ask of the storage. Not for use outside queue/.
+ *
+ * The spool knows nothing of delivery: it receives, commits, recovers and
+ * carries out storage operations. Who is told of a committed or recovered
+ * message is a callback given by queue/queue.c, the front that opens the
+ * spool, the manager and the control socket.
  */
 #ifndef PST_QUEUE_SPOOL_INT_H
 #define PST_QUEUE_SPOOL_INT_H
@@ -12,23 +19,39 @@
 #include <uv.h>
 
 #include "queue/record.h"
+#include "queue/reader.h"
 #include "queue/spool.h"
 
-/* The settings the spool keeps: copied at open, so a config reload that
- * drops its generation never pulls strings from under the queue. */
-struct pst_spool_opts {
-    char *dir;
-    char *control_socket;
-    char *control_group;
-    char *default_route;
-    unsigned retry_min;
-    unsigned retry_max;
-    unsigned lifetime;
-    unsigned concurrency;
-    struct pst_conf *conf;      /* a reference: routes and the client's
-                                   settings (queue/deliver.c) */
-    bool conf_ref;
+/* Where a committed message is kept. Set by the spool; the manager keeps
+ * it with the message and hands it back to the operations below. */
+enum pst_spool_area { PST_AREA_ACTIVE, PST_AREA_HOLD };
+
+struct pst_spool_loc {
+    enum pst_spool_area area;
+    uint64_t data_off;          /* first CHUNK record */
+    uint64_t env_off;           /* ENVELOPE record = end of the text */
+    uint64_t size;              /* message bytes */
+    uint64_t file_size;
 };
+
+/* A committed or recovered message, handed to the spool's consumer. The
+ * consumer takes what it keeps (pointers moved out are set to NULL). */
+struct pst_spool_entry {
+    char qid[PST_QID_LEN + 1];
+    struct pst_spool_loc loc;
+    struct pst_envelope env;
+    char **rcpt_err;            /* env.nrcpts entries or NULL */
+    char *last_error;
+    unsigned attempts;
+    time_t next_attempt;        /* wall clock, 0 = none recorded */
+    enum pst_qstate state;      /* as recorded by STATE records */
+    bool recovered;             /* found at open, not just committed */
+};
+
+/* pst_spool_sink - a message was committed (loop thread) or recovered. */
+typedef void (*pst_spool_sink)(void *arg, struct pst_spool_entry *e);
+
+struct pst_metric;
 
 TAILQ_HEAD(pst_msgl, pst_spool_msg);
 
@@ -55,18 +78,16 @@ struct pst_spool_msg {
     size_t edits_len;
 };
 
-struct pst_qmgr;
-struct pst_spool_reader;
-struct pst_control;
-struct pst_metric;
-
 struct pst_spool {
     uv_loop_t *loop;
-    struct pst_spool_opts o;
+    char *dir;
+    char *control_group;        /* the directory's group (0710), or NULL */
     int dirfd, incfd, actfd, holdfd, corfd, lockfd;
     uint64_t gen;               /* this run's generation (QID high bits) */
     uint64_t seq;               /* QID low bits */
     unsigned open_msgs;         /* new, not yet committed or aborted */
+    pst_spool_sink sink;        /* told of each commit (loop thread) */
+    void *sink_arg;
 
     /* sync thread: pending -> (fsync, rename, dir fsync) -> done */
     pthread_t sync_thr;
@@ -86,62 +107,58 @@ struct pst_spool {
     atomic_ullong n_committed;
     struct pst_metric *m_batch; /* messages per group commit */
 
-    struct pst_qmgr *qm;
-    struct pst_control *ctl;
     bool closing;
 };
-
-/*
- * pst__spool_removed - a finished file was unlinked from active/: the sync
- * thread syncs active/ soon, shared with the commits' directory syncs.
- * Any thread.
- */
-void pst__spool_removed(struct pst_spool *sp);
 
 /* QIDs: 16 hex digits, generation (24 bits) then sequence (40 bits). */
 #define PST_QID_SEQ_BITS 40
 
 bool pst__qid_valid(const char *name);
 
-/* queue/qmgr.c */
-int pst__qmgr_new(struct pst_qmgr **qm, struct pst_spool *sp,
-                  struct pst_err *err);
-/* pst__qmgr_load - take over a recovered file (scan contents moved). */
-void pst__qmgr_load(struct pst_qmgr *qm, struct pst_scan *s, bool held);
-void pst__qmgr_start(struct pst_qmgr *qm);
-/* pst__qmgr_add - a message just committed to active/ (env moved). */
-void pst__qmgr_add(struct pst_qmgr *qm, const char *qid,
-                   struct pst_envelope *env, uint64_t data_off,
-                   uint64_t env_off, uint64_t size, uint64_t file_size,
-                   bool held);
-void pst__qmgr_close(struct pst_qmgr *qm);
-void pst__qmgr_pause(struct pst_qmgr *qm, bool paused);
-/* pst__qmgr_counts - the queue's sizes into st (loop thread). */
-void pst__qmgr_counts(struct pst_qmgr *qm, struct pst_spool_stats *st);
-
-/* Queue control operations (queue/control.c calls these). */
-enum pst_qop { PST_QOP_DELETE, PST_QOP_HOLD, PST_QOP_RELEASE };
-typedef void (*pst_qop_cb)(void *arg, int status, const char *text);
-void pst__qmgr_list(struct pst_qmgr *qm, struct pst_tbuf *out, bool json);
-int pst__qmgr_show(struct pst_qmgr *qm, const char *qid,
-                   struct pst_tbuf *out, bool json);
-unsigned pst__qmgr_flush(struct pst_qmgr *qm);
-/* pst__qmgr_op - qid NULL means all (delete only); cb runs once, later. */
-void pst__qmgr_op(struct pst_qmgr *qm, enum pst_qop op, const char *qid,
-                  pst_qop_cb cb, void *arg);
-
-/* queue/control.c */
-int pst__control_start(struct pst_control **ctl, struct pst_spool *sp,
+/*
+ * pst__spool_recover - hand every committed message found at open to
+ * sink (once each, before any new commit), then start the run's queue-ID
+ * generation. Called once, by the front, after pst_spool_open. 0 or
+ * -errno with err filled.
+ */
+int pst__spool_recover(struct pst_spool *sp, pst_spool_sink sink, void *arg,
                        struct pst_err *err);
-void pst__control_close(struct pst_control *ctl);
+/* pst__spool_set_sink - who is told of new commits (NULL: nobody). */
+void pst__spool_set_sink(struct pst_spool *sp, pst_spool_sink sink,
+                         void *arg);
 
-/* queue/reader.c */
-int pst__reader_open(struct pst_spool_reader **rp, int dirfd,
-                     const char *name, uint64_t data_off, uint64_t data_end,
-                     uint64_t size);
-void pst__reader_close(struct pst_spool_reader *r);
-
-/* pst__put_json_str - s as a JSON string, for the control output. */
-void pst__put_json_str(struct pst_tbuf *b, const char *s);
+/*
+ * Storage operations on a committed message, for the queue manager. They
+ * block on the disk: worker threads only (pst__spool_remove also on the
+ * loop, it does not sync). 0 or -errno.
+ */
+/* pst__spool_append - append update records (RCPT, RETRY, STATE) and
+ * sync them. */
+int pst__spool_append(struct pst_spool *sp, const char *qid,
+                      const struct pst_spool_loc *loc,
+                      const struct pst_tbuf *recs);
+/* pst__spool_finished - every recipient is done and nothing records it:
+ * the message goes; the removal reaches the disk with the sync thread's
+ * next sync, shared with the commits' (the duplicate window). */
+void pst__spool_finished(struct pst_spool *sp, const char *qid,
+                         const struct pst_spool_loc *loc);
+/* pst__spool_remove - the message goes, its records having said it is
+ * done (a copy that comes back after a crash delivers nothing). */
+void pst__spool_remove(struct pst_spool *sp, const char *qid,
+                       const struct pst_spool_loc *loc);
+/* pst__spool_delete - the operator's delete: gone, durably. */
+int pst__spool_delete(struct pst_spool *sp, const char *qid,
+                      const struct pst_spool_loc *loc);
+/* pst__spool_move - into the hold area or back (loc->area updated),
+ * durably. */
+int pst__spool_move(struct pst_spool *sp, const char *qid,
+                    struct pst_spool_loc *loc, enum pst_spool_area to);
+/* pst__spool_set_corrupt - its data failed a check: moved to corrupt/,
+ * never deleted. */
+void pst__spool_set_corrupt(struct pst_spool *sp, const char *qid,
+                            const struct pst_spool_loc *loc);
+/* pst__spool_ref - where a transport reads the message's text. */
+void pst__spool_ref(struct pst_spool *sp, const struct pst_spool_loc *loc,
+                    struct pst_spool_ref *ref);
 
 #endif

@@ -31,20 +31,7 @@
 #include <uv.h>
 
 #include "core/envelope.h"
-
-/*
- * A committed message read back from its spool file, chunk by chunk, each
- * chunk's CRC verified (-EBADMSG on a mismatch). One reader per delivery,
- * used by one thread at a time.
- */
-struct pst_spool_reader;
-
-/* pst_spool_reader_read - up to len bytes; 0 at the end, or -errno. */
-ssize_t pst_spool_reader_read(struct pst_spool_reader *r, void *buf,
-                              size_t len);
-/* pst_spool_reader_rewind - back to the first message byte. */
-int pst_spool_reader_rewind(struct pst_spool_reader *r);
-uint64_t pst_spool_reader_size(const struct pst_spool_reader *r);
+#include "queue/reader.h"
 
 enum pst_dres {
     PST_DRES_OK,            /* delivered, durable at the destination */
@@ -66,13 +53,6 @@ struct pst_rcpt_result {
     const char *route;      /* the route string that took it (owned by
                                the config), NULL: delivery.default_route;
                                the label of postern_deliveries_total */
-};
-
-/* Where the message text is, so an event-loop transport can open one
- * reader per destination (queue/deliver.c) with pst__reader_open. */
-struct pst_spool_ref {
-    int dirfd;
-    uint64_t data_off, data_end, size;
 };
 
 struct pst_delivery {

@@ -38,8 +38,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         struct pst_spool_reader *r;
         snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-        if (pst__reader_open(&r, AT_FDCWD, path, s.data_off, s.env_off,
-                             s.msg_size) == 0) {
+        struct pst_spool_ref ref = {.dirfd = AT_FDCWD,
+                                    .data_off = s.data_off,
+                                    .data_end = s.env_off,
+                                    .size = s.msg_size};
+        if (pst__reader_open(&r, &ref, path) == 0) {
             char buf[4096];
             ssize_t n;
             uint64_t total = 0;

@@ -26,6 +26,8 @@
 #include "core/util.h"
 #include "queue/edits.h"
 #include "queue/spool.h"
+#include "queue/qmgr.h"
+#include "queue/queue.h"
 #include "queue/spool_int.h"
 
 struct fx {
@@ -33,7 +35,8 @@ struct fx {
     uv_loop_t loop;
     uv_timer_t tick;
     struct pst_conf conf;
-    struct pst_spool *sp;
+    struct pst_queue *q;
+    struct pst_spool *sp;           /* the queue's */
 };
 
 static int
@@ -61,8 +64,8 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
-    if (f->sp)
-        pst_spool_close(f->sp);
+    if (f->q)
+        pst_queue_close(f->q);
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -93,15 +96,17 @@ static void
 spool_open(struct fx *f)
 {
     struct pst_err err = {0};
-    if (pst_spool_open(&f->sp, &f->loop, &f->conf, &err) != 0)
-        fail_msg("pst_spool_open: %s", pst_err_first(&err));
+    if (pst_queue_open(&f->q, &f->loop, &f->conf, &err) != 0)
+        fail_msg("pst_queue_open: %s", pst_err_first(&err));
+    f->sp = pst_queue_spool(f->q);
     pst_err_free(&err);
 }
 
 static void
 spool_close(struct fx *f)
 {
-    pst_spool_close(f->sp);
+    pst_queue_close(f->q);
+    f->q = NULL;
     f->sp = NULL;
     uv_run(&f->loop, UV_RUN_NOWAIT);
 }
@@ -277,7 +282,7 @@ test_edits_survive_restart(void **state)
     make_blob(&b);
     /* deliveries paused: the message waits in active/ */
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     submit(f, &s, &b, false);
     /* the spool file keeps the original text */
     snprintf(dir, sizeof(dir), "%s/active", f->spool);
@@ -343,15 +348,15 @@ test_quarantine_release(void **state)
     assert_int_equal(count(f, f->spool, "hold"), 1);
     assert_int_equal(count(f, f->spool, "active"), 0);
     assert_false(wait_count(f, f->mail, "new", 1, 500)); /* not delivered */
-    struct pst_spool_stats st;
-    pst_spool_stats(f->sp, &st);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
     assert_int_equal(st.queued, 1);
     /* held across a restart too */
     spool_close(f);
     spool_open(f);
     assert_false(wait_count(f, f->mail, "new", 1, 300));
     struct opdone o = {0};
-    pst__qmgr_op(f->sp->qm, PST_QOP_RELEASE, s.qid, on_op, &o);
+    pst__qmgr_op(pst__queue_qmgr(f->q), PST_QOP_RELEASE, s.qid, on_op, &o);
     assert_true(run_until(f, pred_op, &o, 5000));
     assert_int_equal(o.status, 0);
     assert_true(wait_count(f, f->mail, "new", 1, 5000));

@@ -39,6 +39,7 @@
 #include "core/envelope.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "queue/queue.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
@@ -82,7 +83,8 @@ struct fx {
     uv_loop_t loop;
     uv_timer_t tick;
     struct pst_conf conf;
-    struct pst_spool *sp;
+    struct pst_queue *q;
+    struct pst_spool *sp;           /* the queue's */
     char mounts[4][192];
     int nmounts;
 };
@@ -127,8 +129,8 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
-    if (f->sp)                  /* a failed assertion left it open */
-        pst_spool_close(f->sp);
+    if (f->q)                   /* a failed assertion left it open */
+        pst_queue_close(f->q);
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     /* a test that leaves handles open fails here */
@@ -174,16 +176,18 @@ static void
 spool_open(struct fx *f)
 {
     struct pst_err err = {0};
-    int rc = pst_spool_open(&f->sp, &f->loop, &f->conf, &err);
+    int rc = pst_queue_open(&f->q, &f->loop, &f->conf, &err);
     if (rc != 0)
-        fail_msg("pst_spool_open: %d %s", rc, pst_err_first(&err));
+        fail_msg("pst_queue_open: %d %s", rc, pst_err_first(&err));
+    f->sp = pst_queue_spool(f->q);
     pst_err_free(&err);
 }
 
 static void
 spool_close(struct fx *f)
 {
-    pst_spool_close(f->sp);
+    pst_queue_close(f->q);
+    f->q = NULL;
     f->sp = NULL;
     uv_run(&f->loop, UV_RUN_NOWAIT);
 }
@@ -290,8 +294,8 @@ static bool
 pred_queue_empty(void *arg)
 {
     struct fx *f = arg;
-    struct pst_spool_stats st;
-    pst_spool_stats(f->sp, &st);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
     return st.queued == 0;
 }
 
@@ -404,7 +408,7 @@ test_commit_and_deliver(void **state)
     size_t len = 300 * 1024 + 17;       /* spans several CHUNK records */
     char *body = make_body(len, 1);
     struct sub s;
-    struct pst_spool_stats st;
+    struct pst_queue_stats st;
     struct stat sb;
 
     spool_open(f);
@@ -421,7 +425,7 @@ test_commit_and_deliver(void **state)
     /* the file goes on the worker; the entry when its result reaches the
      * loop, a moment later */
     assert_true(run_until(f, pred_queue_empty, f, 5000));
-    pst_spool_stats(f->sp, &st);
+    pst_queue_stats(f->q, &st);
     assert_int_equal(st.committed, 1);
     assert_int_equal(st.batches, 1);
     assert_int_equal(st.queued, 0);
@@ -437,13 +441,13 @@ test_group_commit(void **state)
     struct sub *s = pst_xcalloc(N, sizeof(*s));
     struct pst_spool_msg **m = pst_xcalloc(N, sizeof(*m));
     char *body = make_body(1024, 2);
-    struct pst_spool_stats st0, st;
+    struct pst_queue_stats st0, st;
     struct pst_envelope e;
     const char *rc[] = {"x@example.org"};
 
     spool_open(f);
-    pst_spool_pause(f->sp, true);
-    pst_spool_stats(f->sp, &st0);
+    pst_queue_pause(f->q, true);
+    pst_queue_stats(f->q, &st0);
     /* N sessions reach the end of DATA together: all commit at once */
     for (int i = 0; i < N; i++) {
         assert_int_equal(pst_spool_msg_new(f->sp, &m[i], s[i].qid), 0);
@@ -459,7 +463,7 @@ test_group_commit(void **state)
         for (int j = 0; j < i; j++)
             assert_string_not_equal(s[i].qid, s[j].qid);
     }
-    pst_spool_stats(f->sp, &st);
+    pst_queue_stats(f->q, &st);
     printf("# group commit: %d messages, %llu batches, %.2f fsyncs/message\n",
            N, (unsigned long long)(st.batches - st0.batches),
            (double)(st.fsyncs - st0.fsyncs) / N);
@@ -470,7 +474,7 @@ test_group_commit(void **state)
     assert_true(st.batches - st0.batches <= N / 2);
     assert_int_equal(count_sub(f, f->spool, "active"), N);
     assert_int_equal(st.queued, N);
-    pst_spool_pause(f->sp, false);
+    pst_queue_pause(f->q, false);
     assert_true(wait_count(f, f->mail, "new", N, 20000));
     assert_true(wait_count(f, f->spool, "active", 0, 5000));
     spool_close(f);
@@ -494,7 +498,7 @@ batch_fails(struct fx *f, const char *match)
     int failed = 0;
 
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     for (int i = 0; i < N; i++) {
         assert_int_equal(pst_spool_msg_new(f->sp, &m[i], s[i].qid), 0);
         assert_int_equal(pst_spool_msg_write(m[i], "x\r\n", 3), 0);
@@ -521,8 +525,8 @@ batch_fails(struct fx *f, const char *match)
         free(pi);
     }
     assert_int_equal(atomic_load(&fsync_fail_left), 0);
-    struct pst_spool_stats st;
-    pst_spool_stats(f->sp, &st);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
     printf("# fsync error on %s: %d of %d messages failed with their "
            "batch, %llu batches\n", match, failed, N,
            (unsigned long long)st.batches);
@@ -594,7 +598,7 @@ test_qid_unique_across_restarts(void **state)
     snprintf(p, sizeof(p), "%s/generation", f->spool);
     assert_int_equal(unlink(p), 0);
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     const char *rc[] = {"r@example.org"};
     struct sub s;
     submit(f, &s, "s@example.org", rc, 1, "hi\r\n", 4);
@@ -616,7 +620,7 @@ queue_paused(struct fx *f, struct sub *s, int n, const char **rcpts,
              size_t nr, const char *body, size_t len)
 {
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     for (int i = 0; i < n; i++)
         submit(f, &s[i], "from@example.com", rcpts, nr, body, len);
     for (int i = 0; i < n; i++) {
@@ -777,7 +781,7 @@ test_enospc_while_receiving(void **state)
 
     mount_tmpfs(f, f->spool, "512k");
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
     for (int i = 0; i < 8 && rc == 0; i++)
         rc = pst_spool_msg_write(m, big, 256 * 1024);
@@ -820,7 +824,7 @@ test_write_error_at_commit(void **state)
     const char *rc1[] = {"r@example.org"};
 
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
     assert_int_equal(pst_spool_msg_write(m, body, len), 0);
     char *p = spath(f, "incoming", qid);
@@ -840,8 +844,8 @@ test_write_error_at_commit(void **state)
     assert_int_equal(s.status, -EFBIG);
     assert_int_not_equal(access(p, F_OK), 0);
     assert_int_equal(count_sub(f, f->spool, "active"), 0);
-    struct pst_spool_stats ss;
-    pst_spool_stats(f->sp, &ss);
+    struct pst_queue_stats ss;
+    pst_queue_stats(f->q, &ss);
     assert_int_equal(ss.committed, 0);
     assert_int_equal(ss.queued, 0);
     pst_envelope_free(&e);
@@ -957,8 +961,8 @@ test_expire_to_hold(void **state)
     spool_close(f);
     /* still held (as failed) after a restart, not retried */
     spool_open(f);
-    struct pst_spool_stats st;
-    pst_spool_stats(f->sp, &st);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
     assert_int_equal(st.queued, 1);
     assert_int_equal(st.delivering, 0);
     spool_close(f);
@@ -1025,7 +1029,7 @@ test_control(void **state)
     char line[64];
 
     spool_open(f);
-    pst_spool_pause(f->sp, true);
+    pst_queue_pause(f->q, true);
     for (int i = 0; i < 3; i++)
         submit(f, &s[i], "ctl@example.com", rc, 2, "x\r\n", 3);
     for (int i = 0; i < 3; i++)
@@ -1061,7 +1065,7 @@ test_control(void **state)
     assert_int_equal(count_sub(f, f->spool, "active"), 1);
 
     /* resume: only the one left in active/ is delivered, held one stays */
-    pst_spool_pause(f->sp, false);
+    pst_queue_pause(f->q, false);
     assert_true(wait_count(f, f->mail, "new", 2, 5000));
     assert_true(wait_count(f, f->spool, "active", 0, 5000));
     assert_int_equal(count_sub(f, f->spool, "hold"), 1);
