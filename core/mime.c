@@ -1267,6 +1267,15 @@ pst_mime_field(const struct pst_mime_part *part, const char *name,
 /* ---- decoded body reader ---- */
 
 #define RD_BLOCK 16384
+/* Decoded octets between two seek checkpoints: a seek decodes at most
+ * this plus one block again. */
+#define RD_CK_SPACING (64u * 1024)
+
+struct rd_ckpt {                    /* where decoding can restart */
+    uint64_t pos;                   /* encoded offset of a block start */
+    uint64_t dout;                  /* decoded offset there */
+    struct pst_decoder dec;         /* decoder state there */
+};
 
 struct pst_mime_reader {
     pst_mime_read_fn fn;
@@ -1275,10 +1284,25 @@ struct pst_mime_reader {
     uint64_t pos, end;
     struct pst_decoder dec;
     bool eof;
+    uint64_t blk_dout;              /* decoded offset of out[0] */
+    struct rd_ckpt *ck;             /* ascending dout; ck[0] the start */
+    size_t nck, cck;
     uint8_t in[RD_BLOCK];
     uint8_t out[PST_DEC_OUT(RD_BLOCK)];
     size_t olen, opos;
 };
+
+static void
+ckpt_add(struct pst_mime_reader *r)
+{
+    if (r->nck && r->blk_dout < r->ck[r->nck - 1].dout + RD_CK_SPACING)
+        return;
+    if (r->nck == r->cck) {
+        r->cck = r->cck ? r->cck * 2 : 8;
+        r->ck = pst_xrealloc(r->ck, r->cck * sizeof(*r->ck));
+    }
+    r->ck[r->nck++] = (struct rd_ckpt){r->pos, r->blk_dout, r->dec};
+}
 
 static struct pst_mime_reader *
 reader_new(const struct pst_mime_part *part)
@@ -1341,12 +1365,14 @@ pst_mime_reader_read(struct pst_mime_reader *r, void *buf, size_t len)
     while (r->opos == r->olen) {
         if (r->eof)
             return 0;
+        r->blk_dout += r->olen;
         r->opos = r->olen = 0;
         if (r->pos >= r->end) {
             r->olen = pst_dec_final(&r->dec, r->out);
             r->eof = true;
             continue;
         }
+        ckpt_add(r);
         size_t want = (size_t)PST_MIN(r->end - r->pos, (uint64_t)RD_BLOCK);
         const uint8_t *src;
         if (r->mem) {
@@ -1369,6 +1395,52 @@ pst_mime_reader_read(struct pst_mime_reader *r, void *buf, size_t len)
     return (ssize_t)k;
 }
 
+/* pst_mime_reader_tell - the decoded offset of the next octet read. */
+uint64_t
+pst_mime_reader_tell(const struct pst_mime_reader *r)
+{
+    return r->blk_dout + r->opos;
+}
+
+/* pst_mime_reader_seek - see mime.h. */
+int
+pst_mime_reader_seek(struct pst_mime_reader *r, uint64_t off)
+{
+    if (off < r->blk_dout || (off > r->blk_dout + r->olen && !r->eof)) {
+        /* Outside the block in hand: restart from the last checkpoint at
+         * or before off, unless reading on from here is shorter. */
+        size_t lo = 0, hi = r->nck;
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (r->ck[mid].dout <= off)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        if (r->nck &&
+            (off < r->blk_dout || r->ck[lo].dout > r->blk_dout + r->olen)) {
+            r->pos = r->ck[lo].pos;
+            r->dec = r->ck[lo].dec;
+            r->blk_dout = r->ck[lo].dout;
+            r->olen = r->opos = 0;
+            r->eof = false;
+        }
+    }
+    while (off > r->blk_dout + r->olen) {
+        if (r->eof) {
+            r->opos = r->olen;      /* past the end: reads give 0 */
+            return 0;
+        }
+        r->opos = r->olen;
+        uint8_t c;
+        ssize_t k = pst_mime_reader_read(r, &c, 1);
+        if (k < 0)
+            return (int)k;
+    }
+    r->opos = (size_t)(off - r->blk_dout);
+    return 0;
+}
+
 /* pst_mime_reader_bad - whether the encoding was broken in what was read. */
 bool
 pst_mime_reader_bad(const struct pst_mime_reader *r)
@@ -1380,5 +1452,8 @@ pst_mime_reader_bad(const struct pst_mime_reader *r)
 void
 pst_mime_reader_close(struct pst_mime_reader *r)
 {
+    if (r == NULL)
+        return;
+    free(r->ck);
     free(r);
 }

@@ -234,8 +234,16 @@ const struct pst_hdr_field *pst_mime_field(const struct pst_mime_part *part,
  *              stream, for stores that frame the text (the spool's records):
  *              it returns octets read (fewer is fine, 0 only past the end)
  *              or -errno
- * Memory is bounded (one 16 KiB block). read returns the number of octets
- * (0 at the end) or -errno; the text ending before body_end is -EIO.
+ * Memory: one 16 KiB block, plus a seek checkpoint (under 200 octets)
+ * per 64 KiB decoded so far. read returns the number of octets (0 at the
+ * end) or -errno; the text ending before body_end is -EIO.
+ *
+ * Seeking (archive readers need it): tell gives the decoded offset of
+ * the next octet; seek moves to a decoded offset. Backwards, decoding
+ * restarts from the last checkpoint at or before it (so a seek costs at
+ * most 64 KiB of decoding plus one block, not the whole part); forwards
+ * it decodes on. A seek past the end leaves the reader at the end.
+ * Returns 0 or -errno (a read error).
  */
 typedef ssize_t (*pst_mime_read_fn)(void *arg, void *buf, size_t len,
                                     uint64_t off);
@@ -250,6 +258,8 @@ struct pst_mime_reader *
 pst_mime_reader_open_mem(const void *msg, size_t len,
                          const struct pst_mime_part *part);
 ssize_t pst_mime_reader_read(struct pst_mime_reader *r, void *buf, size_t len);
+uint64_t pst_mime_reader_tell(const struct pst_mime_reader *r);
+int pst_mime_reader_seek(struct pst_mime_reader *r, uint64_t off);
 /* Whether the encoding was broken (after the last read). */
 bool pst_mime_reader_bad(const struct pst_mime_reader *r);
 void pst_mime_reader_close(struct pst_mime_reader *r);

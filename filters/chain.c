@@ -152,6 +152,35 @@ pst_fctx_phase(const struct pst_fctx *fc)
     return fc->fs->phase;
 }
 
+const char *
+pst_fctx_qid(const struct pst_fctx *fc)
+{
+    return fc->fs->in_msg ? fc->fs->qid : "";
+}
+
+/* pst_fctx_text - see filter.h. */
+struct pst_textsrc *
+pst_fctx_text(struct pst_fctx *fc)
+{
+    struct pst_fsess *fs = fc->fs;
+    if (!fs->in_msg || (fs->phase != PST_FP_MESSAGE && fs->phase != PST_FP_EOM))
+        return NULL;
+    if (!fs->text_tried && fs->text_open) {
+        fs->text_tried = true;
+        fs->text = fs->text_open(fs->text_arg);
+    }
+    return pst_textsrc_ref(fs->text);
+}
+
+void
+pst_fsess_msg_stored(struct pst_fsess *fs, const char *qid,
+                     pst_ftext_open_fn open, void *arg)
+{
+    snprintf(fs->qid, sizeof(fs->qid), "%s", qid ? qid : "");
+    fs->text_open = open;
+    fs->text_arg = arg;
+}
+
 bool
 pst_message_smtputf8(struct pst_fctx *fc)
 {
@@ -221,8 +250,10 @@ pst_fctx_log(struct pst_fctx *fc, enum pst_log_level lvl, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    pst_log(lvl, "sess=%016" PRIx64 " filter=%s phase=%s %s", fc->fs->id,
-            fc->e->f->name, phase_names[fc->fs->phase], line);
+    pst_log(lvl, "sess=%016" PRIx64 "%s%s filter=%s phase=%s %s", fc->fs->id,
+            fc->fs->in_msg && fc->fs->qid[0] ? " msg=" : "",
+            fc->fs->in_msg ? fc->fs->qid : "", fc->e->f->name,
+            phase_names[fc->fs->phase], line);
 }
 
 struct pst_fref
@@ -649,6 +680,13 @@ pst_fsess_set_mime_limits(struct pst_fsess *fs,
     fs->mime_limits = lim;
 }
 
+static void
+log_counter(void *arg, const char *name, uint64_t value)
+{
+    pst_info("event=filter_counter filter=%s name=%s value=%" PRIu64,
+             (const char *)arg, name, value);
+}
+
 /* pst_chain_log_stats - one line per module with its counters. */
 void
 pst_chain_log_stats(const struct pst_chain *ch)
@@ -659,6 +697,9 @@ pst_chain_log_stats(const struct pst_chain *ch)
                  " pending=%" PRIu64 " failures=%" PRIu64 " timeouts=%" PRIu64
                  " invalid=%" PRIu64, ch->e[i].f->name, i, st->calls,
                  st->pending, st->failures, st->timeouts, st->invalid);
+        if (ch->e[i].f->counters)
+            ch->e[i].f->counters(ch->e[i].conf, log_counter,
+                                 (void *)ch->e[i].f->name);
     }
 }
 
@@ -730,6 +771,11 @@ pst_fsess_msg_end(struct pst_fsess *fs)
     fs->mp = NULL;
     pst_msg_free(fs->mime);
     fs->mime = NULL;
+    pst_textsrc_unref(fs->text);
+    fs->text = NULL;
+    fs->text_tried = false;
+    fs->text_open = NULL;
+    fs->qid[0] = '\0';
     fs->in_msg = false;
     fs->accepted = false;
     fs->smtputf8 = false;

@@ -83,7 +83,8 @@ size_t pst_chain_len(const struct pst_chain *ch);
 void pst_chain_free(struct pst_chain *ch);
 void pst_chain_stats(const struct pst_chain *ch, size_t i,
                      struct pst_fstats *st);
-/* pst_chain_log_stats - log each module's counters (at shutdown). */
+/* pst_chain_log_stats - log each module's counters (at shutdown): the
+ * chain's and those the module reports (filter.h counters). */
 void pst_chain_log_stats(const struct pst_chain *ch);
 /* pst_filter_abi_check - NULL if f fits this host, else why not. */
 const char *pst_filter_abi_check(const struct pst_filter *f);
@@ -147,6 +148,16 @@ int pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
 void pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8);
 void pst_fsess_msg_data(struct pst_fsess *fs, const void *p, size_t n);
 void pst_fsess_msg_end(struct pst_fsess *fs);
+/*
+ * pst_fsess_msg_stored - the current message's text is being stored under
+ * qid (named in filter logs). open(arg), called at most once per message
+ * and only once all the text has been fed, returns a reference on that
+ * text for filters that read parts' content (pst_fctx_text), or NULL.
+ * open may be NULL: no content for filters.
+ */
+typedef struct pst_textsrc *(*pst_ftext_open_fn)(void *arg);
+void pst_fsess_msg_stored(struct pst_fsess *fs, const char *qid,
+                          pst_ftext_open_fn open, void *arg);
 /* pst_fsess_headers_ready - the header section is complete and the
  * headers phase has not run (and some module has on_headers). */
 bool pst_fsess_headers_ready(const struct pst_fsess *fs);

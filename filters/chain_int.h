@@ -97,6 +97,11 @@ struct pst_fsess {
     bool host_mime;                 /* pst_fsess_want_mime */
     const struct pst_mime_limits *mime_limits; /* NULL: defaults */
     struct pst_msg *mime;           /* its model, from the message phase */
+    char qid[32];                   /* of the message being received */
+    pst_ftext_open_fn text_open;    /* pst_fsess_msg_stored */
+    void *text_arg;
+    struct pst_textsrc *text;       /* opened on the first pst_fctx_text */
+    bool text_tried;
 };
 
 /* runtime.c */

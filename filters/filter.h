@@ -78,6 +78,22 @@
  * If pst_fctx_offload fails, neither work nor done runs: return
  * PST_TEMPFAIL. While a filter is pending the session reads nothing.
  *
+ * CONTENT. on_message and on_eom may read a part's DECODED body (transfer
+ * encoding undone), streamed from the stored text in bounded memory:
+ * pst_fctx_text gives a reference on the message's text (core/textsrc.h),
+ * pst_fbody_of the position and encoding of a part's body (a value to
+ * copy into a job), and pst_fbody_open a reader over them (core/mime.h
+ * pst_mime_reader_read/_seek/_tell/_bad/_close). Reading does file I/O:
+ * do it in work(job), never on the loop thread. The text reference and
+ * the readers belong to the job, not the session: they stay valid if the
+ * session ends while work runs; drop them in work or done. The model
+ * (struct pst_mime_part) belongs to the session: never touch it in work.
+ *
+ * COUNTERS. A module may count what it does in its conf (atomics: conf is
+ * shared) and report the counters through its counters hook: the host
+ * logs them at shutdown and exports them with its metrics, as
+ * postern_filter_<module>_<name>_total.
+ *
  * MEMORY. conf (from configure) is immutable and shared by every session
  * using the config generation. pst_fctx_state gives msg_state_size zeroed
  * bytes per message (NULL before MAIL), freed when the message ends.
@@ -94,11 +110,12 @@
 #include <stdint.h>
 
 #include "core/envelope.h"
-#include "core/mime.h"
 #include "core/log.h"
+#include "core/mime.h"
+#include "core/textsrc.h"
 #include "core/util.h"
 
-#define PST_FILTER_API 1
+#define PST_FILTER_API 2
 #define PST_FREPLY_TEXT_MAX 200
 
 enum pst_verdict {
@@ -126,6 +143,9 @@ enum pst_failmode { PST_FAIL_TEMPFAIL, PST_FAIL_ACCEPT, PST_FAIL_REJECT };
 
 struct pst_fctx;                    /* one filter's view of one session */
 
+
+typedef void (*pst_fcounter_fn)(void *arg, const char *name,
+                                uint64_t value);
 
 /* One header field in the current (edited) view of the message. */
 struct pst_hdr {
@@ -178,6 +198,9 @@ struct pst_filter {
     /* on_abort - the filter was pending and its answer is no longer
      * wanted (deadline, session or message gone). */
     void (*on_abort)(struct pst_fctx *fc);
+    /* counters - report each counter of conf: emit(arg, name, value),
+     * name in [a-z0-9_]. Loop thread. NULL: none. */
+    void (*counters)(void *conf, pst_fcounter_fn emit, void *arg);
 };
 
 /* Fills the version and size fields of a descriptor. */
@@ -198,6 +221,9 @@ uint64_t pst_fctx_session(const struct pst_fctx *fc);
  * accepted before this phase */
 const struct pst_envelope *pst_fctx_env(const struct pst_fctx *fc);
 enum pst_fphase pst_fctx_phase(const struct pst_fctx *fc);
+/* pst_fctx_qid - the queue id of the message being received ("" before
+ * DATA or outside a message); pst_fctx_log names it as msg=. */
+const char *pst_fctx_qid(const struct pst_fctx *fc);
 /* pst_fctx_reply - the reply for a REJECT or TEMPFAIL; -EINVAL (and the
  * filter counts as failed) if code, enhanced code or text is invalid. */
 int pst_fctx_reply(struct pst_fctx *fc, int code, const char *enh,
@@ -262,6 +288,29 @@ int pst_part_replace(struct pst_fctx *fc, uint64_t off, uint64_t len,
  */
 int pst_part_remove(struct pst_fctx *fc, const struct pst_mime_part *part,
                     const char *notice);
+
+/* ---- content (on_message, on_eom; see CONTENT) ---- */
+/* Where a leaf's body is in the message text and how it is encoded. */
+struct pst_fbody {
+    uint64_t start, end;            /* offsets of the encoded body */
+    enum pst_cte cte;               /* identity for containers */
+};
+
+struct pst_fbody pst_fbody_of(const struct pst_mime_part *part);
+/*
+ * pst_fctx_text - a new reference on the stored text of the message (drop
+ * it with pst_textsrc_unref, from any thread), or NULL outside on_message
+ * and on_eom or when the host keeps no text (then the module cannot read
+ * content: its failure mode is the honest answer).
+ */
+struct pst_textsrc *pst_fctx_text(struct pst_fctx *fc);
+/*
+ * pst_fbody_open - a reader of the decoded body b in text t (any thread;
+ * t must outlive the reader). Reads block on I/O: worker threads only.
+ * Memory: about 32 KiB plus the seek checkpoints (core/mime.h).
+ */
+struct pst_mime_reader *pst_fbody_open(struct pst_textsrc *t,
+                                       const struct pst_fbody *b);
 
 /*
  * Envelope. pst_env_set_sender (MAIL and later) sets the reverse-path the

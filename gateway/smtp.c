@@ -981,6 +981,15 @@ proto_name(const struct pst_session *s)
     return names[s->env.smtputf8][s->tls != NULL][auth];
 }
 
+/* The stored text of the message, for filters that read parts' content
+ * (filters/chain.h pst_fsess_msg_stored). */
+static struct pst_textsrc *
+stored_text(void *arg)
+{
+    struct pst_session *s = arg;
+    return s->msg ? pst_spool_msg_text(s->msg) : NULL;
+}
+
 /* Open the spool file and write our Received field: the first bytes of
  * every stored message. On a failure the reply is given and *why says
  * which. */
@@ -997,6 +1006,8 @@ message_open(struct pst_session *s, enum pst_reply *why)
         reply(s, *why, NULL);
         return false;
     }
+    if (s->fs)
+        pst_fsess_msg_stored(s->fs, s->qid, stored_text, s);
     free(s->env.helo);              /* filter_env may have set them */
     free(s->env.client_name);
     s->env.helo = pst_xstrdup(s->helo);

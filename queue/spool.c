@@ -403,6 +403,58 @@ pst_spool_msg_size(const struct pst_spool_msg *m)
     return m->size;
 }
 
+/* The text of a message being received, for pst_spool_msg_text: its own
+ * read-only descriptor and where the CHUNK records start. */
+struct msg_text {
+    int fd;
+    uint64_t data_off;
+};
+
+/* Message offset -> file offset: every CHUNK record but the last holds
+ * PST_CHUNK_MAX octets (spool_msg_write flushes only full ones), and the
+ * source is made after the last flush, so the geometry is fixed. */
+static ssize_t
+text_read(void *arg, void *buf, size_t len, uint64_t off)
+{
+    struct msg_text *t = arg;
+    uint64_t rec = off / PST_CHUNK_MAX, in = off % PST_CHUNK_MAX;
+    size_t k = (size_t)PST_MIN((uint64_t)len, PST_CHUNK_MAX - in);
+    uint64_t at = t->data_off + rec * PST_SPOOL_WBUF + PST_REC_HDR_LEN + in;
+    ssize_t n;
+    do
+        n = pread(t->fd, buf, k, (off_t)at);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
+static void
+text_fini(void *arg)
+{
+    struct msg_text *t = arg;
+    close(t->fd);
+    free(t);
+}
+
+/* pst_spool_msg_text - see spool.h. */
+struct pst_textsrc *
+pst_spool_msg_text(struct pst_spool_msg *m)
+{
+    if (m->err || m->renamed)
+        return NULL;
+    int rc = flush_chunk(m);
+    if (rc != 0) {
+        m->err = rc;
+        return NULL;
+    }
+    int fd = openat(m->sp->incfd, m->qid, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct msg_text *t = pst_xmalloc(sizeof(*t));
+    t->fd = fd;
+    t->data_off = m->data_off;
+    return pst_textsrc_new(text_read, text_fini, t, m->size);
+}
+
 /* pst_spool_msg_set_edits - see spool.h. */
 int
 pst_spool_msg_set_edits(struct pst_spool_msg *m, const void *blob,

@@ -26,6 +26,7 @@
 
 #include "conf/conf.h"
 #include "core/envelope.h"
+#include "core/textsrc.h"
 
 #define PST_QID_LEN 16              /* hex characters, unique per spool */
 
@@ -64,6 +65,15 @@ int pst_spool_msg_write(struct pst_spool_msg *m, const void *data,
                         size_t len);
 /* pst_spool_msg_size - message bytes written so far. */
 uint64_t pst_spool_msg_size(const struct pst_spool_msg *m);
+/*
+ * pst_spool_msg_text - the text written so far, readable by offset from
+ * any thread through its own descriptor (core/textsrc.h), whatever then
+ * happens to m: filters read parts' content on worker threads. Buffered
+ * text is written out first. Call once all the text is written (later
+ * writes are not seen). NULL after a write error or if the file cannot be
+ * opened.
+ */
+struct pst_textsrc *pst_spool_msg_text(struct pst_spool_msg *m);
 /*
  * pst_spool_msg_commit - make the message durable with envelope env (copied
  * before return). cb(arg, 0) once file and directory entry are synced;

@@ -617,6 +617,127 @@ test_mime_tree(void **state)
     pst_fsess_free(fs);
 }
 
+/* A module that reads a part's decoded body on the worker pool through
+ * the content API (filter.h CONTENT). */
+struct cjob {
+    struct pst_fref ref;
+    struct pst_textsrc *t;
+    struct pst_fbody b;
+    unsigned sleep_ms;
+    char got[64];
+    ssize_t n;
+};
+
+static char content_got[64];
+static int content_dones, content_null_text;
+static unsigned content_sleep_ms;
+
+static void
+c_work(void *p)
+{
+    struct cjob *j = p;
+    usleep(j->sleep_ms * 1000);
+    struct pst_mime_reader *r = pst_fbody_open(j->t, &j->b);
+    j->n = pst_mime_reader_read(r, j->got, sizeof(j->got) - 1);
+    pst_mime_reader_close(r);
+    pst_textsrc_unref(j->t);
+}
+
+static void
+c_done(void *p)
+{
+    struct cjob *j = p;
+    struct pst_fctx *fc = pst_fctx_lookup(j->ref);
+    content_dones++;
+    snprintf(content_got, sizeof(content_got), "%.*s",
+             j->n > 0 ? (int)j->n : 0, j->got);
+    if (fc)
+        pst_fctx_resume(fc, PST_CONTINUE);
+    free(j);
+}
+
+static enum pst_verdict
+c_message(struct pst_fctx *fc, const struct pst_mime_part *root)
+{
+    struct pst_textsrc *t = pst_fctx_text(fc);
+    if (t == NULL) {
+        content_null_text++;
+        return PST_CONTINUE;
+    }
+    struct cjob *j = calloc(1, sizeof(*j));
+    j->ref = pst_fctx_ref(fc);
+    j->t = t;
+    j->b = pst_fbody_of(root->child->next);
+    j->sleep_ms = content_sleep_ms;
+    if (pst_fctx_offload(fc, j, c_work, c_done) < 0) {
+        pst_textsrc_unref(t);
+        free(j);
+        return PST_TEMPFAIL;
+    }
+    return PST_PENDING;
+}
+
+static const struct pst_filter cmod = {
+    .name = "c",
+    PST_FILTER_ABI,
+    .on_message = c_message,
+};
+
+static struct pst_textsrc *
+mem_text(void *arg)
+{
+    return pst_textsrc_mem(arg, strlen(arg));
+}
+
+static void
+test_content(void **state)
+{
+    struct fx *f = *state;
+    static const char mm[] = "Content-Type: multipart/mixed; boundary=b\r\n"
+                             "\r\n"
+                             "--b\r\n"
+                             "Content-Type: text/plain\r\n\r\nhi\r\n"
+                             "--b\r\n"
+                             "Content-Transfer-Encoding: base64\r\n\r\n"
+                             "ZGVjb2RlZCBi\r\nb2R5\r\n"
+                             "--b--\r\n";
+    struct pst_err err = {0};
+    assert_int_equal(pst_chain_append(f->ch, &cmod, NULL, 0,
+                                      PST_FAIL_TEMPFAIL, &err), 0);
+    struct pst_fsess *fs = sess(f, 60);
+    /* no stored text: the module is told so */
+    pst_fsess_msg_begin(fs, false);
+    pst_fsess_msg_data(fs, mm, sizeof(mm) - 1);
+    struct pst_fres r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_int_equal(content_null_text, 1);
+    pst_fsess_msg_end(fs);
+
+    /* the decoded body, read on a worker */
+    pst_fsess_msg_begin(fs, false);
+    pst_fsess_msg_stored(fs, "0123456789ABCDEF", mem_text, (void *)mm);
+    pst_fsess_msg_data(fs, mm, sizeof(mm) - 1);
+    r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_int_equal(content_dones, 1);
+    assert_string_equal(content_got, "decoded body");
+    pst_fsess_msg_end(fs);
+
+    /* the session goes while the job runs: the job still reads its own
+     * reference on the text, and its answer is dropped */
+    content_sleep_ms = 100;
+    content_got[0] = '\0';
+    pst_fsess_msg_begin(fs, false);
+    pst_fsess_msg_stored(fs, "0123456789ABCDEF", mem_text, (void *)mm);
+    pst_fsess_msg_data(fs, mm, sizeof(mm) - 1);
+    assert_int_equal(pst_fsess_run(fs, PST_FP_EOM, NULL, &r), 1);
+    pst_fsess_free(fs);
+    while (content_dones < 2)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_string_equal(content_got, "decoded body");
+    content_sleep_ms = 0;
+}
+
 /* The headers phase run while the body streams; its refusal waits for
  * the end, and it does not run twice. */
 static void
@@ -700,6 +821,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_session_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mime_tree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_early, setup, teardown),
         cmocka_unit_test(test_edits_apply),

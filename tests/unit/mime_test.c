@@ -738,6 +738,69 @@ test_reader_fn(void **state)
     pst_msg_free(m);
 }
 
+/* Seeking a decoded body: a large base64 part read in one go, then at
+ * offsets backwards and forwards (across checkpoints), each read compared
+ * with the straight decoding; past the end gives nothing. */
+static void
+test_reader_seek(void **state)
+{
+    const size_t dn = 600 * 1024 + 13;
+    uint8_t *dec = malloc(dn);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < dn; i++) {
+        x = x * 1103515245 + 12345;
+        dec[i] = (uint8_t)(x >> 16);
+    }
+    struct pst_tbuf t;
+    pst_tbuf_init(&t);
+    pst_tbuf_puts(&t, "Content-Type: application/octet-stream\r\n"
+                      "Content-Transfer-Encoding: base64\r\n\r\n");
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < dn; i += 57) {
+        size_t k = PST_MIN((size_t)57, dn - i);
+        for (size_t j = 0; j < k; j += 3) {
+            uint32_t v = (uint32_t)dec[i + j] << 16;
+            if (j + 1 < k)
+                v |= (uint32_t)dec[i + j + 1] << 8;
+            if (j + 2 < k)
+                v |= dec[i + j + 2];
+            char q[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63],
+                         j + 1 < k ? b64[v >> 6 & 63] : '=',
+                         j + 2 < k ? b64[v & 63] : '='};
+            pst_tbuf_add(&t, q, 4);
+        }
+        pst_tbuf_add(&t, "\r\n", 2);
+    }
+    struct pst_msg *m = parse(t.p, t.len, 0, NULL, NULL);
+    struct pst_mime_reader *r =
+        pst_mime_reader_open_mem(t.p, t.len, m->parts[0]);
+    static const uint64_t at[] = {0,      1,      70000,  65536, 599999,
+                                  131072, 3,      614412, 300000, 65535,
+                                  614413, 200000, 1000000, 17};
+    uint8_t buf[5000];
+    for (size_t i = 0; i < PST_ARRAY_LEN(at); i++) {
+        assert_int_equal(pst_mime_reader_seek(r, at[i]), 0);
+        size_t got = 0;
+        ssize_t k;
+        while (got < sizeof(buf) &&
+               (k = pst_mime_reader_read(r, buf + got, sizeof(buf) - got)) >
+                   0)
+            got += (size_t)k;
+        size_t want = at[i] >= dn ? 0 : PST_MIN(sizeof(buf), dn - at[i]);
+        assert_int_equal(got, want);
+        if (want)
+            assert_memory_equal(buf, dec + at[i], want);
+        assert_int_equal(pst_mime_reader_tell(r),
+                         PST_MIN(at[i], (uint64_t)dn) + want);
+    }
+    assert_false(pst_mime_reader_bad(r));
+    pst_mime_reader_close(r);
+    pst_msg_free(m);
+    pst_tbuf_free(&t);
+    free(dec);
+}
+
 static int
 teardown(void **state)
 {
@@ -758,6 +821,7 @@ main(void)
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_reader_fd),
         cmocka_unit_test(test_reader_fn),
+        cmocka_unit_test(test_reader_seek),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -433,6 +433,47 @@ test_commit_and_deliver(void **state)
     free(body);
 }
 
+/* The text of a message being received, read by offset through its own
+ * descriptor: across CHUNK records, including the part still buffered,
+ * and still readable after the message was aborted. */
+static void
+test_msg_text(void **state)
+{
+    struct fx *f = *state;
+    size_t len = 300 * 1024 + 17;       /* spans several CHUNK records */
+    char *body = make_body(len, 3);
+    struct pst_spool_msg *m;
+    char qid[PST_QID_LEN + 1];
+
+    spool_open(f);
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
+    for (size_t off = 0, step = 5; off < len; off += step, step *= 2)
+        assert_int_equal(
+            pst_spool_msg_write(m, body + off, PST_MIN(step, len - off)), 0);
+    struct pst_textsrc *t = pst_spool_msg_text(m);
+    assert_non_null(t);
+    assert_int_equal(pst_textsrc_size(t), len);
+    pst_spool_msg_abort(m);
+    static const uint64_t at[] = {0, 1, 131059, 131060, 131061, 262119,
+                                  262120, 307216};
+    char buf[4096];
+    for (size_t i = 0; i < PST_ARRAY_LEN(at); i++) {
+        size_t got = 0;
+        while (got < sizeof(buf) && at[i] + got < len) {
+            ssize_t k = pst_textsrc_read(t, buf + got, sizeof(buf) - got,
+                                         at[i] + got);
+            assert_true(k > 0);
+            got += (size_t)k;
+        }
+        assert_int_equal(got, PST_MIN(sizeof(buf), len - at[i]));
+        assert_memory_equal(buf, body + at[i], got);
+    }
+    assert_int_equal(pst_textsrc_read(t, buf, 10, len), 0);
+    pst_textsrc_unref(t);
+    spool_close(f);
+    free(body);
+}
+
 static void
 test_group_commit(void **state)
 {
@@ -1092,6 +1133,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_and_deliver, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_msg_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_fsync_error_fails_batch,
                                         setup, teardown),
