@@ -13,9 +13,11 @@
 #include "filters/chain.h"
 
 extern const struct pst_filter pst_filter_headers;
+extern const struct pst_filter pst_filter_attachments;
 
 static const struct pst_filter *const builtins[] = {
     &pst_filter_headers,
+    &pst_filter_attachments,
 };
 
 /* pst_filter_builtin - the built-in module called name, or NULL. */
