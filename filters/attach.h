@@ -11,8 +11,8 @@
  * files (reject > quarantine > strip > pass), so an `allow` rule exempts
  * the file it matches, never that file's siblings or members.
  *
- * Threads: the conf is immutable after configure (but for its atomic
- * counters) and shared by the loop thread and the workers. att_judge
+ * Threads: the conf is immutable after configure and shared by the loop
+ * thread and the workers (its metrics series are lock-free). att_judge
  * allocates its own PCRE2 match data, so it runs on any thread. The
  * scanner (att_scan_*) runs on a worker and owns its job; libmagic's
  * magic_t is one per worker thread (att_magic).
@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/metrics.h"
 #include "filters/filter.h"
 
 #define ATT_NAME_MAX 1024           /* octets of a normalised file name */
@@ -72,17 +73,16 @@ struct att_rule {
     bool needs_name;                /* exts, globs or regex given */
 };
 
-struct att_counters {
-    atomic_ullong messages;         /* messages looked at */
-    atomic_ullong files;            /* files judged */
-    atomic_ullong magic;            /* libmagic runs */
-    atomic_ullong archives;         /* archives opened */
-    atomic_ullong stripped;         /* parts removed */
-    atomic_ullong rejected;         /* messages refused */
-    atomic_ullong quarantined;      /* messages held */
-    atomic_ullong encrypted;        /* encrypted archives or members */
-    atomic_ullong limits;           /* archive limits hit */
-    atomic_ullong errors;           /* archives that did not parse */
+struct att_counters {                   /* core/metrics.h series */
+    struct pst_metric *files;           /* files judged */
+    struct pst_metric *magic, *archives; /* libmagic runs, archives opened */
+    struct pst_metric *stripped;        /* parts removed */
+    struct pst_metric *rejected;        /* messages refused */
+    struct pst_metric *quarantined;     /* messages held */
+    struct pst_metric *encrypted;       /* encrypted archives, members or
+                                           messages */
+    struct pst_metric *limits;          /* archive limits hit */
+    struct pst_metric *errors;          /* archives that did not parse */
 };
 
 struct att_conf {

@@ -40,11 +40,7 @@
 #include "core/tbuf.h"
 
 #define AR_BLOCK (64 * 1024)
-/* The counters live in the shared conf, which is const to the scanner
- * but for them. */
-#define COUNT(c, field)                                                       \
-    atomic_fetch_add_explicit(&((struct att_conf *)(c))->n.field, 1,          \
-                              memory_order_relaxed)
+#define COUNT(c, field) pst_metric_add((c)->n.field, 1)
 #define UU_LINE 1100
 #define RATIO_FLOOR (1u << 20)      /* ratios below this many octets are
                                        not judged (small files compress

@@ -478,6 +478,43 @@ parse_archives(struct att_conf *c, const config_setting_t *s,
     return bad ? -1 : 0;
 }
 
+/* The module's series (core/metrics.h; docs/OPERATIONS.md). */
+static void
+metrics(struct att_counters *n)
+{
+    static const char actions[] =
+        "Attachment policy actions: strip counts parts, reject and "
+        "quarantine count messages.";
+    static const char scans[] =
+        "Content scans of the attachments module, by kind.";
+    static const char events[] =
+        "Content the attachments module could not inspect: encrypted "
+        "archives, members or messages, archive limits, unreadable "
+        "archives.";
+    n->files = pst_metric_counter(
+        "postern_attachments_files_total",
+        "Files (parts, uuencoded blocks, archive members) judged by the "
+        "attachments module.", NULL);
+    n->stripped = pst_metric_counter("postern_attachments_actions_total",
+                                     actions, "action", "strip", NULL);
+    n->rejected = pst_metric_counter("postern_attachments_actions_total",
+                                     actions, "action", "reject", NULL);
+    n->quarantined = pst_metric_counter("postern_attachments_actions_total",
+                                        actions, "action", "quarantine",
+                                        NULL);
+    n->magic = pst_metric_counter("postern_attachments_scans_total", scans,
+                                  "kind", "magic", NULL);
+    n->archives = pst_metric_counter("postern_attachments_scans_total", scans,
+                                     "kind", "archive", NULL);
+    n->encrypted = pst_metric_counter(
+        "postern_attachments_archive_events_total", events, "event",
+        "encrypted", NULL);
+    n->limits = pst_metric_counter("postern_attachments_archive_events_total",
+                                   events, "event", "limit", NULL);
+    n->errors = pst_metric_counter("postern_attachments_archive_events_total",
+                                   events, "event", "error", NULL);
+}
+
 static int
 att_configure(const config_setting_t *s, const char *file, void **out,
               struct pst_err *err)
@@ -505,6 +542,7 @@ att_configure(const config_setting_t *s, const char *file, void **out,
     c->ar.max_ratio = 100;
     c->ar.nested_max = 16u << 20;
     c->ar.on_limit = c->ar.on_error = c->ar.on_encrypted = ATT_REJECT;
+    metrics(&c->n);
     c->mctx = pcre2_match_context_create(NULL);
     pcre2_set_match_limit(c->mctx, 100000);
     pcre2_set_depth_limit(c->mctx, 1000);
@@ -650,8 +688,7 @@ judge_static(const struct att_conf *c, struct att_item *it)
         att_consider(c, it, &f, f.name);
     }
     if (it->opaque) {
-        atomic_fetch_add_explicit(&((struct att_conf *)c)->n.encrypted, 1,
-                                  memory_order_relaxed);
+        pst_metric_add(c->n.encrypted, 1);
         att_special(it, c->encrypted_msg, "encrypted-message",
                     it->names.n ? it->names.v[0] : it->declared);
     }
@@ -671,13 +708,6 @@ job_free(struct ajob *j)
 }
 
 /* ---- outcome (loop thread) ---- */
-
-static void
-count(struct att_conf *c, atomic_ullong *n)
-{
-    (void)c;
-    atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
-}
 
 /* The action a part's verdict takes, below multipart/signed or not. */
 static enum att_action
@@ -769,7 +799,7 @@ apply(struct pst_fctx *fc, struct ajob *j)
                      "section=%s file=\"%s\" %s=%s",
                      j->parts[wi]->section, v->file,
                      v->rule >= 0 ? "rule" : "policy", v->why);
-        count(c, &c->n.rejected);
+        pst_metric_add(c->n.rejected, 1);
         if (v->size)
             pst_fctx_reply(fc, 552, "5.3.4", text);
         else
@@ -814,7 +844,7 @@ apply(struct pst_fctx *fc, struct ajob *j)
             pst_fctx_log(fc, PST_LOG_INFO, "event=attachment action=strip "
                          "section=%s file=\"%s\" %s=%s", sec, it->v.file,
                          it->v.rule >= 0 ? "rule" : "policy", it->v.why);
-            count(c, &c->n.stripped);
+            pst_metric_add(c->n.stripped, 1);
             summary_add(&h, "stripped", &it->v, &more);
         } else if (it->v.action == ATT_STRIP && a == ATT_PASS) {
             pst_fctx_log(fc, PST_LOG_INFO, "event=attachment action=pass "
@@ -824,7 +854,7 @@ apply(struct pst_fctx *fc, struct ajob *j)
         }
     }
     if (verdict == PST_QUARANTINE)
-        count(c, &c->n.quarantined);
+        pst_metric_add(c->n.quarantined, 1);
     if (more)
         pst_tbuf_printf(&h, "; and %u more", more);
     if (h.len && pst_hdr_add_raw(fc, HDR_NAME, pst_tbuf_cstr(&h), true) < 0)
@@ -889,7 +919,6 @@ att_on_message(struct pst_fctx *fc, const struct pst_mime_part *root)
 
     if (root == NULL)
         return PST_CONTINUE;
-    count(c, &c->n.messages);
     collect(c, &k, root, false);
     struct ajob *j = pst_xcalloc(1, sizeof(*j));
     j->ac = ac;
@@ -934,22 +963,6 @@ att_on_abort(struct pst_fctx *fc)
     }
 }
 
-static void
-att_counters(void *conf, pst_fcounter_fn emit, void *arg)
-{
-    struct att_counters *n = &((struct aconf *)conf)->c.n;
-    emit(arg, "messages", atomic_load(&n->messages));
-    emit(arg, "files", atomic_load(&n->files));
-    emit(arg, "magic", atomic_load(&n->magic));
-    emit(arg, "archives", atomic_load(&n->archives));
-    emit(arg, "stripped", atomic_load(&n->stripped));
-    emit(arg, "rejected", atomic_load(&n->rejected));
-    emit(arg, "quarantined", atomic_load(&n->quarantined));
-    emit(arg, "encrypted", atomic_load(&n->encrypted));
-    emit(arg, "archive_limits", atomic_load(&n->limits));
-    emit(arg, "archive_errors", atomic_load(&n->errors));
-}
-
 const struct pst_filter pst_filter_attachments = {
     .name = "attachments",
     PST_FILTER_ABI,
@@ -958,5 +971,4 @@ const struct pst_filter pst_filter_attachments = {
     .unconfigure = att_unconfigure,
     .on_message = att_on_message,
     .on_abort = att_on_abort,
-    .counters = att_counters,
 };

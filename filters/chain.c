@@ -680,13 +680,6 @@ pst_fsess_set_mime_limits(struct pst_fsess *fs,
     fs->mime_limits = lim;
 }
 
-static void
-log_counter(void *arg, const char *name, uint64_t value)
-{
-    pst_info("event=filter_counter filter=%s name=%s value=%" PRIu64,
-             (const char *)arg, name, value);
-}
-
 /* pst_chain_log_stats - one line per module with its counters. */
 void
 pst_chain_log_stats(const struct pst_chain *ch)
@@ -697,9 +690,6 @@ pst_chain_log_stats(const struct pst_chain *ch)
                  " pending=%" PRIu64 " failures=%" PRIu64 " timeouts=%" PRIu64
                  " invalid=%" PRIu64, ch->e[i].f->name, i, st->calls,
                  st->pending, st->failures, st->timeouts, st->invalid);
-        if (ch->e[i].f->counters)
-            ch->e[i].f->counters(ch->e[i].conf, log_counter,
-                                 (void *)ch->e[i].f->name);
     }
 }
 

@@ -83,8 +83,7 @@ size_t pst_chain_len(const struct pst_chain *ch);
 void pst_chain_free(struct pst_chain *ch);
 void pst_chain_stats(const struct pst_chain *ch, size_t i,
                      struct pst_fstats *st);
-/* pst_chain_log_stats - log each module's counters (at shutdown): the
- * chain's and those the module reports (filter.h counters). */
+/* pst_chain_log_stats - log each module's counters (at shutdown). */
 void pst_chain_log_stats(const struct pst_chain *ch);
 /* pst_filter_abi_check - NULL if f fits this host, else why not. */
 const char *pst_filter_abi_check(const struct pst_filter *f);

@@ -89,10 +89,9 @@
  * session ends while work runs; drop them in work or done. The model
  * (struct pst_mime_part) belongs to the session: never touch it in work.
  *
- * COUNTERS. A module may count what it does in its conf (atomics: conf is
- * shared) and report the counters through its counters hook: the host
- * logs them at shutdown and exports them with its metrics, as
- * postern_filter_<module>_<name>_total.
+ * COUNTERS. A module counts what it does in the process's metrics
+ * registry (core/metrics.h: look its series up in configure and keep the
+ * pointers; updates are lock-free from any thread).
  *
  * MEMORY. conf (from configure) is immutable and shared by every session
  * using the config generation. pst_fctx_state gives msg_state_size zeroed
@@ -143,9 +142,6 @@ enum pst_failmode { PST_FAIL_TEMPFAIL, PST_FAIL_ACCEPT, PST_FAIL_REJECT };
 
 struct pst_fctx;                    /* one filter's view of one session */
 
-
-typedef void (*pst_fcounter_fn)(void *arg, const char *name,
-                                uint64_t value);
 
 /* One header field in the current (edited) view of the message. */
 struct pst_hdr {
@@ -198,9 +194,6 @@ struct pst_filter {
     /* on_abort - the filter was pending and its answer is no longer
      * wanted (deadline, session or message gone). */
     void (*on_abort)(struct pst_fctx *fc);
-    /* counters - report each counter of conf: emit(arg, name, value),
-     * name in [a-z0-9_]. Loop thread. NULL: none. */
-    void (*counters)(void *conf, pst_fcounter_fn emit, void *arg);
 };
 
 /* Fills the version and size fields of a descriptor. */

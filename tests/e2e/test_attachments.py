@@ -14,7 +14,8 @@ archives, a tar.gz, an encrypted zip (zip -P) and 7z (7z -p -mhe), a zip
 bomb; strip keeps every other part byte-identical and the structure
 valid; reject (554 5.7.1, 552 5.3.4 for size) and quarantine (the hold
 area, released unfiltered); multipart/signed and encrypted behaviour;
-check-config errors with file and line.
+check-config errors with file and line; the module's counters at
+/metrics.
 """
 
 import base64
@@ -32,6 +33,8 @@ import time
 import unittest
 import zipfile
 
+import harness
+import prom
 from harness import POSTERN_BIN, PosternTestCase
 
 BOUNDARY = b"=_outer"
@@ -445,14 +448,34 @@ class Attachments(PosternTestCase):
         d = self.deliver(msg)
         self.assertEqual(d.body, msg)
 
-    def test_stop_logs_counters(self):
-        msg = multipart([TEXT, attachment(
+
+
+class Metrics(PosternTestCase):
+    def test_counters_move(self):
+        mport = harness.free_port()
+        p = self.postern({"filters": [POLICY],
+                          "metrics": {"enabled": True, "port": mport}})
+        before = prom.scrape(mport)
+        for a in ("strip", "reject", "quarantine"):
+            self.assertEqual(before.get("postern_attachments_actions_total",
+                                        action=a), 0)
+        send(p, multipart([TEXT, attachment(
             [b"Content-Disposition: attachment; filename=\"x.exe\""],
-            b"z")])
-        self.deliver(msg)
-        self.p.stop()
-        self.assertRegex(self.p.log(), rb"event=filter_counter "
-                         rb"filter=attachments name=stripped value=1")
+            b"z"), attachment(
+            [b"Content-Disposition: attachment; filename=\"y.zip\""],
+            zip_of([("y.scr", b"w")]))]))
+        send(p, multipart([TEXT, attachment(
+            [b"Content-Disposition: attachment; filename=\"r.vbs\""],
+            b"z")]), final=554)
+        p.wait_for_delivered(1)
+        m = prom.scrape(mport)
+        self.assertEqual(m.get("postern_attachments_actions_total",
+                               action="strip"), 2)
+        self.assertEqual(m.get("postern_attachments_actions_total",
+                               action="reject"), 1)
+        self.assertEqual(m.get("postern_attachments_scans_total",
+                               kind="archive"), 1)
+        self.assertGreaterEqual(m.get("postern_attachments_files_total"), 6)
 
 
 class SignedAndEncrypted(PosternTestCase):
