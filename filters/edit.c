@@ -63,6 +63,14 @@ pst__hdr_collect(struct pst_fsess *fs, const unsigned char *p, size_t n)
     }
 }
 
+/* log_name - a field name for the log: quoted and escaped (a name taken
+ * from the message may hold anything up to its colon, line ends too). */
+static const char *
+log_name(char *dst, size_t n, const char *name)
+{
+    return pst_log_quote(dst, n, name, strlen(name));
+}
+
 static struct pst__vhdr *
 view_insert(struct pst_fsess *fs, size_t at)
 {
@@ -426,8 +434,9 @@ hdr_add(struct pst_fctx *fc, const char *name, const char *value, bool top,
     tmp.pub.changed = false;
     struct pst__vhdr *v = view_insert(fc->fs, top ? 0 : fc->fs->nv);
     *v = tmp;
+    char qn[128];
     pst_debug("sess=%016" PRIx64 " event=hdr_edit filter=%s op=add name=%s",
-              fc->fs->id, fc->e->f->name, name);
+              fc->fs->id, fc->e->f->name, log_name(qn, sizeof(qn), name));
     return 0;
 }
 
@@ -454,8 +463,10 @@ pst_hdr_remove(struct pst_fctx *fc, size_t i)
         return rc;
     if (i >= fs->nv)
         return -EINVAL;
+    char qn[128];
     pst_debug("sess=%016" PRIx64 " event=hdr_edit filter=%s op=remove "
-              "name=%s", fs->id, fc->e->f->name, fs->v[i].pub.name);
+              "name=%s", fs->id, fc->e->f->name,
+              log_name(qn, sizeof(qn), fs->v[i].pub.name));
     free(fs->v[i].own_name);
     free(fs->v[i].own_value);
     free(fs->v[i].own_raw);
@@ -477,9 +488,11 @@ hdr_replace(struct pst_fctx *fc, size_t i, const char *value, bool raw)
     char *name = pst_xstrdup(fs->v[i].pub.name);
     rc = set_field(fc, &fs->v[i], name, value, raw);
     free(name);
+    char qn[128];
     if (rc == 0)
         pst_debug("sess=%016" PRIx64 " event=hdr_edit filter=%s op=replace "
-                  "name=%s", fs->id, fc->e->f->name, fs->v[i].pub.name);
+                  "name=%s", fs->id, fc->e->f->name,
+                  log_name(qn, sizeof(qn), fs->v[i].pub.name));
     return rc;
 }
 

@@ -11,6 +11,12 @@
  * reverse-path, so no report is ever made about a report; a report that
  * fails goes once to the postmaster, and one to the postmaster that fails
  * is logged and dropped.
+ *
+ * The MIME boundary is random (128 bits from getrandom) and checked
+ * against everything it encloses - the two parts postern writes and the
+ * returned original - before use: an original that holds a line "--b"
+ * for a boundary b a sender could predict would otherwise end the report
+ * early and smuggle parts into it.
  */
 #include "queue/dsn.h"
 
@@ -21,6 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -235,33 +244,53 @@ date_of(char *buf, size_t n, time_t t)
     strftime(buf, n, "%a, %d %b %Y %H:%M:%S %z", &tm);
 }
 
-void
-pst__dsn_build(struct pst_tbuf *b, const char *hostname, const char *qid,
-               const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
-               size_t n, const struct pst_dsn_orig *orig, time_t now)
+bool
+pst__dsn_boundary_ok(const char *bnd, const void *content, size_t len)
 {
-    char date[64], bnd[128], t[600];
-    enum pst_dsn_action a = n ? rs[0].action : PST_DSN_FAILED;
-    bool utf8 = env->smtputf8;
+    char delim[PST_DSN_BOUNDARY_LEN + 3];
+    size_t n = (size_t)snprintf(delim, sizeof(delim), "--%s", bnd);
+    return n < sizeof(delim) && memmem(content, len, delim, n) == NULL;
+}
 
-    date_of(date, sizeof(date), now);
-    snprintf(bnd, sizeof(bnd), "%s.%lld/%s", qid, (long long)now, hostname);
-    put(b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
-    put(b, "To: <%s>\r\n", env->sender);
-    put(b, "Subject: %s\r\n",
-        a == PST_DSN_FAILED    ? "Undelivered Mail Returned to Sender"
-        : a == PST_DSN_DELAYED ? "Delayed Mail (still being retried)"
-                               : "Successful Mail Delivery Report");
-    put(b, "Date: %s\r\n", date);
-    put(b, "Message-ID: <%s.%lld.dsn@%s>\r\n", qid, (long long)now, hostname);
-    put(b, "Auto-Submitted: auto-replied\r\n");
-    put(b, "MIME-Version: 1.0\r\n");
-    put(b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-           "\tboundary=\"%s\"\r\n", bnd);
-    put(b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+/* new_boundary - a random boundary found in none of the n contents. */
+static void
+new_boundary(char bnd[PST_DSN_BOUNDARY_LEN + 1], const struct iovec *iov,
+             size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    static uint64_t counter;
 
-    /* 1: for people */
-    put(b, "--%s\r\n", bnd);
+    for (;;) {
+        uint8_t r[16];
+        if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+            /* no entropy: still unique, and still checked below */
+            uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+            uint64_t k = ++counter;
+            memcpy(r, &t, 8);
+            memcpy(r + 8, &k, 8);
+        }
+        char *o = bnd + snprintf(bnd, PST_DSN_BOUNDARY_LEN + 1, "=_postern_");
+        for (size_t i = 0; i < sizeof(r); i++) {
+            *o++ = hex[r[i] >> 4];
+            *o++ = hex[r[i] & 15];
+        }
+        *o = '\0';
+        size_t i = 0;
+        while (i < n && pst__dsn_boundary_ok(bnd, iov[i].iov_base,
+                                             iov[i].iov_len))
+            i++;
+        if (i == n)
+            return;
+    }
+}
+
+/* dsn_human - the report's first part, for people (header and body). */
+static void
+dsn_human(struct pst_tbuf *b, const char *hostname,
+          const struct pst_dsn_rcpt *rs, size_t n, enum pst_dsn_action a)
+{
+    char t[600];
+
     put(b, "Content-Description: Notification\r\n");
     put(b, "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
     put(b, "This is the mail system at host %s.\r\n\r\n", hostname);
@@ -280,9 +309,17 @@ pst__dsn_build(struct pst_tbuf *b, const char *hostname, const char *qid,
         put(b, "<%s>: %s\r\n", rs[i].rcpt->addr, t);
     }
     put(b, "\r\n");
+}
 
-    /* 2: for programs (RFC 3464 2.2, 2.3) */
-    put(b, "--%s\r\n", bnd);
+/* dsn_status - the message/delivery-status part (RFC 3464 2.2, 2.3). */
+static void
+dsn_status(struct pst_tbuf *b, const char *hostname, const char *qid,
+           const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
+           size_t n, time_t now)
+{
+    char date[64], t[600];
+    bool utf8 = env->smtputf8;
+
     put(b, "Content-Description: Delivery report\r\n");
     put(b, "Content-Type: message/%s\r\n\r\n",
         utf8 ? "global-delivery-status" : "delivery-status");
@@ -322,6 +359,52 @@ pst__dsn_build(struct pst_tbuf *b, const char *hostname, const char *qid,
         }
     }
     put(b, "\r\n");
+}
+
+void
+pst__dsn_build(struct pst_tbuf *b, const char *hostname, const char *qid,
+               const struct pst_envelope *env, const struct pst_dsn_rcpt *rs,
+               size_t n, const struct pst_dsn_orig *orig, time_t now)
+{
+    char date[64], bnd[PST_DSN_BOUNDARY_LEN + 1];
+    enum pst_dsn_action a = n ? rs[0].action : PST_DSN_FAILED;
+    bool utf8 = env->smtputf8;
+    struct pst_tbuf human = {0}, status = {0};
+
+    /* the parts first, so that the boundary can be checked against them */
+    dsn_human(&human, hostname, rs, n, a);
+    dsn_status(&status, hostname, qid, env, rs, n, now);
+    struct iovec iov[] = {
+        {human.p, human.len},
+        {status.p, status.len},
+        {orig && orig->len ? orig->p : (uint8_t *)"", orig ? orig->len : 0},
+    };
+    new_boundary(bnd, iov, PST_ARRAY_LEN(iov));
+
+    date_of(date, sizeof(date), now);
+    put(b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
+    put(b, "To: <%s>\r\n", env->sender);
+    put(b, "Subject: %s\r\n",
+        a == PST_DSN_FAILED    ? "Undelivered Mail Returned to Sender"
+        : a == PST_DSN_DELAYED ? "Delayed Mail (still being retried)"
+                               : "Successful Mail Delivery Report");
+    put(b, "Date: %s\r\n", date);
+    put(b, "Message-ID: <%s.%lld.dsn@%s>\r\n", qid, (long long)now, hostname);
+    put(b, "Auto-Submitted: auto-replied\r\n");
+    put(b, "MIME-Version: 1.0\r\n");
+    put(b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+           "\tboundary=\"%s\"\r\n", bnd);
+    put(b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+
+    /* 1: for people */
+    put(b, "--%s\r\n", bnd);
+    pst_tbuf_add(b, human.p, human.len);
+
+    /* 2: for programs (RFC 3464 2.2, 2.3) */
+    put(b, "--%s\r\n", bnd);
+    pst_tbuf_add(b, status.p, status.len);
+    pst_tbuf_free(&human);
+    pst_tbuf_free(&status);
 
     /* 3: the original, or its header */
     if (orig && orig->len > 0) {

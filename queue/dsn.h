@@ -28,6 +28,7 @@
 #include "queue/transport.h"
 
 #define PST_DSN_HDR_MAX (256u * 1024u)
+#define PST_DSN_BOUNDARY_LEN 42     /* "=_postern_" and 32 random hex */
 
 struct pst_spool;
 
@@ -98,7 +99,12 @@ void pst__dsn_send(struct pst_spool *sp, const char *hostname,
                    const struct pst_dsn_rcpt *rs, size_t n,
                    const struct pst_dsn_orig *orig);
 
-/* pst__dsn_build - the report's bytes (exposed for unit tests). */
+/* pst__dsn_boundary_ok - "--" bnd occurs nowhere in content (a report's
+ * boundary is drawn until it holds for every part it encloses). */
+bool pst__dsn_boundary_ok(const char *bnd, const void *content, size_t len);
+
+/* pst__dsn_build - the report's bytes (exposed for unit tests); its MIME
+ * boundary is random and found in none of its parts. */
 void pst__dsn_build(struct pst_tbuf *b, const char *hostname,
                     const char *qid, const struct pst_envelope *env,
                     const struct pst_dsn_rcpt *rs, size_t n,

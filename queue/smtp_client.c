@@ -613,16 +613,21 @@ start_tls(struct pst_smtpc *c)
 
 /* ---- transactions ---- */
 
-static void
-xtext(struct pst_tbuf *b, const char *s)
+/*
+ * esmtp_value_ok - s can stand as an esmtp-value (RFC 5321 4.1.2: printable
+ * ASCII but '='). ENVID and ORCPT are kept as the client gave them, already
+ * xtext (RFC 3461 4), and go out as they are; a value that is not one (a
+ * damaged queue file) is left out rather than let it break the command.
+ */
+static bool
+esmtp_value_ok(const char *s)
 {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch < 33 || ch > 126 || ch == '+' || ch == '=')
-            pst_tbuf_printf(b, "+%02X", ch);
-        else
-            pst_tbuf_add(b, s, 1);
-    }
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 33 || (unsigned char)*s > 126 || *s == '=')
+            return false;
+    return true;
 }
 
 static void
@@ -648,7 +653,7 @@ write_rcpt(struct pst_smtpc *c, size_t ri)
                 sep = ",";
             }
     }
-    if (c->dsn && r->orcpt)
+    if (c->dsn && r->orcpt && esmtp_value_ok(r->orcpt))
         pst_tbuf_printf(&c->out, " ORCPT=%s", r->orcpt);
     pst_tbuf_add(&c->out, "\r\n", 2);
 }
@@ -673,10 +678,8 @@ write_cmd(struct pst_smtpc *c, size_t k)
         if (c->dsn && e->ret != PST_RET_UNSET)
             pst_tbuf_printf(&c->out, " RET=%s",
                       e->ret == PST_RET_FULL ? "FULL" : "HDRS");
-        if (c->dsn && e->envid) {
-            pst_tbuf_printf(&c->out, " ENVID=");
-            xtext(&c->out, e->envid);
-        }
+        if (c->dsn && e->envid && esmtp_value_ok(e->envid))
+            pst_tbuf_printf(&c->out, " ENVID=%s", e->envid);
         pst_tbuf_add(&c->out, "\r\n", 2);
         set_timer(c, c->o->t_mail);
         break;

@@ -789,6 +789,7 @@ class Bounces(PosternTestCase):
             {"domain": "plain.test", "route": plain.route()},
             {"domain": "dsn.test", "route": dsn.route()}])})
         send(p, ["a@plain.test", "b@dsn.test"],
+             mail_options=["ENVID=abc+2Bdef"],
              rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
         [d] = p.wait_for_delivered(1, timeout=15)
         blocks = status_blocks(parse(d.body))
@@ -800,6 +801,8 @@ class Bounces(PosternTestCase):
         # the DSN-capable hop got NOTIFY and reports itself
         [t] = dsn.wait_for_transactions(1)
         self.assertIn("NOTIFY=SUCCESS,FAILURE", t.rcpt_params[0])
+        # ENVID as the client sent it (xtext), not encoded a second time
+        self.assertIn("ENVID=abc+2Bdef", t.mail_params)
         [t] = plain.wait_for_transactions(1)
         self.assertEqual(t.rcpt_params[0], [])
         time.sleep(0.5)

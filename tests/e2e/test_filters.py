@@ -154,6 +154,19 @@ class HeadersModule(PosternTestCase):
         # the original text is what the spool kept; the log names edits
         self.p.wait_for_log("event=status result=queued")
 
+    def test_edited_field_name_logged_escaped(self):
+        # the filters' header view takes a name up to its colon, across a
+        # fold: the hdr_edit event quotes it, one event per log line
+        msg = message([b"Subject: hi", b"X-Spam-Fo\r\n o: 1"])
+        send(self.p, msg)
+        self.p.wait_for_delivered(1)
+        log = self.p.log()
+        self.assertIn(b'event=hdr_edit filter=headers op=remove '
+                      b'name="X-Spam-Fo\\x0d\\x0a o"', log)
+        for line in log.splitlines():
+            self.assertRegex(line, rb"^(=== harness|\d{4}-\d\d-\d\dT)",
+                             "a log line that is not an event")
+
     def test_forged_auth_results_removed(self):
         # RFC 8601 authserv-ids behind comments and in quotes are ours too;
         # a field that does not parse is removed; others' fields stay

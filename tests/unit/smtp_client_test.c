@@ -687,6 +687,38 @@ test_bare_cr_run(void **state)
     free(text);
 }
 
+/* ENVID and ORCPT are stored as the client sent them (xtext) and go out
+ * unchanged: "abc+2Bdef" once became "abc+2B2Bdef". A value that cannot
+ * stand in the command (a damaged queue file) is left out. */
+static void
+test_dsn_params_as_given(void **state)
+{
+    struct run r;
+    (void)state;
+    run_init(&r, body1, 2);
+    r.srv.ext = "PIPELINING\nDSN";
+    r.env.envid = strdup("abc+2Bdef");
+    r.env.ret = PST_RET_HDRS;
+    r.env.rcpts[0].orcpt = strdup("rfc822;a+2Bb@dest.test");
+    r.env.rcpts[0].notify = PST_NOTIFY_FAILURE | PST_NOTIFY_DELAY;
+    r.env.rcpts[1].orcpt = strdup("rfc822;b@dest.test\r\nRSET");
+    run_go(&r);
+    expect(&r, 0, PST_SMTPC_OK, NULL);
+    assert_non_null(strstr(r.srv.rx, "MAIL FROM:<sender@example.org> "
+                                     "RET=HDRS ENVID=abc+2Bdef\r\n"));
+    assert_non_null(strstr(r.srv.rx, "RCPT TO:<a@dest.test> NOTIFY=FAILURE,"
+                                     "DELAY ORCPT=rfc822;a+2Bb@dest.test\r\n"));
+    assert_non_null(strstr(r.srv.rx, "RCPT TO:<b@dest.test>\r\n"));
+    run_done(&r);
+
+    run_init(&r, body1, 1);
+    r.srv.ext = "DSN";
+    r.env.envid = strdup("a b");
+    run_go(&r);
+    assert_non_null(strstr(r.srv.rx, "MAIL FROM:<sender@example.org>\r\n"));
+    run_done(&r);
+}
+
 /* ---- replies out of place (a reply code the step does not expect) ---- */
 
 static const char *
@@ -1020,6 +1052,7 @@ main(void)
         cmocka_unit_test(test_long_line_folded),
         cmocka_unit_test(test_8bit_downgrade),
         cmocka_unit_test(test_bare_cr_run),
+        cmocka_unit_test(test_dsn_params_as_given),
         cmocka_unit_test(test_refused_before_mail),
         cmocka_unit_test(test_encrypt_without_starttls),
         cmocka_unit_test(test_greeting_timeout),
