@@ -38,10 +38,8 @@ pst_cli_check_config(int argc, char **argv)
 {
     struct pst_conf *c;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: postern check-config FILE\n");
-        return 2;
-    }
+    if (argc != 2)
+        return PST_CLI_USAGE;
     c = load(argv[1]);
     if (c == NULL)
         return 1;

@@ -277,8 +277,8 @@ print_text(FILE *o, const char *file, const struct pst_msg *m,
     }
 }
 
-/* pst_cli_inspect - `postern inspect [--json] FILE`; exit 0, 1 (unreadable),
- * 2 (usage). */
+/* pst_cli_inspect - `postern inspect [--json] FILE`; exit 0, 1 (unreadable)
+ * or PST_CLI_USAGE. */
 int
 pst_cli_inspect(int argc, char **argv)
 {
@@ -299,10 +299,8 @@ pst_cli_inspect(int argc, char **argv)
         else
             file = NULL, i = argc;
     }
-    if (file == NULL) {
-        fprintf(stderr, "usage: postern inspect [--json] FILE\n");
-        return 2;
-    }
+    if (file == NULL)
+        return PST_CLI_USAGE;
     fd = open(file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         fprintf(stderr, "postern: inspect: %s: %s\n", file, strerror(errno));

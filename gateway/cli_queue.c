@@ -10,7 +10,8 @@
  * The socket comes from FILE's queue.control_socket (default config
  * /etc/postern/postern.conf), or -s names it directly. Output: the
  * gateway's answer on stdout; errors on stderr. Exit 0 on success, 1 when
- * the gateway refused or could not be reached, 2 on a usage error.
+ * the gateway refused or could not be reached, PST_CLI_USAGE (2) on a
+ * usage error.
  * Limits: an answer is read until the gateway closes, for at most 30 s.
  */
 #include <errno.h>
@@ -27,19 +28,6 @@
 #include "gateway/cli.h"
 
 #define CLI_DEFAULT_CONF "/etc/postern/postern.conf"
-
-static int
-usage(void)
-{
-    fprintf(stderr,
-            "usage: postern queue [-c FILE | -s SOCKET] list [--json]\n"
-            "       postern queue [-c FILE | -s SOCKET] show ID [--json]\n"
-            "       postern queue [-c FILE | -s SOCKET] flush\n"
-            "       postern queue [-c FILE | -s SOCKET] delete ID|all\n"
-            "       postern queue [-c FILE | -s SOCKET] hold ID\n"
-            "       postern queue [-c FILE | -s SOCKET] release ID\n");
-    return 2;
-}
 
 static char *
 socket_from_config(const char *path)
@@ -142,11 +130,11 @@ pst_cli_queue(int argc, char **argv)
         else if (strcmp(argv[i], "-s") == 0)
             sock = argv[i + 1];
         else
-            return usage();
+            return PST_CLI_USAGE;
         i += 2;
     }
     if (i >= argc)
-        return usage();
+        return PST_CLI_USAGE;
     const char *cmd = argv[i++];
     if (i < argc && strcmp(argv[argc - 1], "--json") == 0) {
         json = true;
@@ -155,7 +143,7 @@ pst_cli_queue(int argc, char **argv)
     int nargs = argc - i;
     const char *id = nargs == 1 ? argv[i] : NULL;
     if (json && strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0)
-        return usage();
+        return PST_CLI_USAGE;
     if (strcmp(cmd, "list") == 0 && nargs == 0)
         snprintf(line, sizeof(line), "LIST%s\n", json ? " JSON" : "");
     else if (strcmp(cmd, "show") == 0 && id && strlen(id) < 64)
@@ -172,9 +160,9 @@ pst_cli_queue(int argc, char **argv)
              strcmp(id, "all") != 0)
         snprintf(line, sizeof(line), "RELEASE %s\n", id);
     else
-        return usage();
+        return PST_CLI_USAGE;
     if (id && strpbrk(id, " \t\r\n") != NULL)
-        return usage();
+        return PST_CLI_USAGE;
 
     if (sock == NULL) {
         sockbuf = socket_from_config(conf ? conf : CLI_DEFAULT_CONF);
