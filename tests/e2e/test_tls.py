@@ -2,8 +2,8 @@
 Received comment with version and cipher, the EHLO state reset after the
 handshake, plaintext pipelined behind STARTTLS discarded (CVE-2011-0411),
 the certificate chosen by SNI among several pairs, TLS 1.0 and 1.1 refused
-(openssl s_client -tls1 -cipher DEFAULT@SECLEVEL=0, so the client really
-offers them), TLS 1.3 suites set apart from the TLS 1.2 list,
+on both kinds of listener (openssl s_client -tls1 -cipher
+DEFAULT@SECLEVEL=0, so the client really offers them), TLS 1.3 suites set apart from the TLS 1.2 list,
 renegotiation refused, the handshake deadline, and the implicit-TLS
 listener."""
 
@@ -294,6 +294,18 @@ class ImplicitTLSTest(PosternTestCase):
         d = self.p.wait_for_delivered(1)[0]
         self.assertIn(b"with ESMTPS id", d.raw)
         self.assertIn(b"(using TLSv1.3 with cipher ", d.raw)
+
+    def test_implicit_old_versions_refused(self):
+        for flag in ("-tls1", "-tls1_1"):
+            r = subprocess.run(
+                ["openssl", "s_client", "-connect",
+                 "127.0.0.1:%d" % self.tls_port, flag, "-cipher",
+                 "DEFAULT@SECLEVEL=0"], input=b"QUIT\r\n",
+                capture_output=True, timeout=30)
+            out = r.stdout + r.stderr
+            self.assertNotEqual(r.returncode, 0, out[-2000:])
+            self.assertIn(b"alert protocol version", out, out[-2000:])
+            self.assertNotIn(b"220 ", out)
 
     def test_implicit_plaintext_client(self):
         """A plaintext client on the TLS port gets no SMTP greeting and
