@@ -9,6 +9,10 @@
  * in glibc apply to every thread of the process (the spool's and the auth
  * workers already run), so no thread keeps root.
  *
+ * Core dumps: off for the whole run (pst_privs_nodump, from cli_run.c
+ * before the config is read), and again after the drop, which resets
+ * the flag.
+ *
  * Supplementary groups: the user's group, plus queue.control_group when
  * set (the spool hands its directory and control socket to that group).
  *
@@ -26,11 +30,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
+
+int
+pst_privs_nodump(void)
+{
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : -errno;
+}
 
 int
 pst_privs_plan(struct pst_privs *pv, const struct pst_conf *c,
@@ -170,6 +181,11 @@ pst_privs_drop(const struct pst_privs *pv, const struct pst_conf *c,
     if (setuid(0) == 0 || seteuid(0) == 0 || getuid() == 0 ||
         geteuid() == 0 || getgid() == 0 || getegid() == 0) {
         pst_err_add(err, NULL, 0, "still root after dropping privileges");
+        return -EPERM;
+    }
+    if (pst_privs_nodump() < 0) {
+        pst_err_add(err, NULL, 0, "cannot turn core dumps off: %s",
+                    strerror(errno));
         return -EPERM;
     }
     pst_info("event=privileges user=%s uid=%u gid=%u", pv->user,

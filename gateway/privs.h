@@ -22,6 +22,16 @@ struct pst_privs {
 };
 
 /*
+ * pst_privs_nodump - this process dumps no core, and its user can neither
+ * ptrace it nor read its memory through /proc (PR_SET_DUMPABLE 0): it
+ * holds passwords (the AUTH file, route credentials) and private keys.
+ * Done before they are loaded, and again by pst_privs_drop, since a change
+ * of user resets the flag to the system's fs.suid_dumpable. Root (with
+ * CAP_SYS_PTRACE) can still trace it. Returns 0 or -errno.
+ */
+int pst_privs_nodump(void);
+
+/*
  * pst_privs_plan - decide what to drop to. Not root: nothing to do. Root:
  * conf user (and group, else the user's primary group) must exist and not
  * be root, or this fails with err filled.
@@ -31,8 +41,9 @@ int pst_privs_plan(struct pst_privs *pv, const struct pst_conf *c,
 /*
  * pst_privs_drop - hand the spool directory and every maildir route
  * to the user (created 0700 when missing; entries owned by someone else
- * get the user as owner), then setgroups/setgid/setuid and check that
- * root cannot be regained. A no-op unless pv->drop.
+ * get the user as owner), then setgroups/setgid/setuid, check that root
+ * cannot be regained, and turn core dumps off again (pst_privs_nodump).
+ * A no-op unless pv->drop.
  */
 int pst_privs_drop(const struct pst_privs *pv, const struct pst_conf *c,
                    struct pst_err *err);

@@ -1,12 +1,17 @@
 """Privileges end to end (run as root, as CI does): postern binds a port
 below 1024, then runs as the configured user and group (every thread, real,
 effective, saved and file-system ids), owns a 0700 spool and the files it
-writes, and refuses to run as root: no user configured, or user = root."""
+writes, and refuses to run as root: no user configured, or user = root.
+Its memory holds passwords and keys, so it is never dumpable (no core dump,
+no ptrace or /proc/<pid>/mem for its own user): dropped from root, and
+started as the user directly (as systemd's User= does)."""
 
 import glob
 import os
 import pwd
+import shutil
 import socket
+import stat
 import unittest
 
 import harness
@@ -24,6 +29,12 @@ def ids(pid):
                 f[k] = v.split()
         out[st.split("/")[4]] = (f["Uid"], f["Gid"], f.get("Groups", []))
     return out
+
+
+def not_dumpable(pid):
+    """The kernel gives a process's /proc entries to root while it is not
+    dumpable, whoever it runs as."""
+    return os.stat("/proc/%d/status" % pid).st_uid == 0
 
 
 def low_port():
@@ -55,6 +66,7 @@ class PrivilegesTest(PosternTestCase):
             self.assertEqual(groups, [str(user.pw_gid)], tid)
         self.assertIn(b"event=privileges user=%s" % harness.RUN_AS.encode(),
                       p.log())
+        self.assertTrue(not_dumpable(p.pid))
         c = p.session()                      # the low port works
         c.cmd("MAIL FROM:<s@x.test>", 250)
         c.cmd("RCPT TO:<r@x.test>", 250)
@@ -100,6 +112,34 @@ class PrivilegesTest(PosternTestCase):
         self.assertEqual(os.stat(os.path.join(spool, "stray", "file"))
                          .st_uid, user.pw_uid)
         p.stop()
+
+    def test_started_as_user_not_dumpable(self):
+        """Started as the user (no drop): still not dumpable."""
+        user = pwd.getpwnam(harness.RUN_AS)
+        wrapper = os.path.join(self.tmp, "as-user.sh")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec %s --reuid=%d --regid=%d --clear-groups "
+                    "-- %s \"$@\"\n" % (shutil.which("setpriv"), user.pw_uid,
+                                         user.pw_gid, harness.POSTERN_BIN))
+        os.chmod(wrapper, stat.S_IRWXU)
+        p = self.postern(start=False, binary=wrapper)
+        del p.config["user"], p.config["group"]
+        for d in (p.spool, p.maildir):
+            os.makedirs(d)
+            os.chown(d, user.pw_uid, user.pw_gid)
+        os.chmod(self.tmp, 0o711)
+        p.start()
+        self.assertEqual(ids(p.pid)[str(p.pid)][0], [str(user.pw_uid)] * 4)
+        self.assertNotIn(b"event=privileges", p.log())    # nothing dropped
+        self.assertTrue(not_dumpable(p.pid))
+        c = p.session()
+        c.cmd("MAIL FROM:<s@x.test>", 250)
+        c.cmd("RCPT TO:<r@x.test>", 250)
+        c.cmd("DATA", 354)
+        c.send(dot_stuff(message()))
+        c.expect(250, "2.0.0")
+        c.quit()
+        p.wait_for_maildir(1)
 
     def test_refuses_root(self):
         p = self.postern(start=False)
