@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 
 #include "core/dns.h"
 #include "core/log.h"
@@ -153,6 +154,37 @@ pst_server_session_gone(struct pst_server *srv)
     }
 }
 
+/*
+ * raise_fd_limit - let RLIMIT_NOFILE hold what the limits can use at once:
+ * a socket and a queue file per session, a socket and a spool reader per
+ * delivery, the control socket's connections, and a reserve (loop,
+ * listeners, resolvers, the spool's directories, workers). The soft limit
+ * goes up, and the hard one too where allowed (root, before the drop).
+ * Where neither is allowed, a warning gives the numbers: past the limit a
+ * connection is closed unanswered and a queue file cannot be opened.
+ */
+static void
+raise_fd_limit(const struct pst_conf *conf)
+{
+    rlim_t need = 2 * (rlim_t)conf->limits.sessions +
+                  2 * (rlim_t)conf->delivery.concurrency + 16 + 128;
+    struct rlimit rl, want;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    want.rlim_cur = need;
+    want.rlim_max = rl.rlim_max >= need ? rl.rlim_max : need;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+        return;
+    want.rlim_cur = want.rlim_max = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0)
+        want.rlim_cur = rl.rlim_cur;
+    pst_warn("event=fd_limit nofile=%llu needed=%llu sessions=%u "
+             "hint=\"raise the hard RLIMIT_NOFILE or lower limits.sessions\"",
+             (unsigned long long)want.rlim_cur, (unsigned long long)need,
+             conf->limits.sessions);
+}
+
 int
 pst_server_run(struct pst_conf *conf)
 {
@@ -168,6 +200,7 @@ pst_server_run(struct pst_conf *conf)
         srv.id_base = (uint64_t)time(NULL) << 32;
     srv.id_base &= ~(uint64_t)0xffffffff;   /* low half counts sessions */
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(conf);
 
     struct pst_privs pv;
     if (pst_privs_plan(&pv, conf, &err) < 0) {
