@@ -54,6 +54,7 @@ struct pst_limits {
     unsigned data_timeout;          /* seconds for all of DATA/BDAT */
     unsigned tls_handshake_timeout; /* seconds */
     uint64_t disk_free_min;         /* bytes free in the spool, 452 4.3.1 */
+    unsigned drain_timeout;         /* seconds a SIGTERM drain may take */
 };
 
 struct pst_smtp_conf {

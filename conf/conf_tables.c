@@ -465,6 +465,7 @@ static const struct pst__directive limits_table[] = {
          DAY),
     SIZE("disk_free_min", pst_limits, disk_free_min, 104857600, 0,
          UINT64_C(1) << 50),
+    UINT("drain_timeout", pst_limits, drain_timeout, 30, 0, 3600),
     END,
 };
 

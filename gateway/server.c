@@ -3,9 +3,12 @@
  * (spool, queue manager, control socket), run the loop, stop cleanly on
  * SIGTERM or SIGINT.
  *
- * Shutdown order: stop accepting, ask every session to finish (a commit in
- * flight is answered first), close the queue (its threads finish their
- * batch), then close every remaining handle and let the loop end. A clean
+ * Shutdown order: a drain first (SIGTERM): stop accepting, pause the queue,
+ * let sessions finish their transactions and deliveries in flight end,
+ * up to limits.drain_timeout. Then the stop: ask every session to finish
+ * (a commit in flight is answered first), close the queue (its threads
+ * finish their batch), then close every remaining handle and let the loop
+ * end. A clean
  * stop leaves no handle open and no memory behind (LeakSanitizer runs in
  * CI against this path).
  */
@@ -27,6 +30,7 @@
 #include "core/strmap.h"
 #include "gateway/auth.h"
 #include "gateway/metrics_http.h"
+#include "gateway/notify.h"
 #include "gateway/policy.h"
 #include "gateway/privs.h"
 #include "gateway/smtp.h"
@@ -89,16 +93,28 @@ on_walk_close(uv_handle_t *h, void *arg)
 }
 
 static void
+close_listeners(struct pst_server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].open) {
+            uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);
+            srv->listeners[i].open = false;
+        }
+}
+
+static void
 server_stop(struct pst_server *srv, const char *why)
 {
     if (srv->stopping)
         return;
     srv->stopping = true;
     pst_info("event=stopping reason=%s sessions=%u", why, srv->nsessions);
+    if (!srv->draining)
+        pst_notify_stopping("stopping");
+    pst_mhttp_set_draining(srv->mhttp, true);
+    uv_close((uv_handle_t *)&srv->drain_timer, NULL);
     pst_chain_log_stats(srv->conf->filters);
-    for (size_t i = 0; i < srv->nlisteners; i++)
-        if (srv->listeners[i].open)
-            uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);
+    close_listeners(srv);
     uv_close((uv_handle_t *)&srv->tick, NULL);
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
@@ -133,16 +149,65 @@ on_tick(uv_timer_t *t)
     }
 }
 
+/* The drain is over when no session is left and no delivery is in
+ * flight, or when its time is up. */
+static void
+drain_check(struct pst_server *srv)
+{
+    struct pst_queue_stats st = {0};
+    if (!srv->draining || srv->stopping)
+        return;
+    if (srv->queue)
+        pst_queue_stats(srv->queue, &st);
+    if (srv->nsessions == 0 && st.delivering == 0)
+        server_stop(srv, "drained");
+    else if (uv_now(srv->loop) >= srv->drain_deadline)
+        server_stop(srv, "drain_timeout");
+}
+
+static void
+on_drain_timer(uv_timer_t *t)
+{
+    drain_check(t->data);
+}
+
+static void
+server_drain(struct pst_server *srv, const char *why)
+{
+    srv->draining = true;
+    pst_info("event=draining reason=%s sessions=%u timeout=%u", why,
+             srv->nsessions, srv->conf->limits.drain_timeout);
+    pst_notify_stopping("draining");
+    pst_mhttp_set_draining(srv->mhttp, true);
+    close_listeners(srv);           /* new connections are refused */
+    if (srv->queue)
+        pst_queue_pause(srv->queue, true);  /* in flight ones go on */
+    pst_session_drain_all(srv);
+    srv->drain_deadline = uv_now(srv->loop) +
+                          (uint64_t)srv->conf->limits.drain_timeout * 1000;
+    uv_timer_start(&srv->drain_timer, on_drain_timer, 100, 100);
+    drain_check(srv);
+}
+
 static void
 on_signal(uv_signal_t *h, int sig)
 {
-    server_stop(h->data, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    struct pst_server *srv = h->data;
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (!srv->draining && !srv->stopping)
+        server_drain(srv, name);
+    else
+        server_stop(srv, name);     /* the second signal: at once */
 }
 
 void
 pst_server_session_gone(struct pst_server *srv)
 {
     srv->nsessions--;
+    if (srv->draining && !srv->stopping) {
+        drain_check(srv);           /* the last one may end the drain */
+        return;
+    }
     /* when stopping, the spool closes once the last session has gone */
     if (srv->stopping && srv->nsessions == 0) {
         if (srv->queue)
@@ -293,6 +358,8 @@ pst_server_run(struct pst_conf *conf)
     }
     uv_timer_init(srv.loop, &srv.tick);
     srv.tick.data = &srv;
+    uv_timer_init(srv.loop, &srv.drain_timer);
+    srv.drain_timer.data = &srv;
     uv_unref((uv_handle_t *)&srv.tick);
     uv_signal_init(srv.loop, &srv.sig_term);
     uv_signal_init(srv.loop, &srv.sig_int);
@@ -302,6 +369,7 @@ pst_server_run(struct pst_conf *conf)
         uv_signal_start(&srv.sig_int, on_signal, SIGINT);
         uv_timer_start(&srv.tick, on_tick, 0, 1000);
         pst_info("event=ready hostname=%s", conf->hostname);
+        pst_notify_ready("serving");
         uv_run(srv.loop, UV_RUN_DEFAULT);
     } else {
         server_stop(&srv, "startup failed");

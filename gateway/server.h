@@ -53,6 +53,9 @@ struct pst_server {
     uv_signal_t sig_term, sig_int;
     struct pst_mhttp *mhttp;        /* the metrics endpoint, or NULL */
     uv_timer_t tick;                /* once a second: health, gauges */
+    uv_timer_t drain_timer;         /* while draining: is it over? */
+    uint64_t drain_deadline;        /* loop ms */
+    bool draining;                  /* SIGTERM: finishing what is open */
     struct pst_session *sessions;   /* live sessions, doubly linked */
     unsigned nsessions;
     uint64_t id_base;               /* random per start: ids unique in logs */
@@ -60,7 +63,14 @@ struct pst_server {
     bool stopping;
 };
 
-/* pst_server_run - run the gateway until SIGTERM/SIGINT; exit status. */
+/*
+ * pst_server_run - run the gateway until SIGTERM/SIGINT; exit status.
+ * The first signal drains (docs/OPERATIONS.md): listeners close, idle
+ * sessions get 421 4.3.2, open transactions and deliveries in flight may
+ * finish within limits.drain_timeout; the second signal, or the timeout,
+ * stops at once (a commit in flight is still answered; nothing that got
+ * 250 is lost).
+ */
 int pst_server_run(struct pst_conf *conf);
 /* pst_server_session_gone - a session has closed (called by smtp.c). */
 void pst_server_session_gone(struct pst_server *srv);

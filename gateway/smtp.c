@@ -127,6 +127,7 @@ struct pst_session {
     unsigned handles;               /* open uv handles */
     bool closing;
     bool quitting;                  /* QUIT answered: close after flush */
+    bool draining;                  /* 421 4.3.2 once no transaction is open */
     bool reading;
     unsigned errors;
     uint64_t cmd_deadline;          /* loop ms: the next command is due */
@@ -1910,6 +1911,14 @@ process(struct pst_session *s)
             s->quitting = true;
             break;
         }
+        if (s->draining && !s->in_mail && !s->skip_line &&
+            (s->st == ST_CMD || s->st == ST_AUTH)) {
+            /* draining, and no transaction open: goodbye */
+            SLOG(PST_LOG_INFO, s, "event=drained code=421%s", "");
+            reply(s, RP_SHUTDOWN, s->conf->hostname);
+            s->quitting = true;
+            break;
+        }
         switch (s->st) {
         case ST_CMD:
             progress = step_command(s);
@@ -2212,6 +2221,34 @@ pst_session_shutdown(struct pst_session *s)
         flush(s);
     }
     session_close(s, "shutdown");
+}
+
+void
+pst_session_drain(struct pst_session *s)
+{
+    if (s->closing || s->draining)
+        return;
+    s->draining = true;
+    if (s->st == ST_LOOKUP) {
+        /* not greeted yet: the 421 is the greeting (over TLS on an
+         * implicit-TLS listener, where it is simpler to close) */
+        pst_dns_cancel(s->dnsq);
+        s->dnsq = NULL;
+        s->st = ST_CMD;
+        if (s->lc->tls == PST_TLS_IMPLICIT) {
+            session_close(s, "drain");
+            return;
+        }
+    }
+    process(s);
+}
+
+void
+pst_session_drain_all(struct pst_server *srv)
+{
+    /* closing is asynchronous: no session is freed during this walk */
+    for (struct pst_session *s = srv->sessions; s; s = s->next)
+        pst_session_drain(s);
 }
 
 void

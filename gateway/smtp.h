@@ -14,6 +14,14 @@ void pst_session_accept(struct pst_listener *l);
  * without a reply (the client will retry); a commit in flight finishes.
  */
 void pst_session_shutdown(struct pst_session *s);
+/*
+ * pst_session_drain - the server drains (SIGTERM): an idle session (no
+ * transaction begun) gets 421 4.3.2 and is closed now; one inside a
+ * transaction goes on, and gets the 421 once the transaction has ended.
+ */
+void pst_session_drain(struct pst_session *s);
+/* pst_session_drain_all - pst_session_drain for every live session. */
+void pst_session_drain_all(struct pst_server *srv);
 /* pst_session_shutdown_all - pst_session_shutdown for every live session. */
 void pst_session_shutdown_all(struct pst_server *srv);
 /*

@@ -622,6 +622,9 @@ def default_config(tmp, port):
         # tests compare delivered text byte for byte; the Date and
         # Message-ID postern adds for trusted clients are tested on their own
         "smtp": {"add_missing_headers": False},
+        # a SIGTERM drain waits at most this long for open transactions
+        # and deliveries (test_drain.py sets its own)
+        "limits": {"drain_timeout": 5},
     }
     if os.geteuid() == 0:
         conf["user"] = RUN_AS
