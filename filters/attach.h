@@ -93,6 +93,8 @@ struct att_conf {
     bool uuencode;                  /* look for uuencoded files in text */
     bool need_magic;                /* a rule looks at detected types, or
                                        archives are inspected */
+    bool magic_text;                /* a detected pattern may match a
+                                       text type: libmagic sees text too */
     unsigned scan_time_ms;          /* one message's whole scan */
     enum att_action signed_action;  /* a strip below multipart/signed */
     enum att_action encrypted_msg;  /* multipart/encrypted, pkcs7-mime */
@@ -167,6 +169,8 @@ struct att_item {
     bool text;                      /* a text type, no name */
     bool opaque;                    /* an encrypted payload */
     bool read;                      /* content must be read */
+    struct att_names uu;            /* uuencoded names seen while the text
+                                       streamed (when not read) */
     struct att_verdict v;
 };
 
@@ -192,9 +196,12 @@ int att_scan_item(struct att_scan *s, struct att_item *it);
 /* att_scan_archive_mem - inspect an archive held in memory (fuzzing). */
 void att_scan_archive_mem(struct att_scan *s, struct att_item *it,
                           const void *p, size_t n, const char *name);
-/* att_uu_scan - uuencode "begin" lines in text[0..n): each name found is
- * passed to fn (lines are complete: the caller feeds whole lines). */
+/* att_uu_line - one line of text (without its LF): the name of a
+ * uuencode "begin" line is added to out. */
 void att_uu_line(const char *line, size_t n, struct att_names *out);
 uint64_t att_now(void);
+/* att_binary - octets with control characters other than tab, line ends,
+ * form feed and escape: not text. */
+bool att_binary(const uint8_t *p, size_t n);
 
 #endif

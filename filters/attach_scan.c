@@ -517,10 +517,28 @@ thread_magic(unsigned bytes)
     return m;
 }
 
-/* The MIME type of buf, lowercase, into out; -1 with s->err on failure. */
+/* att_binary - see attach.h. No executable or archive format starts like
+ * text (their magic numbers hold NUL or control octets). */
+bool
+att_binary(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\r' && p[i] != '\n' &&
+            p[i] != '\f' && p[i] != 0x1b)
+            return true;
+    return false;
+}
+
+/* The MIME type of buf, lowercase, into out; -1 with s->err on failure.
+ * Text is text/plain without asking libmagic unless a rule looks for a
+ * text type (libmagic's regex tests on text cost milliseconds). */
 static int
 detect(struct att_scan *s, const void *buf, size_t n, char *out)
 {
+    if (!s->c->magic_text && n > 0 && !att_binary(buf, n)) {
+        snprintf(out, ATT_TYPE_MAX, "text/plain");
+        return 0;
+    }
     magic_t m = thread_magic(s->c->detect_bytes);
     if (m == NULL) {
         snprintf(s->err, sizeof(s->err), "libmagic cannot load its database");
@@ -952,16 +970,6 @@ att_scan_archive_mem(struct att_scan *s, struct att_item *it, const void *p,
 
 /* ---- one item ---- */
 
-static bool
-binary(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\r' && p[i] != '\n' &&
-            p[i] != '\f' && p[i] != 0x1b)
-            return true;
-    return false;
-}
-
 /* att_scan_item - see attach.h. */
 int
 att_scan_item(struct att_scan *s, struct att_item *it)
@@ -1022,7 +1030,7 @@ att_scan_item(struct att_scan *s, struct att_item *it)
     if (uu && ln && !over)
         att_uu_line(line, ln, &found);
     char detected[ATT_TYPE_MAX] = "";
-    bool run_magic = c->need_magic && (!it->text || binary(head, hn));
+    bool run_magic = c->need_magic && (!it->text || att_binary(head, hn));
     if (run_magic && detect(s, head, hn, detected) < 0) {
         rc = -1;
         goto out;

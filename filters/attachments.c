@@ -20,7 +20,10 @@
  *     );
  *   }
  *
- * Flow. on_message (loop thread) walks the MIME tree and copies what the
+ * Flow. While the text streams, on_body (loop thread) notes which parts
+ * begin with binary octets and the uuencoded names in text parts, so a
+ * message of plain text is judged without a job. on_message walks the
+ * MIME tree and copies what the
  * rules need about each leaf into a job: its names from every
  * Content-Type and Content-Disposition field, its declared type, decoded
  * size and where its body is. If some leaf's content must be read
@@ -62,9 +65,33 @@ struct aconf {
     atomic_uint refs;
 };
 
-struct amsg {                       /* per message (host memory) */
+/*
+ * Per message, in host memory (zeroed at MAIL, freed by the host: so it
+ * owns nothing). What on_body saw while the text streamed, so a message
+ * of plain text needs no job: which parts were streamed, which began
+ * with binary octets, and the uuencoded names of text parts.
+ */
+#define SEEN_MAX 8192               /* parts (by id) observed */
+#define UU_KEEP 8                   /* uuencoded names kept */
+#define UU_LINE 1100
+
+struct amsg {
     struct ajob *job;               /* pending, for on_abort */
+    bool have_cur, cur_text, over;
+    unsigned cur;                   /* id of the part streaming */
+    uint32_t cur_bytes;             /* its octets checked for binary */
+    size_t ln;
+    char line[UU_LINE];             /* its current line */
+    uint8_t seen[SEEN_MAX / 8], binary[SEEN_MAX / 8], uu_over[SEEN_MAX / 8];
+    unsigned nuu;
+    struct {
+        unsigned part;
+        char name[256];
+    } uu[UU_KEEP];
 };
+
+#define BIT_SET(a, i) ((a)[(i) / 8] |= (uint8_t)(1u << ((i) % 8)))
+#define BIT_GET(a, i) (((a)[(i) / 8] >> ((i) % 8)) & 1u)
 
 struct ajob {
     struct pst_fref ref;
@@ -399,6 +426,11 @@ parse_rule(struct att_conf *c, struct att_rule *r, const config_setting_t *s,
     }
     if (r->detected.n || r->mismatch >= 0)
         c->need_magic = true;
+    for (size_t i = 0; i < r->detected.n; i++) {
+        const char *d = r->detected.v[i];
+        if (strncmp(d, "text", 4) == 0 || strchr("*?[", d[0]))
+            c->magic_text = true;
+    }
     return bad ? -1 : 0;
 }
 
@@ -687,6 +719,10 @@ judge_static(const struct att_conf *c, struct att_item *it)
         f.name = it->names.v[i];
         att_consider(c, it, &f, f.name);
     }
+    for (unsigned i = 0; i < it->uu.n; i++) {
+        struct att_file u = {it->uu.v[i], NULL, NULL, 0, false, false};
+        att_consider(c, it, &u, it->uu.v[i]);
+    }
     if (it->opaque) {
         pst_metric_add(c->n.encrypted, 1);
         att_special(it, c->encrypted_msg, "encrypted-message",
@@ -697,8 +733,10 @@ judge_static(const struct att_conf *c, struct att_item *it)
 static void
 job_free(struct ajob *j)
 {
-    for (unsigned i = 0; i < j->n; i++)
+    for (unsigned i = 0; i < j->n; i++) {
         att_names_free(&j->items[i].names);
+        att_names_free(&j->items[i].uu);
+    }
     free(j->items);
     free(j->parts);
     free(j->signed_below);
@@ -863,6 +901,88 @@ apply(struct pst_fctx *fc, struct ajob *j)
     return verdict;
 }
 
+/* ---- streaming (loop thread) ---- */
+
+static void
+uu_flush(struct amsg *st)
+{
+    if (st->have_cur && st->cur_text && st->ln && !st->over) {
+        struct att_names ns = {0};
+        att_uu_line(st->line, st->ln, &ns);
+        for (unsigned i = 0; i < ns.n; i++) {
+            if (st->nuu == UU_KEEP) {
+                BIT_SET(st->uu_over, st->cur);
+                break;
+            }
+            st->uu[st->nuu].part = st->cur;
+            snprintf(st->uu[st->nuu].name, sizeof(st->uu[0].name), "%s",
+                     ns.v[i]);
+            st->nuu++;
+        }
+        att_names_free(&ns);
+    }
+    st->ln = 0;
+    st->over = false;
+}
+
+static void
+att_on_body(struct pst_fctx *fc, const struct pst_mime_part *part,
+            const void *data, size_t len)
+{
+    struct amsg *st = pst_fctx_state(fc);
+    const struct att_conf *c = &((struct aconf *)pst_fctx_conf(fc))->c;
+    const uint8_t *p = data;
+
+    if (st == NULL || part->id >= SEEN_MAX)
+        return;
+    if (!st->have_cur || st->cur != part->id) {
+        uu_flush(st);
+        st->have_cur = true;
+        st->cur = part->id;
+        st->cur_text = c->uuencode && part->type &&
+                       strcmp(part->type, "text") == 0;
+        st->cur_bytes = 0;
+        BIT_SET(st->seen, part->id);
+    }
+    if (st->cur_bytes < c->detect_bytes) {
+        size_t k = PST_MIN(len, (size_t)(c->detect_bytes - st->cur_bytes));
+        if (att_binary(p, k))
+            BIT_SET(st->binary, part->id);
+        st->cur_bytes += (uint32_t)k;
+    }
+    if (!st->cur_text)
+        return;
+    while (len > 0) {
+        const uint8_t *nl = memchr(p, '\n', len);
+        size_t k = nl ? (size_t)(nl - p) : len;
+        if (!st->over) {
+            if (st->ln + k > sizeof(st->line))
+                st->over = true;
+            else
+                memcpy(st->line + st->ln, p, k);
+            st->ln += k;
+        }
+        if (nl == NULL)
+            break;
+        uu_flush(st);
+        p += k + 1;
+        len -= k + 1;
+    }
+}
+
+/* Whether streaming saw all that item i (part p) needs: a text part
+ * without a name, streamed (or empty), beginning with text, its
+ * uuencoded names all kept. Then it is judged without reading. */
+static bool
+streamed(struct amsg *st, const struct att_item *it,
+         const struct pst_mime_part *p)
+{
+    if (!it->text || p->id >= SEEN_MAX || BIT_GET(st->uu_over, p->id) ||
+        BIT_GET(st->binary, p->id))
+        return false;
+    return BIT_GET(st->seen, p->id) || p->decoded_size == 0;
+}
+
 /* ---- hooks ---- */
 
 static void
@@ -920,6 +1040,18 @@ att_on_message(struct pst_fctx *fc, const struct pst_mime_part *root)
     if (root == NULL)
         return PST_CONTINUE;
     collect(c, &k, root, false);
+    struct amsg *st = pst_fctx_state(fc);
+    uu_flush(st);
+    for (unsigned i = 0; i < k.n; i++) {
+        struct att_item *it = &k.items[i];
+        if (!it->read || !streamed(st, it, k.parts[i]))
+            continue;
+        it->read = false;
+        for (unsigned u = 0; u < st->nuu; u++)
+            if (st->uu[u].part == k.parts[i]->id)
+                att_names_add(&it->uu, st->uu[u].name,
+                              strlen(st->uu[u].name));
+    }
     struct ajob *j = pst_xcalloc(1, sizeof(*j));
     j->ac = ac;
     atomic_fetch_add_explicit(&ac->refs, 1, memory_order_relaxed);
@@ -970,5 +1102,6 @@ const struct pst_filter pst_filter_attachments = {
     .configure = att_configure,
     .unconfigure = att_unconfigure,
     .on_message = att_on_message,
+    .on_body = att_on_body,
     .on_abort = att_on_abort,
 };

@@ -699,6 +699,21 @@ pst_fsess_pending(const struct pst_fsess *fs)
     return fs->pending;
 }
 
+/* Decoded body octets while the text streams: to each module's on_body,
+ * until the message is accepted or refused (a refusal at the headers
+ * phase leaves nothing to observe). */
+static void
+on_body(void *arg, struct pst_mime_part *part, const void *data, size_t len)
+{
+    struct pst_fsess *fs = arg;
+    if (fs->accepted || (fs->hdr_ran && (fs->hdr_res.verdict == PST_REJECT ||
+                                         fs->hdr_res.verdict == PST_TEMPFAIL)))
+        return;
+    for (size_t i = 0; i < fs->ch->n; i++)
+        if (fs->ch->e[i].f->on_body)
+            fs->ch->e[i].f->on_body(&fs->fcs[i], part, data, len);
+}
+
 void
 pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8)
 {
@@ -714,8 +729,13 @@ pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8)
         want_mime |= fs->ch->e[i].f->on_message != NULL;
     }
     /* the MIME tree is built only when someone looks at it */
-    if (want_mime)
-        fs->mp = pst_mime_parser_new(fs->mime_limits, NULL, NULL);
+    bool want_body = false;
+    for (size_t i = 0; i < fs->ch->n; i++)
+        want_body |= fs->ch->e[i].f->on_body != NULL;
+    static const struct pst_mime_callbacks body_cb = {NULL, on_body, NULL};
+    if (want_mime || want_body)
+        fs->mp = pst_mime_parser_new(fs->mime_limits,
+                                     want_body ? &body_cb : NULL, fs);
 }
 
 void

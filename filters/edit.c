@@ -551,8 +551,10 @@ pst_part_remove(struct pst_fctx *fc, const struct pst_mime_part *part,
     for (const char *c = notice; *c; c++)
         if (*c < 0x20 || *c > 0x7e)
             return -EINVAL;
+    /* one line: only a line that starts with "--" can be a delimiter */
     for (const struct pst_mime_part *a = part->parent; a; a = a->parent)
-        if (a->boundary && strstr(notice, a->boundary))
+        if (a->boundary && notice[0] == '-' && notice[1] == '-' &&
+            strncmp(notice + 2, a->boundary, strlen(a->boundary)) == 0)
             return -EINVAL;
     char *text = pst_xasprintf("Content-Type: text/plain; charset=us-ascii\r\n"
                                "Content-Disposition: inline\r\n"

@@ -23,6 +23,7 @@
  *                it while the text streams, only when a module in the
  *                chain has this hook.
  *   on_eom       last: everything is known
+ *   on_body      (no verdict) decoded body octets while the text streams
  * on_message and on_eom run after the whole text has been received and
  * before the reply to the final dot, which answers for all three message
  * phases (a refusal at on_headers is given there too).
@@ -114,7 +115,7 @@
 #include "core/textsrc.h"
 #include "core/util.h"
 
-#define PST_FILTER_API 2
+#define PST_FILTER_API 3
 #define PST_FREPLY_TEXT_MAX 200
 
 enum pst_verdict {
@@ -191,6 +192,18 @@ struct pst_filter {
     enum pst_verdict (*on_message)(struct pst_fctx *fc,
                                    const struct pst_mime_part *root);
     enum pst_verdict (*on_eom)(struct pst_fctx *fc);
+    /*
+     * on_body - decoded octets of a leaf part's body (core/mime.h
+     * on_body: in order, one part after another), on the loop thread
+     * while the text streams. For cheap observations only (a line
+     * scanner, a flag over the first octets): it must not block, and it
+     * returns nothing; the verdict comes in on_message. part is valid
+     * for the call (its id numbers the parts of the message). Not called
+     * for a body the parser cannot stream (a malformed multipart's text,
+     * flag PST_MIME_F_NO_START): read those in on_message.
+     */
+    void (*on_body)(struct pst_fctx *fc, const struct pst_mime_part *part,
+                    const void *data, size_t len);
     /* on_abort - the filter was pending and its answer is no longer
      * wanted (deadline, session or message gone). */
     void (*on_abort)(struct pst_fctx *fc);
@@ -275,8 +288,9 @@ int pst_part_replace(struct pst_fctx *fc, uint64_t off, uint64_t len,
  * pst_part_remove - replace MIME part `part` (its header and body, from
  * on_message's tree) with a text/plain part holding `notice` (one line of
  * printable ASCII). The delimiters around it stay, so the container keeps
- * its boundary and structure; a notice containing an enclosing boundary
- * is refused (-EINVAL), as are the root and container parts. The removal
+ * its boundary and structure; a notice that would be a delimiter of an
+ * enclosing multipart ("--" and its boundary) is refused (-EINVAL), as
+ * are the root and container parts. The removal
  * is logged with the part's section.
  */
 int pst_part_remove(struct pst_fctx *fc, const struct pst_mime_part *part,

@@ -276,6 +276,9 @@ class Attachments(PosternTestCase):
             alt,
             part([b"Content-Type: text/plain"], uu),
             part([b"Content-Type: message/rfc822"], inner),
+            part([b"Content-Type: text/plain; charset=utf-8",
+                  b"Content-Transfer-Encoding: base64"],
+                 b64(b"caf\xc3\xa9\r\nbegin 0755 b64uu.scr\r\n`\r\nend\r\n")),
         ])
         d = self.deliver(msg)
         m = parse(d.body)
@@ -286,19 +289,20 @@ class Attachments(PosternTestCase):
                          ["multipart/alternative", "text/plain",
                           "multipart/related", "text/html", "image/png",
                           "text/plain", "text/plain", "message/rfc822",
-                          "multipart/mixed", "text/plain", "text/plain"])
+                          "multipart/mixed", "text/plain", "text/plain",
+                          "text/plain"])
         self.assertEqual(m.defects, [])
         for p in m.walk():
             self.assertEqual(p.defects, [], p.get_content_type())
-        self.check_stripped(msg, d.body, BOUNDARY, [1], ["uu.exe"],
-                            containers=(0, 2))
+        self.check_stripped(msg, d.body, BOUNDARY, [1, 3],
+                            ["uu.exe", "b64uu.scr"], containers=(0, 2))
         self.check_stripped(related, d.body[d.body.index(b"Content-Type: "
                                                          b"multipart/related"):],
                             b"=_rel", [2], ["rel.scr"])
         self.check_stripped(inner, d.body[d.body.index(b"From: <a@"):],
                             b"=_inner", [1], ["inner.exe"])
         s = str(m["X-Postern-Attachments"])
-        for n in ("uu.exe", "rel.scr", "inner.exe"):
+        for n in ("uu.exe", "rel.scr", "inner.exe", "b64uu.scr"):
             self.assertIn(n, s)
 
     def test_detected_executables(self):
@@ -476,6 +480,26 @@ class Metrics(PosternTestCase):
         self.assertEqual(m.get("postern_attachments_scans_total",
                                kind="archive"), 1)
         self.assertGreaterEqual(m.get("postern_attachments_files_total"), 6)
+
+
+class Deadline(PosternTestCase):
+    def test_deadline_applies_failure_mode(self):
+        # a scan that decompresses 60 MB (well over 10 ms anywhere) against
+        # a 10 ms deadline: the chain entry's failure mode answers, the
+        # scan is told to stop, and its late result is dropped
+        policy = dict(POLICY, deadline=0.01,
+                      archives={"max_bytes": 1 << 30, "max_ratio": 1000000})
+        p = self.postern({"filters": [policy]})
+        msg = multipart([TEXT, attachment(
+            [b"Content-Disposition: attachment; filename=\"z.zip\""],
+            zip_of([("zeros", b"\0" * (60 << 20))]))])
+        r = send(p, msg, final=451)
+        self.assertTrue(r.text.startswith("4.3.0 "), r.text)
+        p.wait_for_log("event=filter_fail filter=attachments phase=message "
+                       "why=\"deadline of 10 ms passed\" mode=tempfail")
+        # the session goes on; a plain message needs no scan at all
+        send(p, b"Subject: plain\r\n\r\nbegin 644 x.txt\r\n")
+        self.assertEqual(len(p.wait_for_delivered(1)), 1)
 
 
 class SignedAndEncrypted(PosternTestCase):

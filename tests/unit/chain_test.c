@@ -137,9 +137,12 @@ t_message(struct pst_fctx *fc, const struct pst_mime_part *root)
     for (const struct pst_mime_part *p = root ? root->child : NULL;
          remove_pdf && p; p = p->next) {
         if (strcmp(p->content_type, "application/pdf") == 0) {
-            assert_int_equal(pst_part_remove(fc, p, "removed --b here"),
-                             -EINVAL);     /* holds the boundary */
-            assert_int_equal(pst_part_remove(fc, p, "[pdf removed]"), 0);
+            assert_int_equal(pst_part_remove(fc, p, "--b here"),
+                             -EINVAL);     /* would be a delimiter */
+            assert_int_equal(pst_part_remove(fc, p, "--bx"), -EINVAL);
+            /* the boundary inside the line is harmless */
+            assert_int_equal(pst_part_remove(fc, p, "[pdf removed --b]"),
+                             0);
         }
     }
     assert_int_equal(pst_part_remove(fc, root, "x"), -EINVAL);
@@ -610,7 +613,7 @@ test_mime_tree(void **state)
                         "--b\r\n"
                         "Content-Type: text/plain; charset=us-ascii\r\n"
                         "Content-Disposition: inline\r\n\r\n"
-                        "[pdf removed]\r\n"
+                        "[pdf removed --b]\r\n"
                         "--b--\r\n");
     pst_ebuf_free(&blob);
     pst_ebuf_free(&out);
