@@ -970,6 +970,52 @@ att_scan_archive_mem(struct att_scan *s, struct att_item *it, const void *p,
 
 /* ---- one item ---- */
 
+/*
+ * A message/rfc822 part that is a leaf (it was transfer-encoded, which
+ * RFC 2046 forbids but readers decode anyway, or cut by the depth
+ * limit): its decoded text is parsed again, with the same limits, and
+ * the names of its parts judged (as files of this part: stripping
+ * removes the whole message). -1 on a read error or when time is up.
+ */
+static int
+scan_message(struct att_scan *s, struct att_item *it)
+{
+    struct pst_mime_reader *r = pst_fbody_open(s->t, &it->body);
+    struct pst_mime_parser *p = pst_mime_parser_new(NULL, NULL, NULL);
+    uint8_t buf[16384];
+    ssize_t n;
+    while ((n = pst_mime_reader_read(r, buf, sizeof(buf))) > 0) {
+        if (out_of_time(s)) {
+            n = -ETIMEDOUT;
+            break;
+        }
+        pst_mime_feed(p, buf, (size_t)n);
+    }
+    pst_mime_reader_close(r);
+    if (n < 0) {
+        pst_mime_parser_free(p);
+        snprintf(s->err, sizeof(s->err), "reading an attached message: %s",
+                 strerror((int)-n));
+        return -1;
+    }
+    struct pst_msg *m = pst_mime_finish(p);
+    for (unsigned i = 0; i < m->nparts; i++) {
+        const struct pst_mime_part *q = m->parts[i];
+        if (q->container)
+            continue;
+        struct att_names ns = {0};
+        att_part_names(q, &ns);
+        for (unsigned k = 0; k < ns.n; k++) {
+            struct att_file f = {ns.v[k], q->content_type, NULL,
+                                 q->decoded_size, true, false};
+            att_consider(s->c, it, &f, ns.v[k]);
+        }
+        att_names_free(&ns);
+    }
+    pst_msg_free(m);
+    return 0;
+}
+
 /* att_scan_item - see attach.h. */
 int
 att_scan_item(struct att_scan *s, struct att_item *it)
@@ -1050,6 +1096,9 @@ att_scan_item(struct att_scan *s, struct att_item *it)
     unsigned fmt = run_magic ? ar_format(detected) & c->ar.formats : 0;
     if (fmt)
         scan_archive(s, it, fmt, head, hn);
+    if (strncmp(it->declared, "message/", 8) == 0 &&
+        scan_message(s, it) < 0)
+        rc = -1;
 out:
     att_names_free(&found);
     pst_mime_reader_close(r);

@@ -7,7 +7,8 @@ Covers: every way a client can name a file (quoted, token, Content-Type
 name only, RFC 2231 with charsets and continuations, RFC 2047 inside
 quotes, any letter case, folded, duplicated parameters), the U+202E
 "exe.pdf" trick, trailing dots and blanks, uuencoded blocks in text, parts
-nested in multipart/related and in an attached message/rfc822; a PE
+nested in multipart/related and in an attached message/rfc822 (also one
+sent base64-encoded); a PE
 executable under a harmless name and with no name (libmagic on the
 decoded content); a zip with a blocked member (Python's zipfile), nested
 archives, a tar.gz, an encrypted zip (zip -P) and 7z (7z -p -mhe), a zip
@@ -304,6 +305,22 @@ class Attachments(PosternTestCase):
         s = str(m["X-Postern-Attachments"])
         for n in ("uu.exe", "rel.scr", "inner.exe", "b64uu.scr"):
             self.assertIn(n, s)
+
+    def test_encoded_attached_message(self):
+        # a message/rfc822 part sent base64-encoded (RFC 2046 forbids it,
+        # readers decode it anyway): the parts inside are found, and the
+        # whole attached message goes
+        inner = (b"From: <a@example.com>\r\nSubject: inner\r\n"
+                 b"MIME-Version: 1.0\r\n" +
+                 multipart([TEXT, attachment(
+                     [b"Content-Disposition: attachment; "
+                      b"filename=\"deep.exe\""], b"q" * 30)],
+                     boundary=b"=_enc_inner", top=False))
+        msg = multipart([TEXT, part(
+            [b"Content-Type: message/rfc822",
+             b"Content-Transfer-Encoding: base64"], b64(inner))])
+        d = self.deliver(msg)
+        self.check_stripped(msg, d.body, BOUNDARY, [1], ["deep.exe"])
 
     def test_detected_executables(self):
         parts = [
