@@ -12,11 +12,15 @@
  * fails goes once to the postmaster, and one to the postmaster that fails
  * is logged and dropped.
  *
- * The MIME boundary is random (128 bits from getrandom) and checked
+ * The MIME boundary is random (128 bits from getrandom, first, then
+ * "=_postern", which quoted-printable text cannot hold) and checked
  * against everything it encloses - the two parts postern writes and the
  * returned original - before use: an original that holds a line "--b"
  * for a boundary b a sender could predict would otherwise end the report
- * early and smuggle parts into it.
+ * early and smuggle parts into it. The check also refuses a boundary that
+ * starts with the boundary of a delimiter line in the content, for
+ * readers that match delimiters by prefix (an unclosed inner multipart
+ * would take the report's own delimiters).
  */
 #include "queue/dsn.h"
 
@@ -247,12 +251,33 @@ date_of(char *buf, size_t n, time_t t)
 bool
 pst__dsn_boundary_ok(const char *bnd, const void *content, size_t len)
 {
+    const char *p = content, *end = p + len;
+    size_t bl = strlen(bnd);
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        if (e - p >= 2 && p[0] == '-' && p[1] == '-') {
+            /* "--x": x's boundary, without blanks, CR or a closing "--" */
+            const char *x = p + 2, *xe = e;
+            while (xe > x && (xe[-1] == ' ' || xe[-1] == '\t' ||
+                              xe[-1] == '\r'))
+                xe--;
+            if (xe - x >= 2 && xe[-1] == '-' && xe[-2] == '-')
+                xe -= 2;
+            size_t xl = (size_t)(xe - x);
+            if (xl > 0 && memcmp(x, bnd, PST_MIN(xl, bl)) == 0)
+                return false;       /* one starts with the other */
+        }
+        p = e + 1;
+    }
+    /* anywhere else too: a line end the reader sees where this does not */
     char delim[PST_DSN_BOUNDARY_LEN + 3];
     size_t n = (size_t)snprintf(delim, sizeof(delim), "--%s", bnd);
     return n < sizeof(delim) && memmem(content, len, delim, n) == NULL;
 }
 
-/* new_boundary - a random boundary found in none of the n contents. */
+/* new_boundary - a random boundary that suits all n contents. */
 static void
 new_boundary(char bnd[PST_DSN_BOUNDARY_LEN + 1], const struct iovec *iov,
              size_t n)
@@ -269,12 +294,12 @@ new_boundary(char bnd[PST_DSN_BOUNDARY_LEN + 1], const struct iovec *iov,
             memcpy(r, &t, 8);
             memcpy(r + 8, &k, 8);
         }
-        char *o = bnd + snprintf(bnd, PST_DSN_BOUNDARY_LEN + 1, "=_postern_");
+        char *o = bnd;
         for (size_t i = 0; i < sizeof(r); i++) {
             *o++ = hex[r[i] >> 4];
             *o++ = hex[r[i] & 15];
         }
-        *o = '\0';
+        memcpy(o, "=_postern", 10);
         size_t i = 0;
         while (i < n && pst__dsn_boundary_ok(bnd, iov[i].iov_base,
                                              iov[i].iov_len))

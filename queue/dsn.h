@@ -28,7 +28,7 @@
 #include "queue/transport.h"
 
 #define PST_DSN_HDR_MAX (256u * 1024u)
-#define PST_DSN_BOUNDARY_LEN 42     /* "=_postern_" and 32 random hex */
+#define PST_DSN_BOUNDARY_LEN 41     /* 32 random hex, "=_postern" */
 
 struct pst_spool;
 
@@ -99,8 +99,9 @@ void pst__dsn_send(struct pst_spool *sp, const char *hostname,
                    const struct pst_dsn_rcpt *rs, size_t n,
                    const struct pst_dsn_orig *orig);
 
-/* pst__dsn_boundary_ok - "--" bnd occurs nowhere in content (a report's
- * boundary is drawn until it holds for every part it encloses). */
+/* pst__dsn_boundary_ok - "--" bnd occurs nowhere in content, and no line
+ * "--x" there has a boundary x that bnd starts with (a report's boundary
+ * is drawn until this holds for every part it encloses). */
 bool pst__dsn_boundary_ok(const char *bnd, const void *content, size_t len);
 
 /* pst__dsn_build - the report's bytes (exposed for unit tests); its MIME

@@ -125,11 +125,18 @@ static void
 test_boundary_check(void **state)
 {
     (void)state;
-    static const char c[] = "a\r\n--=_postern_00ff\r\nb";
-    assert_false(pst__dsn_boundary_ok("=_postern_00ff", c, sizeof(c) - 1));
-    assert_false(pst__dsn_boundary_ok("=_postern_00", c, sizeof(c) - 1));
-    assert_true(pst__dsn_boundary_ok("=_postern_00fe", c, sizeof(c) - 1));
-    assert_true(pst__dsn_boundary_ok("=_postern_00ff", "", 0));
+    static const char c[] = "a\r\n--00ff=_postern\r\nb";
+    assert_false(pst__dsn_boundary_ok("00ff=_postern", c, sizeof(c) - 1));
+    assert_true(pst__dsn_boundary_ok("00fe=_postern", c, sizeof(c) - 1));
+    assert_true(pst__dsn_boundary_ok("00ff=_postern", "", 0));
+    /* not at a line start: still refused */
+    assert_false(pst__dsn_boundary_ok("0f=_postern", "x--0f=_postern", 14));
+    /* the delimiter of an inner multipart whose boundary is a prefix of
+     * ours (closing or not, blanks after), for prefix-matching readers */
+    assert_false(pst__dsn_boundary_ok("00ff=_postern", "--00f\r\n", 7));
+    assert_false(pst__dsn_boundary_ok("00ff=_postern", "x\n--0--  \n", 11));
+    assert_true(pst__dsn_boundary_ok("00ff=_postern", "--1\r\n-- \r\n----",
+                                     16));
 }
 
 int
