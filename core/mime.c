@@ -191,7 +191,8 @@ struct pst_mime_parser {
     enum lmode lmode;
     struct pst_tbuf line;           /* current line as kept */
     unsigned prev_eol;              /* length of the previous line's end */
-    bool held_cr;                   /* LM_EMIT: a CR kept back */
+    bool held_cr;                   /* the line so far ends with a CR (in
+                                       LM_EMIT it is kept back) */
 
     struct frame *fr;               /* fr[0] root .. fr[nfr-1] deepest */
     unsigned nfr;
@@ -1052,6 +1053,8 @@ line_piece(struct pst_mime_parser *p, const uint8_t *s, size_t n)
         full_overflow(p);
         if (p->lmode == LM_EMIT && p->decoding)
             emit_line(p, s + k, n - k);
+        else if (p->lmode != LM_FULL)
+            p->held_cr = s[n - 1] == '\r';
         return;
     }
     case LM_PREFIX: {
@@ -1065,15 +1068,22 @@ line_piece(struct pst_mime_parser *p, const uint8_t *s, size_t n)
             emit_pend_eol(p);
             emit_line(p, (const uint8_t *)l, p->line.len);
             emit_line(p, s + k, n - k);
+        } else {
+            p->held_cr = (k < n ? s[n - 1] : l[p->line.len - 1]) == '\r';
         }
         return;
     }
     case LM_EMIT:
         if (p->decoding)
             emit_line(p, s, n);
+        else
+            p->held_cr = s[n - 1] == '\r';
         return;
     case LM_SKIP:
     case LM_PASS:
+        /* not kept, but whether a CR ends it: the line end's length
+         * decides where a part before a delimiter ends */
+        p->held_cr = s[n - 1] == '\r';
         return;
     }
 }
@@ -1104,8 +1114,9 @@ line_end(struct pst_mime_parser *p, bool eof)
         break;
     case LM_SKIP:
     case LM_PASS:
-        if (n && s[n - 1] == '\r')
+        if (p->held_cr)
             eol = eof ? EOL_CR : EOL_CRLF;
+        p->held_cr = false;
         break;
     }
     p->prev_eol = eol_len(eol);
