@@ -1,14 +1,13 @@
 /*
- * runtime.c - the filter runtime of one loop: a bounded pool of worker
- * threads for offloaded filter work, reporting back through one
- * uv_async, and the table of live filter sessions by id.
+ * runtime.c - the filter runtime of one loop: the pool of worker threads
+ * for offloaded filter work (a core/pool.h pool of its own, never libuv's
+ * shared pool, whose threads also carry file I/O), and the table of live
+ * filter sessions by id.
  *
- * Threads: the workers run only work(job); the queue of waiting jobs and
- * the list of finished ones are guarded by one mutex. done(job) always
- * runs on the loop thread, from the async callback. The pool is its own
- * (never libuv's shared pool, whose 4 threads also carry file I/O), and
- * holds at most PST_FPOOL_QUEUE_MAX jobs: beyond that pst_fctx_offload
- * fails with -EAGAIN and the filter answers tempfail.
+ * Threads: the workers run only work(job); done(job) always runs on the
+ * loop thread. The pool holds at most PST_FPOOL_QUEUE_MAX jobs (waiting,
+ * running or finished and not yet reported): beyond that
+ * pst_fctx_offload fails with -EAGAIN and the filter answers tempfail.
  *
  * Sessions are found by id (pst_fctx_lookup), never by a pointer kept in
  * a job, so an answer for a session that has gone is simply dropped.
@@ -20,12 +19,13 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/pool.h"
 
 #define FRT_BUCKETS 1024
-#define FRT_WORKERS_MAX 64
 
+/* One offloaded job: the module's job and its two functions. */
 struct fjob {
-    struct fjob *next;
+    struct pst_pool_job pj;
     void *job;
     pst_fwork_fn work;
     pst_fdone_fn done;
@@ -33,15 +33,7 @@ struct fjob {
 
 struct pst_frt {
     uv_loop_t *loop;
-    uv_async_t async;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t *threads;
-    unsigned nthreads;
-    bool stop;
-    struct fjob *q_head, *q_tail;   /* waiting */
-    struct fjob *d_head, *d_tail;   /* done, for the loop */
-    unsigned inflight;              /* waiting + running + done */
+    struct pst_pool *pool;
     struct pst_fsess *table[FRT_BUCKETS];
 };
 
@@ -53,53 +45,21 @@ pst__frt_loop(struct pst_frt *rt)
     return rt->loop;
 }
 
-static void *
-worker(void *arg)
+static void
+fjob_work(struct pst_pool_job *pj, void *tctx)
 {
-    struct pst_frt *rt = arg;
-    pthread_mutex_lock(&rt->mu);
-    for (;;) {
-        while (!rt->stop && rt->q_head == NULL)
-            pthread_cond_wait(&rt->cv, &rt->mu);
-        if (rt->stop)
-            break;
-        struct fjob *j = rt->q_head;
-        rt->q_head = j->next;
-        if (rt->q_head == NULL)
-            rt->q_tail = NULL;
-        pthread_mutex_unlock(&rt->mu);
-        j->work(j->job);
-        pthread_mutex_lock(&rt->mu);
-        j->next = NULL;
-        if (rt->d_tail)
-            rt->d_tail->next = j;
-        else
-            rt->d_head = j;
-        rt->d_tail = j;
-        uv_async_send(&rt->async);
-    }
-    pthread_mutex_unlock(&rt->mu);
-    return NULL;
+    struct fjob *j = (struct fjob *)pj;
+    j->work(j->job);
 }
 
+/* Run or cancelled, the module's done() runs: it finds no session when
+ * the runtime is closing, and frees its job. */
 static void
-on_async(uv_async_t *a)
+fjob_done(struct pst_pool_job *pj, bool ran)
 {
-    struct pst_frt *rt = a->data;
-    struct fjob *list;
-    pthread_mutex_lock(&rt->mu);
-    list = rt->d_head;
-    rt->d_head = rt->d_tail = NULL;
-    pthread_mutex_unlock(&rt->mu);
-    while (list) {
-        struct fjob *j = list;
-        list = j->next;
-        pthread_mutex_lock(&rt->mu);
-        rt->inflight--;
-        pthread_mutex_unlock(&rt->mu);
-        j->done(j->job);
-        free(j);
-    }
+    struct fjob *j = (struct fjob *)pj;
+    j->done(j->job);
+    free(j);
 }
 
 /* pst_frt_new - see chain.h. */
@@ -107,42 +67,18 @@ int
 pst_frt_new(uv_loop_t *loop, unsigned workers, struct pst_frt **out)
 {
     struct pst_frt *rt = pst_xcalloc(1, sizeof(*rt));
-    int rc;
+    struct pst_pool_opts o = {.name = "pst-filter", .threads = workers,
+                              .max_jobs = PST_FPOOL_QUEUE_MAX};
+    int rc = pst_pool_new(&rt->pool, loop, &o);
 
-    if (workers == 0 || workers > FRT_WORKERS_MAX) {
-        free(rt);
-        return -EINVAL;
-    }
-    rt->loop = loop;
-    pthread_mutex_init(&rt->mu, NULL);
-    pthread_cond_init(&rt->cv, NULL);
-    rc = uv_async_init(loop, &rt->async, on_async);
     if (rc < 0) {
-        pthread_mutex_destroy(&rt->mu);
-        pthread_cond_destroy(&rt->cv);
         free(rt);
         return rc;
     }
-    rt->async.data = rt;
-    rt->threads = pst_xcalloc(workers, sizeof(*rt->threads));
-    for (unsigned i = 0; i < workers; i++) {
-        if (pthread_create(&rt->threads[i], NULL, worker, rt) != 0)
-            break;
-        rt->nthreads++;
-    }
-    if (rt->nthreads == 0) {
-        pst_frt_close(rt);
-        return -EAGAIN;
-    }
+    rt->loop = loop;
     pst__frt_current = rt;
     *out = rt;
     return 0;
-}
-
-static void
-on_async_closed(uv_handle_t *h)
-{
-    free(h->data);
 }
 
 /* pst_frt_close - see chain.h. */
@@ -151,28 +87,13 @@ pst_frt_close(struct pst_frt *rt)
 {
     if (rt == NULL)
         return;
-    pthread_mutex_lock(&rt->mu);
-    rt->stop = true;
-    pthread_cond_broadcast(&rt->cv);
-    pthread_mutex_unlock(&rt->mu);
-    for (unsigned i = 0; i < rt->nthreads; i++)
-        pthread_join(rt->threads[i], NULL);
-    free(rt->threads);
     /* Every job still held gets its done() (which finds no session and
      * frees the job): the finished ones and those never started. */
     struct pst_frt *saved = pst__frt_current;
     pst__frt_current = NULL;
-    on_async(&rt->async);
-    while (rt->q_head) {
-        struct fjob *j = rt->q_head;
-        rt->q_head = j->next;
-        j->done(j->job);
-        free(j);
-    }
+    pst_pool_close(rt->pool);
     pst__frt_current = saved == rt ? NULL : saved;
-    pthread_mutex_destroy(&rt->mu);
-    pthread_cond_destroy(&rt->cv);
-    uv_close((uv_handle_t *)&rt->async, on_async_closed);
+    free(rt);
 }
 
 int
@@ -181,23 +102,17 @@ pst__frt_submit(struct pst_frt *rt, void *job, pst_fwork_fn work,
 {
     if (rt == NULL || work == NULL || done == NULL)
         return -EINVAL;
-    pthread_mutex_lock(&rt->mu);
-    if (rt->stop || rt->inflight >= PST_FPOOL_QUEUE_MAX) {
-        pthread_mutex_unlock(&rt->mu);
-        return -EAGAIN;
-    }
     struct fjob *j = pst_xcalloc(1, sizeof(*j));
+    j->pj.work = fjob_work;
+    j->pj.done = fjob_done;
     j->job = job;
     j->work = work;
     j->done = done;
-    if (rt->q_tail)
-        rt->q_tail->next = j;
-    else
-        rt->q_head = j;
-    rt->q_tail = j;
-    rt->inflight++;
-    pthread_cond_signal(&rt->cv);
-    pthread_mutex_unlock(&rt->mu);
+    int rc = pst_pool_submit(rt->pool, &j->pj);
+    if (rc < 0) {
+        free(j);
+        return -EAGAIN;
+    }
     return 0;
 }
 

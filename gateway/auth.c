@@ -2,12 +2,12 @@
  * auth.c - password file, sender-login map, failure counters and the
  * crypt worker pool (auth.h).
  *
- * Pool: auth.workers threads take jobs from a bounded FIFO
- * (PST_AUTH_QUEUE_PER_WORKER per worker; beyond it pst_auth_check says
- * -EAGAIN and the client gets 454 4.7.0) and put results on a done list,
- * then uv_async_send. Jobs own copies of the login, password and hash;
- * the password is wiped when the job is freed. A worker owns its struct
- * crypt_data (32 KiB), allocated once.
+ * Pool: auth.workers threads of a core/pool.h pool of this module's own,
+ * holding at most PST_AUTH_QUEUE_PER_WORKER checks per worker (beyond it
+ * pst_auth_check says -EAGAIN and the client gets 454 4.7.0). Jobs own
+ * copies of the login, password and hash; the password is wiped when the
+ * job is freed. Each worker thread owns its struct crypt_data (32 KiB),
+ * made by the pool's thread_init and freed by thread_fini.
  *
  * Failure counters live on the loop thread: tables from client (its
  * IPv4 address, or its IPv6 prefix of limits.ipv6_prefix bits) and from
@@ -23,7 +23,6 @@
 
 #include <crypt.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +32,7 @@
 #include <openssl/crypto.h>
 
 #include "core/log.h"
+#include "core/pool.h"
 #include "core/strmap.h"
 #include "core/util.h"
 
@@ -40,7 +40,8 @@
 #define PST_AUTH_LINE_MAX 1024
 
 struct job {
-    struct job *next;
+    struct pst_pool_job pj;         /* first: the pool's */
+    struct pst_auth *a;
     uint64_t sid;
     bool known;                     /* login exists (else dummy hash) */
     bool ok;                        /* result */
@@ -63,7 +64,8 @@ struct ftable {
 
 struct pst_auth {
     uv_loop_t *loop;
-    uv_async_t async;
+    struct pst_pool *pool;
+    bool closing;                   /* no callback any more */
     pst_auth_done_fn done;
     void *done_arg;
 
@@ -76,14 +78,6 @@ struct pst_auth {
     struct ftable user_fails;       /* per login in the password file */
     struct ftable nouser_fails;     /* per login not in it */
 
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct job *q_head, *q_tail;    /* waiting */
-    unsigned q_len, q_max;
-    struct job *done_head, *done_tail;
-    bool stop;
-    pthread_t *threads;
-    unsigned nthreads;
     uint64_t checks, refused;
 };
 
@@ -382,60 +376,44 @@ job_free(struct job *j)
     free(j);
 }
 
-static void *
-worker(void *arg)
+static int
+crypt_area_new(void *arg, void **tctx)
 {
-    struct pst_auth *a = arg;
-    struct crypt_data *cd = pst_xcalloc(1, sizeof(*cd));
-
-    pthread_mutex_lock(&a->mu);
-    for (;;) {
-        while (!a->stop && a->q_head == NULL)
-            pthread_cond_wait(&a->cv, &a->mu);
-        if (a->stop)
-            break;
-        struct job *j = a->q_head;
-        a->q_head = j->next;
-        if (a->q_head == NULL)
-            a->q_tail = NULL;
-        a->q_len--;
-        pthread_mutex_unlock(&a->mu);
-
-        char *out = crypt_rn(j->password, j->hash, cd, sizeof(*cd));
-        size_t hl = strlen(j->hash);
-        j->ok = j->known && out != NULL && out[0] != '*' &&
-                strlen(out) == hl && CRYPTO_memcmp(out, j->hash, hl) == 0;
-        explicit_bzero(j->password, sizeof(j->password));
-        explicit_bzero(cd, sizeof(*cd));
-        j->next = NULL;
-
-        pthread_mutex_lock(&a->mu);
-        a->checks++;
-        if (a->done_tail)
-            a->done_tail->next = j;
-        else
-            a->done_head = j;
-        a->done_tail = j;
-        uv_async_send(&a->async);
-    }
-    pthread_mutex_unlock(&a->mu);
-    free(cd);
-    return NULL;
+    *tctx = pst_xcalloc(1, sizeof(struct crypt_data));
+    return 0;
 }
 
 static void
-on_async(uv_async_t *h)
+crypt_area_free(void *arg, void *tctx)
 {
-    struct pst_auth *a = h->data;
-    pthread_mutex_lock(&a->mu);
-    struct job *j = a->done_head;
-    a->done_head = a->done_tail = NULL;
-    pthread_mutex_unlock(&a->mu);
-    uint64_t now = now_s(a);
-    while (j) {
-        struct job *next = j->next;
+    free(tctx);
+}
+
+/* Worker thread: one password check in this thread's crypt area. */
+static void
+job_work(struct pst_pool_job *pj, void *tctx)
+{
+    struct job *j = (struct job *)pj;
+    struct crypt_data *cd = tctx;
+    char *out = crypt_rn(j->password, j->hash, cd, sizeof(*cd));
+    size_t hl = strlen(j->hash);
+    j->ok = j->known && out != NULL && out[0] != '*' &&
+            strlen(out) == hl && CRYPTO_memcmp(out, j->hash, hl) == 0;
+    explicit_bzero(j->password, sizeof(j->password));
+    explicit_bzero(cd, sizeof(*cd));
+}
+
+/* Loop thread: count the outcome, tell the session (if still wanted). */
+static void
+job_done(struct pst_pool_job *pj, bool ran)
+{
+    struct job *j = (struct job *)pj;
+    struct pst_auth *a = j->a;
+    if (ran && !a->closing) {
+        uint64_t now = now_s(a);
         struct ftable *lt = login_table(a, j->login);
         size_t ll = strlen(j->login);
+        a->checks++;
         if (!j->ok) {
             unsigned char b[PST_IP_KEY_MAX];
             ft_fail(a, &a->ip_fails, b, pst_ip_key(&j->ip, a->v6prefix, b),
@@ -446,11 +424,9 @@ on_async(uv_async_t *h)
             if (f)
                 ft_drop(lt, f);
         }
-        if (!a->stop)
-            a->done(a->done_arg, j->sid, j->login, j->ok);
-        job_free(j);
-        j = next;
+        a->done(a->done_arg, j->sid, j->login, j->ok);
     }
+    job_free(j);
 }
 
 int
@@ -472,6 +448,9 @@ pst_auth_check(struct pst_auth *a, uint64_t sid, const struct pst_ip *ip,
         return -EINVAL;
     struct job *j = pst_xcalloc(1, sizeof(*j));
     const char *hash = pst_strmap_gets(a->users, login);
+    j->pj.work = job_work;
+    j->pj.done = job_done;
+    j->a = a;
     j->sid = sid;
     j->ip = *ip;
     j->known = hash != NULL;
@@ -479,30 +458,18 @@ pst_auth_check(struct pst_auth *a, uint64_t sid, const struct pst_ip *ip,
     snprintf(j->password, sizeof(j->password), "%s", password);
     snprintf(j->hash, sizeof(j->hash), "%s", hash ? hash : a->dummy);
 
-    pthread_mutex_lock(&a->mu);
-    if (a->q_len >= a->q_max) {
-        pthread_mutex_unlock(&a->mu);
+    if (pst_pool_submit(a->pool, &j->pj) < 0) {
         job_free(j);
         return -EAGAIN;
     }
-    if (a->q_tail)
-        a->q_tail->next = j;
-    else
-        a->q_head = j;
-    a->q_tail = j;
-    a->q_len++;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
     return 0;
 }
 
 void
 pst_auth_stats(struct pst_auth *a, struct pst_auth_stats *st)
 {
-    pthread_mutex_lock(&a->mu);
     st->checks = a->checks;
-    st->queued = a->q_len;
-    pthread_mutex_unlock(&a->mu);
+    st->queued = pst_pool_pending(a->pool);
     st->refused = a->refused;
     st->forgotten = a->ip_fails.evicted + a->nouser_fails.evicted;
 }
@@ -559,43 +526,24 @@ pst_auth_new(struct pst_auth **out, uv_loop_t *loop, const struct pst_conf *c,
         *out = NULL;
         return rc;
     }
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
-    uv_async_init(loop, &a->async, on_async);
-    a->async.data = a;
-    a->nthreads = c->auth.workers;
-    a->q_max = a->nthreads * PST_AUTH_QUEUE_PER_WORKER;
-    a->threads = pst_xcalloc(a->nthreads, sizeof(*a->threads));
-    for (unsigned i = 0; i < a->nthreads; i++) {
-        if (pthread_create(&a->threads[i], NULL, worker, a) != 0) {
-            pst_err_add(err, NULL, 0, "cannot start auth worker threads");
-            a->nthreads = i;
-            pst_auth_close(a);
-            *out = NULL;
-            return -EAGAIN;
-        }
+    struct pst_pool_opts po = {
+        .name = "pst-auth", .threads = c->auth.workers,
+        .max_jobs = c->auth.workers * PST_AUTH_QUEUE_PER_WORKER,
+        .thread_init = crypt_area_new, .thread_fini = crypt_area_free};
+    rc = pst_pool_new(&a->pool, loop, &po);
+    if (rc < 0) {
+        pst_err_add(err, NULL, 0, "cannot start the auth workers: %s",
+                    strerror(-rc));
+        free_maps(a);
+        free(a);
+        *out = NULL;
+        return rc;
     }
     pst_info("event=auth_ready users=%zu workers=%u sender_map=%s",
-             pst_strmap_count(a->users), a->nthreads,
+             pst_strmap_count(a->users), c->auth.workers,
              a->senders ? "yes" : "no");
     *out = a;
     return 0;
-}
-
-static void
-on_async_closed(uv_handle_t *h)
-{
-    struct pst_auth *a = h->data;
-    struct job *j = a->done_head;
-    while (j) {
-        struct job *n = j->next;
-        job_free(j);
-        j = n;
-    }
-    free_maps(a);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->cv);
-    free(a);
 }
 
 void
@@ -603,22 +551,10 @@ pst_auth_close(struct pst_auth *a)
 {
     if (a == NULL)
         return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    for (unsigned i = 0; i < a->nthreads; i++)
-        pthread_join(a->threads[i], NULL);
-    free(a->threads);
-    a->threads = NULL;
-    struct job *j = a->q_head;
-    while (j) {
-        struct job *n = j->next;
-        job_free(j);
-        j = n;
-    }
-    a->q_head = a->q_tail = NULL;
-    uv_close((uv_handle_t *)&a->async, on_async_closed);
+    a->closing = true;
+    pst_pool_close(a->pool);        /* every job's done: freed, unreported */
+    free_maps(a);
+    free(a);
 }
 
 /* ---- SASL helpers ---- */

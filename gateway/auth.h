@@ -7,12 +7,12 @@
  * others may read or write is refused at start.
  *
  * Checks run crypt_rn in a small pool of threads of this module's own
- * (auth.workers; never libuv's shared pool, where a burst of AUTHs would
- * delay file work): a yescrypt check costs ~14 ms of CPU. The job carries
- * copies of its inputs and the session id; the result comes back on the
- * loop thread through uv_async and is handed to the done callback, which
- * looks the session up by id (a result for a session that has gone is
- * dropped). An unknown login is checked against a dummy hash of the same
+ * (auth.workers, a core/pool.h pool; never libuv's shared pool, where a
+ * burst of AUTHs would delay file work): a yescrypt check costs ~14 ms of
+ * CPU. The job carries copies of its inputs and the session id; the
+ * result comes back on the loop thread through the pool's uv_async and is
+ * handed to the done callback, which looks the session up by id (a result
+ * for a session that has gone is dropped). An unknown login is checked against a dummy hash of the same
  * cost, so the reply time does not tell which logins exist.
  *
  * Failure limits: failures are counted per client (IPv4 address, IPv6
@@ -47,8 +47,8 @@ int pst_auth_new(struct pst_auth **out, uv_loop_t *loop,
                  struct pst_err *err);
 /*
  * pst_auth_close - stop the workers (a check in progress finishes, queued
- * ones are dropped, no callback runs any more) and free everything once
- * the loop has closed the async handle.
+ * ones are dropped, no callback runs any more) and free everything; the
+ * workers' uv_async handle closes on the loop's next run.
  */
 void pst_auth_close(struct pst_auth *a);
 
@@ -71,7 +71,7 @@ bool pst_auth_sender_ok(const struct pst_auth *a, const char *login,
 struct pst_auth_stats {
     uint64_t checks;                /* hashes computed */
     uint64_t refused;               /* refused by a failure limit */
-    unsigned queued;                /* waiting for a worker now */
+    unsigned queued;                /* in the workers' pool now */
     uint64_t forgotten;             /* failure counters dropped from a full
                                        table to make room */
 };

@@ -41,7 +41,7 @@
 #include "core/util.h"
 #include "queue/smtp_client.h"
 #include "queue/spool_int.h"
-#include "queue/workq.h"
+#include "core/pool.h"
 
 #define MAX_CANDIDATES 64
 
@@ -73,7 +73,7 @@ struct part {
     bool abandoned;                 /* finished while a read was out */
     /* maildir: a job on the queue's workers */
     LIST_ENTRY(part) mlink;
-    struct pst_work job;
+    struct pst_pool_job job;
     struct pst_delivery sub;
     size_t *sub_idx;
     struct pst_rcpt_result *sub_res;
@@ -998,13 +998,13 @@ dest_get(struct pst_deliver *d, const struct pst_route_conf *rc,
 /* ---- maildir on the queue's workers ---- */
 
 static struct part *
-part_of_job(struct pst_work *w)
+part_of_job(struct pst_pool_job *w)
 {
     return (struct part *)(void *)((char *)w - offsetof(struct part, job));
 }
 
 static void
-maildir_work(struct pst_work *w)
+maildir_work(struct pst_pool_job *w, void *tctx)
 {
     struct part *p = part_of_job(w);
     struct pst_spool_reader *r = NULL;
@@ -1028,7 +1028,7 @@ maildir_work(struct pst_work *w)
 static void deliver_release(struct pst_deliver *d);
 
 static void
-maildir_done(struct pst_work *w)
+maildir_done(struct pst_pool_job *w, bool ran)
 {
     struct part *p = part_of_job(w);
     struct pst_deliver *d = p->dest->d;
@@ -1045,7 +1045,7 @@ maildir_done(struct pst_work *w)
     struct pst_delivery *dl = p->req->dl;
     note_corrupt(p);
     for (size_t k = 0; k < p->n; k++) {
-        if (w->cancelled)
+        if (!ran)
             res_set(&dl->res[p->ri[k]], PST_DRES_TEMP,
                     "4.3.2 shutting down");
         else {

@@ -32,10 +32,10 @@
 
 struct pst_deliver;
 
-struct pst_work;
+struct pst_pool_job;
 /* Blocking transports (maildir) run as jobs on the queue's delivery
- * workers (queue/workq.c): submit(ctx, w) queues one. */
-typedef void (*pst_deliver_submit)(void *ctx, struct pst_work *w);
+ * workers (a core/pool.h pool): submit(ctx, w) queues one. */
+typedef void (*pst_deliver_submit)(void *ctx, struct pst_pool_job *w);
 
 int pst_deliver_new(struct pst_deliver **dp, uv_loop_t *loop,
                     const struct pst_conf *conf, pst_deliver_submit submit,

@@ -5,8 +5,8 @@
  * operator's queue commands.
  *
  * Threads. All lists and entries belong to the loop thread. A delivery or
- * an operator command is a job on the queue's own bounded worker pool
- * (workq.c): the job reads only what was copied into it or the entry's
+ * an operator command is a job on the queue's own worker pool
+ * (core/pool.h): the job reads only what was copied into it or the entry's
  * envelope, which the loop leaves alone while the entry is busy. Results
  * come back through the pool's uv_async.
  *
@@ -46,12 +46,12 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/pool.h"
 #include "core/strmap.h"
 #include "core/util.h"
 #include "queue/deliver.h"
 #include "queue/dsn.h"
 #include "queue/transport.h"
-#include "queue/workq.h"
 
 #define PST_QMGR_THREADS 8u
 
@@ -99,7 +99,7 @@ struct pst_qmgr {
     uv_timer_t timer;
     bool timer_open;
     uint64_t timer_due;         /* UINT64_MAX: not armed */
-    struct pst_workq *wq;
+    struct pst_pool *pool;          /* the delivery workers */
     struct qentl ready, wait, held, busy;
     unsigned count;             /* entries on all lists */
     unsigned inflight;          /* deliveries */
@@ -245,10 +245,19 @@ arm_at(struct pst_qmgr *qm, uint64_t due)
     uv_timer_start(&qm->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+/* qm_run - a job on the delivery workers; once they are gone (closing),
+ * the job is cancelled at once. */
+static void
+qm_run(struct pst_qmgr *qm, struct pst_pool_job *w)
+{
+    if (qm->pool == NULL || pst_pool_submit(qm->pool, w) != 0)
+        w->done(w, false);
+}
+
 /* ---- delivery ---- */
 
 struct djob {
-    struct pst_work w;
+    struct pst_pool_job w;
     struct pst_qmgr *qm;
     struct qent *e;
     struct pst_spool *sp;
@@ -308,7 +317,7 @@ attempt_of(const struct djob *j)
 
 /* Worker thread: deliver (blocking transports), then record. */
 static void
-djob_work(struct pst_work *w)
+djob_work(struct pst_pool_job *w, void *tctx)
 {
     struct djob *j = (struct djob *)w;
     struct qent *e = j->e;
@@ -426,7 +435,7 @@ count_delivery(struct pst_qmgr *qm, const char *route, const char *outcome)
 }
 
 static void
-djob_done(struct pst_work *w)
+djob_done(struct pst_pool_job *w, bool ran)
 {
     struct djob *j = (struct djob *)w;
     struct pst_qmgr *qm = j->qm;
@@ -436,7 +445,7 @@ djob_done(struct pst_work *w)
     qm->inflight--;
     e->delivering = false;
     e->loc = j->loc;
-    if (j->w.cancelled) {
+    if (!ran) {
         qe_move(qm, e, QE_READY);
         goto out;
     }
@@ -520,7 +529,7 @@ on_delivered(struct pst_delivery *d)
     /* a deferral the route asked for (rate, dead host) sets the time */
     if (d->retry_after)
         j->delay = PST_MIN(j->delay, d->retry_after);
-    pst_workq_submit(j->qm->wq, &j->w);
+    qm_run(j->qm, &j->w);
 }
 
 static void
@@ -560,7 +569,7 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     qe_move(qm, e, QE_BUSY);
     qm->inflight++;
     if (j->tp->blocking) {
-        pst_workq_submit(qm->wq, &j->w);
+        qm_run(qm, &j->w);
         return;
     }
     /* event-loop transport: deliver here, record on a worker after */
@@ -568,7 +577,7 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     if (rc != 0) {
         fail_all(j, rc);
         j->delivered = true;
-        pst_workq_submit(qm->wq, &j->w);
+        qm_run(qm, &j->w);
         return;
     }
     j->d.reader = j->r;
@@ -666,10 +675,9 @@ pst__qmgr_take(void *arg, struct pst_spool_entry *se)
 
 /* qm_submit - the delivery manager's blocking jobs (maildir parts). */
 static void
-qm_submit(void *ctx, struct pst_work *w)
+qm_submit(void *ctx, struct pst_pool_job *w)
 {
-    struct pst_qmgr *qm = ctx;
-    pst_workq_submit(qm->wq, w);
+    qm_run(ctx, w);
 }
 
 static void
@@ -759,7 +767,12 @@ pst__qmgr_new(struct pst_qmgr **qmp, uv_loop_t *loop, struct pst_spool *sp,
     qm->timer.data = qm;
     qm->timer_open = true;
     unsigned threads = PST_MIN(qm->o.concurrency, PST_QMGR_THREADS);
-    if ((rc = pst_workq_new(&qm->wq, qm->loop, PST_MAX(threads, 1u))) != 0) {
+    /* no bound of the pool's own: every job is embedded in a queue entry
+     * that is busy (one job at a time) or in a maildir part of a delivery
+     * in flight, so the jobs are as many as those */
+    struct pst_pool_opts po = {.name = "pst-deliver",
+                               .threads = PST_MAX(threads, 1u)};
+    if ((rc = pst_pool_new(&qm->pool, qm->loop, &po)) != 0) {
         pst_err_add(err, NULL, 0, "queue: delivery workers: %s",
                     strerror(-rc));
         pst__qmgr_close(qm);
@@ -801,9 +814,8 @@ pst__qmgr_close(struct pst_qmgr *qm)
      * only after the workers using it have stopped */
     if (!qm->tp->blocking)
         qm->tp->route_free(qm->route);
-    if (qm->wq)
-        pst_workq_close(qm->wq);    /* runs outstanding done callbacks */
-    qm->wq = NULL;
+    pst_pool_close(qm->pool);       /* runs outstanding done callbacks */
+    qm->pool = NULL;
     struct qentl *ls[] = {&qm->ready, &qm->wait, &qm->held, &qm->busy};
     for (size_t i = 0; i < PST_ARRAY_LEN(ls); i++)
         while ((e = TAILQ_FIRST(ls[i])) != NULL)
@@ -861,7 +873,7 @@ struct opbatch {
 };
 
 struct ojob {
-    struct pst_work w;
+    struct pst_pool_job w;
     struct pst_qmgr *qm;
     struct qent *e;
     struct opbatch *b;
@@ -889,7 +901,7 @@ move_and_state(struct ojob *j, enum pst_spool_area to, enum pst_qstate st,
 }
 
 static void
-ojob_work(struct pst_work *w)
+ojob_work(struct pst_pool_job *w, void *tctx)
 {
     struct ojob *j = (struct ojob *)w;
 
@@ -928,7 +940,7 @@ batch_finish(struct opbatch *b)
 }
 
 static void
-ojob_done(struct pst_work *w)
+ojob_done(struct pst_pool_job *w, bool ran)
 {
     struct ojob *j = (struct ojob *)w;
     struct pst_qmgr *qm = j->qm;
@@ -937,7 +949,7 @@ ojob_done(struct pst_work *w)
     static const char *const ev[] = {"deleted", "hold", "release"};
 
     e->loc = j->loc;
-    if (!w->cancelled && j->status == 0) {
+    if (ran && j->status == 0) {
         b->done++;
         pst_info("msg=%s event=%s by=operator", e->qid, ev[b->op]);
         if (b->op == PST_QOP_DELETE) {
@@ -951,7 +963,7 @@ ojob_done(struct pst_work *w)
             qe_move(qm, e, QE_READY);
         }
     } else {
-        int err = w->cancelled ? -ECANCELED : j->status;
+        int err = !ran ? -ECANCELED : j->status;
         if (b->err == 0)
             b->err = err;
         pst_err("msg=%s event=%s_error error=\"%s\"", e->qid, ev[b->op],
@@ -979,7 +991,7 @@ op_submit(struct pst_qmgr *qm, struct qent *e, struct opbatch *b)
     j->now = time(NULL);
     b->left++;
     qe_move(qm, e, QE_BUSY);
-    pst_workq_submit(qm->wq, &j->w);
+    qm_run(qm, &j->w);
 }
 
 static struct qent *
@@ -1004,7 +1016,7 @@ pst__qmgr_op(struct pst_qmgr *qm, enum pst_qop op, const char *qid,
     b->op = op;
     b->cb = cb;
     b->arg = arg;
-    if (qm->closing || qm->wq == NULL) {
+    if (qm->closing || qm->pool == NULL) {
         cb(arg, -ESHUTDOWN, "the queue is shutting down");
         free(b);
         return;

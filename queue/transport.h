@@ -5,8 +5,8 @@
  * a transport and its argument ("maildir:/var/mail/inbox").
  *
  * Contract for a blocking transport (blocking = true): deliver runs on a
- * delivery worker thread (queue/workq.c, never the libuv pool, never the
- * loop), may block on files or sockets, touches only d and its own route
+ * delivery worker thread (the queue manager's core/pool.h pool, never
+ * the libuv pool, never the loop), may block on files or sockets, touches only d and its own route
  * object, and returns after setting a result for every recipient in d.
  * It must make each delivery durable at the destination before reporting
  * it delivered: the queue then records the state and forgets the
