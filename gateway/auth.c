@@ -485,6 +485,40 @@ free_maps(struct pst_auth *a)
 }
 
 int
+pst_auth_reload(struct pst_auth *a, const struct pst_conf *c,
+                struct pst_err *err)
+{
+    /* the new tables are built aside (jobs in flight carry copies of the
+     * hashes they need) and swapped in whole */
+    struct pst_auth *t = pst_xcalloc(1, sizeof(*t));
+    t->users = pst_strmap_new();
+    int rc = load_passwords(t, c->auth.password_file, err);
+    if (rc == 0 && c->auth.sender_login_map) {
+        t->senders = pst_strmap_new();
+        rc = load_senders(t, c->auth.sender_login_map, err);
+    }
+    if (rc == 0) {
+        struct pst_strmap *u = a->users, *s = a->senders;
+        a->users = t->users;
+        a->senders = t->senders;
+        t->users = u;
+        t->senders = s;
+        if (t->dummy[0] == '$')     /* else keep the one we have */
+            memcpy(a->dummy, t->dummy, sizeof(a->dummy));
+        a->max_ip = c->auth.max_failures_per_ip;
+        a->max_login = c->auth.max_failures_per_login;
+        a->window = c->auth.failure_window;
+        pst_info("event=auth_reloaded users=%zu sender_map=%s",
+                 pst_strmap_count(a->users), a->senders ? "yes" : "no");
+    }
+    pst_strmap_free(t->users, free);
+    pst_strmap_free(t->senders, free);
+    explicit_bzero(t->dummy, sizeof(t->dummy));
+    free(t);
+    return rc;
+}
+
+int
 pst_auth_new(struct pst_auth **out, uv_loop_t *loop, const struct pst_conf *c,
              pst_auth_done_fn done, void *arg, struct pst_err *err)
 {

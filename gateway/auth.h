@@ -53,6 +53,15 @@ int pst_auth_new(struct pst_auth **out, uv_loop_t *loop,
 void pst_auth_close(struct pst_auth *a);
 
 /*
+ * pst_auth_reload - re-read the password file and the sender-login map of
+ * c and take its failure limits (a SIGHUP reload). All or nothing: on an
+ * error (err filled) the tables in use stay. The failure counters and
+ * the workers stay (auth.workers changes at a restart). Loop thread.
+ */
+int pst_auth_reload(struct pst_auth *a, const struct pst_conf *c,
+                    struct pst_err *err);
+
+/*
  * pst_auth_check - queue a check of login/password for session sid from
  * ip. Returns 0 (the done callback will run), -EPERM (a failure limit is
  * reached: no hashing was done) or -EAGAIN (the queue is full).

@@ -40,6 +40,45 @@
 #include "queue/queue.h"
 #include "queue/spool.h"
 
+/* ---- generations ---- */
+
+struct pst_gen *
+pst_gen_ref(struct pst_gen *g)
+{
+    g->refs++;
+    return g;
+}
+
+void
+pst_gen_unref(struct pst_gen *g)
+{
+    if (g == NULL || --g->refs > 0)
+        return;
+    pst_policy_free(g->policy);
+    pst_tls_ctx_free(g->tls);
+    pst_conf_unref(g->conf);
+    free(g);
+}
+
+/* gen_new - what conf builds in the gateway: the relay policy (it reads
+ * the recipient files) and the TLS certificates. NULL with err filled. */
+static struct pst_gen *
+gen_new(struct pst_conf *conf, unsigned number, struct pst_err *err)
+{
+    struct pst_gen *g = pst_xcalloc(1, sizeof(*g));
+    g->refs = 1;
+    g->number = number;
+    g->conf = pst_conf_ref(conf);
+    if (pst_policy_new(&g->policy, conf, err) < 0 ||
+        (conf->tls.ncerts > 0 && pst_tls_ctx_new(&g->tls, &conf->tls, err) < 0)) {
+        pst_gen_unref(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* ---- listeners ---- */
+
 static void
 on_connection(uv_stream_t *st, int status)
 {
@@ -93,13 +132,54 @@ on_walk_close(uv_handle_t *h, void *arg)
 }
 
 static void
+on_listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* listener_close - close l (freed by the close callback, or now if its
+ * handle never opened). */
+static void
+listener_close(struct pst_listener *l)
+{
+    if (l->open)
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    else
+        free(l);
+}
+
+static void
 close_listeners(struct pst_server *srv)
 {
     for (size_t i = 0; i < srv->nlisteners; i++)
-        if (srv->listeners[i].open) {
-            uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);
-            srv->listeners[i].open = false;
-        }
+        listener_close(srv->listeners[i]);
+    free(srv->listeners);
+    srv->listeners = NULL;
+    srv->nlisteners = 0;
+}
+
+/* listener_new - bind and listen on lc; NULL with the reason in err. */
+static struct pst_listener *
+listener_new(struct pst_server *srv, const struct pst_listener_conf *lc,
+             struct pst_err *err)
+{
+    struct pst_listener *l = pst_xcalloc(1, sizeof(*l));
+    l->lc = lc;
+    int rc = listen_one(srv, l);
+    if (rc < 0) {
+        pst_err_add(err, srv->gen ? srv->gen->conf->path : NULL, lc->line,
+                    "listener %s port %u: %s%s", lc->address, lc->port,
+                    uv_strerror(rc),
+                    rc == UV_EACCES && lc->port < 1024
+                        ? " (a port below 1024 needs root or "
+                          "CAP_NET_BIND_SERVICE: after the privilege drop "
+                          "it takes a restart; docs/OPERATIONS.md \"Reload\")"
+                        : "");
+        listener_close(l);
+        return NULL;
+    }
+    pst_info("event=listening address=%s port=%u", lc->address, lc->port);
+    return l;
 }
 
 static void
@@ -113,11 +193,12 @@ server_stop(struct pst_server *srv, const char *why)
         pst_notify_stopping("stopping");
     pst_mhttp_set_draining(srv->mhttp, true);
     uv_close((uv_handle_t *)&srv->drain_timer, NULL);
-    pst_chain_log_stats(srv->conf->filters);
+    pst_chain_log_stats(srv->gen->conf->filters);
     close_listeners(srv);
     uv_close((uv_handle_t *)&srv->tick, NULL);
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
+    uv_close((uv_handle_t *)&srv->sig_hup, NULL);
     pst_session_shutdown_all(srv);
     pst_dns_free(srv->dns);
     srv->dns = NULL;
@@ -176,7 +257,7 @@ server_drain(struct pst_server *srv, const char *why)
 {
     srv->draining = true;
     pst_info("event=draining reason=%s sessions=%u timeout=%u", why,
-             srv->nsessions, srv->conf->limits.drain_timeout);
+             srv->nsessions, srv->gen->conf->limits.drain_timeout);
     pst_notify_stopping("draining");
     pst_mhttp_set_draining(srv->mhttp, true);
     close_listeners(srv);           /* new connections are refused */
@@ -184,20 +265,215 @@ server_drain(struct pst_server *srv, const char *why)
         pst_queue_pause(srv->queue, true);  /* in flight ones go on */
     pst_session_drain_all(srv);
     srv->drain_deadline = uv_now(srv->loop) +
-                          (uint64_t)srv->conf->limits.drain_timeout * 1000;
+                          (uint64_t)srv->gen->conf->limits.drain_timeout * 1000;
     uv_timer_start(&srv->drain_timer, on_drain_timer, 100, 100);
     drain_check(srv);
 }
+
+static void server_reload(struct pst_server *srv);
 
 static void
 on_signal(uv_signal_t *h, int sig)
 {
     struct pst_server *srv = h->data;
+    if (sig == SIGHUP) {
+        if (srv->draining || srv->stopping)
+            pst_info("event=reload_ignored reason=stopping%s", "");
+        else
+            server_reload(srv);
+        return;
+    }
     const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
     if (!srv->draining && !srv->stopping)
         server_drain(srv, name);
     else
         server_stop(srv, name);     /* the second signal: at once */
+}
+
+/* ---- reload ---- */
+
+/* The printed text of one top-level setting of c ("delivery = {...}"). */
+static char *
+section_text(const struct pst_conf *c, const char *name)
+{
+    char *all = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&all, &n);
+    if (f == NULL)
+        return pst_xstrdup("");
+    pst_conf_print(f, c, false);
+    fclose(f);
+    size_t nl = strlen(name);
+    char *out = NULL;
+    for (char *p = all; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1
+                                                    : NULL) {
+        if (strncmp(p, name, nl) != 0 || strncmp(p + nl, " = ", 3) != 0)
+            continue;
+        char *e = p;                /* up to the next top-level line */
+        do {
+            e = strchr(e, '\n');
+            e = e ? e + 1 : p + strlen(p);
+        } while (*e && (*e == ' ' || *e == '\t' || *e == '}' || *e == ')'));
+        out = pst_xstrndup(p, (size_t)(e - p));
+        break;
+    }
+    free(all);
+    return out ? out : pst_xstrdup("");
+}
+
+/*
+ * restart_only - the settings that differ between a and b and that a
+ * reload does not apply (the queue, delivery and resolver are opened once;
+ * the account is the one dropped to), as "a,b" into buf; "" if none.
+ */
+static void
+restart_only(const struct pst_conf *a, const struct pst_conf *b, char *buf,
+             size_t n)
+{
+    static const char *const names[] = {"user", "group", "queue", "delivery",
+                                        "resolver"};
+    buf[0] = '\0';
+    for (size_t i = 0; i < PST_ARRAY_LEN(names); i++) {
+        char *x = section_text(a, names[i]), *y = section_text(b, names[i]);
+        if (strcmp(x, y) != 0)
+            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s",
+                     buf[0] ? "," : "", names[i]);
+        free(x);
+        free(y);
+    }
+    if (a->auth.workers != b->auth.workers)
+        snprintf(buf + strlen(buf), n - strlen(buf), "%sauth.workers",
+                 buf[0] ? "," : "");
+    if (a->limits.ipv6_prefix != b->limits.ipv6_prefix)
+        snprintf(buf + strlen(buf), n - strlen(buf), "%slimits.ipv6_prefix",
+                 buf[0] ? "," : "");
+}
+
+/* Every error of err on one log line. */
+static void
+log_reload_failed(const struct pst_err *err)
+{
+    struct pst_tbuf t;
+    char q[3600];
+    pst_tbuf_init(&t);
+    for (unsigned i = 0; i < err->count && i < PST_ERR_MAX; i++) {
+        if (i)
+            pst_tbuf_puts(&t, "; ");
+        pst_tbuf_puts(&t, err->msgs[i]);
+    }
+    pst_err("event=reload_failed errors=%u error=%s action=kept_running",
+            err->count, pst_log_quote(q, sizeof(q), t.p ? t.p : "", t.len));
+    pst_tbuf_free(&t);
+}
+
+static struct pst_listener *
+find_listener(struct pst_server *srv, const struct pst_listener_conf *lc)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        struct pst_listener *l = srv->listeners[i];
+        if (l != NULL && l->lc->port == lc->port &&
+            strcmp(l->lc->address, lc->address) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+/*
+ * server_reload - SIGHUP: read and check the file whole, build the new
+ * generation, bind the listeners it adds, re-read the credentials; any
+ * error and nothing changes. Then the new generation is current: new
+ * sessions get it, sessions in flight keep theirs; listeners it lost
+ * close (their sessions go on).
+ */
+static void
+server_reload(struct pst_server *srv)
+{
+    struct pst_err err = {0};
+    struct pst_gen *g = NULL;
+    struct pst_listener **ls = NULL;
+    struct pst_mhttp *mh = NULL;
+    const char *path = srv->gen->conf->path;
+    size_t n = 0;
+
+    pst_notify_reloading();
+    pst_info("event=reload_start file=%s generation=%u", path,
+             srv->gen->number);
+    struct pst_conf *c = pst_conf_load(path, &err);
+    if (c != NULL) {
+        g = gen_new(c, srv->gen->number + 1, &err);
+        pst_conf_unref(c);
+    }
+    if (g != NULL) {
+        /* listeners: keep the same address and port, bind the new ones */
+        c = g->conf;
+        ls = pst_xcalloc(c->nlisteners ? c->nlisteners : 1, sizeof(*ls));
+        for (n = 0; n < c->nlisteners && err.count == 0; n++) {
+            ls[n] = find_listener(srv, &c->listeners[n]);
+            if (ls[n] == NULL)
+                ls[n] = listener_new(srv, &c->listeners[n], &err);
+        }
+    }
+    if (err.count == 0 && c->metrics.enabled &&
+        !pst_mhttp_same(srv->mhttp, &c->metrics))
+        pst_mhttp_start(&mh, &c->metrics, c->queue.directory,
+                        c->limits.disk_free_min, &err);
+    if (err.count == 0 && c->auth.password_file) {
+        if (srv->auth)
+            pst_auth_reload(srv->auth, c, &err);    /* last: all or nothing */
+        else
+            pst_auth_new(&srv->auth, srv->loop, c, pst_session_auth_done,
+                         srv, &err);
+    }
+    if (err.count > 0) {
+        log_reload_failed(&err);
+        pst_stats_config(false, false);
+        for (size_t i = 0; ls && i < n; i++)
+            if (ls[i] && find_listener(srv, ls[i]->lc) != ls[i])
+                listener_close(ls[i]);      /* bound for nothing */
+        free(ls);
+        pst_mhttp_stop(mh);
+        pst_gen_unref(g);
+        pst_err_free(&err);
+        pst_notify_ready("serving; the last reload failed");
+        return;
+    }
+    /* commit */
+    char later[200];
+    restart_only(srv->gen->conf, c, later, sizeof(later));
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < n; j++)
+            kept = kept || ls[j] == srv->listeners[i];
+        if (!kept) {
+            pst_info("event=listener_closed address=%s port=%u",
+                     srv->listeners[i]->lc->address,
+                     srv->listeners[i]->lc->port);
+            listener_close(srv->listeners[i]);
+        }
+    }
+    for (size_t j = 0; j < n; j++)
+        ls[j]->lc = &c->listeners[j];       /* the new generation's */
+    free(srv->listeners);
+    srv->listeners = ls;
+    srv->nlisteners = n;
+    if (mh != NULL || !c->metrics.enabled) {
+        pst_mhttp_stop(srv->mhttp);
+        srv->mhttp = mh;
+        if (mh)
+            pst_info("event=listening service=metrics address=%s port=%u",
+                     c->metrics.address, c->metrics.port);
+    }
+    pst_mhttp_set_floor(srv->mhttp, c->limits.disk_free_min);
+    pst_log_set_level((enum pst_log_level)c->log.level);
+    pst_log_set_format((enum pst_log_format)c->log.format);
+    pst_gen_unref(srv->gen);
+    srv->gen = g;
+    pst_stats_config(true, false);
+    if (later[0])
+        pst_warn("event=reload_restart_needed settings=%s", later);
+    pst_info("event=reloaded generation=%u listeners=%zu sessions=%u",
+             g->number, n, srv->nsessions);
+    pst_notify_ready("serving");
 }
 
 void
@@ -258,7 +534,6 @@ pst_server_run(struct pst_conf *conf)
     int rc, status = 0;
 
     memset(&srv, 0, sizeof(srv));
-    srv.conf = conf;
     srv.loop = uv_default_loop();
     if (getrandom(&srv.id_base, sizeof(srv.id_base), 0) !=
         sizeof(srv.id_base))
@@ -274,9 +549,9 @@ pst_server_run(struct pst_conf *conf)
         pst_err_free(&err);
         return 1;
     }
-    rc = pst_policy_new(&srv.policy, conf, &err);
-    if (rc < 0) {
-        pst_err("event=fatal op=policy error=\"%s\"", pst_err_first(&err));
+    srv.gen = gen_new(conf, 1, &err);
+    if (srv.gen == NULL) {
+        pst_err("event=fatal op=config error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
         return 1;
     }
@@ -287,16 +562,10 @@ pst_server_run(struct pst_conf *conf)
                      &err) < 0) {
         pst_err("event=fatal op=auth error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
-        pst_policy_free(srv.policy);
+        pst_gen_unref(srv.gen);
         pst_ipcount_free(srv.ipcount);
         pst_strmap_free(srv.by_id, NULL);
         return 1;
-    }
-    if (conf->tls.ncerts > 0 &&
-        pst_tls_ctx_new(&srv.tls, &conf->tls, &err) < 0) {
-        pst_err("event=fatal op=tls error=\"%s\"", pst_err_first(&err));
-        pst_err_free(&err);
-        goto early_fail;
     }
     /* The gateway's own resolver: delivery keeps another, so a burst of
      * client lookups never queues behind MX look-ups or the reverse. */
@@ -318,19 +587,18 @@ pst_server_run(struct pst_conf *conf)
      * delivery client's key) as root; then the spool is handed to the
      * user and privileges are dropped */
     srv.listeners = pst_xcalloc(conf->nlisteners, sizeof(*srv.listeners));
-    srv.nlisteners = conf->nlisteners;
     for (size_t i = 0; i < conf->nlisteners; i++) {
-        srv.listeners[i].lc = &conf->listeners[i];
-        rc = listen_one(&srv, &srv.listeners[i]);
-        if (rc < 0) {
+        struct pst_listener *l =
+            listener_new(&srv, &srv.gen->conf->listeners[i], &err);
+        if (l == NULL) {
             pst_err("event=fatal op=listen address=%s port=%u error=\"%s\"",
                     conf->listeners[i].address, conf->listeners[i].port,
-                    uv_strerror(rc));
+                    pst_err_first(&err));
+            pst_err_free(&err);
             status = 1;
             break;
         }
-        pst_info("event=listening address=%s port=%u",
-                 conf->listeners[i].address, conf->listeners[i].port);
+        srv.listeners[srv.nlisteners++] = l;
     }
     if (status == 0 && conf->metrics.enabled &&
         pst_mhttp_start(&srv.mhttp, &conf->metrics, conf->queue.directory,
@@ -363,11 +631,14 @@ pst_server_run(struct pst_conf *conf)
     uv_unref((uv_handle_t *)&srv.tick);
     uv_signal_init(srv.loop, &srv.sig_term);
     uv_signal_init(srv.loop, &srv.sig_int);
-    srv.sig_term.data = srv.sig_int.data = &srv;
+    uv_signal_init(srv.loop, &srv.sig_hup);
+    srv.sig_term.data = srv.sig_int.data = srv.sig_hup.data = &srv;
     if (status == 0) {
         uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
         uv_signal_start(&srv.sig_int, on_signal, SIGINT);
+        uv_signal_start(&srv.sig_hup, on_signal, SIGHUP);
         uv_timer_start(&srv.tick, on_tick, 0, 1000);
+        pst_stats_config(true, true);
         pst_info("event=ready hostname=%s", conf->hostname);
         pst_notify_ready("serving");
         uv_run(srv.loop, UV_RUN_DEFAULT);
@@ -383,9 +654,8 @@ pst_server_run(struct pst_conf *conf)
         pst_warn("event=loop_close_busy");
     pst_mhttp_stop(srv.mhttp);
     free(srv.listeners);
-    pst_policy_free(srv.policy);
+    pst_gen_unref(srv.gen);
     pst_ipcount_free(srv.ipcount);
-    pst_tls_ctx_free(srv.tls);
     pst_strmap_free(srv.by_id, NULL);
     pst_info("event=stopped status=%d", status);
     return status;
@@ -397,9 +667,8 @@ early_fail:
         pst_auth_close(srv.auth);
     uv_run(srv.loop, UV_RUN_DEFAULT);
     uv_loop_close(srv.loop);
-    pst_policy_free(srv.policy);
+    pst_gen_unref(srv.gen);
     pst_ipcount_free(srv.ipcount);
-    pst_tls_ctx_free(srv.tls);
     pst_strmap_free(srv.by_id, NULL);
     return 1;
 }

@@ -1,6 +1,14 @@
 /*
  * server.h - the gateway process: one libuv loop, its listeners, the spool,
- * and the set of live sessions.
+ * the set of live sessions, and the configuration generation they run on.
+ *
+ * Generations: what a configuration builds in the gateway (the conf, the
+ * relay policy with its recipient lists, the TLS certificates) is one
+ * reference-counted struct pst_gen. A session holds the generation it was
+ * accepted on until it closes; a SIGHUP reload (docs/OPERATIONS.md
+ * "Reload") builds a new one whole and makes it current, so sessions in
+ * flight finish on theirs. The password file and the sender-login map are
+ * the auth module's and are swapped in place (gateway/auth.h).
  *
  * Threads (docs/ARCHITECTURE.md): every session runs on this loop; file
  * syncs run on the spool's sync thread and delivery file work on the
@@ -28,29 +36,40 @@ struct pst_strmap;
 struct pst_metric;
 struct pst_mhttp;
 
+struct pst_gen {
+    unsigned refs;                  /* loop thread only */
+    unsigned number;                /* 1 at start, one more per reload */
+    struct pst_conf *conf;          /* one reference */
+    struct pst_policy *policy;      /* relay decisions (policy.h) */
+    struct pst_tls_ctx *tls;        /* NULL without tls.certificates */
+};
+
+struct pst_gen *pst_gen_ref(struct pst_gen *g);
+void pst_gen_unref(struct pst_gen *g);
+
+/* A listener lives until its handle's close callback (malloc'd alone: a
+ * reload keeps the ones whose address and port stay). */
 struct pst_listener {
     uv_tcp_t tcp;
     struct pst_server *srv;
-    const struct pst_listener_conf *lc;
+    const struct pst_listener_conf *lc; /* in the current generation */
     bool open;                      /* tcp handle initialised */
     struct pst_metric *m_open, *m_total;    /* gateway/stats.h */
 };
 
 struct pst_server {
     uv_loop_t *loop;
-    struct pst_conf *conf;          /* current generation (one reference) */
+    struct pst_gen *gen;            /* the current generation (one ref) */
     struct pst_queue *queue;        /* spool, queue manager, control */
     struct pst_spool *spool;        /* the queue's: receives messages */
     struct pst_frt *frt;            /* filter worker pool (filters/chain.h) */
     struct pst_dns *dns;            /* client name lookups */
-    struct pst_policy *policy;      /* relay decisions (policy.h) */
     struct pst_ipcount *ipcount;    /* live sessions per client */
-    struct pst_tls_ctx *tls;        /* NULL without tls.certificates */
     struct pst_auth *auth;          /* NULL without auth.password_file */
     struct pst_strmap *by_id;       /* session id -> live session */
-    struct pst_listener *listeners;
+    struct pst_listener **listeners;
     size_t nlisteners;
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     struct pst_mhttp *mhttp;        /* the metrics endpoint, or NULL */
     uv_timer_t tick;                /* once a second: health, gauges */
     uv_timer_t drain_timer;         /* while draining: is it over? */
@@ -65,6 +84,7 @@ struct pst_server {
 
 /*
  * pst_server_run - run the gateway until SIGTERM/SIGINT; exit status.
+ * SIGHUP reloads the configuration file (docs/OPERATIONS.md "Reload").
  * The first signal drains (docs/OPERATIONS.md): listeners close, idle
  * sessions get 421 4.3.2, open transactions and deliveries in flight may
  * finish within limits.drain_timeout; the second signal, or the timeout,

@@ -108,7 +108,8 @@ struct pst_session {
     uv_timer_t timer;
     struct pst_session *prev, *next;
     struct pst_server *srv;
-    struct pst_conf *conf;          /* referenced for the session's life */
+    struct pst_gen *gen;            /* referenced for the session's life */
+    const struct pst_conf *conf;    /* gen->conf */
     const struct pst_listener_conf *lc;
     uint64_t id;
     struct pst_ip ip;
@@ -491,7 +492,7 @@ strip_keyword(const char **a, size_t *n, const char *kw)
 static bool
 starttls_offered(const struct pst_session *s)
 {
-    return s->lc->tls == PST_TLS_STARTTLS && s->srv->tls != NULL &&
+    return s->lc->tls == PST_TLS_STARTTLS && s->gen->tls != NULL &&
            s->tls == NULL;
 }
 
@@ -925,7 +926,7 @@ cmd_rcpt(struct pst_session *s, const struct pst_cmd *c)
     }
     if (!p.is_postmaster) {
         enum pst_rcpt_verdict v = pst_policy_rcpt(
-            s->srv->policy, p.addr, p.domain_literal, may_relay(s));
+            s->gen->policy, p.addr, p.domain_literal, may_relay(s));
         if (v != PST_RCPT_ACCEPT) {
             bool relay = v == PST_RCPT_RELAY_DENIED;
             char arg[PST_PATH_MAX + 3];
@@ -1828,7 +1829,7 @@ tls_fill(struct pst_session *s)
 static void
 tls_begin(struct pst_session *s)
 {
-    s->tls = pst_tls_new(s->srv->tls);
+    s->tls = pst_tls_new(s->gen->tls);
     s->cin = pst_xmalloc(PST_TLS_CIN);
     s->st = ST_TLS;
     s->tls_deadline = uv_now(s->srv->loop) +
@@ -2033,7 +2034,7 @@ session_free(struct pst_session *s)
     pst_tls_free(s->tls);
     free(s->cin);
     free(s->tls_desc);
-    pst_conf_unref(s->conf);
+    pst_gen_unref(s->gen);
     free(s);
     pst_server_session_gone(srv);
 }
@@ -2075,7 +2076,7 @@ greet(struct pst_session *s, const char *name)
     s->client_name = pst_xstrdup(name);
     s->st = ST_CMD;
     cmd_wait(s);
-    if (s->lc->tls == PST_TLS_IMPLICIT && s->srv->tls)
+    if (s->lc->tls == PST_TLS_IMPLICIT && s->gen->tls)
         tls_begin(s);               /* connect filters once TLS is up */
     else if (filter_gate(s, PST_FP_CONNECT, NULL, NULL))
         send_greeting(s);
@@ -2131,7 +2132,8 @@ pst_session_accept(struct pst_listener *l)
     int sl = sizeof(ss);
 
     s->srv = srv;
-    s->conf = pst_conf_ref(srv->conf);
+    s->gen = pst_gen_ref(srv->gen);     /* kept until the session ends */
+    s->conf = s->gen->conf;
     s->lc = l->lc;
     s->id = srv->id_base + srv->id_next++;
     s->in = pst_xmalloc(PST_IN_CAP);
@@ -2169,7 +2171,7 @@ pst_session_accept(struct pst_listener *l)
                    ? ((struct sockaddr_in *)&ss)->sin_port
                    : ((struct sockaddr_in6 *)&ss)->sin6_port),
          l->lc->address, l->lc->port);
-    s->trusted = pst_policy_trusted(srv->policy, &s->ip);
+    s->trusted = pst_policy_trusted(s->gen->policy, &s->ip);
     s->ip_counted = true;
     unsigned per_ip = pst_ipcount_add(srv->ipcount, &s->ip);
     if (srv->nsessions > s->conf->limits.sessions ||
@@ -2179,7 +2181,7 @@ pst_session_accept(struct pst_listener *l)
         SLOG(PST_LOG_WARN, s, "event=reject phase=connect code=421 "
              "reason=%s sessions=%u", total ? "sessions" : "sessions_per_ip",
              total ? srv->nsessions : per_ip);
-        if (l->lc->tls == PST_TLS_IMPLICIT && srv->tls) {
+        if (l->lc->tls == PST_TLS_IMPLICIT && s->gen->tls) {
             /* the 421 can only be read over TLS */
             s->tls_reject = true;
             tls_begin(s);

@@ -133,3 +133,29 @@ pst_stats_queue(const struct pst_queue_stats *st)
                                ? now - st->oldest_arrival
                                : 0);
 }
+
+void
+pst_stats_config(bool ok, bool at_start)
+{
+    static struct pst_metric *m[2], *last, *when;
+    if (last == NULL) {
+        for (int i = 0; i < 2; i++)
+            m[i] = pst_metric_counter("postern_config_reloads_total",
+                                      "SIGHUP reloads, by result (ok: the "
+                                      "new file serves; failed: the old "
+                                      "one goes on).",
+                                      "result", i ? "ok" : "failed", NULL);
+        last = pst_metric_gauge("postern_config_last_reload_successful",
+                                "1 if the last reload was taken, 0 if it "
+                                "was refused.", NULL);
+        when = pst_metric_gauge(
+            "postern_config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded (start or reload), "
+            "Unix time.", NULL);
+    }
+    if (!at_start)
+        pst_metric_add(m[ok], 1);
+    pst_metric_set(last, ok);
+    if (ok)
+        pst_metric_set(when, (int64_t)time(NULL));
+}

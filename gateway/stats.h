@@ -33,6 +33,10 @@ void pst_stats_message(enum pst_msg_outcome o, const char *reason,
 /* pst_stats_accept_latency - final dot to 250, in microseconds. */
 void pst_stats_accept_latency(uint64_t us);
 
+/* pst_stats_config - a configuration was loaded at start, or a SIGHUP
+ * reload was taken (ok) or refused. */
+void pst_stats_config(bool ok, bool at_start);
+
 struct pst_queue_stats;
 /* pst_stats_queue - publish the queue's sizes and its oldest message's
  * age (the loop's once-a-second sample). */

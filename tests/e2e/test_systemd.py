@@ -3,7 +3,7 @@ accepts it (with ExecStart pointing at the built binary, since the unit
 names /usr/sbin/postern), and it says what docs/OPERATIONS.md promises:
 Type=notify, ExecReload sending SIGHUP, the sandboxing and the one
 capability. The notifications themselves are tested in test_drain.py
-(READY, STOPPING)."""
+(READY, STOPPING) and test_reload.py (RELOADING, READY)."""
 
 import configparser
 import os
