@@ -11,7 +11,7 @@ nested in multipart/related and in an attached message/rfc822 (also one
 sent base64-encoded); a PE
 executable under a harmless name and with no name (libmagic on the
 decoded content); a zip with a blocked member (Python's zipfile), nested
-archives, a tar.gz, an encrypted zip (zip -P) and 7z (7z -p -mhe), a zip
+archives, a tar.gz, a rar, a 7z, a tar.bz2, a lone .xz file, an encrypted zip (zip -P) and 7z (7z -p -mhe), a zip
 bomb; strip keeps every other part byte-identical and the structure
 valid; reject (554 5.7.1, 552 5.3.4 for size) and quarantine (the hold
 area, released unfiltered); multipart/signed and encrypted behaviour;
@@ -20,10 +20,12 @@ check-config errors with file and line; the module's counters at
 """
 
 import base64
+import bz2
 import email
 import email.policy
 import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
@@ -33,6 +35,7 @@ import tarfile
 import time
 import unittest
 import zipfile
+import zlib
 
 import harness
 import prom
@@ -124,6 +127,23 @@ def zip_of(members, compression=zipfile.ZIP_DEFLATED):
         for name, data in members:
             z.writestr(name, data)
     return buf.getvalue()
+
+
+def rar4(members):
+    """A RAR 4 archive of stored members, built by hand (Debian has no
+    free RAR writer): marker, main header, one file header per member
+    (header CRC is the low 16 bits of CRC-32), end of archive."""
+    out = b"Rar!\x1a\x07\x00"
+    body = struct.pack("<BHH", 0x73, 0, 13) + b"\0" * 6
+    out += struct.pack("<H", zlib.crc32(body) & 0xffff) + body
+    for name, data in members:
+        nb = name.encode()
+        fields = struct.pack("<BHHIIBIIBBHI", 0x74, 0x8000, 32 + len(nb),
+                             len(data), len(data), 2, zlib.crc32(data), 0,
+                             29, 0x30, len(nb), 0x20) + nb
+        out += struct.pack("<H", zlib.crc32(fields) & 0xffff) + fields + data
+    end = struct.pack("<BHH", 0x7b, 0x4000, 7)
+    return out + struct.pack("<H", zlib.crc32(end) & 0xffff) + end
 
 
 def attachment(name_headers, data, ctype=b"application/octet-stream"):
@@ -383,6 +403,54 @@ class Attachments(PosternTestCase):
         s = str(parse(d.body)["X-Postern-Attachments"])
         self.assertIn('"blocked.zip/docs/setup.exe" (rule exe)', s)
         self.assertIn('(rule executable)', s)
+
+    def test_more_formats(self):
+        d = os.path.join(self.tmp, "7z")
+        os.makedirs(os.path.join(d, "tools"))
+        with open(os.path.join(d, "tools", "setup.exe"), "wb") as f:
+            f.write(pe_image())
+        with open(os.path.join(d, "notes.txt"), "wb") as f:
+            f.write(b"notes\n" * 20)
+        subprocess.run(["7z", "a", "-bd", "-y", "t.7z", "tools", "notes.txt"],
+                       cwd=d, check=True, timeout=60,
+                       stdout=subprocess.DEVNULL)
+        with open(os.path.join(d, "t.7z"), "rb") as f:
+            sevenz = f.read()
+        tbz = io.BytesIO()
+        with tarfile.open(fileobj=tbz, mode="w:bz2") as t:
+            info = tarfile.TarInfo("x/run.bat")
+            info.size = 9
+            t.addfile(info, io.BytesIO(b"@echo on\n"))
+        clean_tar = io.BytesIO()
+        with tarfile.open(fileobj=clean_tar, mode="w:xz") as t:
+            info = tarfile.TarInfo("data.csv")
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"1,2\n"))
+        parts = [
+            TEXT,
+            attachment([b"Content-Disposition: attachment; "
+                        b"filename=\"t.rar\""],
+                       rar4([("readme.txt", b"hello\n"),
+                             ("bin/run.exe", b"MZ" + b"\0" * 50)])),
+            attachment([b"Content-Disposition: attachment; "
+                        b"filename=\"t.7z\""], sevenz),
+            attachment([b"Content-Disposition: attachment; "
+                        b"filename=\"t.tar.bz2\""], tbz.getvalue()),
+            # one compressed file: named by the outer name without .xz
+            attachment([b"Content-Disposition: attachment; "
+                        b"filename=\"helper.scr.xz\""],
+                       lzma.compress(b"plain words, not a program\n")),
+            attachment([b"Content-Disposition: attachment; "
+                        b"filename=\"data.tar.xz\""], clean_tar.getvalue()),
+            attachment([b"Content-Disposition: attachment; "
+                        b"filename=\"log.bz2\""],
+                       bz2.compress(b"log line\n" * 100)),
+        ]
+        msg = multipart(parts)
+        d = self.deliver(msg)
+        self.check_stripped(msg, d.body, BOUNDARY, [1, 2, 3, 4],
+                            ["t.rar/bin/run.exe", "t.7z/tools/setup.exe",
+                             "t.tar.bz2/x/run.bat", "helper.scr.xz/helper.scr"])
 
     def encrypted_zip(self):
         d = os.path.join(self.tmp, "enc")
