@@ -171,6 +171,7 @@ struct att_item {
     bool read;                      /* content must be read */
     struct att_names uu;            /* uuencoded names seen while the text
                                        streamed (when not read) */
+    char detected[ATT_TYPE_MAX];    /* known without reading, or "" */
     struct att_verdict v;
 };
 

@@ -21,8 +21,9 @@
  *   }
  *
  * Flow. While the text streams, on_body (loop thread) notes which parts
- * begin with binary octets and the uuencoded names in text parts, so a
- * message of plain text is judged without a job. on_message walks the
+ * begin with binary octets and the uuencoded names in text parts, so
+ * parts that are text (bodies, .txt, .csv, .html files) are judged
+ * without a job. on_message walks the
  * MIME tree and copies what the
  * rules need about each leaf into a job: its names from every
  * Content-Type and Content-Disposition field, its declared type, decoded
@@ -712,7 +713,9 @@ collect(const struct att_conf *c, struct collect *k,
 static void
 judge_static(const struct att_conf *c, struct att_item *it)
 {
-    struct att_file f = {NULL, it->declared, NULL, it->size, true, false};
+    struct att_file f = {NULL, it->declared,
+                         it->detected[0] ? it->detected : NULL, it->size,
+                         true, false};
     if (it->names.n == 0)
         att_consider(c, it, &f, "");
     for (unsigned i = 0; i < it->names.n; i++) {
@@ -970,15 +973,18 @@ att_on_body(struct pst_fctx *fc, const struct pst_mime_part *part,
     }
 }
 
-/* Whether streaming saw all that item i (part p) needs: a text part
- * without a name, streamed (or empty), beginning with text, its
- * uuencoded names all kept. Then it is judged without reading. */
+/* Whether streaming saw all that part p needs: it was streamed (or is
+ * empty), begins with text (so it is no executable or archive, and is
+ * text/plain to the rules, as the scanner would say without libmagic),
+ * and its uuencoded names were all kept. Then it is judged without
+ * reading. */
 static bool
-streamed(struct amsg *st, const struct att_item *it,
+streamed(const struct att_conf *c, struct amsg *st,
          const struct pst_mime_part *p)
 {
-    if (!it->text || p->id >= SEEN_MAX || BIT_GET(st->uu_over, p->id) ||
-        BIT_GET(st->binary, p->id))
+    if (c->magic_text || p->id >= SEEN_MAX || BIT_GET(st->uu_over, p->id) ||
+        BIT_GET(st->binary, p->id) ||
+        strcmp(p->type ? p->type : "", "message") == 0) /* parsed again */
         return false;
     return BIT_GET(st->seen, p->id) || p->decoded_size == 0;
 }
@@ -1044,9 +1050,11 @@ att_on_message(struct pst_fctx *fc, const struct pst_mime_part *root)
     uu_flush(st);
     for (unsigned i = 0; i < k.n; i++) {
         struct att_item *it = &k.items[i];
-        if (!it->read || !streamed(st, it, k.parts[i]))
+        if (!it->read || !streamed(c, st, k.parts[i]))
             continue;
         it->read = false;
+        if (c->need_magic && !it->text)     /* as att_scan_item says */
+            snprintf(it->detected, sizeof(it->detected), "text/plain");
         for (unsigned u = 0; u < st->nuu; u++)
             if (st->uu[u].part == k.parts[i]->id)
                 att_names_add(&it->uu, st->uu[u].name,

@@ -531,6 +531,23 @@ class Attachments(PosternTestCase):
         self.assertEqual(str(parse(d.body)["X-Postern-Attachments"]),
                          'quarantined "app.js" (rule js)')
 
+    def test_single_part_message(self):
+        # the message is the attachment: its header keeps everything but
+        # the Content-* fields, its body becomes the notice
+        msg = (b"From: <a@example.com>\r\nSubject: just a file\r\n"
+               b"MIME-Version: 1.0\r\n"
+               b"Content-Type: application/octet-stream; name=\"solo.exe\"\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\n" + b64(b"x" * 90))
+        d = self.deliver(msg)
+        m = parse(d.body)
+        self.assertEqual(str(m["Subject"]), "just a file")
+        self.assertEqual(m.get_content_type(), "text/plain")
+        self.assertIsNone(m["Content-Transfer-Encoding"])
+        self.assertIn('"solo.exe" removed by the attachment policy',
+                      m.get_content())
+        self.assertEqual(str(m["X-Postern-Attachments"]),
+                         'stripped "solo.exe" (rule exe)')
+
     def test_plain_message_untouched(self):
         msg = (b"From: <a@example.com>\r\nSubject: plain\r\n\r\n"
                b"begin not uuencode\r\njust text\r\n")
