@@ -230,9 +230,10 @@ def message_bytes(msgid, body_size, subject="loadgen"):
 
 class Sender:
     """`conns` asyncio sessions that send `limit` numbered messages in all
-    (Message-ID <TAG.N@loadgen.test>), MAIL/RCPT/DATA pipelined, until
-    every one has been sent or stop() is called. A session the server
-    closes or resets is reopened (every 20 ms while nothing listens).
+    (Message-ID <TAG.N@loadgen.test>) to `rcpts`, MAIL/RCPT/DATA pipelined,
+    until every one has been sent or stop() is called. A session the
+    server closes or resets is reopened (every 20 ms while nothing
+    listens).
 
     After a run: sent - Message-IDs whose text (and final dot) was written;
     acked - those answered 250; refused - replies other than 250 to the
@@ -241,8 +242,9 @@ class Sender:
     that repeats a Message-ID is always the gateway's duplicate."""
 
     def __init__(self, host, port, tag, conns=8, limit=1000, body_size=1024,
-                 timeout=15.0):
+                 timeout=15.0, rcpts=("r@" + DOMAIN,)):
         self.host, self.port, self.tag = host, port, tag
+        self.rcpts = list(rcpts)
         self.conns, self.limit, self.body_size = conns, limit, body_size
         self.timeout = timeout
         self.sent, self.acked = set(), set()
@@ -283,15 +285,16 @@ class Sender:
                 mid = self._take()
                 if mid is None:
                     return
-                writer.write(b"MAIL FROM:<s@%s>\r\nRCPT TO:<r@%s>\r\n"
-                             b"DATA\r\n" % (DOMAIN.encode(), DOMAIN.encode()))
+                writer.write(("MAIL FROM:<s@%s>\r\n" % DOMAIN + "".join(
+                    "RCPT TO:<%s>\r\n" % r for r in self.rcpts) +
+                    "DATA\r\n").encode())
                 try:
                     codes = [(await read_reply(reader, self.timeout))[0]
-                             for _ in range(3)]
+                             for _ in range(len(self.rcpts) + 2)]
                 except Closed:
                     self.retry.append(mid)
                     raise
-                if codes != [250, 250, 354]:
+                if codes != [250] * (len(self.rcpts) + 1) + [354]:
                     self.retry.append(mid)
                     self.refused[codes[-1]] += 1
                     raise Closed("refused %r" % codes)

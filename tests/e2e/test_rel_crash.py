@@ -1,25 +1,28 @@
-"""test_rel_crash.py - a long run through postern to Postfix's smtp-sink,
+"""test_rel_crash.py - a long run through postern to two real downstreams,
 with postern killed by SIGKILL at random moments and restarted each time.
 
 Sixteen sessions send uniquely numbered messages (Message-ID
-<crash.N@loadgen.test>) while the gateway is killed at least 20 times:
-mostly after a random number of further messages (so mid-DATA, between
-a commit and its 250, during delivery, with a backlog), and now and then
-within 0-300 ms of a restart (while it recovers its spool, before or
-just after it is ready). Each time it is started again on the same spool.
-At the end the queue drains to smtp-sink, which appends every transaction
-it accepted to one file, and the copies are counted by Message-ID:
+<crash.N@loadgen.test>), each to two recipients: r@loadgen.test goes to
+Postfix's smtp-sink, r@flaky.loadgen.test to a downstream that answers
+451 to three messages in ten (so attempts end half done, recipients are
+recorded one by one, and retries run). Meanwhile the gateway is killed at
+least 20 times: mostly after a random number of further messages (so
+mid-DATA, between a commit and its 250, during delivery and its records,
+with a backlog), and now and then within 0-300 ms of a restart (while it
+recovers its spool, before or just after it is ready). Each time it is
+started again on the same spool. At the end the queue drains, and the
+copies at each downstream are counted by Message-ID:
 
-  lost        got a 250 and never arrived: must be 0
-  duplicated  extra copies (the documented window between a delivery's
-              250 from the next hop and the spool forgetting the message)
+  lost        got a 250 and a recipient's copy never arrived: must be 0
+  duplicated  extra copies, per downstream (the documented window between
+              a next hop's 250 and the spool recording it)
   unacked     arrived although the client never read a 250 (committed
               just before a kill): allowed, counted
 
 Sizes: CI 2,000 messages and 20 kills; POSTERN_RELIABILITY=full 10,000
 messages and 30 kills (docs/RELIABILITY.md); bounded in time as well
 (POSTERN_REL_CRASH_MESSAGES, _KILLS, _SECONDS set one). The random seed
-is printed; POSTERN_REL_SEED=N repeats a run.
+is printed; POSTERN_REL_SEED=N repeats a run's kill schedule.
 
 test_spool_crash.py kills at four chosen points with a maildir; this one
 is the long random run through a real SMTP downstream, and knows nothing
@@ -27,6 +30,7 @@ of the spool's files (it only asks `postern queue list`), so it holds for
 any spool format.
 """
 
+import collections
 import json
 import os
 import random
@@ -37,6 +41,8 @@ import unittest
 import harness
 import loadgen
 
+FLAKY = "flaky." + loadgen.DOMAIN
+
 
 class CrashRun(harness.PosternTestCase):
 
@@ -45,6 +51,16 @@ class CrashRun(harness.PosternTestCase):
                             "--json"], capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout)["count"]
+
+    def arrivals(self, sink, flaky):
+        """Message-ID -> copies, per downstream (the flaky one's accepted
+        transactions only)."""
+        got_sink, _ = sink.counts()
+        got_flaky = collections.Counter()
+        for t in flaky.accepted:
+            m = loadgen.MSGID_RE.search(t.data)
+            got_flaky[m.group(1).decode() if m else None] += 1
+        return {"sink": got_sink, "flaky": got_flaky}
 
     def test_kill9_during_run(self):
         n = loadgen.size("crash_messages", 2000, 10000)
@@ -58,15 +74,23 @@ class CrashRun(harness.PosternTestCase):
         before = loadgen.machine(self.tmp)
         sink = loadgen.SmtpSink(self.tmp)
         self.addCleanup(sink.stop)
+        flip = random.Random(seed + 1)
+        flaky = self.downstream(script={
+            "DATA_END": lambda *a: ("451 4.3.0 try again"
+                                    if flip.random() < 0.3
+                                    else "250 2.0.0 Ok")})
         p = self.postern({
             "logging": {"level": "info"},
             "limits": {"sessions_per_ip": 1000},
             "delivery": {"default_route": sink.route, "retry_min": 1,
-                         "retry_max": 2, "dead_host_backoff": 1}})
+                         "retry_max": 2, "dead_host_backoff": 1,
+                         "routes": [{"domain": FLAKY,
+                                     "route": flaky.route()}]}})
         t0 = time.monotonic()
         deadline = t0 + budget
         s = loadgen.Sender(p.host, p.listen_port, "crash", conns=16,
-                           limit=n).start()
+                           limit=n, rcpts=["r@" + loadgen.DOMAIN,
+                                           "r@" + FLAKY]).start()
         step = n / (kills + 1)
         points = []
         while len(points) < kills and time.monotonic() < deadline:
@@ -93,11 +117,11 @@ class CrashRun(harness.PosternTestCase):
         s.stop()
         sending = time.monotonic() - t0
         # every acknowledged message arrives, or the queue stays empty
-        deadline_d = time.monotonic() + 120
+        deadline_d = time.monotonic() + 60 + n / 50
         empty_since = None
         while time.monotonic() < deadline_d:
-            got, ntx = sink.counts()
-            if all(got.get(i) for i in s.acked):
+            got = self.arrivals(sink, flaky)
+            if all(got[r].get(i) for r in got for i in s.acked):
                 break
             if self.queue_count(p):
                 empty_since = None
@@ -112,18 +136,22 @@ class CrashRun(harness.PosternTestCase):
             time.sleep(0.2)
         left = self.queue_count(p)
         time.sleep(0.5)                 # no late copy on its way
-        got, ntx = sink.counts()
+        got = self.arrivals(sink, flaky)
         p.stop()
 
-        lost = sorted(i for i in s.acked if not got.get(i))
-        dup = sum(c - 1 for i, c in got.items() if i is not None and c > 1)
-        unacked = [i for i in got if i is not None and i not in s.acked]
+        lost = sorted((r, i) for r in got for i in s.acked
+                      if not got[r].get(i))
+        dup = {r: sum(c - 1 for c in got[r].values() if c > 1) for r in got}
+        seen = set(got["sink"]) | set(got["flaky"])
+        unacked = [i for i in seen if i not in s.acked]
         strangers = [i for i in unacked if i not in s.sent]
         after = loadgen.machine(self.tmp)
         loadgen.figure(
             "crash", messages=len(s.sent), acked=len(s.acked),
-            kills=len(points), lost=len(lost), duplicated=dup,
-            unacked_delivered=len(unacked), refused=sum(s.refused.values()),
+            kills=len(points), lost=len(lost), duplicated_sink=dup["sink"],
+            duplicated_flaky=dup["flaky"], unacked_delivered=len(unacked),
+            refused=sum(s.refused.values()),
+            flaky_451=sum(1 for t in flaky.transactions if not t.accepted),
             sending_s="%.1f" % sending, drained_s="%.1f" % drained,
             load1_before=before["load1"], load1_after=after["load1"],
             fsync_ms=before["fsync_ms"])
@@ -133,7 +161,8 @@ class CrashRun(harness.PosternTestCase):
         self.assertEqual(lost, [], "messages answered 250 never arrived "
                          "(seed %d)" % seed)
         self.assertEqual(strangers, [], "delivered but never sent")
-        self.assertNotIn(None, got, "a transaction without our Message-ID")
+        self.assertNotIn(None, got["sink"], "a copy without our Message-ID")
+        self.assertNotIn(None, got["flaky"], "a copy without our Message-ID")
         self.assertEqual(left, 0, "the queue did not drain")
         self.assertNotIn(b"event=spool_corrupt", log)
         self.assertEqual(len(points), kills, "ran out of time after %d "
