@@ -274,6 +274,8 @@ static int
 fix_route_domain(struct pst__ctx *x, const config_setting_t *s,
                  const char *where, char **v)
 {
+    if (strcmp(*v, "*") == 0)
+        return 0;                   /* every domain: a smarthost with AUTH */
     if ((*v)[0] != '.')
         return fix_domain(x, s, where, v);
     char *rest = pst_xstrdup(*v + 1);

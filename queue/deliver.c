@@ -893,11 +893,16 @@ dest_kick(struct dest *ds)
 static const struct pst_route_conf *
 route_for(const struct pst_conf *c, const char *domain)
 {
-    const struct pst_route_conf *best = NULL;
+    const struct pst_route_conf *best = NULL, *any = NULL;
     size_t bestlen = 0;
 
     for (size_t i = 0; i < c->delivery.nroutes; i++) {
         const struct pst_route_conf *r = &c->delivery.routes[i];
+        if (strcmp(r->domain, "*") == 0) {
+            if (any == NULL)
+                any = r;            /* every domain, below all the others */
+            continue;
+        }
         if (r->domain[0] != '.') {
             if (pst_strcaseeq(r->domain, domain))
                 return r;
@@ -910,7 +915,7 @@ route_for(const struct pst_conf *c, const char *domain)
             bestlen = rl;
         }
     }
-    return best;
+    return best ? best : any;
 }
 
 static struct dest *
