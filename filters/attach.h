@@ -204,5 +204,16 @@ uint64_t att_now(void);
 /* att_binary - octets with control characters other than tab, line ends,
  * form feed and escape: not text. */
 bool att_binary(const uint8_t *p, size_t n);
+/*
+ * att_thread_init, att_thread_fini - on each filter worker thread as it
+ * starts and ends (filters/registry.c): load this thread's libmagic
+ * handle when a configured policy needs one (att_magic_wanted, set by
+ * configure before the workers start), close it at the end. A thread that
+ * did not load one loads it on its first use (a policy added by a
+ * reload; tests and the fuzzer).
+ */
+void att_thread_init(void);
+void att_thread_fini(void);
+extern atomic_bool att_magic_wanted;
 
 #endif

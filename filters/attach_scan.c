@@ -17,8 +17,11 @@
  * not parse and an encrypted member each give their configured action.
  *
  * libmagic's magic_t is not thread-safe: one per worker thread, loaded
- * on the thread's first use and closed when the thread exits (a pthread
- * key destructor). It never runs on the loop thread. libmagic is asked
+ * as the filter pool's thread starts when a configured policy needs it
+ * (att_thread_init, from the pool's thread_init), else on the thread's
+ * first use, and closed as the thread ends (att_thread_fini, or a
+ * pthread key destructor for threads outside the pool). It never runs
+ * on the loop thread. libmagic is asked
  * for the MIME type only, with its decompression and ELF detail checks
  * off, on at most detect_bytes octets.
  */
@@ -495,9 +498,12 @@ magic_key_init(void)
     pthread_key_create(&magic_key, magic_drop);
 }
 
-/* This thread's magic_t, loaded on first use; NULL if it cannot load. */
+atomic_bool att_magic_wanted;
+
+/* This thread's magic_t, loaded at the thread's start (att_thread_init)
+ * or on first use; NULL if it cannot load. */
 static magic_t
-thread_magic(unsigned bytes)
+thread_magic(void)
 {
     pthread_once(&magic_once, magic_key_init);
     magic_t m = pthread_getspecific(magic_key);
@@ -511,10 +517,30 @@ thread_magic(unsigned bytes)
         magic_close(m);
         return NULL;
     }
-    size_t b = bytes;
+    size_t b = 1u << 20;            /* callers pass detect_bytes at most */
     magic_setparam(m, MAGIC_PARAM_BYTES_MAX, &b);
     pthread_setspecific(magic_key, m);
     return m;
+}
+
+/* att_thread_init - see attach.h. */
+void
+att_thread_init(void)
+{
+    if (atomic_load(&att_magic_wanted))
+        thread_magic();
+}
+
+/* att_thread_fini - see attach.h. */
+void
+att_thread_fini(void)
+{
+    pthread_once(&magic_once, magic_key_init);
+    magic_t m = pthread_getspecific(magic_key);
+    if (m) {
+        pthread_setspecific(magic_key, NULL);
+        magic_close(m);
+    }
 }
 
 /* att_binary - see attach.h. No executable or archive format starts like
@@ -539,7 +565,7 @@ detect(struct att_scan *s, const void *buf, size_t n, char *out)
         snprintf(out, ATT_TYPE_MAX, "text/plain");
         return 0;
     }
-    magic_t m = thread_magic(s->c->detect_bytes);
+    magic_t m = thread_magic();
     if (m == NULL) {
         snprintf(s->err, sizeof(s->err), "libmagic cannot load its database");
         return -1;

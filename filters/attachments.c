@@ -625,6 +625,8 @@ att_configure(const config_setting_t *s, const char *file, void **out,
         bad = true;
     if (c->ar.formats)
         c->need_magic = true;
+    if (c->need_magic)              /* the workers load libmagic at start */
+        atomic_store(&att_magic_wanted, true);
     if ((m = config_setting_get_member(s, "rules")) == NULL) {
         pst_fconf_error(err, file, s, "filter attachments: rules is "
                         "required");

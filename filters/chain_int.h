@@ -114,6 +114,11 @@ int pst__frt_submit(struct pst_frt *rt, void *job, pst_fwork_fn work,
 /* the runtime that is resolving pst_fctx_lookup (one per loop thread) */
 extern _Thread_local struct pst_frt *pst__frt_current;
 
+/* registry.c: per-thread state of the built-in modules, set up and torn
+ * down on each filter worker thread */
+void pst__filters_thread_init(void);
+void pst__filters_thread_fini(void);
+
 /* edit.c */
 void pst__view_build(struct pst_fsess *fs);
 void pst__view_free(struct pst_fsess *fs);

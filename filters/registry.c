@@ -10,10 +10,13 @@
 #include <string.h>
 
 #include "conf/conf.h"
-#include "filters/chain.h"
+#include "filters/chain_int.h"
 
 extern const struct pst_filter pst_filter_headers;
 extern const struct pst_filter pst_filter_attachments;
+/* filters/attach_scan.c: libmagic, one handle per worker thread */
+extern void att_thread_init(void);
+extern void att_thread_fini(void);
 
 static const struct pst_filter *const builtins[] = {
     &pst_filter_headers,
@@ -28,6 +31,21 @@ pst_filter_builtin(const char *name)
         if (strcmp(builtins[i]->name, name) == 0)
             return builtins[i];
     return NULL;
+}
+
+/* pst__filters_thread_init - on each filter worker thread as it starts:
+ * the built-in modules' per-thread state. */
+void
+pst__filters_thread_init(void)
+{
+    att_thread_init();
+}
+
+/* pst__filters_thread_fini - on each filter worker thread as it ends. */
+void
+pst__filters_thread_fini(void)
+{
+    att_thread_fini();
 }
 
 static int

@@ -62,13 +62,32 @@ fjob_done(struct pst_pool_job *pj, bool ran)
     free(j);
 }
 
+/* Each worker thread prepares what the built-in modules keep per thread
+ * (registry.c), before it takes a job: libmagic's database is loaded
+ * there, at start, never on the loop thread. */
+static int
+thread_init(void *arg, void **tctx)
+{
+    pst__filters_thread_init();
+    *tctx = NULL;
+    return 0;
+}
+
+static void
+thread_fini(void *arg, void *tctx)
+{
+    pst__filters_thread_fini();
+}
+
 /* pst_frt_new - see chain.h. */
 int
 pst_frt_new(uv_loop_t *loop, unsigned workers, struct pst_frt **out)
 {
     struct pst_frt *rt = pst_xcalloc(1, sizeof(*rt));
     struct pst_pool_opts o = {.name = "pst-filter", .threads = workers,
-                              .max_jobs = PST_FPOOL_QUEUE_MAX};
+                              .max_jobs = PST_FPOOL_QUEUE_MAX,
+                              .thread_init = thread_init,
+                              .thread_fini = thread_fini};
     int rc = pst_pool_new(&rt->pool, loop, &o);
 
     if (rc < 0) {
