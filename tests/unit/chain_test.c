@@ -473,7 +473,7 @@ test_deadline_modes(void **state)
         add(f, 0, 40, fms[k]);
         struct pst_fsess *fs = sess(f, 20 + (uint64_t)k);
         f->c[0].v[PST_FP_RCPT] = PST_PENDING;
-        f->c[0].sleep_ms = 250;
+        f->c[0].sleep_ms = 600;     /* far past the deadline */
         f->c[0].async_v = PST_REJECT;
         uint64_t t0 = uv_hrtime();
         int cbs = f->cbs;
@@ -481,7 +481,9 @@ test_deadline_modes(void **state)
         uint64_t ms = (uv_hrtime() - t0) / 1000000;
         assert_int_equal(f->cbs, cbs + 1);
         assert_int_equal(r.verdict, want[k]);
-        assert_true(ms >= 35 && ms < 200);
+        /* no upper bound on a busy machine: the counters below show the
+         * deadline, not the late answer, decided */
+        assert_true(ms >= 35);
         assert_int_equal(f->c[0].aborts, 1);
         struct pst_fstats st;
         pst_chain_stats(f->ch, 0, &st);
