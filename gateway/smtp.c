@@ -10,12 +10,18 @@
  * runs asynchronously; meanwhile the session stops reading and processing,
  * and resumes with whatever the client pipelined behind the message.
  *
- * Bounds: input buffer PST_IN_CAP (a command line is at most
- * PST_LINE_MAX_ANY; DATA never accumulates: it streams to the spool), the
- * decoded-output scratch 2*PST_IN_CAP+2, replies in flight PST_OUT_HIGH
- * before reading pauses (and replies waiting to be written are those to at
- * most one input buffer of commands). Memory per session is therefore
- * about 256 KiB whatever the message size.
+ * Bounds: the input buffer is PST_IN_SMALL between messages (a command
+ * line is at most PST_LINE_MAX_ANY) and PST_IN_CAP while text streams
+ * (DATA never accumulates: it streams to the spool), back to small once
+ * what it holds fits; the decoded-output scratch (2*PST_IN_CAP+2) exists
+ * only while a message is open. Replies: no command is taken while the
+ * replies in flight and those not yet written reach PST_OUT_HIGH, checked
+ * before each command, so they never exceed it by more than one command's
+ * replies; the reply buffer is let go once written if it grew past
+ * PST_OUT_KEEP. Memory per session is therefore at most about 320 KiB
+ * while a message streams (with the spool's write buffer), 40 KiB for a
+ * client that pipelines without reading, a few KiB idle
+ * (docs/ARCHITECTURE.md).
  *
  * Ownership: the session is freed only from the close callback of its last
  * handle, and never while a spool commit is in flight (the commit callback
@@ -53,8 +59,10 @@
 #include "gateway/tls.h"
 #include "queue/spool.h"
 
-#define PST_IN_CAP (64 * 1024)
-#define PST_OUT_HIGH (128 * 1024)   /* in flight before reading pauses */
+#define PST_IN_CAP (64 * 1024)      /* input while message text streams */
+#define PST_IN_SMALL (4 * 1024)     /* otherwise: > PST_LINE_MAX_ANY */
+#define PST_OUT_HIGH (32 * 1024)    /* replies pending before input pauses */
+#define PST_OUT_KEEP (4 * 1024)     /* a reply buffer kept between writes */
 #define PST_HELO_MAX 255
 #define PST_SPACE_CHECK (1024 * 1024) /* text octets between disk checks */
 #define PST_TLS_CIN (32 * 1024)     /* ciphertext read buffer */
@@ -133,8 +141,8 @@ struct pst_session {
     unsigned errors;
     uint64_t cmd_deadline;          /* loop ms: the next command is due */
 
-    char *in;                       /* PST_IN_CAP */
-    size_t in_pos, in_len;
+    char *in;                       /* in_cap: PST_IN_SMALL or PST_IN_CAP */
+    size_t in_pos, in_len, in_cap;
     bool skip_line;                 /* discarding an overlong command */
     struct pst_tbuf out;             /* replies not yet written */
     size_t out_inflight;
@@ -146,7 +154,8 @@ struct pst_session {
     struct pst_spool_msg *msg;
     char qid[PST_QID_LEN + 1];
     struct pst_dot dot;
-    char *scratch;                  /* dotstream output, 2*PST_IN_CAP+2 */
+    char *scratch;                  /* dotstream output, 2*PST_IN_CAP+2,
+                                       while a message is open */
     struct hdrscan hs;
     enum msg_fail fail;
     bool bdat_used, data_used;
@@ -181,7 +190,9 @@ struct pst_session {
     /* TLS (tls.c): once tls is set, reads land in cin as ciphertext and
      * come out as plaintext in in; flush() encrypts */
     struct pst_tls *tls;
-    char *cin;                      /* PST_TLS_CIN */
+    char *cin;                      /* cin_cap: PST_TLS_CIN while text
+                                       streams, else PST_IN_SMALL */
+    size_t cin_cap;
     bool tls_start;                 /* STARTTLS answered: begin after flush */
     bool tls_reject;                /* over a limit: 421 once TLS is up */
     uint64_t tls_deadline;          /* loop ms: handshake must be done */
@@ -239,6 +250,13 @@ reply(struct pst_session *s, enum pst_reply r, const char *arg)
     }
 }
 
+/* out_pending - reply octets not yet taken by the kernel. */
+static size_t
+out_pending(const struct pst_session *s)
+{
+    return s->out_inflight + s->out.len;
+}
+
 static void
 on_write(uv_write_t *req, int status)
 {
@@ -257,7 +275,7 @@ on_write(uv_write_t *req, int status)
         return;
     }
     /* output drained below the mark: take input again */
-    if (s->out_inflight < PST_OUT_HIGH)
+    if (out_pending(s) < PST_OUT_HIGH)
         process(s);
 }
 
@@ -296,6 +314,15 @@ tls_send(struct pst_session *s)
     wreq_send(s, w);
 }
 
+/* out_trim - a reply buffer that grew (a burst of pipelined commands)
+ * is let go once its content is handed on. */
+static void
+out_trim(struct pst_session *s)
+{
+    if (s->out.cap > PST_OUT_KEEP)
+        pst_tbuf_free(&s->out);
+}
+
 static void
 flush(struct pst_session *s)
 {
@@ -305,6 +332,7 @@ flush(struct pst_session *s)
         /* the one path for replies under TLS: encrypt, then send */
         int rc = pst_tls_write(s->tls, s->out.p, s->out.len);
         s->out.len = 0;
+        out_trim(s);
         if (rc < 0) {
             char e[256];
             SLOG(PST_LOG_INFO, s, "event=tls_error op=write error=\"%s\"",
@@ -320,6 +348,7 @@ flush(struct pst_session *s)
     struct wreq *w = wreq_new(s, s->out.len);
     memcpy(w->data, s->out.p, s->out.len);
     s->out.len = 0;
+    out_trim(s);
     wreq_send(s, w);
 }
 
@@ -399,6 +428,8 @@ txn_reset(struct pst_session *s)
         pst_fsess_msg_end(s->fs);
     pst_mime_parser_free(s->mp);
     s->mp = NULL;
+    free(s->scratch);               /* a session between messages is small */
+    s->scratch = NULL;
     s->in_mail = false;
     s->rcpt_tried = 0;
     s->qid[0] = '\0';
@@ -1022,6 +1053,8 @@ message_open(struct pst_session *s, enum pst_reply *why)
     size_t n = pst_received_format(hdr, sizeof(hdr), &s->env,
                                    s->conf->hostname, s->qid, s->tls_desc);
     pst_dot_init(&s->dot, false, s->conf->limits.text_line_max);
+    if (s->scratch == NULL)
+        s->scratch = pst_xmalloc(2 * PST_IN_CAP + 2);
     memset(&s->hs, 0, sizeof(s->hs));
     s->hs.bol = true;
     s->fail = MF_NONE;
@@ -1782,12 +1815,47 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
 
 /* Read only when the input can be used: not while a commit is in flight,
  * the input buffer is full, or replies pile up unread (PIPELINING abuse). */
+/* streaming - message text is arriving (or will, once a pending
+ * headers-phase verdict is in): the input buffer is at its largest. */
+static bool
+streaming(const struct pst_session *s)
+{
+    enum sstate st = s->st == ST_FILTER ? s->fst_saved : s->st;
+    return st == ST_DATA || st == ST_BDAT;
+}
+
+/* in_want - the input buffer's size for the session's state. */
+static size_t
+in_want(const struct pst_session *s)
+{
+    return streaming(s) ? PST_IN_CAP : PST_IN_SMALL;
+}
+
+/*
+ * in_fit - size the input buffer for the state: grown while text streams,
+ * small again once what it holds fits. A new buffer each time (not
+ * realloc, which shrinks in place): the large one is freed whole, so the
+ * next streaming session reuses it instead of leaving a hole per session.
+ */
+static void
+in_fit(struct pst_session *s)
+{
+    size_t want = in_want(s);
+    if (s->in_cap == want || (s->in_cap > want && s->in_len > want))
+        return;
+    char *in = pst_xmalloc(want);
+    memcpy(in, s->in, s->in_len);
+    free(s->in);
+    s->in = in;
+    s->in_cap = want;
+}
+
 static void
 update_reading(struct pst_session *s)
 {
     bool want = !s->closing && !s->quitting && s->st != ST_COMMIT &&
                 s->st != ST_LOOKUP && s->st != ST_AUTH_CHECK &&
-                s->out_inflight < PST_OUT_HIGH && s->in_len < PST_IN_CAP &&
+                out_pending(s) < PST_OUT_HIGH && s->in_len < in_want(s) &&
                 (s->tls == NULL ||
                  pst_tls_in_pending(s->tls) < PST_TLS_IN_MAX);
     if (want && !s->reading) {
@@ -1803,9 +1871,10 @@ update_reading(struct pst_session *s)
 static void
 tls_fill(struct pst_session *s)
 {
-    while (s->in_len < PST_IN_CAP) {
+    in_fit(s);
+    while (s->in_len < s->in_cap) {
         ssize_t n = pst_tls_read(s->tls, s->in + s->in_len,
-                                 PST_IN_CAP - s->in_len);
+                                 s->in_cap - s->in_len);
         if (n == 0)
             break;
         if (n == PST_TLS_EOF) {
@@ -1830,7 +1899,6 @@ static void
 tls_begin(struct pst_session *s)
 {
     s->tls = pst_tls_new(s->gen->tls);
-    s->cin = pst_xmalloc(PST_TLS_CIN);
     s->st = ST_TLS;
     s->tls_deadline = uv_now(s->srv->loop) +
                       (uint64_t)s->conf->limits.tls_handshake_timeout * 1000;
@@ -1898,7 +1966,7 @@ process(struct pst_session *s)
     while (!s->closing && !s->quitting && !s->tls_start &&
            s->st != ST_COMMIT && s->st != ST_TLS && s->st != ST_LOOKUP &&
            s->st != ST_FILTER && s->st != ST_AUTH_CHECK &&
-           s->out_inflight < PST_OUT_HIGH) {
+           out_pending(s) < PST_OUT_HIGH) {
         bool progress;
         if (s->tls) {
             tls_fill(s);
@@ -1952,6 +2020,7 @@ process(struct pst_session *s)
         s->in_len -= s->in_pos;
         s->in_pos = 0;
     }
+    in_fit(s);
     flush(s);
     if (s->closing)
         return;
@@ -1971,11 +2040,19 @@ static void
 on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     struct pst_session *s = h->data;
-    if (s->tls)
-        *b = uv_buf_init(s->cin, PST_TLS_CIN);
-    else
-        *b = uv_buf_init(s->in + s->in_len,
-                         (unsigned)(PST_IN_CAP - s->in_len));
+    if (s->tls) {
+        /* cin is empty between reads (on_read feeds it all to TLS) */
+        size_t want = streaming(s) ? PST_TLS_CIN : PST_IN_SMALL;
+        if (s->cin_cap != want) {
+            free(s->cin);
+            s->cin = pst_xmalloc(want);
+            s->cin_cap = want;
+        }
+        *b = uv_buf_init(s->cin, (unsigned)want);
+        return;
+    }
+    in_fit(s);
+    *b = uv_buf_init(s->in + s->in_len, (unsigned)(s->in_cap - s->in_len));
 }
 
 static void
@@ -2136,8 +2213,8 @@ pst_session_accept(struct pst_listener *l)
     s->conf = s->gen->conf;
     s->lc = l->lc;
     s->id = srv->id_base + srv->id_next++;
-    s->in = pst_xmalloc(PST_IN_CAP);
-    s->scratch = pst_xmalloc(2 * PST_IN_CAP + 2);
+    s->in = pst_xmalloc(PST_IN_SMALL);
+    s->in_cap = PST_IN_SMALL;
     pst_tbuf_init(&s->out);
     pst_envelope_init(&s->env);
     s->st = ST_CMD;
