@@ -70,18 +70,18 @@ class NonReaderMemoryTest(PosternTestCase):
         return socks
 
     def settle(self, pid, timeout=10.0):
-        """Wait until postern has taken what it will take: the bytes it
-        has read and written (/proc/PID/io) stop moving for 0.3 s;
-        bounded by time."""
-        def io():
-            with open("/proc/%d/io" % pid) as f:
-                d = dict(line.split(": ") for line in f.read().splitlines())
-            return int(d["rchar"]), int(d["wchar"])
+        """Wait until postern has taken what it will take: its CPU time
+        stops moving for 0.3 s (/proc/PID/stat stays readable although
+        postern is not dumpable); bounded by time."""
+        def cpu():
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
         deadline = time.monotonic() + timeout
-        last = io()
+        last = cpu()
         while time.monotonic() < deadline:
             time.sleep(0.3)
-            now = io()
+            now = cpu()
             if now == last:
                 return
             last = now
