@@ -63,6 +63,7 @@
 #define PST_IN_SMALL (4 * 1024)     /* otherwise: > PST_LINE_MAX_ANY */
 #define PST_OUT_HIGH (32 * 1024)    /* replies pending before input pauses */
 #define PST_OUT_KEEP (4 * 1024)     /* a reply buffer kept between writes */
+#define PST_SOCK_SNDBUF (32 * 1024) /* SO_SNDBUF (Linux doubles it) */
 #define PST_HELO_MAX 255
 #define PST_SPACE_CHECK (1024 * 1024) /* text octets between disk checks */
 #define PST_TLS_CIN (32 * 1024)     /* ciphertext read buffer */
@@ -2238,6 +2239,12 @@ pst_session_accept(struct pst_listener *l)
         return;
     }
     uv_tcp_nodelay(&s->tcp, 1);
+    /* The kernel's send buffer is part of what a client that does not
+     * read its replies can make us fill: left to autotuning it grows to
+     * megabytes, each a run of commands we parse and answer for nothing.
+     * Replies are small, so a fixed one bounds that work and memory. */
+    int sndbuf = PST_SOCK_SNDBUF;
+    uv_send_buffer_size((uv_handle_t *)&s->tcp, &sndbuf);
     pst_metric_add(l->m_total, 1);
     s->m_open = l->m_open;
     pst_metric_add(s->m_open, 1);

@@ -193,14 +193,12 @@ class HostileTest(harness.PosternTestCase):
                    loadgen.size("hostile_guessers", 20, 20),
                    "hostile_no_nonreaders")
 
-    @unittest.expectedFailure
     def test_crowd(self):
-        """The whole crowd. Expected to fail until issue 10 defect 5 is
-        fixed (gateway/smtp.c): a non-reader's 64 KiB batch of commands is
-        answered in full in one read callback, so 100 of them keep the
-        loop busy and a normal transaction waits for the crowd to leave
-        (measured: p50 11-15 s, one transaction per client, RSS +100 MiB).
-        Remove the marker with the fix."""
+        """The whole crowd. Before issue 10 defect 5 was fixed
+        (gateway/smtp.c) a non-reader's 64 KiB batch of commands was
+        answered in full in one read callback, so 100 of them kept the
+        loop busy and a normal transaction waited for the crowd to leave
+        (measured: p50 11-15 s, one transaction per client, RSS +100 MiB)."""
         self.crowd(loadgen.size("hostile_slowloris", 100, 200),
                    loadgen.size("hostile_nonreaders", 100, 200),
                    loadgen.size("hostile_guessers", 20, 20), "hostile")
