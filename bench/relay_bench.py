@@ -3,7 +3,10 @@
 smtp-sink on loopback: messages/s from the first connection to the last
 downstream delivery, and postern's CPU time per message.
 
-    bench/relay_bench.py BUILD_DIR [MESSAGES] [SESSIONS] [SIZE]
+    bench/relay_bench.py BUILD_DIR [MESSAGES] [SESSIONS] [SIZE] [EXTRA_CONF]
+
+EXTRA_CONF: a file appended to the generated config (a `filters`
+section: bench/attach_policy.conf runs the attachments module).
 
 Not run by ctest. Ports are free loopback ports; every process started is
 ended by PID.
@@ -48,6 +51,10 @@ def main():
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
     sessions = int(sys.argv[3]) if len(sys.argv) > 3 else 100
     size = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
+    extra = ""
+    if len(sys.argv) > 5:
+        with open(sys.argv[5]) as f:
+            extra = f.read()
     tmp = tempfile.mkdtemp(prefix="relay-bench-")
     procs = []
     try:
@@ -69,8 +76,9 @@ queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
              destination_concurrency = 20; };
 logging = { level = "info"; };
+%s
 """ % ('user = "postern";' if os.geteuid() == 0 else "", port, tmp,
-       sink_port))
+       sink_port, extra))
         os.chmod(tmp, 0o755)
         log = open(os.path.join(tmp, "postern.log"), "wb")
         pst = subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
