@@ -1047,6 +1047,12 @@ att_on_message(struct pst_fctx *fc, const struct pst_mime_part *root)
 
     if (root == NULL)
         return PST_CONTINUE;
+    /* the summary field is ours: one that came with the message is not */
+    for (long i; (i = pst_hdr_find(fc, HDR_NAME, 0)) >= 0;) {
+        if (pst_hdr_remove(fc, (size_t)i) < 0)
+            break;
+        pst_fctx_log(fc, PST_LOG_INFO, "event=inbound_summary_removed");
+    }
     collect(c, &k, root, false);
     struct amsg *st = pst_fctx_state(fc);
     uu_flush(st);

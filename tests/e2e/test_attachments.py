@@ -554,6 +554,18 @@ class Attachments(PosternTestCase):
         d = self.deliver(msg)
         self.assertEqual(d.body, msg)
 
+    def test_inbound_summary_removed(self):
+        forged = (b"X-Postern-Attachments: stripped \"nothing\" (rule none)\r\n"
+                  b"From: <a@example.com>\r\nSubject: plain\r\n\r\nhi\r\n")
+        d = self.deliver(forged)
+        self.assertEqual(d.body, forged[forged.index(b"From:"):])
+        msg = multipart([TEXT, attachment(
+            [b"Content-Disposition: attachment; filename=\"a.exe\""], b"z")],
+            extra=(b"X-Postern-Attachments: forged",))
+        d = self.deliver(msg, n=2)
+        self.assertEqual(parse(d.body).get_all("X-Postern-Attachments"),
+                         ['stripped "a.exe" (rule exe)'])
+
 
 
 class Metrics(PosternTestCase):
