@@ -33,8 +33,8 @@ b64_tab_init(void)
     b64_tab[' '] = b64_tab['\t'] = b64_tab['\r'] = b64_tab['\n'] = B64_SPACE;
 }
 
-static int
-hexval(int c)
+int
+pst_hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -253,7 +253,7 @@ pst_qp_dec_update(struct pst_qp_dec *d, const void *in, size_t n, void *out)
             s++;
             break;
         case QP_EQ:
-            if (hexval((int)c) >= 0) {
+            if (pst_hexval((int)c) >= 0) {
                 d->hex = (uint8_t)c;
                 d->st = QP_EQ_HEX;
             } else if (c == ' ' || c == '\t') {
@@ -278,8 +278,8 @@ pst_qp_dec_update(struct pst_qp_dec *d, const void *in, size_t n, void *out)
             s++;
             break;
         case QP_EQ_HEX:
-            if (hexval((int)c) >= 0) {
-                *o++ = (uint8_t)(hexval(d->hex) << 4 | hexval((int)c));
+            if (pst_hexval((int)c) >= 0) {
+                *o++ = (uint8_t)(pst_hexval(d->hex) << 4 | pst_hexval((int)c));
                 s++;
             } else {
                 d->bad = true;

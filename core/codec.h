@@ -143,4 +143,7 @@ size_t pst_qp_enc_update(struct pst_qp_enc *e, const void *in, size_t n,
                          void *out);
 size_t pst_qp_enc_final(struct pst_qp_enc *e, void *out);
 
+/* pst_hexval - the value of hex digit c (either case), or -1. */
+int pst_hexval(int c);
+
 #endif

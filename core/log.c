@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
+
 #define PST_LOG_LINE_MAX 4096
 #define PST_LOG_JSON_MAX 16384
 
@@ -261,18 +263,6 @@ jw_str(struct jw *w, const unsigned char *s, size_t n)
     }
 }
 
-static int
-hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * One value at *pp: a quoted string as pst_log_quote writes it (\" \\
  * \xNN), decoded into buf, or a bare word up to the next space. Returns
@@ -294,8 +284,9 @@ take_value(const char **pp, char *buf, size_t bufsz)
     p++;
     while (*p && *p != '"') {
         char c = *p++;
-        if (c == '\\' && *p == 'x' && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
-            c = (char)(hexval(p[1]) << 4 | hexval(p[2]));
+        if (c == '\\' && *p == 'x' && pst_hexval(p[1]) >= 0 &&
+            pst_hexval(p[2]) >= 0) {
+            c = (char)(pst_hexval(p[1]) << 4 | pst_hexval(p[2]));
             p += 3;
         } else if (c == '\\' && (*p == '"' || *p == '\\')) {
             c = *p++;
