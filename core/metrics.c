@@ -152,7 +152,8 @@ lookup(enum mtype type, const char *name, const char *help,
             misuse("metric registered with another type", name);
         goto out;
     }
-    if (nseries >= PST_METRIC_SERIES_MAX || labels.len > PST_METRIC_LABELS_MAX) {
+    if (nseries >= PST_METRIC_SERIES_MAX ||
+        labels.len > PST_METRIC_LABELS_MAX) {
         if (sink.labels == NULL) {
             sink.labels = "";
             pst_warn("event=metrics_full series=%zu name=%s", nseries, name);

@@ -70,7 +70,8 @@ gen_new(struct pst_conf *conf, unsigned number, struct pst_err *err)
     g->number = number;
     g->conf = pst_conf_ref(conf);
     if (pst_policy_new(&g->policy, conf, err) < 0 ||
-        (conf->tls.ncerts > 0 && pst_tls_ctx_new(&g->tls, &conf->tls, err) < 0)) {
+        (conf->tls.ncerts > 0 &&
+         pst_tls_ctx_new(&g->tls, &conf->tls, err) < 0)) {
         pst_gen_unref(g);
         return NULL;
     }
