@@ -264,7 +264,7 @@ main(int argc, char **argv)
     struct pst_chain *with, *without = pst_chain_new();
     config_init(&cf);
     if (!config_read_string(&cf, policy) ||
-        pst_chain_load(config_lookup(&cf, "filters"), "bench", &with, &err)) {
+        pst_chain_load(config_lookup(&cf, "filters"), "bench", NULL, &with, &err)) {
         fprintf(stderr, "config: %s\n", pst_err_first(&err));
         return 1;
     }

@@ -17,6 +17,11 @@
 #include "filters/chain.h"
 #include "queue/edits.h"
 
+static const struct pst_fhost test_host = {
+    .hostname = "mx.postern.test",
+    .authserv_id = "mx.bench",
+};
+
 static void
 never(void *arg, const struct pst_fres *r)
 {
@@ -27,7 +32,7 @@ int
 main(int argc, char **argv)
 {
     static const char conf_text[] =
-        "filters = ({ module = \"headers\"; authserv_id = \"mx.bench\";"
+        "filters = ({ module = \"headers\";"
         " rules = ("
         "  { remove = \"^X-Spam-\"; },"
         "  { rewrite = \"Subject\"; match = \"^\\\\[ext\\\\] *(.*)$\";"
@@ -62,7 +67,7 @@ main(int argc, char **argv)
     struct pst_chain *ch;
     config_init(&cf);
     if (!config_read_string(&cf, conf_text) ||
-        pst_chain_load(config_lookup(&cf, "filters"), "bench", &ch, &err))
+        pst_chain_load(config_lookup(&cf, "filters"), "bench", &test_host, &ch, &err))
         return 1;
     config_destroy(&cf);
     pst_log_set_level(PST_LOG_WARN);

@@ -668,21 +668,31 @@ pst_conf_set_filters_hook(const struct pst_conf_hook *h)
     filters_hook = h;
 }
 
+/* The filters list is loaded after the rest of the file (modules see the
+ * finished settings: host name, authserv-id, resolver), by
+ * load_filters. */
 static void
 set_filters(struct pst__ctx *x, const config_setting_t *s,
             const struct pst__directive *d, void *base)
 {
-    void **f = FIELD(base, d->off, void *);
+    (void)base;
     if (filters_hook == NULL) {
         pst__conf_error(x, s, "'%s': this program has no filter support",
                         d->name);
         return;
     }
-    if (*f != NULL) {
-        filters_hook->free(*f);
-        *f = NULL;
-    }
-    filters_hook->load(s, x->path, f, x->err);
+    x->filters = s;
+}
+
+static void
+load_filters(struct pst__ctx *x, struct pst_conf *c)
+{
+    if (x->filters == NULL || filters_hook == NULL)
+        return;
+    if (c->filters != NULL)
+        filters_hook->free(c->filters);
+    c->filters = NULL;
+    filters_hook->load(x->filters, x->path, c, &c->filters, x->err);
 }
 
 static const struct pst__directive *
@@ -953,6 +963,8 @@ pst_conf_load(const char *path, struct pst_err *err)
     pst__conf_apply_defaults(&x, pst__conf_root, c);
     pst__conf_parse_group(&x, x.root, pst__conf_root, c, "");
     pst__conf_finish(&x, c);
+    if (err->count == errs)
+        load_filters(&x, c);
     if (err->count != errs)
         goto fail;
     config_destroy(&cf);

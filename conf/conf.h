@@ -201,6 +201,9 @@ struct pst_conf {
     unsigned refs;                  /* touched on the loop thread only */
     char *path;                     /* the file this came from */
     char *hostname;                 /* default: the system's FQDN */
+    char *authserv_id;              /* RFC 8601 authserv-id of the
+                                       Authentication-Results postern
+                                       writes and trusts; NULL: hostname */
     char *user;                     /* drop to this user when run as root */
     char *group;
     struct pst_listener_conf *listeners;
@@ -237,8 +240,10 @@ void pst_conf_unref(struct pst_conf *c);
  * its errors into err; free releases what load built.
  */
 struct pst_conf_hook {
-    int (*load)(const void *setting, const char *file, void **out,
-                struct pst_err *err);
+    /* load - build the filters from setting, once the rest of c is loaded
+     * and valid (modules read its host name, authserv-id, resolver) */
+    int (*load)(const void *setting, const char *file,
+                const struct pst_conf *c, void **out, struct pst_err *err);
     void (*free)(void *obj);
 };
 void pst_conf_set_filters_hook(const struct pst_conf_hook *h);

@@ -54,6 +54,7 @@ struct pst__ctx {
     const config_setting_t *root; /* NULL for pst_conf_defaults */
     char *raw_file;               /* cached source text, see pst__raw_int */
     char *raw;
+    const config_setting_t *filters; /* loaded last, by pst_conf_load */
 };
 
 struct pst__directive;

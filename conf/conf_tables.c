@@ -672,6 +672,7 @@ static const struct pst__directive mime_table[] = {
 
 const struct pst__directive pst__conf_root[] = {
     STR("hostname", pst_conf, hostname, NULL, 0, fix_hostname),
+    STR("authserv_id", pst_conf, authserv_id, NULL, 0, fix_hostname),
     STR("user", pst_conf, user, NULL, 0, fix_user),
     STR("group", pst_conf, group, NULL, 0, fix_group),
     {.name = "listeners",
@@ -863,6 +864,7 @@ pst__conf_finish(struct pst__ctx *x, struct pst_conf *c)
         h[sizeof(h) - 1] = '\0';
         c->hostname = pst_xstrdup(h);
     }
+
     if (c->queue.control_socket == NULL && c->queue.directory != NULL &&
         lookup(x, "queue.control_socket") == NULL)
         c->queue.control_socket =

@@ -54,6 +54,7 @@ struct pst_envelope {
     char *helo;                     /* as given (sanitised) */
     char *client_name;              /* reverse DNS or "unknown" */
     char *auth_login;               /* NULL unless authenticated */
+    bool trusted;                   /* in relay.trusted_networks */
     char *proto;                    /* ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS... */
     time_t arrival;                 /* wall clock, stored */
 };

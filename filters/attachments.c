@@ -549,7 +549,8 @@ metrics(struct att_counters *n)
 }
 
 static int
-att_configure(const config_setting_t *s, const char *file, void **out,
+att_configure(const config_setting_t *s, const char *file,
+              const struct pst_fhost *host, void **out,
               struct pst_err *err)
 {
     static const char *const keys[] = {"rules", "detect_bytes", "uuencode",

@@ -96,7 +96,14 @@ const char *pst_filter_abi_check(const struct pst_filter *f);
  * module's own keys. Every error goes to err with file and line.
  */
 int pst_chain_load(const config_setting_t *list, const char *file,
-                   struct pst_chain **out, struct pst_err *err);
+                   const struct pst_fhost *host, struct pst_chain **out,
+                   struct pst_err *err);
+/*
+ * pst_chain_start - run each module's start hook (the gateway, after the
+ * privilege drop, before serving; never check-config). 0, or -1 with err.
+ */
+int pst_chain_start(struct pst_chain *ch, struct pst_err *err);
+
 
 /* registry.c: built-in modules by name, NULL if none */
 const struct pst_filter *pst_filter_builtin(const char *name);

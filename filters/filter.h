@@ -115,7 +115,7 @@
 #include "core/textsrc.h"
 #include "core/util.h"
 
-#define PST_FILTER_API 3
+#define PST_FILTER_API 4
 #define PST_FREPLY_TEXT_MAX 200
 
 enum pst_verdict {
@@ -158,6 +158,22 @@ struct pst_hdr {
     bool changed;                   /* replaced by a filter */
 };
 
+/*
+ * What a module may know of the host's configuration, for configure (valid
+ * during that call only: copy what you keep).
+ */
+struct pst_fhost {
+    const char *hostname;           /* the gateway's name */
+    const char *authserv_id;        /* RFC 8601 authserv-id of every
+                                       Authentication-Results field postern
+                                       writes and trusts */
+    const char *const *nameservers; /* the `resolver` section's servers,
+                                       "IP", "IP:PORT", "[IPv6]:PORT" */
+    size_t nnameservers;            /* 0: /etc/resolv.conf */
+    unsigned dns_timeout_ms;        /* per try */
+    unsigned dns_tries;
+};
+
 /* A reference to a pending context that survives the session: ids, never
  * pointers. */
 struct pst_fref {
@@ -178,11 +194,23 @@ struct pst_filter {
      * keys module, path, deadline and failure belong to the chain: skip
      * them, pst_fconf_check_keys helps). Errors go to err as
      * "file:line: text" (pst_fconf_error); return 0 or -1. file is the
-     * config file name for messages. *conf is passed back to the hooks.
+     * config file name for messages; host the host's settings. *conf is
+     * passed back to the hooks. configure also runs for check-config: it
+     * starts nothing.
      */
     int (*configure)(const config_setting_t *s, const char *file,
-                     void **conf, struct pst_err *err);
+                     const struct pst_fhost *host, void **conf,
+                     struct pst_err *err);
+    /* unconfigure - free conf, stopping whatever start started. */
     void (*unconfigure)(void *conf);
+    /*
+     * start - the chain is about to serve: start what the module runs
+     * beside the loop (helper processes). The gateway calls it once per
+     * loaded chain, after it has dropped its privileges and before it
+     * accepts; 0, or -1 with err filled (the gateway does not start, a
+     * reload keeps the old chain).
+     */
+    int (*start)(void *conf, struct pst_err *err);
 
     enum pst_verdict (*on_connect)(struct pst_fctx *fc);
     enum pst_verdict (*on_helo)(struct pst_fctx *fc, const char *helo);

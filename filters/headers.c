@@ -5,7 +5,6 @@
  * trust boundary.
  *
  *   { module = "headers";
- *     authserv_id = "mx.example.com";  # default: this host's name
  *     match_limit = 1000000;           # PCRE2 limits for every match
  *     depth_limit = 10000;
  *     rules = (
@@ -51,6 +50,7 @@
 #include <unistd.h>
 
 #include "filters/addrlist.h"
+#include "filters/authres.h"
 #include "filters/filter.h"
 #include "queue/edits.h"
 
@@ -424,16 +424,17 @@ get_limit(const config_setting_t *s, const char *k, unsigned def,
 }
 
 static int
-headers_configure(const config_setting_t *s, const char *file, void **out,
+headers_configure(const config_setting_t *s, const char *file,
+                  const struct pst_fhost *host, void **out,
                   struct pst_err *err)
 {
-    static const char *const keys[] = {"authserv_id", "rules", "match_limit",
-                                       "depth_limit", NULL};
+    /* authserv_id is refused below with its own message */
+    static const char *const keys[] = {"rules", "match_limit", "depth_limit",
+                                       "authserv_id", NULL};
     struct hconf *h = pst_xcalloc(1, sizeof(*h));
     const config_setting_t *rules = config_setting_get_member(s, "rules");
     bool bad = pst_fconf_check_keys(s, file, keys, err) > 0;
     unsigned ml = 0, dl = 0;
-    const char *id;
 
     if (get_limit(s, "match_limit", 1000000, 100000000, file, err, &ml) < 0 ||
         get_limit(s, "depth_limit", 10000, 1000000, file, err, &dl) < 0)
@@ -444,15 +445,15 @@ headers_configure(const config_setting_t *s, const char *file, void **out,
     h->jstack = pcre2_jit_stack_create(JIT_STACK_MIN, JIT_STACK_MAX, NULL);
     if (h->jstack)
         pcre2_jit_stack_assign(h->mctx, NULL, h->jstack);
-    if (config_setting_lookup_string(s, "authserv_id", &id)) {
-        h->authserv_id = pst_xstrdup(id);
-    } else {
-        char host[256];
-        if (gethostname(host, sizeof(host)) == 0) {
-            host[sizeof(host) - 1] = '\0';
-            h->authserv_id = pst_xstrdup(host);
-        }
+    /* one authserv-id for every module: the top-level setting */
+    if (config_setting_get_member(s, "authserv_id") != NULL) {
+        pst_fconf_error(err, file, config_setting_get_member(s, "authserv_id"),
+                        "filter headers: authserv_id is a top-level setting "
+                        "(shared with spf): move it out of the filter");
+        bad = true;
     }
+    if (host != NULL && host->authserv_id != NULL)
+        h->authserv_id = pst_xstrdup(host->authserv_id);
     if (rules != NULL) {
         int n = config_setting_length(rules);
         if (!config_setting_is_list(rules) || n > RULES_MAX) {
@@ -708,161 +709,11 @@ apply_rule(struct pst_fctx *fc, struct hconf *h, struct rule *r)
     }
 }
 
-/* ---- the Authentication-Results trust boundary (RFC 8601) ----
- *
- *   authres-payload = [CFWS] authserv-id [ CFWS authres-version ]
- *                     ( no-result / 1*resinfo ) [CFWS]
- *   authserv-id     = value            (RFC 2045: token / quoted-string)
- *   authres-version = 1*DIGIT [CFWS]
- * and both no-result and resinfo start with [CFWS] ";". Values are
- * unfolded, so FWS is blanks here. Only the part before the first ';' is
- * read: it alone says whose field this is. */
-
-#define AR_ID_MAX 256               /* a longer id is nobody's hostname */
-
-/* Skip blanks and comments (nested, with quoted pairs); -1 on a comment
- * left open. */
-static int
-ar_cfws(const char **pp)
-{
-    const char *p = *pp;
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p != '(')
-            break;
-        unsigned depth = 0;
-        do {
-            if (*p == '\0')
-                return -1;
-            if (*p == '\\' && p[1] != '\0')
-                p++;
-            else if (*p == '(')
-                depth++;
-            else if (*p == ')')
-                depth--;
-            p++;
-        } while (depth > 0);
-    }
-    *pp = p;
-    return 0;
-}
-
-static bool
-ar_tspecial(unsigned char c)
-{
-    return c <= ' ' || c == 127 || strchr("()<>@,;:\\\"/[]?=", c) != NULL;
-}
-
-/* The authserv-id of value v into id (unquoted; "" if longer than
- * AR_ID_MAX - 1) and its version (1 when not given). -1 if the part
- * before the first ';' does not parse. */
-static int
-ar_parse(const char *v, char id[AR_ID_MAX], unsigned long *version)
-{
-    const char *p = v;
-    size_t n = 0;
-    bool toolong = false;
-
-    if (ar_cfws(&p) < 0)
-        return -1;
-    if (*p == '"') {
-        for (p++; *p != '"'; p++) {
-            unsigned char c = (unsigned char)*p;
-            if (c == '\\')
-                c = (unsigned char)*++p;
-            if (c == '\0' || (c < ' ' && c != '\t') || c == 127)
-                return -1;      /* open quote, or a control character */
-            if (n < AR_ID_MAX - 1)
-                id[n++] = (char)c;
-            else
-                toolong = true;
-        }
-        p++;
-    } else {
-        for (; !ar_tspecial((unsigned char)*p); p++) {
-            if (n < AR_ID_MAX - 1)
-                id[n++] = *p;
-            else
-                toolong = true;
-        }
-    }
-    if (n == 0)
-        return -1;              /* no id, or an empty quoted one */
-    id[toolong ? 0 : n] = '\0';
-    if (ar_cfws(&p) < 0)
-        return -1;
-    *version = 1;               /* a token takes the digits after it: a
-                                   version here follows CFWS or a quote */
-    if (*p >= '0' && *p <= '9') {
-        *version = 0;
-        for (; *p >= '0' && *p <= '9'; p++)
-            *version = *version > 1000 ? *version
-                                       : *version * 10 + (unsigned)(*p - '0');
-        if (ar_cfws(&p) < 0)
-            return -1;
-    }
-    return *p == ';' ? 0 : -1;
-}
-
-/* Equal host names, ASCII case-insensitive, one final dot ignored. */
-static bool
-ar_same_id(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    if (na > 1 && a[na - 1] == '.')
-        na--;
-    if (nb > 1 && b[nb - 1] == '.')
-        nb--;
-    return na == nb && pst_strncaseeq(a, b, na);
-}
-
-/*
- * ar_ours - could the Authentication-Results value v be taken as ours
- * (authserv-id id)? Yes when its authserv-id is id; also when it does not
- * parse (a lenient reader might still find our id in it) and when it
- * bears a version other than 1 (RFC 8601 section 5: such a field is
- * removed when it comes from outside). *why says which.
- */
-static bool
-ar_ours(const char *v, const char *id, const char **why)
-{
-    char got[AR_ID_MAX];
-    unsigned long version;
-
-    if (ar_parse(v, got, &version) < 0) {
-        *why = "unparsable";
-        return true;
-    }
-    if (version != 1) {
-        *why = "version";
-        return true;
-    }
-    *why = "ours";
-    return ar_same_id(got, id);
-}
-
 static enum pst_verdict
 headers_on_headers(struct pst_fctx *fc)
 {
     struct hconf *h = pst_fctx_conf(fc);
-    if (h->authserv_id && h->authserv_id[0]) {
-        for (long i = pst_hdr_find(fc, "Authentication-Results", 0); i >= 0;
-             i = pst_hdr_find(fc, "Authentication-Results", (size_t)i)) {
-            const struct pst_hdr *hd = pst_hdr_at(fc, (size_t)i);
-            const char *why;
-            /* fields a filter added are ours; only received ones are
-             * judged */
-            if (hd->orig >= 0 && ar_ours(hd->value, h->authserv_id, &why)) {
-                pst_fctx_log(fc, PST_LOG_INFO,
-                             "event=forged_auth_results_removed why=%s",
-                             why);
-                pst_hdr_remove(fc, (size_t)i);
-                continue;
-            }
-            i++;
-        }
-    }
+    pst__authres_boundary(fc, h->authserv_id);
     for (size_t i = 0; i < h->nrules; i++) {
         struct rule *r = &h->rules[i];
         if (r->kind == R_SENDER || r->kind == R_RCPT)

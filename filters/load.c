@@ -213,7 +213,8 @@ get_failure(const config_setting_t *s, const char *file, const char *mod,
 /* pst_chain_load - see chain.h. */
 int
 pst_chain_load(const config_setting_t *list, const char *file,
-               struct pst_chain **out, struct pst_err *err)
+               const struct pst_fhost *host, struct pst_chain **out,
+               struct pst_err *err)
 {
     struct pst_chain *ch = pst_chain_new();
     unsigned errs = err->count;
@@ -266,7 +267,7 @@ pst_chain_load(const config_setting_t *list, const char *file,
         }
         if (f == NULL)
             continue;
-        if (f->configure && f->configure(s, file, &conf, err) < 0) {
+        if (f->configure && f->configure(s, file, host, &conf, err) < 0) {
             if (dl)
                 dlclose(dl);
             continue;
@@ -290,4 +291,18 @@ pst_chain_load(const config_setting_t *list, const char *file,
 fail:
     pst_chain_free(ch);
     return -EINVAL;
+}
+
+/* pst_chain_start - see chain.h. */
+int
+pst_chain_start(struct pst_chain *ch, struct pst_err *err)
+{
+    if (ch == NULL)
+        return 0;
+    for (size_t i = 0; i < ch->n; i++) {
+        struct pst__fentry *e = &ch->e[i];
+        if (e->f->start && e->f->start(e->conf, err) < 0)
+            return -1;
+    }
+    return 0;
 }

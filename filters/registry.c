@@ -7,6 +7,7 @@
  * mail server is spf -> headers -> attachments (each is optional).
  * External modules (dlopen) are loaded by load.c and never listed here.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "conf/conf.h"
@@ -49,11 +50,24 @@ pst__filters_thread_fini(void)
 }
 
 static int
-hook_load(const void *setting, const char *file, void **out,
-          struct pst_err *err)
+hook_load(const void *setting, const char *file, const struct pst_conf *c,
+          void **out, struct pst_err *err)
 {
     struct pst_chain *ch = NULL;
-    int rc = pst_chain_load(setting, file, &ch, err);
+    const struct pst_resolver_conf *r = &c->resolver;
+    const char **ns = pst_xcalloc(r->nnameservers + 1, sizeof(*ns));
+    for (size_t i = 0; i < r->nnameservers; i++)
+        ns[i] = r->nameservers[i].address;
+    struct pst_fhost host = {
+        .hostname = c->hostname,
+        .authserv_id = c->authserv_id ? c->authserv_id : c->hostname,
+        .nameservers = ns,
+        .nnameservers = r->nnameservers,
+        .dns_timeout_ms = r->timeout,
+        .dns_tries = r->tries,
+    };
+    int rc = pst_chain_load(setting, file, &host, &ch, err);
+    free(ns);
     *out = ch;
     return rc;
 }

@@ -630,6 +630,13 @@ pst_server_run(struct pst_conf *conf)
     uv_timer_init(srv.loop, &srv.drain_timer);
     srv.drain_timer.data = &srv;
     uv_unref((uv_handle_t *)&srv.tick);
+    /* modules' helpers (spf) start unprivileged, before the first client */
+    if (status == 0 && pst_chain_start(conf->filters, &err) < 0) {
+        pst_err("event=fatal op=filters_start error=\"%s\"",
+                pst_err_first(&err));
+        pst_err_free(&err);
+        status = 1;
+    }
     uv_signal_init(srv.loop, &srv.sig_term);
     uv_signal_init(srv.loop, &srv.sig_int);
     uv_signal_init(srv.loop, &srv.sig_hup);

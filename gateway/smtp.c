@@ -1046,8 +1046,9 @@ message_open(struct pst_session *s, enum pst_reply *why)
     free(s->env.client_name);
     s->env.helo = pst_xstrdup(s->helo);
     s->env.client_ip = s->ip;
+    s->env.trusted = s->trusted;
     s->env.client_name = pst_xstrdup(s->client_name);
-    if (s->auth_login)
+    if (s->auth_login && s->env.auth_login == NULL)
         s->env.auth_login = pst_xstrdup(s->auth_login);
     s->env.proto = pst_xstrdup(proto_name(s));
     s->env.arrival = time(NULL);
@@ -1417,6 +1418,9 @@ static void
 filter_env(struct pst_session *s)
 {
     s->env.client_ip = s->ip;
+    s->env.trusted = s->trusted;
+    if (s->env.auth_login == NULL && s->auth_login != NULL)
+        s->env.auth_login = pst_xstrdup(s->auth_login);
     if (s->env.client_name == NULL && s->client_name != NULL)
         s->env.client_name = pst_xstrdup(s->client_name);
     if (s->env.helo == NULL && s->helo != NULL)

@@ -50,7 +50,8 @@ struct slow_job {
 };
 
 static int
-example_configure(const config_setting_t *s, const char *file, void **out,
+example_configure(const config_setting_t *s, const char *file,
+                  const struct pst_fhost *host, void **out,
                   struct pst_err *err)
 {
     static const char *const keys[] = {"stamp", "reject_word",

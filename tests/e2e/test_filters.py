@@ -62,7 +62,6 @@ def send(p, msg, rcpts=("user@example.org",), sender="sender@example.com",
 
 HEADERS_RULES = {
     "module": "headers",
-    "authserv_id": "mx.postern.test",
     "rules": [
         {"remove": "^X-Spam-"},
         {"rewrite": "Subject", "match": r"^\[ext\] *(.*)$",
@@ -89,7 +88,8 @@ MIME_BODY = (b"--b1\r\n"
 
 
 class HeadersModule(PosternTestCase):
-    postern_overrides = {"filters": [HEADERS_RULES]}
+    postern_overrides = {"authserv_id": "mx.postern.test",
+                         "filters": [HEADERS_RULES]}
     start_postern = True
 
     def test_rules_at_the_downstream(self):

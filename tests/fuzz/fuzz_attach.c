@@ -41,7 +41,7 @@ init(void)
     config_init(&cf);
     if (!config_read_string(&cf, text) ||
         pst_filter_attachments.configure(config_lookup(&cf, "a"), "fuzz",
-                                         &out, &err) != 0)
+                                         NULL, &out, &err) != 0)
         abort();
     config_destroy(&cf);
     conf = out;

@@ -21,6 +21,11 @@
 #include "filters/chain.h"
 #include "queue/edits.h"
 
+static const struct pst_fhost test_host = {
+    .hostname = "mx.postern.test",
+    .authserv_id = "mx.test",
+};
+
 static uv_loop_t loop;
 static struct pst_frt *rt;
 static struct pst_chain *ch;
@@ -35,7 +40,7 @@ static void
 init(void)
 {
     static const char text[] =
-        "filters = ({ module = \"headers\"; authserv_id = \"mx.test\";"
+        "filters = ({ module = \"headers\";"
         " rules = ("
         "  { remove = \"^X-Drop\"; },"
         "  { rewrite = \"Subject\"; match = \"^(.*)x(.*)$\";"
@@ -49,7 +54,7 @@ init(void)
     pst_log_set_level(PST_LOG_ERR);
     config_init(&cf);
     if (!config_read_string(&cf, text) ||
-        pst_chain_load(config_lookup(&cf, "filters"), "fuzz", &ch, &err) != 0)
+        pst_chain_load(config_lookup(&cf, "filters"), "fuzz", &test_host, &ch, &err) != 0)
         abort();
     config_destroy(&cf);
     uv_loop_init(&loop);

@@ -198,7 +198,7 @@ conf_of(const char *text)
         fail_msg("config: %s at %d", config_error_text(&cf),
                  config_error_line(&cf));
     int rc = pst_filter_attachments.configure(config_lookup(&cf, "a"),
-                                               "t.conf", &out, &err);
+                                               "t.conf", NULL, &out, &err);
     if (rc != 0)
         fail_msg("configure: %s", pst_err_first(&err));
     config_destroy(&cf);

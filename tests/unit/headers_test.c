@@ -31,6 +31,11 @@ struct acase {
     const char *locals;
 };
 
+static const struct pst_fhost test_host = {
+    .hostname = "mx.postern.test",
+    .authserv_id = "mx.postern.test",
+};
+
 static const struct acase acases[] = {
     {"a@b.example", 0, 1, "b.example", "a"},
     {"\"Doe, John\" <john@corp.example>, jane@x.example", 0, 2,
@@ -147,8 +152,7 @@ hx_new(const char *filters_text)
     if (!config_read_string(&cf, filters_text))
         fail_msg("config text: line %d: %s", config_error_line(&cf),
                  config_error_text(&cf));
-    int rc = pst_chain_load(config_lookup(&cf, "filters"), "test.conf",
-                            &h->ch, &err);
+    int rc = pst_chain_load(config_lookup(&cf, "filters"), "test.conf", &test_host, &h->ch, &err);
     if (rc != 0)
         fail_msg("chain load: %s", pst_err_first(&err));
     config_destroy(&cf);
@@ -223,7 +227,7 @@ static void
 test_rules(void **state)
 {
     struct hx *h = hx_new(
-        "filters = ({ module = \"headers\"; authserv_id = \"mx.postern.test\";"
+        "filters = ({ module = \"headers\";"
         " rules = ("
         "  { remove = \"^X-Spam-\"; },"
         "  { rewrite = \"Subject\"; match = \"^\\\\[ext\\\\] *(.*)$\";"
@@ -313,7 +317,7 @@ test_auth_results_boundary(void **state)
 {
     struct hx *h = hx_new(
         "filters = ({ module = \"headers\";"
-        " authserv_id = \"mx.postern.test\"; });");
+        " });");
     char msg[512];
     for (size_t i = 0; i < PST_ARRAY_LEN(arcases); i++) {
         const struct arcase *c = &arcases[i];
@@ -345,7 +349,7 @@ test_auth_results_added_kept(void **state)
         " { module = \"headers\"; rules = ("
         "   { add = \"Authentication-Results\";"
         "     value = \"mx.postern.test; spf=pass smtp.mailfrom=a\"; } ); },"
-        " { module = \"headers\"; authserv_id = \"mx.postern.test\"; });");
+        " { module = \"headers\"; });");
     hx_message(h,
                "Authentication-Results: mx.postern.test; spf=pass\r\n"
                "Subject: t\r\n\r\nb\r\n", false);
