@@ -15,11 +15,13 @@
 
 extern const struct pst_filter pst_filter_headers;
 extern const struct pst_filter pst_filter_attachments;
+extern const struct pst_filter pst_filter_spf;
 /* filters/attach_scan.c: libmagic, one handle per worker thread */
 extern void att_thread_init(void);
 extern void att_thread_fini(void);
 
 static const struct pst_filter *const builtins[] = {
+    &pst_filter_spf,
     &pst_filter_headers,
     &pst_filter_attachments,
 };
