@@ -246,6 +246,25 @@ class Spf(PosternTestCase):
         self.assertIn("envelope-from=\"postmaster@helo.test\"; helo=helo.test; "
                       "receiver=postern.test; identity=helo", rs)
 
+    def test_check_helo(self):
+        p = self.start({"check_helo": True})
+        self.send(p, "e@soft.test", helo="helo.test")
+        [raw] = self.delivered_for(p, 1)
+        self.assertEqual(fields(raw, "Authentication-Results"), [
+            "%s; spf=pass smtp.helo=helo.test; spf=softfail "
+            "smtp.mailfrom=e@soft.test" % HOST])
+        rs = fields(raw, "Received-SPF")
+        self.assertEqual(len(rs), 2)
+        self.assertTrue(rs[0].startswith("softfail ") and
+                        rs[0].endswith("identity=mailfrom"), rs)
+        self.assertTrue(rs[1].startswith("pass ") and
+                        rs[1].endswith("identity=helo"), rs)
+        # a HELO that fails refuses the message, whatever the sender
+        r, _ = self.send(p, "a@pass.test", helo="fail.test", rcpt_code=550,
+                         rcpt_enh="5.7.23")
+        self.assertEqual(r.text, "5.7.23 SPF fail: fail.test does not "
+                         "designate 127.0.0.2 as a permitted sender")
+
     def test_trusted_client_skipped(self):
         p = self.start(trusted=["127.0.0.9/32"])
         _, final = self.send(p, "z@fail.test", source="127.0.0.9")
