@@ -103,6 +103,9 @@ int pst_chain_load(const config_setting_t *list, const char *file,
  * privilege drop, before serving; never check-config). 0, or -1 with err.
  */
 int pst_chain_start(struct pst_chain *ch, struct pst_err *err);
+/* pst_chain_stop - run each module's stop hook (the generation that
+ * started the chain is released). */
+void pst_chain_stop(struct pst_chain *ch);
 
 
 /* registry.c: built-in modules by name, NULL if none */

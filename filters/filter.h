@@ -211,6 +211,10 @@ struct pst_filter {
      * reload keeps the old chain).
      */
     int (*start)(void *conf, struct pst_err *err);
+    /* stop - the chain serves no more (its configuration generation is
+     * gone: a reload replaced it, or the gateway stops): stop what start
+     * started. conf stays until unconfigure. */
+    void (*stop)(void *conf);
 
     enum pst_verdict (*on_connect)(struct pst_fctx *fc);
     enum pst_verdict (*on_helo)(struct pst_fctx *fc, const char *helo);

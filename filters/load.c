@@ -306,3 +306,12 @@ pst_chain_start(struct pst_chain *ch, struct pst_err *err)
     }
     return 0;
 }
+
+/* pst_chain_stop - see chain.h. */
+void
+pst_chain_stop(struct pst_chain *ch)
+{
+    for (size_t i = 0; ch != NULL && i < ch->n; i++)
+        if (ch->e[i].f->stop)
+            ch->e[i].f->stop(ch->e[i].conf);
+}

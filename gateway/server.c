@@ -54,6 +54,9 @@ pst_gen_unref(struct pst_gen *g)
 {
     if (g == NULL || --g->refs > 0)
         return;
+    /* the filters' helpers (spf) go with the generation; its conf may
+     * live on (the queue holds the first one) */
+    pst_chain_stop(g->conf->filters);
     pst_policy_free(g->policy);
     pst_tls_ctx_free(g->tls);
     pst_conf_unref(g->conf);
@@ -418,6 +421,9 @@ server_reload(struct pst_server *srv)
         !pst_mhttp_same(srv->mhttp, &c->metrics))
         pst_mhttp_start(&mh, &c->metrics, c->queue.directory,
                         c->limits.disk_free_min, &err);
+    /* the new chain's helpers (spf); the old chain's stop with it */
+    if (err.count == 0)
+        pst_chain_start(c->filters, &err);
     if (err.count == 0 && c->auth.password_file) {
         if (srv->auth)
             pst_auth_reload(srv->auth, c, &err);    /* last: all or nothing */

@@ -106,6 +106,19 @@ struct job {
 static const char *const result_keys[SPF_R_COUNT] = {
     "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"};
 
+/* the generation is gone: the helpers stop (a check in flight keeps its
+ * pool until it ends) */
+static void
+spf_stop(void *p)
+{
+    struct sconf *c = p;
+    if (c->pool != NULL) {
+        spf_pool_unref(c->pool);
+        c->pool = NULL;
+        pst_info("event=spf_helpers_stopped");
+    }
+}
+
 static void
 sconf_free(void *p)
 {
@@ -717,6 +730,7 @@ const struct pst_filter pst_filter_spf = {
     .configure = spf_configure,
     .unconfigure = sconf_free,
     .start = spf_start,
+    .stop = spf_stop,
     .on_mail = spf_on_mail,
     .on_rcpt = spf_on_rcpt,
     .on_headers = spf_on_headers,

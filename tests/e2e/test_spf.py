@@ -265,6 +265,25 @@ class Spf(PosternTestCase):
         self.assertEqual(r.text, "5.7.23 SPF fail: fail.test does not "
                          "designate 127.0.0.2 as a permitted sender")
 
+    def test_reload_replaces_the_helpers(self):
+        p = self.start({"helpers": 2})
+        before = helper_pids(p.proc.pid)
+        self.assertEqual(len(before), 2)
+        p.config["filters"] = [{"module": "spf", "helpers": 3}]
+        p.write_config()
+        os.kill(p.proc.pid, signal.SIGHUP)
+        p.wait_for_log("event=reloaded")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = helper_pids(p.proc.pid)
+            if len(after) == 3 and not set(after) & set(before):
+                break
+            time.sleep(0.05)
+        self.assertEqual(len(after), 3, after)
+        self.assertFalse(set(after) & set(before))
+        _, final = self.send(p, "a@pass.test")
+        harness.check_reply(final, 250, "2.0.0")
+
     def test_trusted_client_skipped(self):
         p = self.start(trusted=["127.0.0.9/32"])
         _, final = self.send(p, "z@fail.test", source="127.0.0.9")
