@@ -743,6 +743,61 @@ test_content(void **state)
     content_sleep_ms = 0;
 }
 
+/* on_body: each leaf's decoded octets while the text streams, in order,
+ * to the module's hook with its per-message state. */
+static char body_seen[256];
+static size_t body_len;
+static unsigned body_parts;
+
+static void
+b_body(struct pst_fctx *fc, const struct pst_mime_part *part,
+       const void *data, size_t len)
+{
+    unsigned *last = pst_fctx_state(fc);
+    assert_non_null(last);
+    if (*last != part->id + 1) {
+        *last = part->id + 1;
+        body_parts++;
+    }
+    assert_true(body_len + len < sizeof(body_seen));
+    memcpy(body_seen + body_len, data, len);
+    body_len += len;
+}
+
+static const struct pst_filter bmod = {
+    .name = "b",
+    PST_FILTER_ABI,
+    .msg_state_size = sizeof(unsigned),
+    .on_body = b_body,
+};
+
+static void
+test_on_body(void **state)
+{
+    struct fx *f = *state;
+    static const char mm[] = "Content-Type: multipart/mixed; boundary=b\r\n"
+                             "\r\n"
+                             "--b\r\n"
+                             "Content-Type: text/plain\r\n\r\nhi\r\n"
+                             "--b\r\n"
+                             "Content-Transfer-Encoding: base64\r\n\r\n"
+                             "ZGVjb2RlZCBi\r\nb2R5\r\n"
+                             "--b--\r\n";
+    struct pst_err err = {0};
+    assert_int_equal(pst_chain_append(f->ch, &bmod, NULL, 0,
+                                      PST_FAIL_TEMPFAIL, &err), 0);
+    struct pst_fsess *fs = sess(f, 70);
+    pst_fsess_msg_begin(fs, false);
+    for (size_t i = 0; i < sizeof(mm) - 1; i += 3)
+        pst_fsess_msg_data(fs, mm + i, PST_MIN((size_t)3, sizeof(mm) - 1 - i));
+    struct pst_fres r = run(f, fs, PST_FP_EOM);
+    assert_int_equal(r.verdict, PST_CONTINUE);
+    assert_int_equal(body_parts, 2);
+    body_seen[body_len] = '\0';
+    assert_string_equal(body_seen, "hidecoded body");
+    pst_fsess_free(fs);
+}
+
 /* The headers phase run while the body streams; its refusal waits for
  * the end, and it does not run twice. */
 static void
@@ -827,6 +882,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_abi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_on_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mime_tree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_early, setup, teardown),
         cmocka_unit_test(test_edits_apply),
