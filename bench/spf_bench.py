@@ -4,14 +4,17 @@ module (its DNS answers cached after the first message) against postern
 without it, N messages one connection each from 127.0.0.2, against dnsmasq
 on a free loopback port.
 
-    bench/spf_bench.py BUILD_DIR [MESSAGES] [--strace]
+    bench/spf_bench.py BUILD_DIR [MESSAGES] [--strace | --callgrind]
 
 Prints per message: the gateway's CPU time, the helpers' CPU time, the
 wall-clock time from connect to the 250 after the dot (median; valid only on
 a quiet machine), and with --strace the gateway's system calls, all threads
 (strace -c attached for the run: deterministic whatever the load; the CPU
 and wall-clock figures of such a run carry strace's cost, take them from a
-run without it). Not run by
+run without it), or with --callgrind the instructions the gateway
+executes per message (valgrind's callgrind, the helpers not traced: the
+difference between a run of MESSAGES and one of 0 messages, divided by
+MESSAGES; deterministic). Not run by
 ctest; every process it starts is ended by PID (the e2e harness).
 """
 import os
@@ -70,8 +73,38 @@ def one(p):
     return dt
 
 
-def run(build, n, spf, use_strace):
+def callgrind_wrapper(tmp, build):
+    """A script that runs postern under callgrind (its output in /tmp,
+    which postern's user can write)."""
+    path = os.path.join(tmp, "postern-callgrind")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nexec valgrind -q --tool=callgrind "
+                "--callgrind-out-file=/tmp/%s.cg %s/bin/postern \"$@\"\n"
+                % (os.path.basename(tmp), build))
+    os.chmod(path, 0o755)
+    # callgrind creates its file at start (as root) and writes it at exit
+    # (as postern's user): create it for that user now
+    out = "/tmp/%s.cg" % os.path.basename(tmp)
+    open(out, "w").close()
+    os.chmod(out, 0o666)
+    if os.geteuid() == 0:
+        import pwd
+        pw = pwd.getpwnam(harness.RUN_AS)
+        os.chown(out, pw.pw_uid, pw.pw_gid)
+    return path
+
+
+def callgrind_ir(tmp):
+    with open("/tmp/%s.cg" % os.path.basename(tmp)) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run(build, n, spf, use_strace, use_cg=False):
     tmp = tempfile.mkdtemp(prefix="spf-bench-")
+    os.chmod(tmp, 0o777)          # callgrind writes as postern's user
     dns = harness.Dnsmasq(tmp, RECORDS)
     conf = {"relay": {"trusted_networks": [], "domains": ["dest.test"]},
             "resolver": dns.resolver(timeout=2000),
@@ -80,8 +113,13 @@ def run(build, n, spf, use_strace):
             "logging": {"level": "info"}}
     if spf:
         conf["filters"] = [{"module": "spf"}]
-    p = harness.Postern(tmp, conf, binary=os.path.join(build, "bin",
-                                                          "postern"))
+    binary = os.path.join(build, "bin", "postern")
+    if use_cg:
+        binary = callgrind_wrapper(tmp, build)
+        conf["filters"] = [dict(f, helper=os.path.join(build, "bin",
+                                                        "postern-spf"))
+                           for f in conf.get("filters", [])] or None
+    p = harness.Postern(tmp, conf, binary=binary)
     p.start()
     one(p)                      # warm: the DNS answers enter the cache
     helpers = children(p.proc.pid)
@@ -109,8 +147,11 @@ def run(build, n, spf, use_strace):
                     calls = int(line.split()[3])
     p.stop()
     dns.stop()
-    return {"gw_ms": (g1 - g0) * 1000 / n, "helpers_ms": (h1 - h0) * 1000 / n,
-            "median_ms": statistics.median(lat) * 1000,
+    ir = callgrind_ir(tmp) if use_cg else 0
+    return {"ir": ir,
+            "gw_ms": (g1 - g0) * 1000 / max(n, 1),
+            "helpers_ms": (h1 - h0) * 1000 / max(n, 1),
+            "median_ms": statistics.median(lat) * 1000 if lat else 0,
             "syscalls": calls / n if calls is not None else None}
 
 
@@ -120,6 +161,13 @@ def main():
         else 500
     use_strace = "--strace" in sys.argv
     print("messages=%d load=%s" % (n, open("/proc/loadavg").read().split()[0]))
+    if "--callgrind" in sys.argv:
+        for spf in (False, True):
+            base = run(build, 0, spf, False, True)["ir"]
+            full = run(build, n, spf, False, True)["ir"]
+            print("spf=%-3s gateway_instructions=%d per message"
+                  % ("on" if spf else "off", (full - base) // n))
+        return
     for spf in (False, True):
         r = run(build, n, spf, use_strace)
         print("spf=%-3s gateway_cpu=%.3f ms helpers_cpu=%.3f ms "
