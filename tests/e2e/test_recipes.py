@@ -36,8 +36,6 @@ class AttachmentRecipe(PosternTestCase):
             "limits": {"message_size": 52428800, "drain_timeout": 60},
             "delivery": {"default_route": behind.route(), "tls": "none"},
             "filters": [
-                {"module": "headers",
-                 "rules": [{"remove": "^X-Postern-Attachments$"}]},
                 {"module": "attachments", "deadline": 30,
                  "failure": "tempfail",
                  "archives": {"depth": 3, "max_members": 1000,
