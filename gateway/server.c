@@ -294,6 +294,38 @@ on_signal(uv_signal_t *h, int sig)
         server_stop(srv, name);     /* the second signal: at once */
 }
 
+/*
+ * raise_fd_limit - let RLIMIT_NOFILE hold what the limits can use at once:
+ * a socket and a queue file per session, a socket and a spool reader per
+ * delivery, the control socket's connections, and a reserve (loop,
+ * listeners, resolvers, the spool's directories, workers). The soft limit
+ * goes up, and the hard one too where allowed (root, before the drop; a
+ * reload, after it, can only take the soft one up to the hard).
+ * Where neither is allowed, a warning gives the numbers: past the limit a
+ * connection is closed unanswered and a queue file cannot be opened.
+ */
+static void
+raise_fd_limit(const struct pst_conf *conf)
+{
+    rlim_t need = 2 * (rlim_t)conf->limits.sessions +
+                  2 * (rlim_t)conf->delivery.concurrency + 16 + 128;
+    struct rlimit rl, want;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    want.rlim_cur = need;
+    want.rlim_max = rl.rlim_max >= need ? rl.rlim_max : need;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+        return;
+    want.rlim_cur = want.rlim_max = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0)
+        want.rlim_cur = rl.rlim_cur;
+    pst_warn("event=fd_limit nofile=%llu needed=%llu sessions=%u "
+             "hint=\"raise the hard RLIMIT_NOFILE or lower limits.sessions\"",
+             (unsigned long long)want.rlim_cur, (unsigned long long)need,
+             conf->limits.sessions);
+}
+
 /* ---- reload ---- */
 
 /* The printed text of one top-level setting of c ("delivery = {...}"). */
@@ -471,6 +503,7 @@ server_reload(struct pst_server *srv)
                      c->metrics.address, c->metrics.port);
     }
     pst_mhttp_set_floor(srv->mhttp, c->limits.disk_free_min);
+    raise_fd_limit(c);
     pst_log_set_level((enum pst_log_level)c->log.level);
     pst_log_set_format((enum pst_log_format)c->log.format);
     pst_gen_unref(srv->gen);
@@ -500,37 +533,6 @@ pst_server_session_gone(struct pst_server *srv)
         pst_frt_close(srv->frt);    /* no session is left to resume */
         srv->frt = NULL;
     }
-}
-
-/*
- * raise_fd_limit - let RLIMIT_NOFILE hold what the limits can use at once:
- * a socket and a queue file per session, a socket and a spool reader per
- * delivery, the control socket's connections, and a reserve (loop,
- * listeners, resolvers, the spool's directories, workers). The soft limit
- * goes up, and the hard one too where allowed (root, before the drop).
- * Where neither is allowed, a warning gives the numbers: past the limit a
- * connection is closed unanswered and a queue file cannot be opened.
- */
-static void
-raise_fd_limit(const struct pst_conf *conf)
-{
-    rlim_t need = 2 * (rlim_t)conf->limits.sessions +
-                  2 * (rlim_t)conf->delivery.concurrency + 16 + 128;
-    struct rlimit rl, want;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
-        return;
-    want.rlim_cur = need;
-    want.rlim_max = rl.rlim_max >= need ? rl.rlim_max : need;
-    if (setrlimit(RLIMIT_NOFILE, &want) == 0)
-        return;
-    want.rlim_cur = want.rlim_max = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &want) != 0)
-        want.rlim_cur = rl.rlim_cur;
-    pst_warn("event=fd_limit nofile=%llu needed=%llu sessions=%u "
-             "hint=\"raise the hard RLIMIT_NOFILE or lower limits.sessions\"",
-             (unsigned long long)want.rlim_cur, (unsigned long long)need,
-             conf->limits.sessions);
 }
 
 int

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import threading
 import time
@@ -158,18 +159,13 @@ class LoadTest(harness.PosternTestCase):
         os.chmod(wrapper, 0o755)
         return self.postern(overrides, binary=wrapper)
 
-    def test_descriptor_limit(self):
-        n = 400
-        self.assertGreaterEqual(loadgen.raise_nofile(4 * n), 4 * n)
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        p = self.start_limited(256, hard, {
-            "logging": {"level": "info"},
-            "limits": {"sessions": n, "sessions_per_ip": n}})
+    def all_in_data(self, p, n):
+        """n sessions inside DATA at once (a socket and a queue file
+        each), then every message ends with 250 and is delivered."""
         clients = [p.client(timeout=30) for _ in range(n)]
         for c in clients:
             c.greeting()
             c.ehlo()
-        # every session inside DATA at once: a socket and a queue file each
         for c in clients:
             c.send(b"MAIL FROM:<s@x.test>\r\nRCPT TO:<r@x.test>\r\n"
                    b"DATA\r\n")
@@ -184,9 +180,36 @@ class LoadTest(harness.PosternTestCase):
         for c in clients:
             c.expect(250, "2.0.0")
             c.quit()
+
+    def test_descriptor_limit(self):
+        n = 400
+        self.assertGreaterEqual(loadgen.raise_nofile(4 * n), 4 * n)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        p = self.start_limited(256, hard, {
+            "logging": {"level": "info"},
+            "limits": {"sessions": n, "sessions_per_ip": n}})
+        self.all_in_data(p, n)
         p.wait_for_maildir(n, timeout=60)
         self.assertGreaterEqual(self.nofile(p.pid)[0], 2 * n)
         self.assertNotIn(b"event=fd_limit", p.log())
+
+    def test_descriptor_limit_reload(self):
+        """A reload that raises limits.sessions raises the soft limit too
+        (up to the hard one: the privileges are dropped by then)."""
+        n = 400
+        self.assertGreaterEqual(loadgen.raise_nofile(4 * n), 4 * n)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        p = self.start_limited(256, hard, {
+            "logging": {"level": "info"},
+            "limits": {"sessions": 50, "sessions_per_ip": 50}})
+        p.config = harness.merge(p.config, {
+            "limits": {"sessions": n, "sessions_per_ip": n}})
+        p.write_config()
+        os.kill(p.pid, signal.SIGHUP)
+        p.wait_for_log(r"event=reloaded generation=2")
+        self.all_in_data(p, n)
+        p.wait_for_maildir(n, timeout=60)
+        self.assertGreaterEqual(self.nofile(p.pid)[0], 2 * n)
 
     def test_descriptor_limit_warning(self):
         """The hard limit cannot be raised (no CAP_SYS_RESOURCE): the soft
