@@ -200,9 +200,12 @@ server_stop(struct pst_server *srv, const char *why)
     pst_chain_log_stats(srv->gen->conf->filters);
     close_listeners(srv);
     uv_close((uv_handle_t *)&srv->tick, NULL);
-    uv_close((uv_handle_t *)&srv->sig_term, NULL);
-    uv_close((uv_handle_t *)&srv->sig_int, NULL);
-    uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+    /* the signal handles stay (unreferenced) until the loop's end: closed
+     * now, a signal arriving while the queue closes would find its
+     * default action again and end the process with that signal */
+    uv_unref((uv_handle_t *)&srv->sig_term);
+    uv_unref((uv_handle_t *)&srv->sig_int);
+    uv_unref((uv_handle_t *)&srv->sig_hup);
     pst_session_shutdown_all(srv);
     pst_dns_free(srv->dns);
     srv->dns = NULL;
@@ -288,7 +291,9 @@ on_signal(uv_signal_t *h, int sig)
         return;
     }
     const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
-    if (!srv->draining && !srv->stopping)
+    if (srv->stopping)
+        pst_info("event=signal_ignored signal=%s reason=stopping", name);
+    else if (!srv->draining)
         server_drain(srv, name);
     else
         server_stop(srv, name);     /* the second signal: at once */
@@ -666,6 +671,11 @@ pst_server_run(struct pst_conf *conf)
     srv.frt = NULL;
     uv_walk(srv.loop, on_walk_close, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
+    /* closing libuv's signal handles gave the signals their default
+     * action back: the rest of the exit must not be cut short by one */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     if (uv_loop_close(srv.loop) != 0)
         pst_warn("event=loop_close_busy");
     pst_mhttp_stop(srv.mhttp);
