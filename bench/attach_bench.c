@@ -87,7 +87,7 @@ cpu_us(void)
 /* One message through the chain; returns the verdict. */
 static enum pst_verdict
 one(struct pst_fsess *fs, struct run *x, struct pst_tbuf *msg,
-    struct pst_ebuf *blob)
+    struct pst_tbuf *blob)
 {
     struct pst_fres r;
     pst_fsess_msg_begin(fs, false);
@@ -115,7 +115,7 @@ measure(const char *name, struct pst_chain *ch, struct pst_frt *rt,
 {
     struct pst_envelope env;
     struct run x = {loop, 0, {0}};
-    struct pst_ebuf blob = {0};
+    struct pst_tbuf blob = {0};
     pst_envelope_init(&env);
     struct pst_fsess *fs = pst_fsess_new(rt, ch, 1, &env, on_result, &x);
     pst_fsess_want_mime(fs, true);
@@ -132,7 +132,7 @@ measure(const char *name, struct pst_chain *ch, struct pst_frt *rt,
            "wall=%.1f us/msg cpu=%.1f us/msg\n", name, label, n, msg->len,
            (int)v, blob.len, wall, cpu);
     pst_fsess_free(fs);
-    pst_ebuf_free(&blob);
+    pst_tbuf_free(&blob);
     pst_envelope_free(&env);
 }
 

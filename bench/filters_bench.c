@@ -78,7 +78,7 @@ main(int argc, char **argv)
     struct pst_envelope env;
     pst_envelope_init(&env);
     struct pst_fsess *fs = pst_fsess_new(rt, ch, 1, &env, never, NULL);
-    struct pst_ebuf blob = {0}, out = {0};
+    struct pst_tbuf blob = {0}, out = {0};
     uint64_t t_chain = 0, t_apply = 0;
     size_t out_len = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -103,8 +103,8 @@ main(int argc, char **argv)
            "apply=%.2f us/msg\n", n, len, out_len, blob.len,
            (double)t_chain / n / 1000.0, (double)t_apply / n / 1000.0);
     pst_fsess_free(fs);
-    pst_ebuf_free(&blob);
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&blob);
+    pst_tbuf_free(&out);
     pst_chain_free(ch);
     pst_frt_close(rt);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -172,6 +172,6 @@ void pst_fsess_msg_stored(struct pst_fsess *fs, const char *qid,
 bool pst_fsess_headers_ready(const struct pst_fsess *fs);
 /* pst_fsess_edits - after PST_FP_EOM: append the edit blob to out if any
  * filter edited the message; returns 1 (blob), 0 (no edits) or -E2BIG. */
-int pst_fsess_edits(struct pst_fsess *fs, struct pst_ebuf *out);
+int pst_fsess_edits(struct pst_fsess *fs, struct pst_tbuf *out);
 
 #endif

@@ -82,7 +82,7 @@ struct pst_fsess {
     bool in_msg, smtputf8, accepted;
     enum pst_verdict disp;          /* CONTINUE, QUARANTINE or DISCARD */
     const char *disp_filter;        /* the module that set it */
-    struct pst_ebuf hbuf;           /* header bytes as received */
+    struct pst_tbuf hbuf;           /* header bytes as received */
     bool hdr_done, hdr_trunc, view_built, edited;
     uint64_t hdr_end;               /* fields are [0, hdr_end) */
     uint64_t msg_bytes;

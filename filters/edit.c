@@ -39,9 +39,9 @@ pst__hdr_collect(struct pst_fsess *fs, const unsigned char *p, size_t n)
     if (old + take > PST_FHDR_MAX) {
         take = PST_FHDR_MAX - old;
     }
-    pst_ebuf_add(&fs->hbuf, p, take);
+    pst_tbuf_add(&fs->hbuf, p, take);
     /* look for the empty line: CRLF at offset 0, or CRLFCRLF */
-    const unsigned char *b = fs->hbuf.p;
+    const unsigned char *b = (const unsigned char *)fs->hbuf.p;
     size_t len = fs->hbuf.len;
     if (len >= 2 && b[0] == '\r' && b[1] == '\n') {
         fs->hdr_done = true;
@@ -173,7 +173,7 @@ pst__view_free(struct pst_fsess *fs)
     free(fs->br);
     fs->br = NULL;
     fs->nbr = 0;
-    pst_ebuf_free(&fs->hbuf);
+    pst_tbuf_free(&fs->hbuf);
     fs->hdr_done = fs->hdr_trunc = fs->view_built = fs->edited = false;
     fs->hdr_end = 0;
 }
@@ -246,7 +246,7 @@ static const char b64[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static void
-b64_add(struct pst_ebuf *o, const unsigned char *s, size_t n)
+b64_add(struct pst_tbuf *o, const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n; i += 3) {
         unsigned v = (unsigned)s[i] << 16;
@@ -257,14 +257,14 @@ b64_add(struct pst_ebuf *o, const unsigned char *s, size_t n)
         char q[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63],
                      i + 1 < n ? b64[v >> 6 & 63] : '=',
                      i + 2 < n ? b64[v & 63] : '='};
-        pst_ebuf_add(o, q, 4);
+        pst_tbuf_add(o, q, 4);
     }
 }
 
 /* Encode s[0..n) as encoded words of at most 75 characters, split only
  * between UTF-8 characters, separated by a blank. */
 static void
-encode_words(struct pst_ebuf *o, const char *s, size_t n)
+encode_words(struct pst_tbuf *o, const char *s, size_t n)
 {
     /* "=?UTF-8?B?" + 60 base64 chars + "?=" = 72: 45 input bytes */
     size_t i = 0;
@@ -276,10 +276,10 @@ encode_words(struct pst_ebuf *o, const char *s, size_t n)
                    ((unsigned char)s[i + take] & 0xc0) == 0x80)
                 take--;
         if (!first)
-            pst_ebuf_add(o, " ", 1);
-        pst_ebuf_add(o, "=?UTF-8?B?", 10);
+            pst_tbuf_add(o, " ", 1);
+        pst_tbuf_add(o, "=?UTF-8?B?", 10);
         b64_add(o, (const unsigned char *)s + i, take);
-        pst_ebuf_add(o, "?=", 2);
+        pst_tbuf_add(o, "?=", 2);
         first = false;
         i += take;
     }
@@ -287,7 +287,7 @@ encode_words(struct pst_ebuf *o, const char *s, size_t n)
 
 /* The value with runs of words that need it encoded. */
 static void
-encode_value(struct pst_ebuf *o, const char *v)
+encode_value(struct pst_tbuf *o, const char *v)
 {
     size_t n = strlen(v), i = 0;
     while (i < n) {
@@ -295,14 +295,14 @@ encode_value(struct pst_ebuf *o, const char *v)
         size_t ws = i;
         while (i < n && (v[i] == ' ' || v[i] == '\t'))
             i++;
-        pst_ebuf_add(o, v + ws, i - ws);
+        pst_tbuf_add(o, v + ws, i - ws);
         if (i >= n)
             break;
         size_t ws_end = i, we = i;
         while (we < n && v[we] != ' ' && v[we] != '\t')
             we++;
         if (!needs_encoding(v + i, we - i)) {
-            pst_ebuf_add(o, v + i, we - i);
+            pst_tbuf_add(o, v + i, we - i);
             i = we;
             continue;
         }
@@ -331,10 +331,10 @@ encode_value(struct pst_ebuf *o, const char *v)
 static char *
 fold_field(const char *name, const char *value, size_t vlen, size_t *outlen)
 {
-    struct pst_ebuf o = {0};
+    struct pst_tbuf o = {0};
     size_t col, i = 0;
-    pst_ebuf_add(&o, name, strlen(name));
-    pst_ebuf_add(&o, ":", 1);
+    pst_tbuf_add(&o, name, strlen(name));
+    pst_tbuf_add(&o, ":", 1);
     col = strlen(name) + 1;
     while (i < vlen) {
         /* next token: blanks then a word */
@@ -346,25 +346,37 @@ fold_field(const char *name, const char *value, size_t vlen, size_t *outlen)
             k++;
         size_t blanks = j - i, word = k - j;
         if (i == 0 && blanks == 0) {
-            pst_ebuf_add(&o, " ", 1);   /* "Name: value" */
+            pst_tbuf_add(&o, " ", 1);   /* "Name: value" */
             col++;
         }
         if (col + blanks + word > FOLD_AT && col > strlen(name) + 2 &&
             blanks > 0) {
-            pst_ebuf_add(&o, "\r\n", 2);
+            pst_tbuf_add(&o, "\r\n", 2);
             col = 0;
         }
-        pst_ebuf_add(&o, value + i, k - i);
+        pst_tbuf_add(&o, value + i, k - i);
         col += k - i;
         if (col > LINE_MAX_HARD) {
-            pst_ebuf_free(&o);
+            pst_tbuf_free(&o);
             return NULL;
         }
         i = k;
     }
-    pst_ebuf_add(&o, "\r\n", 3);   /* with the NUL */
+    pst_tbuf_add(&o, "\r\n", 3);   /* with the NUL */
     *outlen = o.len - 1;
     return (char *)o.p;
+}
+
+char *
+pst_hdr_encode(struct pst_fctx *fc, const char *text)
+{
+    struct pst_tbuf o = {0};
+    if (!in_msg_phase(fc) || !value_valid(text))
+        return NULL;
+    if (fc->fs->smtputf8)
+        return pst_xstrdup(text);
+    encode_value(&o, text);
+    return pst_tbuf_cstr(&o);
 }
 
 static int
@@ -383,22 +395,22 @@ static int
 set_field(struct pst_fctx *fc, struct pst__vhdr *v, const char *name,
           const char *value, bool raw)
 {
-    struct pst_ebuf ev = {0};
+    struct pst_tbuf ev = {0};
     size_t rl;
     char *r;
     if (!raw && !fc->fs->smtputf8) {
         encode_value(&ev, value);
-        pst_ebuf_add(&ev, "", 1);
+        pst_tbuf_add(&ev, "", 1);
         value = (const char *)ev.p;
     }
     r = fold_field(name, value, strlen(value), &rl);
     if (r == NULL) {
-        pst_ebuf_free(&ev);
+        pst_tbuf_free(&ev);
         return -E2BIG;
     }
     char *nv = pst_xstrdup(value);
     char *nn = pst_xstrdup(name);
-    pst_ebuf_free(&ev);
+    pst_tbuf_free(&ev);
     free(v->own_name);
     free(v->own_value);
     free(v->own_raw);
@@ -619,11 +631,11 @@ pst_env_set_rcpt(struct pst_fctx *fc, const char *addr)
 
 /* pst_fsess_edits - see chain.h. */
 int
-pst_fsess_edits(struct pst_fsess *fs, struct pst_ebuf *out)
+pst_fsess_edits(struct pst_fsess *fs, struct pst_tbuf *out)
 {
     if (!fs->in_msg || !fs->edited)
         return 0;
-    struct pst_ebuf b = {0};
+    struct pst_tbuf b = {0};
     int rc = pst_edits_begin(&b);
     bool same = true;
     uint64_t next = 0;
@@ -666,14 +678,14 @@ pst_fsess_edits(struct pst_fsess *fs, struct pst_ebuf *out)
         rc = pst_edits_put_body(&b, fs->br[i].off, fs->br[i].len,
                                 fs->br[i].data, fs->br[i].n);
     if (rc < 0) {
-        pst_ebuf_free(&b);
+        pst_tbuf_free(&b);
         return rc;
     }
     if (same && fs->nbr == 0) {
-        pst_ebuf_free(&b);
+        pst_tbuf_free(&b);
         return 0;
     }
-    pst_ebuf_add(out, b.p, b.len);
-    pst_ebuf_free(&b);
+    pst_tbuf_add(out, b.p, b.len);
+    pst_tbuf_free(&b);
     return 1;
 }

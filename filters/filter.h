@@ -304,6 +304,15 @@ int pst_hdr_add_raw(struct pst_fctx *fc, const char *name, const char *value,
 int pst_hdr_remove(struct pst_fctx *fc, size_t i);
 int pst_hdr_replace(struct pst_fctx *fc, size_t i, const char *value);
 int pst_hdr_replace_raw(struct pst_fctx *fc, size_t i, const char *value);
+/*
+ * pst_hdr_encode - text (UTF-8, no CR, LF or NUL, at most
+ * PST_HDR_EDIT_MAX bytes) in the form pst_hdr_add writes it: runs of words
+ * with non-ASCII octets RFC 2047-encoded, unless the message is SMTPUTF8.
+ * For building a value that mixes new text with text already in wire form
+ * (then given to a _raw edit). A new string the caller frees, or NULL
+ * (invalid text, or not in a message phase).
+ */
+char *pst_hdr_encode(struct pst_fctx *fc, const char *text);
 /* pst_message_smtputf8 - the message may carry raw UTF-8 headers. */
 bool pst_message_smtputf8(struct pst_fctx *fc);
 

@@ -52,7 +52,7 @@
 #include "filters/addrlist.h"
 #include "filters/authres.h"
 #include "filters/filter.h"
-#include "queue/edits.h"
+#include "core/tbuf.h"
 
 #define JIT_STACK_MIN (32 * 1024)
 #define JIT_STACK_MAX (512 * 1024)
@@ -588,7 +588,7 @@ masquerade_one(struct pst_fctx *fc, struct rule *r, size_t idx)
         pst_addrlist_free(&al);
         return 0;
     }
-    struct pst_ebuf o = {0};
+    struct pst_tbuf o = {0};
     size_t pos = 0;
     bool changed = false;
     for (size_t i = 0; i < al.n; i++) {
@@ -596,19 +596,19 @@ masquerade_one(struct pst_fctx *fc, struct rule *r, size_t idx)
         if (a->domain_len == 0 || !domain_matches(v + a->domain_off,
                                                   a->domain_len, r))
             continue;
-        pst_ebuf_add(&o, v + pos, a->domain_off - pos);
-        pst_ebuf_add(&o, r->as, strlen(r->as));
+        pst_tbuf_add(&o, v + pos, a->domain_off - pos);
+        pst_tbuf_add(&o, r->as, strlen(r->as));
         pos = a->domain_off + a->domain_len;
         changed = true;
     }
     pst_addrlist_free(&al);
     if (!changed) {
-        pst_ebuf_free(&o);
+        pst_tbuf_free(&o);
         return 0;
     }
-    pst_ebuf_add(&o, v + pos, n - pos + 1);    /* with the NUL */
-    rc = pst_hdr_replace_raw(fc, idx, (const char *)o.p);
-    pst_ebuf_free(&o);
+    pst_tbuf_add(&o, v + pos, n - pos);
+    rc = pst_hdr_replace_raw(fc, idx, pst_tbuf_cstr(&o));
+    pst_tbuf_free(&o);
     if (rc < 0)
         pst_fctx_fail(fc, "masqueraded field too long");
     return rc;
@@ -668,29 +668,15 @@ apply_rule(struct pst_fctx *fc, struct hconf *h, struct rule *r)
             return 0;               /* tagged already */
         /* the old value stays as written (it may hold encoded words);
          * only the tag is encoded if it needs to be */
-        struct pst_ebuf o = {0};
-        bool ascii = true;
-        for (size_t k = 0; k < tl; k++)
-            ascii &= (unsigned char)r->value[k] < 0x80;
-        if (ascii || pst_message_smtputf8(fc)) {
-            pst_ebuf_add(&o, r->value, tl);
-        } else {
-            /* let the host encode the tag alone (a scratch field at the
-             * end, removed at once), then take its encoded text */
-            if (pst_hdr_add(fc, "X-Postern-Tag", r->value, false) < 0) {
-                pst_ebuf_free(&o);
-                pst_fctx_fail(fc, "cannot encode tag");
-                return -1;
-            }
-            size_t last = pst_hdr_count(fc) - 1;
-            const char *enc = pst_hdr_at(fc, last)->value;
-            pst_ebuf_add(&o, enc, strlen(enc));
-            pst_hdr_remove(fc, last);
+        char *tag = pst_hdr_encode(fc, r->value);
+        if (tag == NULL) {
+            pst_fctx_fail(fc, "cannot encode tag");
+            return -1;
         }
-        pst_ebuf_add(&o, " ", 1);
-        pst_ebuf_add(&o, old, strlen(old) + 1);
-        int rc = pst_hdr_replace_raw(fc, (size_t)i, (const char *)o.p);
-        pst_ebuf_free(&o);
+        char *nv = pst_xasprintf("%s %s", tag, old);
+        int rc = pst_hdr_replace_raw(fc, (size_t)i, nv);
+        free(tag);
+        free(nv);
         if (rc < 0) {
             pst_fctx_fail(fc, "tagged subject refused");
             return -1;

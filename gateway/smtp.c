@@ -1504,11 +1504,11 @@ filter_gate(struct pst_session *s, enum pst_fphase ph, const char *arg,
         break;
     }
     if (ph == PST_FP_EOM) {
-        struct pst_ebuf b = {0};
+        struct pst_tbuf b = {0};
         int e = pst_fsess_edits(s->fs, &b);
         if (e == 1)
             e = pst_spool_msg_set_edits(s->msg, b.p, b.len);
-        pst_ebuf_free(&b);
+        pst_tbuf_free(&b);
         if (e < 0) {
             pst_sf_internal_error(&r);
             pst_sf_reply(&s->out, &r);

@@ -23,106 +23,82 @@
 #define EDITS_MAGIC "PSTE\x01"
 #define EDITS_MAGIC_LEN 5
 
-void
-pst_ebuf_add(struct pst_ebuf *b, const void *p, size_t n)
-{
-    if (n == 0)
-        return;
-    if (b->len + n > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->len + n)
-            c *= 2;
-        b->p = pst_xrealloc(b->p, c);
-        b->cap = c;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-void
-pst_ebuf_free(struct pst_ebuf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
 static void
-put_u64(struct pst_ebuf *b, uint64_t v)
+put_u64(struct pst_tbuf *b, uint64_t v)
 {
     unsigned char x[8];
     for (int i = 7; i >= 0; i--) {
         x[i] = (unsigned char)(v & 0xff);
         v >>= 8;
     }
-    pst_ebuf_add(b, x, 8);
+    pst_tbuf_add(b, x, 8);
 }
 
 static void
-put_u32(struct pst_ebuf *b, uint32_t v)
+put_u32(struct pst_tbuf *b, uint32_t v)
 {
     unsigned char x[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
                           (unsigned char)(v >> 8), (unsigned char)v};
-    pst_ebuf_add(b, x, 4);
+    pst_tbuf_add(b, x, 4);
 }
 
 static int
-room(const struct pst_ebuf *b, size_t more)
+room(const struct pst_tbuf *b, size_t more)
 {
     return b->len + more > PST_EDITS_MAX ? -E2BIG : 0;
 }
 
 /* pst_edits_begin - start a blob in an empty b. */
 int
-pst_edits_begin(struct pst_ebuf *b)
+pst_edits_begin(struct pst_tbuf *b)
 {
-    pst_ebuf_add(b, EDITS_MAGIC, EDITS_MAGIC_LEN);
+    pst_tbuf_add(b, EDITS_MAGIC, EDITS_MAGIC_LEN);
     return 0;
 }
 
 int
-pst_edits_put_hdr(struct pst_ebuf *b, uint64_t hdr_end)
+pst_edits_put_hdr(struct pst_tbuf *b, uint64_t hdr_end)
 {
     if (room(b, 9) < 0)
         return -E2BIG;
-    pst_ebuf_add(b, "H", 1);
+    pst_tbuf_add(b, "H", 1);
     put_u64(b, hdr_end);
     return 0;
 }
 
 int
-pst_edits_put_keep(struct pst_ebuf *b, uint64_t off, uint64_t len)
+pst_edits_put_keep(struct pst_tbuf *b, uint64_t off, uint64_t len)
 {
     if (room(b, 17) < 0)
         return -E2BIG;
-    pst_ebuf_add(b, "K", 1);
+    pst_tbuf_add(b, "K", 1);
     put_u64(b, off);
     put_u64(b, len);
     return 0;
 }
 
 int
-pst_edits_put_text(struct pst_ebuf *b, const void *p, size_t n)
+pst_edits_put_text(struct pst_tbuf *b, const void *p, size_t n)
 {
     if (n > PST_EDITS_MAX || room(b, 5 + n) < 0)
         return -E2BIG;
-    pst_ebuf_add(b, "T", 1);
+    pst_tbuf_add(b, "T", 1);
     put_u32(b, (uint32_t)n);
-    pst_ebuf_add(b, p, n);
+    pst_tbuf_add(b, p, n);
     return 0;
 }
 
 int
-pst_edits_put_body(struct pst_ebuf *b, uint64_t off, uint64_t len,
+pst_edits_put_body(struct pst_tbuf *b, uint64_t off, uint64_t len,
                    const void *p, size_t n)
 {
     if (n > PST_EDITS_MAX || room(b, 21 + n) < 0)
         return -E2BIG;
-    pst_ebuf_add(b, "B", 1);
+    pst_tbuf_add(b, "B", 1);
     put_u64(b, off);
     put_u64(b, len);
     put_u32(b, (uint32_t)n);
-    pst_ebuf_add(b, p, n);
+    pst_tbuf_add(b, p, n);
     return 0;
 }
 
@@ -150,7 +126,7 @@ struct pst_edits_reader {
     pst_edits_src_fn src;
     void *arg;
     /* output state */
-    struct pst_ebuf head;           /* rebuilt header section */
+    struct pst_tbuf head;           /* rebuilt header section */
     size_t head_pos;
     bool head_built;
     uint64_t pos;                   /* original offset consumed */
@@ -287,7 +263,7 @@ pst_edits_reader_close(struct pst_edits_reader *r)
     free(r->blob);
     free(r->h);
     free(r->b);
-    pst_ebuf_free(&r->head);
+    pst_tbuf_free(&r->head);
     free(r);
 }
 
@@ -331,9 +307,9 @@ build_head(struct pst_edits_reader *r)
         goto fail;
     for (size_t i = 0; i < r->nh; i++) {
         if (r->h[i].keep)
-            pst_ebuf_add(&r->head, orig + r->h[i].off, r->h[i].len);
+            pst_tbuf_add(&r->head, orig + r->h[i].off, r->h[i].len);
         else
-            pst_ebuf_add(&r->head, r->blob + r->h[i].off, r->h[i].len);
+            pst_tbuf_add(&r->head, r->blob + r->h[i].off, r->h[i].len);
     }
     r->head_built = true;
     free(orig);
@@ -435,7 +411,7 @@ mem_read(void *arg, void *buf, size_t len)
 /* pst_edits_apply_mem - see edits.h. */
 int
 pst_edits_apply_mem(const void *blob, size_t n, const void *msg, size_t mlen,
-                    struct pst_ebuf *out)
+                    struct pst_tbuf *out)
 {
     struct memsrc m = {msg, mlen, 0};
     struct pst_edits_reader *r;
@@ -446,7 +422,7 @@ pst_edits_apply_mem(const void *blob, size_t n, const void *msg, size_t mlen,
     if (rc < 0)
         return rc;
     while ((k = pst_edits_reader_read(r, tmp, sizeof(tmp))) > 0)
-        pst_ebuf_add(out, tmp, (size_t)k);
+        pst_tbuf_add(out, tmp, (size_t)k);
     pst_edits_reader_close(r);
     return k < 0 ? (int)k : 0;
 }

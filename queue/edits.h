@@ -33,27 +33,17 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/tbuf.h"
 
 #define PST_EDITS_MAX (16u * 1024 * 1024)
 #define PST_EDITS_HDR_MAX (2u * 1024 * 1024)
 
-/* A blob being written or an edited message in memory (grows; the
- * writers check PST_EDITS_MAX). */
-struct pst_ebuf {
-    unsigned char *p;
-    size_t len;
-    size_t cap;
-};
-
-void pst_ebuf_add(struct pst_ebuf *b, const void *p, size_t n);
-void pst_ebuf_free(struct pst_ebuf *b);
-
 /* ---- writing (filters/chain.c); each returns 0 or -E2BIG ---- */
-int pst_edits_begin(struct pst_ebuf *b);
-int pst_edits_put_hdr(struct pst_ebuf *b, uint64_t hdr_end);
-int pst_edits_put_keep(struct pst_ebuf *b, uint64_t off, uint64_t len);
-int pst_edits_put_text(struct pst_ebuf *b, const void *p, size_t n);
-int pst_edits_put_body(struct pst_ebuf *b, uint64_t off, uint64_t len,
+int pst_edits_begin(struct pst_tbuf *b);
+int pst_edits_put_hdr(struct pst_tbuf *b, uint64_t hdr_end);
+int pst_edits_put_keep(struct pst_tbuf *b, uint64_t off, uint64_t len);
+int pst_edits_put_text(struct pst_tbuf *b, const void *p, size_t n);
+int pst_edits_put_body(struct pst_tbuf *b, uint64_t off, uint64_t len,
                        const void *p, size_t n);
 
 /* ---- applying (the spool reader, for transports) ---- */
@@ -83,6 +73,6 @@ uint64_t pst_edits_reader_size(const struct pst_edits_reader *r,
  * (tests, `postern queue show`): appended to out. 0 or -errno.
  */
 int pst_edits_apply_mem(const void *blob, size_t n, const void *msg,
-                        size_t mlen, struct pst_ebuf *out);
+                        size_t mlen, struct pst_tbuf *out);
 
 #endif

@@ -88,7 +88,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* 2. a message through the headers module */
     struct pst_envelope env;
     struct pst_fres r;
-    struct pst_ebuf blob = {0}, out = {0};
+    struct pst_tbuf blob = {0}, out = {0};
     pst_envelope_init(&env);
     struct pst_fsess *fs = pst_fsess_new(rt, ch, 1, &env, never, NULL);
     pst_fsess_msg_begin(fs, size & 1);
@@ -102,16 +102,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();                    /* our own blob must apply */
     pst_fsess_free(fs);
     pst_envelope_free(&env);
-    pst_ebuf_free(&blob);
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&blob);
+    pst_tbuf_free(&out);
 
     /* 3. arbitrary blobs */
-    struct pst_ebuf b2 = {0};
-    pst_ebuf_add(&b2, "PSTE\x01", 5);
-    pst_ebuf_add(&b2, data, size);
+    struct pst_tbuf b2 = {0};
+    pst_tbuf_add(&b2, "PSTE\x01", 5);
+    pst_tbuf_add(&b2, data, size);
     (void)pst_edits_apply_mem(b2.p, b2.len, data, size, &out);
-    pst_ebuf_free(&b2);
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&b2);
+    pst_tbuf_free(&out);
     uv_run(&loop, UV_RUN_NOWAIT);
     return 0;
 }

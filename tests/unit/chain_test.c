@@ -110,6 +110,16 @@ t_headers(struct pst_fctx *fc)
     assert_int_equal(pst_hdr_add(fc, "Bad Name", "v", false), -EINVAL);
     if (pst_hdr_count(fc) > 0)
         assert_int_equal(pst_hdr_replace(fc, 0, "x\ry"), -EINVAL);
+    /* text encoded as pst_hdr_add would write it, with no field added */
+    char *e = pst_hdr_encode(fc, "caf\xc3\xa9 ok =?x");
+    assert_string_equal(e, pst_message_smtputf8(fc)
+                               ? "caf\xc3\xa9 ok =?x"
+                               : "=?UTF-8?B?Y2Fmw6k=?= ok =?UTF-8?B?PT94?=");
+    free(e);
+    e = pst_hdr_encode(fc, "plain text");
+    assert_string_equal(e, "plain text");
+    free(e);
+    assert_null(pst_hdr_encode(fc, "a\r\nBcc: v@x.example"));
     assert_int_equal(pst_hdr_count(fc), c->seen_hdrs);  /* nothing added */
     if (c->remove) {
         long i = pst_hdr_find(fc, c->remove, 0);
@@ -548,7 +558,7 @@ test_edits(void **state)
     assert_int_equal(f->c[0].seen_hdrs, 3);
     assert_int_equal(f->c[1].seen_hdrs, 4); /* sees the first one's edit */
 
-    struct pst_ebuf blob = {0}, out = {0};
+    struct pst_tbuf blob = {0}, out = {0};
     assert_int_equal(pst_fsess_edits(fs, &blob), 1);
     assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, msg,
                                          sizeof(msg) - 1, &out), 0);
@@ -559,10 +569,10 @@ test_edits(void **state)
                                "\r\n"
                                "body line 1\r\n"
                                "body line 2\r\n";
-    pst_ebuf_add(&out, "", 1);
+    pst_tbuf_add(&out, "", 1);
     assert_string_equal((char *)out.p, want);
-    pst_ebuf_free(&blob);
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&blob);
+    pst_tbuf_free(&out);
     pst_fsess_msg_end(fs);
 
     /* no edits: no blob */
@@ -602,11 +612,11 @@ test_mime_tree(void **state)
     r = run(f, fs, PST_FP_EOM);
     remove_pdf = false;
     assert_int_equal(r.verdict, PST_CONTINUE);
-    struct pst_ebuf blob = {0}, out = {0};
+    struct pst_tbuf blob = {0}, out = {0};
     assert_int_equal(pst_fsess_edits(fs, &blob), 1);
     assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, mm, sizeof(mm) - 1,
                                          &out), 0);
-    pst_ebuf_add(&out, "", 1);
+    pst_tbuf_add(&out, "", 1);
     assert_string_equal((char *)out.p,
                         "Content-Type: multipart/mixed; boundary=b\r\n"
                         "\r\n"
@@ -617,8 +627,8 @@ test_mime_tree(void **state)
                         "Content-Disposition: inline\r\n\r\n"
                         "[pdf removed --b]\r\n"
                         "--b--\r\n");
-    pst_ebuf_free(&blob);
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&blob);
+    pst_tbuf_free(&out);
     pst_fsess_free(fs);
 }
 
@@ -841,7 +851,7 @@ test_headers_early(void **state)
 static void
 test_edits_apply(void **state)
 {
-    struct pst_ebuf b = {0}, out = {0};
+    struct pst_tbuf b = {0}, out = {0};
     const char m[] = "A: 1\r\nB: 2\r\n\r\nhello world\r\nbye\r\n";
     pst_edits_begin(&b);
     pst_edits_put_hdr(&b, 12);
@@ -850,20 +860,20 @@ test_edits_apply(void **state)
     pst_edits_put_body(&b, 14, 5, "HELLO!", 6);
     assert_int_equal(pst_edits_apply_mem(b.p, b.len, m, sizeof(m) - 1, &out),
                      0);
-    pst_ebuf_add(&out, "", 1);
+    pst_tbuf_add(&out, "", 1);
     assert_string_equal((char *)out.p,
                         "N: 0\r\nB: 2\r\n\r\nHELLO! world\r\nbye\r\n");
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&out);
     /* a range beyond the message: refused at read */
     pst_edits_put_body(&b, 100, 5, "x", 1);
     assert_true(pst_edits_apply_mem(b.p, b.len, m, sizeof(m) - 1, &out) < 0);
-    pst_ebuf_free(&out);
+    pst_tbuf_free(&out);
     /* a corrupted blob: refused at open */
     b.p[0] = 'X';
     assert_int_equal(pst_edits_apply_mem(b.p, b.len, m, sizeof(m) - 1, &out),
                      -EBADMSG);
-    pst_ebuf_free(&out);
-    pst_ebuf_free(&b);
+    pst_tbuf_free(&out);
+    pst_tbuf_free(&b);
 }
 
 int

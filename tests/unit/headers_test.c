@@ -139,7 +139,7 @@ struct hx {
     struct pst_chain *ch;
     struct pst_envelope env;
     struct pst_fres res;
-    struct pst_ebuf out;            /* the message as delivered */
+    struct pst_tbuf out;            /* the message as delivered */
 };
 
 static struct hx *
@@ -170,7 +170,7 @@ hx_free(struct hx *h)
     uv_run(&h->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&h->loop), 0);
     pst_envelope_free(&h->env);
-    pst_ebuf_free(&h->out);
+    pst_tbuf_free(&h->out);
     free(h);
 }
 
@@ -187,7 +187,7 @@ hx_message(struct hx *h, const char *text, bool smtputf8)
 {
     struct pst_fsess *fs = pst_fsess_new(h->rt, h->ch, 1, &h->env, never,
                                          NULL);
-    struct pst_ebuf blob = {0};
+    struct pst_tbuf blob = {0};
     pst_fsess_msg_begin(fs, smtputf8);
     assert_int_equal(pst_fsess_run(fs, PST_FP_MAIL, "s@corp.example",
                                    &h->res), 0);
@@ -200,9 +200,9 @@ hx_message(struct hx *h, const char *text, bool smtputf8)
         assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, text,
                                              strlen(text), &h->out), 0);
     else
-        pst_ebuf_add(&h->out, text, strlen(text));
-    pst_ebuf_add(&h->out, "", 1);
-    pst_ebuf_free(&blob);
+        pst_tbuf_add(&h->out, text, strlen(text));
+    pst_tbuf_add(&h->out, "", 1);
+    pst_tbuf_free(&blob);
     pst_fsess_free(fs);
 }
 

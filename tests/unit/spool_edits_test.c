@@ -209,7 +209,7 @@ static const char text[] = "Received: from a.example\r\n"
 
 /* Commit text with blob (may be NULL), maybe held. */
 static void
-submit(struct fx *f, struct sub *s, const struct pst_ebuf *blob, bool hold)
+submit(struct fx *f, struct sub *s, const struct pst_tbuf *blob, bool hold)
 {
     struct pst_spool_msg *m;
     struct pst_envelope e;
@@ -231,7 +231,7 @@ submit(struct fx *f, struct sub *s, const struct pst_ebuf *blob, bool hold)
 }
 
 static void
-make_blob(struct pst_ebuf *b)
+make_blob(struct pst_tbuf *b)
 {
     /* Subject replaced, X-Drop removed, a field added, "one" -> "1" */
     pst_edits_begin(b);
@@ -253,7 +253,7 @@ static void
 test_edits_delivered(void **state)
 {
     struct fx *f = *state;
-    struct pst_ebuf b = {0};
+    struct pst_tbuf b = {0};
     struct sub s;
     char dir[400];
     assert_int_equal(strncmp(text + 57, "\r\npart one", 10), 0);
@@ -269,14 +269,14 @@ test_edits_delivered(void **state)
     free(got);
     free(want);
     spool_close(f);
-    pst_ebuf_free(&b);
+    pst_tbuf_free(&b);
 }
 
 static void
 test_edits_survive_restart(void **state)
 {
     struct fx *f = *state;
-    struct pst_ebuf b = {0};
+    struct pst_tbuf b = {0};
     struct sub s;
     char dir[400];
     make_blob(&b);
@@ -298,22 +298,22 @@ test_edits_survive_restart(void **state)
     assert_non_null(strstr(got, edited));
     free(got);
     spool_close(f);
-    pst_ebuf_free(&b);
+    pst_tbuf_free(&b);
 }
 
 static void
 test_bad_blob_not_delivered(void **state)
 {
     struct fx *f = *state;
-    struct pst_ebuf b = {0};
+    struct pst_tbuf b = {0};
     struct sub s;
-    pst_ebuf_add(&b, "PSTE\x01Z", 6);   /* an unknown op */
+    pst_tbuf_add(&b, "PSTE\x01Z", 6);   /* an unknown op */
     spool_open(f);
     submit(f, &s, &b, false);
     assert_false(wait_count(f, f->mail, "new", 1, 600));
     assert_int_equal(count(f, f->spool, "active"), 1);  /* kept */
     spool_close(f);
-    pst_ebuf_free(&b);
+    pst_tbuf_free(&b);
 }
 
 struct opdone {
@@ -339,7 +339,7 @@ static void
 test_quarantine_release(void **state)
 {
     struct fx *f = *state;
-    struct pst_ebuf b = {0};
+    struct pst_tbuf b = {0};
     struct sub s;
     char dir[400];
     make_blob(&b);
@@ -365,7 +365,7 @@ test_quarantine_release(void **state)
     assert_non_null(strstr(got, edited));   /* as committed, not refiltered */
     free(got);
     spool_close(f);
-    pst_ebuf_free(&b);
+    pst_tbuf_free(&b);
 }
 
 int
