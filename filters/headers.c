@@ -49,10 +49,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/tbuf.h"
 #include "filters/addrlist.h"
 #include "filters/authres.h"
 #include "filters/filter.h"
-#include "core/tbuf.h"
 
 #define JIT_STACK_MIN (32 * 1024)
 #define JIT_STACK_MAX (512 * 1024)
