@@ -164,6 +164,13 @@ def ipv6_available():
     return _port_free(socket.AF_INET6, "::1", 0)
 
 
+def require_ipv6(test):
+    """Fail (never skip) without an IPv6 loopback: tools/setup checks it,
+    so its absence is a broken machine, not a reason to test less."""
+    test.assertTrue(ipv6_available(),
+                    "no IPv6 loopback (::1) here; tools/setup checks for it")
+
+
 def free_port(host="127.0.0.1"):
     """A TCP port currently free on host (never the same one twice in this
     process, so that parallel starts in one test do not collide)."""

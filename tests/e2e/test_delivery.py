@@ -635,8 +635,8 @@ class Mx(PosternTestCase):
         self.assertEqual(t.rcpts, ["a@dest.test"])
         wait_log(p, r'event=delivered to="a@dest.test"')
 
-    @unittest.skipUnless(harness.ipv6_available(), "no IPv6 loopback")
     def test_mx_ipv6_address_first(self):
+        harness.require_ipv6(self)
         port = harness.free_port("::1")
         v6 = self.downstream(host="::1", port=port)
         dns = self.dnsmasq([

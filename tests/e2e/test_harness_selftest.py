@@ -248,8 +248,12 @@ class KeepLogsTest(unittest.TestCase):
         harness.shutil.rmtree(logs)
 
 
-@unittest.skipUnless(have_postern(), "postern binary not built")
 class PosternLifecycleTest(PosternTestCase):
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(have_postern(),
+                        "%s was not built" % harness.POSTERN_BIN)
+
     def test_start_stop_restart_kill9(self):
         p = self.postern()
         self.assertIn(b"event=ready", p.log())

@@ -29,8 +29,8 @@ class MappedListener(PosternTestCase):
         self.assertNotIn("IPv6:", m.received)
         p.wait_for_log(r"event=connect ip=127\.0\.0\.1 ")
 
-    @unittest.skipUnless(harness.ipv6_available(), "no ::1 on this host")
     def test_ipv6_client_is_not_trusted_by_ipv4_networks(self):
+        harness.require_ipv6(self)
         port = harness.free_port("::1")
         p = self.postern({"listeners": [{"address": "::1", "port": port}]})
         with p.client(host="::1", port=port) as c:

@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import (PosternTestCase, free_port_pair, ipv6_available,
+from harness import (PosternTestCase, free_port_pair, require_ipv6,
                      message, queue_id)
 
 
@@ -47,8 +47,11 @@ class SwaksTest(PosternTestCase):
         self.assertIn(b"Subject: piped swaks", d.body)
 
 
-@unittest.skipUnless(ipv6_available(), "no IPv6 on this host")
 class Ipv6Test(PosternTestCase):
+    def setUp(self):
+        super().setUp()
+        require_ipv6(self)
+
     def test_ipv6_only_listener(self):
         port = free_port_pair()
         p = self.postern({
