@@ -1,11 +1,16 @@
 /*
- * util.c - allocation wrappers, error collection, ASCII string helpers.
+ * util.c - allocation wrappers, error collection, ASCII string helpers, the
+ * map-file line reader, write_all and the jitter generator.
  */
 #include "core/util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 static void
 oom(size_t n)
@@ -123,4 +128,81 @@ pst_strncaseeq(const char *a, const char *b, size_t n)
             return 1;
     }
     return 1;
+}
+
+int
+pst_map_lines(FILE *f, const char *file, size_t max, bool inline_comments,
+              int (*fn)(void *arg, char *line, int lineno,
+                        struct pst_err *err),
+              void *arg, struct pst_err *err)
+{
+    char *line = pst_xmalloc(max + 2);  /* the line, its LF, a NUL */
+    int n = 0, rc = 0;
+
+    while (fgets(line, (int)max + 2, f) != NULL) {
+        n++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            pst_err_add(err, file, n, "line longer than %zu octets", max);
+            rc = -EINVAL;
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n')
+                ;
+            continue;
+        }
+        char *s = line, *e;
+        if (inline_comments && (e = strchr(s, '#')) != NULL)
+            *e = '\0';
+        while (*s == ' ' || *s == '\t')
+            s++;
+        e = s + strlen(s);
+        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
+                         e[-1] == '\t'))
+            *--e = '\0';
+        if (*s == '\0' || *s == '#')
+            continue;
+        int r = fn(arg, s, n, err);
+        if (r < 0)
+            rc = r;
+    }
+    free(line);
+    return rc;
+}
+
+int
+pst_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+uint64_t
+pst_rand64(uint64_t *state)
+{
+    uint64_t x = *state;            /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * UINT64_C(2685821657736338717);
+}
+
+uint64_t
+pst_rand_seed(void)
+{
+    uint64_t s;
+    if (getrandom(&s, sizeof(s), 0) != sizeof(s))
+        s = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+    return s | 1;
 }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define PST_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PST_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -42,6 +43,33 @@ void pst_err_add(struct pst_err *e, const char *file, int line,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void pst_err_free(struct pst_err *e);
 const char *pst_err_first(const struct pst_err *e);
+
+/*
+ * pst_map_lines - read the map file f (named file in errors: a password
+ * file, a sender-login map, a recipient list) and call fn for each line
+ * that says something: blanks and the line end trimmed, empty lines and
+ * comments skipped ('#' first on the line, or anywhere when
+ * inline_comments). A line longer than max octets is reported
+ * ("file:N: line longer than MAX octets") and skipped. fn gets the line
+ * (writable) and its number, and returns 0 or a negative error after
+ * filling err; reading goes on, so every bad line is reported. Returns 0
+ * or the last error. The caller opens and closes f.
+ */
+int pst_map_lines(FILE *f, const char *file, size_t max, bool inline_comments,
+                  int (*fn)(void *arg, char *line, int lineno,
+                            struct pst_err *err),
+                  void *arg, struct pst_err *err);
+
+/* pst_write_all - write n bytes to fd, going on after short writes and
+ * EINTR; 0 or -errno (-EIO if write makes no progress). */
+int pst_write_all(int fd, const void *p, size_t n);
+
+/* pst_rand64 - the next value of a xorshift64* generator whose state was
+ * seeded by pst_rand_seed: for jitter and spreading only, never for
+ * anything an attacker must not guess. */
+uint64_t pst_rand64(uint64_t *state);
+/* pst_rand_seed - a nonzero seed (getrandom, else the clock and pid). */
+uint64_t pst_rand_seed(void);
 
 /* ASCII-only case helpers: SMTP verbs and domains are ASCII. */
 int pst_strcaseeq(const char *a, const char *b);

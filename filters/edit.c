@@ -213,8 +213,8 @@ pst_hdr_find(struct pst_fctx *fc, const char *name, size_t from)
 
 /* ---- building field text ---- */
 
-static bool
-name_valid(const char *n)
+bool
+pst_hdr_name_valid(const char *n)
 {
     if (n == NULL || n[0] == '\0' || strlen(n) > 76)
         return false;
@@ -434,7 +434,7 @@ hdr_add(struct pst_fctx *fc, const char *name, const char *value, bool top,
     int rc = edit_check(fc);
     if (rc < 0)
         return rc;
-    if (!name_valid(name) || value == NULL || !value_valid(value))
+    if (!pst_hdr_name_valid(name) || value == NULL || !value_valid(value))
         return -EINVAL;
     if (fc->fs->nv >= PST_FHDR_FIELDS_MAX)
         return -E2BIG;

@@ -304,6 +304,9 @@ int pst_hdr_add_raw(struct pst_fctx *fc, const char *name, const char *value,
 int pst_hdr_remove(struct pst_fctx *fc, size_t i);
 int pst_hdr_replace(struct pst_fctx *fc, size_t i, const char *value);
 int pst_hdr_replace_raw(struct pst_fctx *fc, size_t i, const char *value);
+/* pst_hdr_name_valid - name is one pst_hdr_add takes: 1..76 printable
+ * ASCII octets without ':' (for checking names in configure). */
+bool pst_hdr_name_valid(const char *name);
 /*
  * pst_hdr_encode - text (UTF-8, no CR, LF or NUL, at most
  * PST_HDR_EDIT_MAX bytes) in the form pst_hdr_add writes it: runs of words

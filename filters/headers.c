@@ -224,17 +224,6 @@ bad:
     return -1;
 }
 
-static bool
-field_name_ok(const char *n)
-{
-    if (n == NULL || n[0] == '\0' || strlen(n) > 76)
-        return false;
-    for (const char *p = n; *p; p++)
-        if (*p < 33 || *p > 126 || *p == ':')
-            return false;
-    return true;
-}
-
 static int
 parse_rule(struct hconf *h, struct rule *r, const config_setting_t *s,
            const char *file, struct pst_err *err)
@@ -289,7 +278,7 @@ parse_rule(struct hconf *h, struct rule *r, const config_setting_t *s,
     switch (r->kind) {
     case R_ADD:
         v = get_str(s, "add", file, err, &bad);
-        if (v && !field_name_ok(v)) {
+        if (v && !pst_hdr_name_valid(v)) {
             pst_fconf_error(err, file, config_setting_get_member(s, "add"),
                             "filter headers: bad field name \"%s\"", v);
             bad = true;
@@ -317,7 +306,7 @@ parse_rule(struct hconf *h, struct rule *r, const config_setting_t *s,
                                                : "recipient";
         if (r->kind == R_REWRITE) {
             v = get_str(s, "rewrite", file, err, &bad);
-            if (v && !field_name_ok(v)) {
+            if (v && !pst_hdr_name_valid(v)) {
                 pst_fconf_error(err, file,
                                 config_setting_get_member(s, "rewrite"),
                                 "filter headers: bad field name \"%s\"", v);

@@ -81,19 +81,13 @@ struct pst_auth {
     uint64_t checks, refused;
 };
 
-/* ---- files ---- */
+/* A map file being read into a: its name for errors. */
+struct mapf {
+    struct pst_auth *a;
+    const char *file;
+};
 
-static char *
-trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
-                     e[-1] == '\t'))
-        *--e = '\0';
-    return s;
-}
+/* ---- files ---- */
 
 static void
 lower(char *s)
@@ -102,18 +96,58 @@ lower(char *s)
         *s = (char)pst_tolower((unsigned char)*s);
 }
 
+/* One "login:hash" line of the password file. */
+static int
+password_line(void *arg, char *s, int n, struct pst_err *err)
+{
+    struct mapf *m = arg;
+    struct pst_auth *a = m->a;
+    const char *file = m->file;
+    char *colon = strchr(s, ':');
+    if (colon == NULL || colon == s) {
+        pst_err_add(err, file, n, "expected login:hash");
+        return -EINVAL;
+    }
+    *colon = '\0';
+    char *hash = colon + 1, *end = strchr(hash, ':');
+    if (end)
+        *end = '\0';               /* shadow-style trailing fields */
+    if (strlen(s) > PST_AUTH_FIELD_MAX) {
+        pst_err_add(err, file, n, "login longer than %d octets",
+                    PST_AUTH_FIELD_MAX);
+        return -EINVAL;
+    }
+    if ((strncmp(hash, "$y$", 3) != 0 && strncmp(hash, "$6$", 3) != 0) ||
+        strlen(hash) >= CRYPT_OUTPUT_SIZE) {
+        pst_err_add(err, file, n,
+                    "hash of \"%s\" is not yescrypt ($y$) or SHA-512 ($6$)",
+                    s);
+        return -EINVAL;
+    }
+    bool created;
+    void **slot = pst_strmap_slot(a->users, s, strlen(s), &created);
+    if (!created) {
+        pst_err_add(err, file, n, "duplicate login \"%s\"", s);
+        return -EINVAL;
+    }
+    *slot = pst_xstrdup(hash);
+    if (a->dummy[0] == '\0')
+        snprintf(a->dummy, sizeof(a->dummy), "%s", hash);
+    return 0;
+}
+
 static int
 load_passwords(struct pst_auth *a, const char *file, struct pst_err *err)
 {
     struct stat st;
     FILE *f = fopen(file, "r");
-    char line[PST_AUTH_LINE_MAX + 2];
-    int n = 0, rc = 0;
+    int rc;
 
     if (f == NULL) {
+        rc = -errno;
         pst_err_add(err, file, 0, "cannot open password file: %s",
-                    strerror(errno));
-        return -errno;
+                    strerror(-rc));
+        return rc;
     }
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
         pst_err_add(err, file, 0,
@@ -123,122 +157,68 @@ load_passwords(struct pst_auth *a, const char *file, struct pst_err *err)
         fclose(f);
         return -EPERM;
     }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        n++;
-        if (strchr(line, '\n') == NULL && !feof(f)) {
-            pst_err_add(err, file, n, "line longer than %d octets",
-                        PST_AUTH_LINE_MAX);
-            rc = -EINVAL;
-            int c;
-            while ((c = fgetc(f)) != EOF && c != '\n')
-                ;
-            continue;
-        }
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        char *colon = strchr(s, ':');
-        if (colon == NULL || colon == s) {
-            pst_err_add(err, file, n, "expected login:hash");
-            rc = -EINVAL;
-            continue;
-        }
-        *colon = '\0';
-        char *hash = colon + 1, *end = strchr(hash, ':');
-        if (end)
-            *end = '\0';            /* shadow-style trailing fields */
-        if (strlen(s) > PST_AUTH_FIELD_MAX) {
-            pst_err_add(err, file, n, "login longer than %d octets",
-                        PST_AUTH_FIELD_MAX);
-            rc = -EINVAL;
-            continue;
-        }
-        if ((strncmp(hash, "$y$", 3) != 0 && strncmp(hash, "$6$", 3) != 0) ||
-            strlen(hash) >= CRYPT_OUTPUT_SIZE) {
-            pst_err_add(err, file, n,
-                        "hash of \"%s\" is not yescrypt ($y$) or SHA-512 "
-                        "($6$)", s);
-            rc = -EINVAL;
-            continue;
-        }
-        bool created;
-        void **slot = pst_strmap_slot(a->users, s, strlen(s), &created);
-        if (!created) {
-            pst_err_add(err, file, n, "duplicate login \"%s\"", s);
-            rc = -EINVAL;
-            continue;
-        }
-        *slot = pst_xstrdup(hash);
-        if (a->dummy[0] == '\0')
-            snprintf(a->dummy, sizeof(a->dummy), "%s", hash);
-    }
+    struct mapf m = {a, file};
+    rc = pst_map_lines(f, file, PST_AUTH_LINE_MAX, false, password_line, &m,
+                       err);
     fclose(f);
     return rc;
+}
+
+/* One "address-or-@domain login[,login...]" line of the sender map. */
+static int
+sender_line(void *arg, char *s, int n, struct pst_err *err)
+{
+    struct mapf *m = arg;
+    struct pst_auth *a = m->a;
+    char *sp = s + strcspn(s, " \t");
+    if (*sp == '\0' || strchr(s, '@') == NULL || strchr(s, '@') > sp) {
+        pst_err_add(err, m->file, n,
+                    "expected \"address-or-@domain login[,login...]\"");
+        return -EINVAL;
+    }
+    *sp++ = '\0';
+    char *logins = sp + strspn(sp, " \t");     /* its end is trimmed */
+    lower(s);
+    /* logins: separated by commas and/or blanks; stored ",a,b," */
+    char *norm = pst_xmalloc(strlen(logins) + 3), *o = norm;
+    *o++ = ',';
+    for (char *p = logins; *p; p++) {
+        if (*p == ',' || *p == ' ' || *p == '\t') {
+            if (o[-1] != ',')
+                *o++ = ',';
+        } else {
+            *o++ = *p;
+        }
+    }
+    if (o[-1] != ',')
+        *o++ = ',';
+    *o = '\0';
+    bool created;
+    void **slot = pst_strmap_slot(a->senders, s, strlen(s), &created);
+    if (!created) {
+        pst_err_add(err, m->file, n, "duplicate sender \"%s\"", s);
+        free(norm);
+        return -EINVAL;
+    }
+    *slot = norm;
+    return 0;
 }
 
 static int
 load_senders(struct pst_auth *a, const char *file, struct pst_err *err)
 {
     FILE *f = fopen(file, "r");
-    char line[PST_AUTH_LINE_MAX + 2];
-    int n = 0, rc = 0;
+    int rc;
 
     if (f == NULL) {
+        rc = -errno;
         pst_err_add(err, file, 0, "cannot open sender-login map: %s",
-                    strerror(errno));
-        return -errno;
+                    strerror(-rc));
+        return rc;
     }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        n++;
-        if (strchr(line, '\n') == NULL && !feof(f)) {
-            pst_err_add(err, file, n, "line longer than %d octets",
-                        PST_AUTH_LINE_MAX);
-            rc = -EINVAL;
-            int c;
-            while ((c = fgetc(f)) != EOF && c != '\n')
-                ;
-            continue;
-        }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *s = trim(line);
-        if (*s == '\0')
-            continue;
-        char *sp = s + strcspn(s, " \t");
-        if (*sp == '\0' || strchr(s, '@') == NULL || strchr(s, '@') > sp) {
-            pst_err_add(err, file, n,
-                        "expected \"address-or-@domain login[,login...]\"");
-            rc = -EINVAL;
-            continue;
-        }
-        *sp++ = '\0';
-        char *logins = trim(sp);
-        lower(s);
-        /* logins: separated by commas and/or blanks; stored ",a,b," */
-        char *norm = pst_xmalloc(strlen(logins) + 3), *o = norm;
-        *o++ = ',';
-        for (char *p = logins; *p; p++) {
-            if (*p == ',' || *p == ' ' || *p == '\t') {
-                if (o[-1] != ',')
-                    *o++ = ',';
-            } else {
-                *o++ = *p;
-            }
-        }
-        if (o[-1] != ',')
-            *o++ = ',';
-        *o = '\0';
-        bool created;
-        void **slot = pst_strmap_slot(a->senders, s, strlen(s), &created);
-        if (!created) {
-            pst_err_add(err, file, n, "duplicate sender \"%s\"", s);
-            free(norm);
-            rc = -EINVAL;
-            continue;
-        }
-        *slot = norm;
-    }
+    struct mapf m = {a, file};
+    rc = pst_map_lines(f, file, PST_AUTH_LINE_MAX, true, sender_line, &m,
+                       err);
     fclose(f);
     return rc;
 }

@@ -82,70 +82,57 @@ local_key(const char *l, size_t n, char *out, size_t outsz)
     return (int)o;
 }
 
+struct rlist {
+    struct rdomain *d;
+    const char *file;
+};
+
+/* One address or local part of a recipient list. */
+static int
+recipient_line(void *arg, char *s, int lineno, struct pst_err *err)
+{
+    struct rlist *l = arg;
+    struct rdomain *d = l->d;
+    char key[PST_RCPT_LINE_MAX];
+    char *e = s + strlen(s);
+    const char *at = strrchr(s, '@');
+    size_t llen = at ? (size_t)(at - s) : (size_t)(e - s);
+
+    if (at) {
+        char canon[PST_DOMAIN_BUF];
+        if (pst_domain_canon(at + 1, (size_t)(e - at - 1), canon) < 0 ||
+            strcmp(canon, d->domain) != 0) {
+            pst_err_add(err, l->file, lineno, "\"%s\" is not an address in %s",
+                        s, d->domain);
+            return -EINVAL;
+        }
+    }
+    int kl = local_key(s, llen, key, sizeof(key));
+    if (kl <= 0 || kl > 64) {
+        pst_err_add(err, l->file, lineno, "bad local part \"%.*s\"",
+                    (int)llen, s);
+        return -EINVAL;
+    }
+    *pst_strmap_slot(d->rcpts, key, (size_t)kl, NULL) = d;
+    return 0;
+}
+
 static int
 load_recipients(struct rdomain *d, const char *file, struct pst_err *err)
 {
     FILE *f = fopen(file, "r");
-    char line[PST_RCPT_LINE_MAX + 2], key[PST_RCPT_LINE_MAX];
-    int lineno = 0, rc = 0;
+    int rc;
 
     if (f == NULL) {
+        rc = -errno;
         pst_err_add(err, file, 0, "cannot open recipient list: %s",
-                    strerror(errno));
-        return -errno;
+                    strerror(-rc));
+        return rc;
     }
+    struct rlist l = {d, file};
     d->rcpts = pst_strmap_new();
-    while (fgets(line, sizeof(line), f) != NULL) {
-        size_t n = strlen(line);
-        lineno++;
-        if (n > 0 && line[n - 1] != '\n' && !feof(f)) {
-            pst_err_add(err, file, lineno, "line longer than %d octets",
-                        PST_RCPT_LINE_MAX);
-            rc = -EINVAL;
-            int c;
-            while ((c = fgetc(f)) != EOF && c != '\n')
-                ;
-            continue;
-        }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *s = line, *e;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        e = s + strlen(s);
-        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
-                         e[-1] == '\t'))
-            e--;
-        if (e == s)
-            continue;
-        const char *at = NULL;
-        for (const char *p = e; p > s; p--)
-            if (p[-1] == '@') {
-                at = p - 1;
-                break;
-            }
-        size_t llen = at ? (size_t)(at - s) : (size_t)(e - s);
-        if (at) {
-            char canon[PST_DOMAIN_BUF];
-            if (pst_domain_canon(at + 1, (size_t)(e - at - 1), canon) < 0 ||
-                strcmp(canon, d->domain) != 0) {
-                pst_err_add(err, file, lineno,
-                            "\"%.*s\" is not an address in %s",
-                            (int)(e - s), s, d->domain);
-                rc = -EINVAL;
-                continue;
-            }
-        }
-        int kl = local_key(s, llen, key, sizeof(key));
-        if (kl <= 0 || kl > 64) {
-            pst_err_add(err, file, lineno, "bad local part \"%.*s\"",
-                        (int)llen, s);
-            rc = -EINVAL;
-            continue;
-        }
-        *pst_strmap_slot(d->rcpts, key, (size_t)kl, NULL) = d;
-    }
+    rc = pst_map_lines(f, file, PST_RCPT_LINE_MAX, true, recipient_line, &l,
+                       err);
     fclose(f);
     return rc;
 }

@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <sys/un.h>
 
 #include "core/dns.h"
@@ -167,17 +166,6 @@ static void dest_kick(struct dest *ds);
 static void conn_open_next(struct conn *cn);
 
 /* ---- helpers ---- */
-
-static uint64_t
-rnd(struct pst_deliver *d)
-{
-    uint64_t x = d->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    d->rng = x;
-    return x * UINT64_C(2685821657736338717);
-}
 
 static void
 res_set(struct pst_rcpt_result *r, enum pst_dres v, const char *text)
@@ -767,7 +755,7 @@ on_mx(void *arg, enum pst_dns_status st, const struct pst_dns_mx *mx,
             if (mx[i].host[0] == '\0')
                 continue;   /* a null MX among others is ignored */
             ms->h[ms->n].pref = mx[i].pref;
-            ms->h[ms->n].order = rnd(d);
+            ms->h[ms->n].order = pst_rand64(&d->rng);
             snprintf(ms->h[ms->n].name, sizeof(ms->h[0].name), "%s",
                      mx[i].host);
             ms->n++;
@@ -1209,9 +1197,7 @@ pst_deliver_new(struct pst_deliver **dp, uv_loop_t *loop,
     LIST_INIT(&d->dests);
     LIST_INIT(&d->reqs);
     LIST_INIT(&d->mparts);
-    if (getrandom(&d->rng, sizeof(d->rng), 0) != sizeof(d->rng))
-        d->rng = (uint64_t)uv_hrtime();
-    d->rng |= 1;
+    d->rng = pst_rand_seed();
     if ((d->ssl = client_ctx(&conf->delivery, err)) == NULL) {
         rc = -EINVAL;
         goto fail;

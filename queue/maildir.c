@@ -161,23 +161,6 @@ put_field(char *dst, size_t cap, const char *name, const char *v,
     return o;
 }
 
-static int
-write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Write one copy into tmp/name; 0 or -errno (-EBADMSG: spool damage). */
 static int
 write_copy(struct md_route *m, struct pst_delivery *d, const char *rcpt,
@@ -202,7 +185,7 @@ write_copy(struct md_route *m, struct pst_delivery *d, const char *rcpt,
         }
         n += (size_t)k;
         if (n > 0 && (k == 0 || n == MD_COPY_BUF)) {
-            rc = write_all(fd, buf, n);
+            rc = pst_write_all(fd, buf, n);
             n = 0;
         }
         if (k == 0)

@@ -41,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -163,18 +162,6 @@ qe_drop(struct pst_qmgr *qm, struct qent *e)
     qe_free(e);
 }
 
-static uint64_t
-rng_next(struct pst_qmgr *qm)
-{
-    /* xorshift64*: jitter only, not security */
-    uint64_t x = qm->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    qm->rng = x;
-    return x * UINT64_C(2685821657736338717);
-}
-
 /*
  * backoff - seconds before attempt n+1 after n failed attempts:
  * retry_min * 2^(n-1), capped at retry_max, minus up to a quarter of
@@ -188,7 +175,7 @@ backoff(struct pst_qmgr *qm, unsigned n)
     for (unsigned i = 1; i < n && d < o->retry_max; i++)
         d *= 2;
     d = PST_MIN(d, (uint64_t)o->retry_max);
-    uint64_t j = d / 4 ? rng_next(qm) % (d / 4 + 1) : 0;
+    uint64_t j = d / 4 ? pst_rand64(&qm->rng) % (d / 4 + 1) : 0;
     d -= j;
     return (unsigned)PST_MAX(d, (uint64_t)o->retry_min);
 }
@@ -731,9 +718,7 @@ pst__qmgr_new(struct pst_qmgr **qmp, uv_loop_t *loop, struct pst_spool *sp,
     TAILQ_INIT(&qm->wait);
     TAILQ_INIT(&qm->held);
     TAILQ_INIT(&qm->busy);
-    if (getrandom(&qm->rng, sizeof(qm->rng), 0) != sizeof(qm->rng))
-        qm->rng = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
-    qm->rng |= 1;
+    qm->rng = pst_rand_seed();
     qm->m_attempt = pst_metric_histogram(
         "postern_delivery_attempt_duration_seconds",
         "One delivery attempt of one message: from its start to its "

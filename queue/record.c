@@ -288,25 +288,6 @@ pst__rec_state(struct pst_tbuf *b, enum pst_qstate st, time_t when,
     pst__rec_end(b, s);
 }
 
-int
-pst__write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* ---- scan ---- */
 
 /* Sequential reader over the file with a 128 KiB window. */

@@ -138,6 +138,4 @@ void pst__rec_retry(struct pst_tbuf *b, unsigned attempts, time_t next,
 void pst__rec_state(struct pst_tbuf *b, enum pst_qstate st, time_t when,
                     const char *reason);
 
-int pst__write_all(int fd, const void *p, size_t n);
-
 #endif

@@ -326,7 +326,7 @@ pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp, char *qid)
     pst_tbuf_add(&w, m->qid, PST_QID_LEN);
     pst__put_u64(&w, (uint64_t)(int64_t)time(NULL));
     pst__rec_end(&w, s);
-    rc = pst__write_all(fd, w.p, w.len);
+    rc = pst_write_all(fd, w.p, w.len);
     m->off = m->data_off = w.len;
     pst_tbuf_free(&w);
     if (rc != 0) {
@@ -364,7 +364,7 @@ flush_chunk(struct pst_spool_msg *m)
     t[1] = (uint8_t)(crc >> 8);
     t[2] = (uint8_t)(crc >> 16);
     t[3] = (uint8_t)(crc >> 24);
-    int rc = pst__write_all(m->fd, b, len + PST_REC_OVERHEAD);
+    int rc = pst_write_all(m->fd, b, len + PST_REC_OVERHEAD);
     if (rc != 0)
         return rc;
     m->off += len + PST_REC_OVERHEAD;
@@ -515,7 +515,7 @@ pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
                 pst__rec_state(&w, PST_QSTATE_HELD, time(NULL),
                                m->hold_reason ? m->hold_reason
                                               : "quarantined by a filter");
-            rc = pst__write_all(m->fd, w.p, w.len);
+            rc = pst_write_all(m->fd, w.p, w.len);
             m->off += w.len;
         }
         pst_tbuf_free(&w);
@@ -662,7 +662,7 @@ bump_generation(struct pst_spool *sp, uint64_t seen_max, struct pst_err *err)
                 O_CLOEXEC, 0600);
     if (fd < 0)
         goto fail;
-    rc = pst__write_all(fd, buf, (size_t)n);
+    rc = pst_write_all(fd, buf, (size_t)n);
     if (rc == 0)
         rc = fsync_fd(sp, fd);
     close(fd);
@@ -1028,7 +1028,7 @@ pst__spool_append(struct pst_spool *sp, const char *qid,
 
     if (fd < 0)
         return -errno;
-    rc = pst__write_all(fd, recs->p, recs->len);
+    rc = pst_write_all(fd, recs->p, recs->len);
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
     close(fd);

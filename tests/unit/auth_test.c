@@ -422,6 +422,34 @@ test_password_file_checks(void **state)
                                                 "others (mode 0604)"));
     pst_err_free(&err);
     assert_int_equal(chmod(pw_path, 0600), 0);
+
+    /* every bad line reported with its number */
+    char *good = hash("pw", "$y$"), text[4096], want[256];
+    memset(text, 0, sizeof(text));
+    snprintf(text, sizeof(text), "# users\nok:%s\nnocolon\nok:%s\n", good,
+             good);
+    memset(text + strlen(text), 'a', 1100);
+    strcat(text, "\nweak:$1$md5$x\n");
+    free(good);
+    char saved[256];
+    snprintf(saved, sizeof(saved), "%s.saved", pw_path);
+    assert_int_equal(rename(pw_path, saved), 0);
+    write_file(pw_path, text, 0600);
+    assert_true(pst_auth_new(&a, uv_default_loop(), c, on_done, NULL, &err) <
+                0);
+    static const char *const msgs[] = {
+        ":3: expected login:hash", ":4: duplicate login \"ok\"",
+        ":5: line longer than 1024 octets",
+        ":6: hash of \"weak\" is not yescrypt"};
+    assert_int_equal(err.count, 4);
+    for (unsigned i = 0; i < 4; i++) {
+        snprintf(want, sizeof(want), "%s%s", pw_path, msgs[i]);
+        if (strncmp(err.msgs[i], want, strlen(want)) != 0)
+            fail_msg("error %u: \"%s\", want \"%s...\"", i, err.msgs[i],
+                     want);
+    }
+    pst_err_free(&err);
+    assert_int_equal(rename(saved, pw_path), 0);
     pst_conf_unref(c);
 }
 

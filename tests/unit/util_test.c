@@ -1,0 +1,157 @@
+/*
+ * util_test.c - core/util.c's shared helpers: the map-file line reader
+ * (trimming, both comment styles, an overlong line reported with its
+ * number and skipped, every bad line reported), pst_write_all through a
+ * pipe smaller than the data, and the xorshift generator and its seed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/util.h"
+
+struct seen {
+    char lines[16][64];
+    int linenos[16];
+    int n;
+};
+
+static int
+collect(void *arg, char *line, int lineno, struct pst_err *err)
+{
+    struct seen *s = arg;
+    assert_true(s->n < 16);
+    snprintf(s->lines[s->n], sizeof(s->lines[0]), "%s", line);
+    s->linenos[s->n++] = lineno;
+    if (strcmp(line, "bad") == 0) {
+        pst_err_add(err, "m", lineno, "bad line");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static FILE *
+text_file(const char *text)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    fputs(text, f);
+    rewind(f);
+    return f;
+}
+
+static void
+test_map_lines(void **state)
+{
+    static const char text[] =
+        "  alpha  \r\n"                 /* 1: trimmed */
+        "# a comment\n"                 /* 2 */
+        "\n"                            /* 3 */
+        "\t \n"                         /* 4 */
+        "beta # trailing\n"             /* 5 */
+        "0123456789012345678901234\n"   /* 6: longer than 20 */
+        "bad\n"                         /* 7: fn refuses it */
+        "gamma";                        /* 8: no final line end */
+    struct seen s = {0};
+    struct pst_err err = {0};
+    FILE *f = text_file(text);
+    assert_int_equal(pst_map_lines(f, "m", 20, false, collect, &s, &err),
+                     -EINVAL);
+    fclose(f);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.lines[0], "alpha");
+    assert_string_equal(s.lines[1], "beta # trailing");
+    assert_string_equal(s.lines[2], "bad");
+    assert_string_equal(s.lines[3], "gamma");
+    assert_int_equal(s.linenos[0], 1);
+    assert_int_equal(s.linenos[1], 5);
+    assert_int_equal(s.linenos[2], 7);
+    assert_int_equal(s.linenos[3], 8);
+    assert_int_equal(err.count, 2);
+    assert_string_equal(err.msgs[0], "m:6: line longer than 20 octets");
+    assert_string_equal(err.msgs[1], "m:7: bad line");
+    pst_err_free(&err);
+
+    /* inline comments: '#' anywhere ends the line */
+    memset(&s, 0, sizeof(s));
+    f = text_file("beta # trailing\n#x\nx#\n");
+    assert_int_equal(pst_map_lines(f, "m", 20, true, collect, &s, &err), 0);
+    fclose(f);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.lines[0], "beta");
+    assert_string_equal(s.lines[1], "x");
+    assert_int_equal(err.count, 0);
+
+    /* a line of exactly max octets is fine */
+    memset(&s, 0, sizeof(s));
+    f = text_file("01234567890123456789\n");
+    assert_int_equal(pst_map_lines(f, "m", 20, true, collect, &s, &err), 0);
+    fclose(f);
+    assert_int_equal(s.n, 1);
+}
+
+static void *
+drain_pipe(void *arg)
+{
+    int fd = *(int *)arg;
+    size_t *total = malloc(sizeof(*total));
+    char buf[4096];
+    ssize_t n;
+    *total = 0;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        *total += (size_t)n;
+    return total;
+}
+
+static void
+test_write_all(void **state)
+{
+    /* more than a pipe holds: write() returns short counts */
+    size_t len = 1 << 20;
+    char *data = malloc(len);
+    int p[2];
+    pthread_t th;
+    void *res;
+    memset(data, 'x', len);
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(pthread_create(&th, NULL, drain_pipe, &p[0]), 0);
+    assert_int_equal(pst_write_all(p[1], data, len), 0);
+    close(p[1]);
+    pthread_join(th, &res);
+    assert_int_equal(*(size_t *)res, len);
+    free(res);
+    close(p[0]);
+    assert_int_equal(pst_write_all(p[1], data, 1), -EBADF);
+    free(data);
+}
+
+static void
+test_rand(void **state)
+{
+    uint64_t a = 12345, b = 12345;
+    for (int i = 0; i < 100; i++)
+        assert_true(pst_rand64(&a) == pst_rand64(&b));  /* deterministic */
+    uint64_t s = pst_rand_seed();
+    assert_true(s & 1);
+    uint64_t first = pst_rand64(&s), again = pst_rand64(&s);
+    assert_true(first != again);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_map_lines),
+        cmocka_unit_test(test_write_all),
+        cmocka_unit_test(test_rand),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
