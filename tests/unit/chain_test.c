@@ -446,13 +446,13 @@ test_pending_others_flow(void **state)
     pst_fsess_msg_begin(slow, false);
     assert_int_equal(pst_fsess_run(slow, PST_FP_MAIL, "x@y.example", &r), 1);
     assert_true(pst_fsess_pending(slow));
-    /* while it waits, another session runs its phases at once */
-    uint64_t t0 = uv_hrtime();
-    r = run(f, fast, PST_FP_RCPT);
+    /* while it waits, another session runs its phases at once: answered
+     * without waiting for the loop (no timing: CI is loaded) */
+    assert_int_equal(pst_fsess_run(fast, PST_FP_RCPT, "a@b.example", &r), 0);
     assert_int_equal(r.verdict, PST_CONTINUE);
-    r = run(f, fast, PST_FP_CONNECT);
+    assert_int_equal(pst_fsess_run(fast, PST_FP_CONNECT, NULL, &r), 0);
     assert_int_equal(r.verdict, PST_CONTINUE);
-    assert_true(uv_hrtime() - t0 < 100 * 1000000ull);
+    assert_true(pst_fsess_pending(slow));
     assert_int_equal(f->cbs, 0);
     while (f->cbs == 0)
         uv_run(&f->loop, UV_RUN_ONCE);
@@ -483,17 +483,15 @@ test_deadline_modes(void **state)
         add(f, 0, 40, fms[k]);
         struct pst_fsess *fs = sess(f, 20 + (uint64_t)k);
         f->c[0].v[PST_FP_RCPT] = PST_PENDING;
-        f->c[0].sleep_ms = 600;     /* far past the deadline */
+        /* the work outlasts the 40 ms deadline by far, so the verdict is
+         * the deadline's even on a loaded machine */
+        f->c[0].sleep_ms = 1000;
         f->c[0].async_v = PST_REJECT;
-        uint64_t t0 = uv_hrtime();
         int cbs = f->cbs;
         struct pst_fres r = run(f, fs, PST_FP_RCPT);
-        uint64_t ms = (uv_hrtime() - t0) / 1000000;
         assert_int_equal(f->cbs, cbs + 1);
         assert_int_equal(r.verdict, want[k]);
-        /* no upper bound on a busy machine: the counters below show the
-         * deadline, not the late answer, decided */
-        assert_true(ms >= 35);
+        assert_int_equal(f->c[0].dones, 0);     /* the work still runs */
         assert_int_equal(f->c[0].aborts, 1);
         struct pst_fstats st;
         pst_chain_stats(f->ch, 0, &st);
