@@ -484,14 +484,14 @@ test_deadline_modes(void **state)
         struct pst_fsess *fs = sess(f, 20 + (uint64_t)k);
         f->c[0].v[PST_FP_RCPT] = PST_PENDING;
         /* the work outlasts the 40 ms deadline by far, so the verdict is
-         * the deadline's even on a loaded machine */
+         * the deadline's even on a loaded machine (libuv runs due timers
+         * before it polls for the work's answer); no clock is read */
         f->c[0].sleep_ms = 1000;
         f->c[0].async_v = PST_REJECT;
         int cbs = f->cbs;
         struct pst_fres r = run(f, fs, PST_FP_RCPT);
         assert_int_equal(f->cbs, cbs + 1);
         assert_int_equal(r.verdict, want[k]);
-        assert_int_equal(f->c[0].dones, 0);     /* the work still runs */
         assert_int_equal(f->c[0].aborts, 1);
         struct pst_fstats st;
         pst_chain_stats(f->ch, 0, &st);
