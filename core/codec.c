@@ -492,13 +492,17 @@ pst_qp_enc_init(struct pst_qp_enc *e, bool binary)
 static uint8_t *
 qp_put(struct pst_qp_enc *e, uint8_t *o, unsigned c, bool encode)
 {
-    unsigned w = encode ? 3 : 1;
-    if (e->col + w > QP_LINE - 1) {
+    if (e->col + (encode ? 3u : 1u) > QP_LINE - 1) {
         *o++ = '=';
         *o++ = '\r';
         *o++ = '\n';
         e->col = 0;
     }
+    /* no encoded line starts with "--": it cannot pass for a boundary
+     * delimiter of an enclosing multipart, however a line was broken */
+    if (c == '-' && e->col == 0)
+        encode = true;
+    unsigned w = encode ? 3 : 1;
     if (encode) {
         *o++ = '=';
         *o++ = (uint8_t)hexdig[c >> 4];

@@ -136,8 +136,9 @@ struct pst_qp_enc {
 
 /* binary false: CRLF or LF in the input are line ends, written as CRLF.
  * Output lines are at most 76 characters; blanks before a line end are
- * encoded; '=' and bytes outside 33..126 are encoded. final does not add a
- * line end that the input did not have. */
+ * encoded; '=' and bytes outside 33..126 are encoded, and so is a '-' that
+ * starts a line (no output line can start like a boundary delimiter).
+ * final does not add a line end that the input did not have. */
 void pst_qp_enc_init(struct pst_qp_enc *e, bool binary);
 size_t pst_qp_enc_update(struct pst_qp_enc *e, const void *in, size_t n,
                          void *out);

@@ -128,6 +128,7 @@ struct dest {
     bool literal;                   /* [ip] */
     char *path;                     /* unix socket or maildir */
     struct pst_smtpc_opts o;
+    struct pst_mime_limits mime;    /* o.mime_limits points here */
     unsigned conc;
     unsigned nconns;
     struct partl parts;
@@ -971,6 +972,8 @@ dest_get(struct pst_deliver *d, const struct pst_route_conf *rc,
         ds->o.auth_plaintext = rc->auth_plaintext;
     }
     ds->o.eight_bit = dc->eight_bit;
+    ds->mime = d->conf->mime.limits;
+    ds->o.mime_limits = &ds->mime;
     ds->o.rcpts_per_txn = dc->recipients_per_transaction;
     ds->o.reply_lines_max = dc->reply_lines_max;
     ds->o.t_connect = dc->connect_timeout;

@@ -1,66 +1,101 @@
 /*
- * mime8.c - downgrade of 8-bit MIME text to quoted-printable (RFC 6152
- * section 3 leaves the conversion to the relay; RFC 2045 6.7 defines the
- * encoding), for a next hop that does not offer 8BITMIME.
+ * mime8.c - the quoted-printable downgrade as a consumer of the message
+ * model (see mime8.h for what is converted and why).
  *
- * Streaming, one line at a time, in the order lines are sent. Each entity's
- * header block is held (up to PST_MIME8_HDR octets) until its empty line,
- * then examined:
- *   - multipart/ * with a boundary: its boundary is pushed (nesting up to
- *     PST_MIME8_DEPTH); parts are examined in turn;
- *   - message/rfc822: the embedded message's headers are the next block;
- *   - any other entity whose Content-Transfer-Encoding is absent, 7bit,
- *     8bit or binary: the body is encoded quoted-printable and the header
- *     becomes "Content-Transfer-Encoding: quoted-printable" (7-bit text
- *     passes through QP unchanged except '=' and long lines, so labelling
- *     is not trusted). base64 and quoted-printable bodies pass unchanged.
- * A composite entity labelled 8bit is relabelled 7bit. The top-level header
- * gains "MIME-Version: 1.0" if a plain (non-MIME) message is converted.
- * Header fields themselves are never changed otherwise (8-bit in headers
- * has no lossless 7-bit form short of RFC 2047, which the sender chose not
- * to use).
- *
- * Limits: a header block over PST_MIME8_HDR octets, or nesting deeper than
- * PST_MIME8_DEPTH, makes the rest of that entity pass unconverted.
+ * At creation the model is turned into a list of operations sorted by
+ * offset, one per part that changes: RELABEL (a container's header block
+ * rewritten) or CONVERT (a leaf's header block rewritten, then its body
+ * encoded). Parts nest, but a part's header block and a leaf's body never
+ * overlap another operation's range, so the text streams through one
+ * state machine: PASS up to the next operation's header_start, HOLD the
+ * header block up to body_start, then QP up to body_end (CONVERT) or PASS.
  */
-#include <ctype.h>
+#include "queue/mime8.h"
+
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
+#include "core/tbuf.h"
 #include "core/util.h"
-#include "queue/smtp_client.h"
 
-#define PST_MIME8_HDR (64u * 1024u)
-#define PST_MIME8_DEPTH 32
-#define PST_MIME8_BND 72            /* RFC 2046: at most 70 */
-#define QP_MAX 76
+#define QP_IN 4096                  /* octets encoded per step */
 
-enum mstate { M_HDR, M_PASS, M_QP };
+enum opkind { OP_RELABEL, OP_CONVERT };
+
+struct op {
+    enum opkind kind;
+    const struct pst_mime_part *part;
+    bool add_mv;                    /* the root gains MIME-Version */
+};
+
+enum mstate { M_PASS, M_HOLD, M_QP };
 
 struct pst_mime8 {
     pst_mime8_out out;
     void *arg;
+    struct op *ops;
+    size_t nops, next;
+    const struct op *cur;
     enum mstate st;
-    bool top;                       /* the header block is the message's */
-    bool overflow;                  /* header block too big: passed */
-    char *hdr;
-    size_t hlen;
-    char bnd[PST_MIME8_DEPTH][PST_MIME8_BND + 1];
-    size_t nbnd;
-    bool next_is_msg;               /* message/rfc822 body = header block */
-    char qp[QP_MAX + 8];
+    uint64_t off;                   /* offset of the next input octet */
+    struct pst_tbuf hdr;            /* the held header block */
+    struct pst_qp_enc qp;
+    uint8_t qbuf[PST_QP_ENC_OUT(QP_IN)];
 };
 
+static bool
+is_type(const struct pst_mime_part *p, const char *type)
+{
+    return p->content_type != NULL && strcmp(p->content_type, type) == 0;
+}
+
+/* plan - the operation for part p, if it changes. */
+static bool
+plan(const struct pst_msg *model, const struct pst_mime_part *p,
+     struct op *o)
+{
+    bool identity = p->cte == PST_CTE_7BIT || p->cte == PST_CTE_8BIT ||
+                    p->cte == PST_CTE_BINARY;
+    bool composite = (p->type != NULL && strcmp(p->type, "multipart") == 0) ||
+                     is_type(p, "message/rfc822") ||
+                     is_type(p, "message/global");
+
+    if (p->flags & (PST_MIME_F_HEADER_BYTES | PST_MIME_F_HEADER_FIELDS))
+        return false;               /* the model does not know all fields */
+    if (p->body_start <= p->header_start &&
+        !(p->flags & PST_MIME_F_NO_SEPARATOR))
+        return false;               /* not a part: "--b" twice */
+    o->part = p;
+    o->add_mv = false;
+    if (p->container) {
+        o->kind = OP_RELABEL;
+        return p->cte == PST_CTE_8BIT || p->cte == PST_CTE_BINARY;
+    }
+    if (composite || !identity)
+        return false;
+    o->kind = OP_CONVERT;
+    o->add_mv = p == model->root &&
+                pst_mime_field(p, "MIME-Version", 0) == NULL;
+    return true;
+}
+
 struct pst_mime8 *
-pst_mime8_new(pst_mime8_out out, void *arg)
+pst_mime8_new(const struct pst_msg *model, pst_mime8_out out, void *arg)
 {
     struct pst_mime8 *m = pst_xcalloc(1, sizeof(*m));
+
     m->out = out;
     m->arg = arg;
-    m->st = M_HDR;
-    m->top = true;
-    m->hdr = pst_xmalloc(PST_MIME8_HDR);
+    m->ops = pst_xcalloc(model->nparts + 1, sizeof(*m->ops));
+    /* depth-first order is header_start order */
+    for (unsigned i = 0; i < model->nparts; i++)
+        if (plan(model, model->parts[i], &m->ops[m->nops]))
+            m->nops++;
+    m->st = M_PASS;
+    pst_tbuf_init(&m->hdr);
     return m;
 }
 
@@ -69,292 +104,178 @@ pst_mime8_free(struct pst_mime8 *m)
 {
     if (m == NULL)
         return;
-    free(m->hdr);
+    pst_tbuf_free(&m->hdr);
+    free(m->ops);
     free(m);
 }
 
-/* ---- header analysis ---- */
-
-/* field_value - the unfolded value of field name in the held block (first
- * occurrence), lowercased into dst; false if absent. */
-static bool
-field_value(const struct pst_mime8 *m, const char *name, char *dst,
-            size_t dstsz)
-{
-    size_t nl = strlen(name);
-    const char *p = m->hdr, *end = m->hdr + m->hlen;
-
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (eol == NULL)
-            eol = end;
-        if ((size_t)(eol - p) > nl && pst_strncaseeq(p, name, nl) &&
-            p[nl] == ':') {
-            size_t o = 0;
-            const char *q = p + nl + 1;
-            for (;;) {
-                for (; q < eol && o + 1 < dstsz; q++)
-                    dst[o++] = (char)pst_tolower((unsigned char)*q);
-                if (eol >= end || (eol[1] != ' ' && eol[1] != '\t'))
-                    break;
-                q = eol + 1;
-                eol = memchr(q, '\n', (size_t)(end - q));
-                if (eol == NULL)
-                    eol = end;
-            }
-            dst[o] = '\0';
-            return true;
-        }
-        p = eol + 1;
-    }
-    return false;
-}
-
-static const char *
-skip_ws(const char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    return s;
-}
-
-/* boundary - the boundary parameter of a Content-Type value (original
- * case matters: taken from the raw block, not the lowercased copy). */
-static bool
-boundary(const struct pst_mime8 *m, char *dst)
-{
-    char v[4096];
-    if (!field_value(m, "content-type", v, sizeof(v)))
-        return false;
-    const char *b = strstr(v, "boundary=");
-    if (b == NULL)
-        return false;
-    size_t off = (size_t)(b - v) + 9;
-    /* find the same offset in the raw text: search the raw header for a
-     * case-insensitive "boundary=" and take what follows */
-    const char *raw = m->hdr, *end = m->hdr + m->hlen, *r = NULL;
-    for (const char *p = raw; p + 9 <= end; p++)
-        if (pst_strncaseeq(p, "boundary=", 9)) {
-            r = p + 9;
-            break;
-        }
-    (void)off;
-    if (r == NULL)
-        return false;
-    size_t n = 0;
-    if (*r == '"') {
-        r++;
-        while (r < end && *r != '"' && *r != '\r' && *r != '\n' &&
-               n < PST_MIME8_BND)
-            dst[n++] = *r++;
-    } else {
-        while (r < end && !strchr(" \t;\r\n\"", *r) && n < PST_MIME8_BND)
-            dst[n++] = *r++;
-    }
-    dst[n] = '\0';
-    return n > 0;
-}
-
-/* emit_header - the held block out, CTE replaced by cte (NULL: unchanged),
- * MIME-Version added when add_mv. */
-static void
-emit_header(struct pst_mime8 *m, const char *cte, bool add_mv)
-{
-    const char *p = m->hdr, *end = m->hdr + m->hlen;
-    bool skipping = false;
-
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (eol == NULL)
-            eol = end;
-        bool cont = p[0] == ' ' || p[0] == '\t';
-        if (!cont)
-            skipping = cte && (size_t)(eol - p) > 26 &&
-                       pst_strncaseeq(p, "content-transfer-encoding:", 26);
-        if (!skipping)
-            m->out(m->arg, p, (size_t)(eol - p));
-        p = eol + 1;
-    }
-    if (add_mv)
-        m->out(m->arg, "MIME-Version: 1.0", 17);
-    if (cte) {
-        char l[64];
-        size_t n = (size_t)snprintf(l, sizeof(l),
-                                    "Content-Transfer-Encoding: %s", cte);
-        m->out(m->arg, l, n);
-    }
-    m->out(m->arg, "", 0);
-    m->hlen = 0;
-}
-
-static void
-end_header(struct pst_mime8 *m)
-{
-    char ct[4096] = "", cte[256] = "";
-    bool top = m->top;
-
-    m->top = false;
-    if (m->overflow) {
-        m->overflow = false;
-        m->st = M_PASS;
-        return;
-    }
-    bool has_ct = field_value(m, "content-type", ct, sizeof(ct));
-    field_value(m, "content-transfer-encoding", cte, sizeof(cte));
-    const char *t = skip_ws(ct);
-    const char *e = skip_ws(cte);
-    bool enc_ok = *e == '\0' || strncmp(e, "7bit", 4) == 0 ||
-                  strncmp(e, "8bit", 4) == 0 || strncmp(e, "binary", 6) == 0;
-    bool labelled8 = strncmp(e, "8bit", 4) == 0 ||
-                     strncmp(e, "binary", 6) == 0;
-
-    if (strncmp(t, "multipart/", 10) == 0) {
-        char b[PST_MIME8_BND + 1];
-        if (m->nbnd < PST_MIME8_DEPTH && boundary(m, b)) {
-            memcpy(m->bnd[m->nbnd++], b, sizeof(b));
-            emit_header(m, labelled8 ? "7bit" : NULL, false);
-            m->st = M_PASS;             /* preamble */
-            return;
-        }
-        emit_header(m, NULL, false);
-        m->st = M_PASS;
-        return;
-    }
-    if (strncmp(t, "message/rfc822", 14) == 0 ||
-        strncmp(t, "message/global", 14) == 0) {
-        emit_header(m, labelled8 ? "7bit" : NULL, false);
-        m->st = M_HDR;                  /* the embedded message */
-        return;
-    }
-    if (!enc_ok) {
-        emit_header(m, NULL, false);
-        m->st = M_PASS;
-        return;
-    }
-    char mv[64];
-    bool add_mv = top && !field_value(m, "mime-version", mv, sizeof(mv));
-    (void)has_ct;
-    emit_header(m, "quoted-printable", add_mv);
-    m->st = M_QP;
-}
-
-/* ---- quoted-printable ---- */
-
-static void
-qp_line(struct pst_mime8 *m, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        char enc[3];
-        size_t el;
-        bool last = i + 1 == n;
-        if ((ch >= 33 && ch <= 126 && ch != '=') ||
-            ((ch == ' ' || ch == '\t') && !last)) {
-            enc[0] = (char)ch;
-            el = 1;
-        } else {
-            enc[0] = '=';
-            enc[1] = hex[ch >> 4];
-            enc[2] = hex[ch & 15];
-            el = 3;
-        }
-        /* keep room for a soft break "=" within 76 columns */
-        if (o + el > QP_MAX - 1 && !(last && o + el <= QP_MAX)) {
-            m->qp[o++] = '=';
-            m->out(m->arg, m->qp, o);
-            o = 0;
-        }
-        memcpy(m->qp + o, enc, el);
-        o += el;
-    }
-    m->out(m->arg, m->qp, o);
-}
-
-/* boundary_line - index+1 of the boundary (innermost first) this line
- * opens or closes, 0 if none; *close set for "--b--". */
+/* eol_at - length of the line end at b[i] (CRLF 2, LF 1, none 0). */
 static size_t
-boundary_line(const struct pst_mime8 *m, const char *l, size_t n,
-              bool *close)
+eol_at(const char *b, size_t len, size_t i)
 {
-    if (n < 3 || l[0] != '-' || l[1] != '-')
-        return 0;
-    for (size_t k = m->nbnd; k > 0; k--) {
-        const char *b = m->bnd[k - 1];
-        size_t bl = strlen(b);
-        if (n < 2 + bl || memcmp(l + 2, b, bl) != 0)
-            continue;
-        const char *rest = l + 2 + bl;
-        size_t rl = n - 2 - bl;
-        *close = rl >= 2 && rest[0] == '-' && rest[1] == '-';
-        size_t i = *close ? 2 : 0;
-        for (; i < rl; i++)
-            if (rest[i] != ' ' && rest[i] != '\t')
-                break;
-        if (i == rl)
-            return k;
-    }
+    if (i < len && b[i] == '\n')
+        return 1;
+    if (i + 1 < len && b[i] == '\r' && b[i + 1] == '\n')
+        return 2;
     return 0;
 }
 
-void
-pst_mime8_line(struct pst_mime8 *m, const char *l, size_t n)
+/*
+ * rewrite - the held header block out: its Content-Transfer-Encoding
+ * fields (the model's) dropped, the new fields before its empty line (or,
+ * when the body began without one or the text ended in the header, after
+ * its last field, ended if it was not, and followed by an empty line).
+ */
+static void
+rewrite(struct pst_mime8 *m)
 {
-    bool close;
+    const struct pst_mime_part *p = m->cur->part;
+    const char *b = m->hdr.p ? m->hdr.p : "";
+    size_t len = m->hdr.len, at = 0;
+    size_t blank = len;             /* where the new fields go */
+    char last = '\n';               /* last octet written: at a line start */
 
-    if (m->st == M_HDR) {
-        if (n == 0) {
-            end_header(m);
-            return;
-        }
-        if (m->overflow) {
-            m->out(m->arg, l, n);
-            return;
-        }
-        if (m->hlen + n + 1 > PST_MIME8_HDR) {
-            /* too big to hold: pass it and the entity as they are */
-            const char *p = m->hdr, *end = m->hdr + m->hlen;
-            while (p < end) {
-                const char *eol = memchr(p, '\n', (size_t)(end - p));
-                m->out(m->arg, p, (size_t)(eol - p));
-                p = eol + 1;
-            }
-            m->hlen = 0;
-            m->overflow = true;
-            m->out(m->arg, l, n);
-            return;
-        }
-        memcpy(m->hdr + m->hlen, l, n);
-        m->hlen += n;
-        m->hdr[m->hlen++] = '\n';
-        return;
+    if (!(p->flags & PST_MIME_F_NO_SEPARATOR)) {
+        /* the empty line: CRLF, LF, or a CR that ended the text */
+        if (len >= 2 && b[len - 2] == '\r' && b[len - 1] == '\n')
+            blank = len - 2;
+        else if (len >= 1 && (b[len - 1] == '\n' || b[len - 1] == '\r'))
+            blank = len - 1;
     }
-    size_t k = boundary_line(m, l, n, &close);
-    if (k > 0) {
-        m->nbnd = close ? k - 1 : k;
-        m->out(m->arg, l, n);
-        m->st = close ? M_PASS : M_HDR;
-        return;
+    /* an embedded message right after its container's fields (no empty
+     * line between): end those first, or the new fields would join them
+     * (unless the container was rewritten just before: that ended them) */
+    const struct pst_mime_part *up = p->parent;
+    if (up && up->container && strcmp(up->type, "multipart") != 0 &&
+        (up->flags & PST_MIME_F_NO_SEPARATOR) &&
+        up->body_start == p->header_start &&
+        !(m->cur > m->ops && m->cur[-1].part == up))
+        m->out(m->arg, "\r\n", 2);
+    for (unsigned i = 0; i < p->nfields; i++) {
+        const struct pst_hdr_field *f = &p->fields[i];
+        if (!pst_strcaseeq(f->name, "Content-Transfer-Encoding"))
+            continue;
+        size_t s = (size_t)(f->offset - p->header_start);
+        if (s < at || s + f->raw_len > blank)
+            continue;               /* not where the model says: keep */
+        size_t e = s + f->raw_len;
+        e += eol_at(b, blank, e);
+        if (s > at) {
+            m->out(m->arg, b + at, s - at);
+            last = b[s - 1];
+        }
+        at = e;
     }
-    if (m->st == M_QP)
-        qp_line(m, l, n);
+    if (blank > at) {
+        m->out(m->arg, b + at, blank - at);
+        last = b[blank - 1];
+    }
+    if (last != '\n')
+        m->out(m->arg, "\r\n", 2);    /* the block ended inside a field */
+    if (m->cur->add_mv)
+        m->out(m->arg, "MIME-Version: 1.0\r\n", 19);
+    if (m->cur->kind == OP_CONVERT)
+        m->out(m->arg, "Content-Transfer-Encoding: quoted-printable\r\n",
+               45);
     else
-        m->out(m->arg, l, n);
+        m->out(m->arg, "Content-Transfer-Encoding: 7bit\r\n", 33);
+    if (blank < len)
+        m->out(m->arg, b + blank, len - blank);
+    else
+        m->out(m->arg, "\r\n", 2);
+    pst_tbuf_reset(&m->hdr);
+}
+
+static void
+qp(struct pst_mime8 *m, const char *p, size_t n)
+{
+    while (n > 0) {
+        size_t k = n < QP_IN ? n : QP_IN;
+        size_t o = pst_qp_enc_update(&m->qp, p, k, m->qbuf);
+        m->out(m->arg, m->qbuf, o);
+        p += k;
+        n -= k;
+    }
+}
+
+/* settle - the state changes due at the current offset (several may be:
+ * an empty body, or the next part right after). */
+static void
+settle(struct pst_mime8 *m)
+{
+    for (;;) {
+        if (m->st == M_PASS && m->next < m->nops &&
+            m->ops[m->next].part->header_start < m->off) {
+            m->next++;              /* inside a range already passed */
+            continue;
+        }
+        if (m->st == M_PASS && m->next < m->nops &&
+            m->ops[m->next].part->header_start == m->off) {
+            m->cur = &m->ops[m->next++];
+            m->st = M_HOLD;
+            continue;
+        }
+        if (m->st == M_HOLD && m->cur->part->body_start <= m->off) {
+            rewrite(m);
+            if (m->cur->kind == OP_CONVERT) {
+                pst_qp_enc_init(&m->qp, false);
+                m->st = M_QP;
+            } else {
+                m->st = M_PASS;
+            }
+            continue;
+        }
+        if (m->st == M_QP && m->cur->part->body_end <= m->off) {
+            size_t o = pst_qp_enc_final(&m->qp, m->qbuf);
+            m->out(m->arg, m->qbuf, o);
+            m->st = M_PASS;
+            continue;
+        }
+        return;
+    }
+}
+
+void
+pst_mime8_bytes(struct pst_mime8 *m, const void *data, size_t n)
+{
+    const char *p = data;
+
+    while (n > 0) {
+        settle(m);
+        /* octets up to the next change of state */
+        uint64_t until = UINT64_MAX;
+        if (m->st == M_PASS && m->next < m->nops)
+            until = m->ops[m->next].part->header_start;
+        else if (m->st == M_HOLD)
+            until = m->cur->part->body_start;
+        else if (m->st == M_QP)
+            until = m->cur->part->body_end;
+        size_t k = until - m->off < n ? (size_t)(until - m->off) : n;
+        if (m->st == M_HOLD)
+            pst_tbuf_add(&m->hdr, p, k);
+        else if (m->st == M_QP)
+            qp(m, p, k);
+        else
+            m->out(m->arg, p, k);
+        m->off += k;
+        p += k;
+        n -= k;
+    }
+    settle(m);
 }
 
 void
 pst_mime8_end(struct pst_mime8 *m)
 {
-    /* a message that ended inside its header block: pass it on */
-    if (m->st == M_HDR && m->hlen > 0) {
-        const char *p = m->hdr, *end = m->hdr + m->hlen;
-        while (p < end) {
-            const char *eol = memchr(p, '\n', (size_t)(end - p));
-            m->out(m->arg, p, (size_t)(eol - p));
-            p = eol + 1;
-        }
-        m->hlen = 0;
+    settle(m);
+    if (m->st == M_HOLD) {
+        /* the text ended before the model's body_start: not the text
+         * the model was built from; pass what is held */
+        m->out(m->arg, m->hdr.p, m->hdr.len);
+        pst_tbuf_reset(&m->hdr);
+    } else if (m->st == M_QP) {
+        size_t o = pst_qp_enc_final(&m->qp, m->qbuf);
+        m->out(m->arg, m->qbuf, o);
     }
+    m->st = M_PASS;
 }

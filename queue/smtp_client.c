@@ -10,11 +10,15 @@
  * DATA group is one write, and the body goes out in PST_SMTPC_CHUNK pieces
  * (TCP_NODELAY is set: no Nagle stall on the final dot).
  *
- * Body transform (on output, one line at a time): the stored text cut into
+ * Body transform (on output): for a hop without 8BITMIME, the
+ * quoted-printable downgrade of queue/mime8.c, then the text cut into
  * lines by queue/wire.c (every line end CRLF, lines over 998 octets
- * folded, a header line continuing with a space), for a hop without
- * 8BITMIME the quoted-printable downgrade of queue/mime8.c, then
- * dot-stuffing.
+ * folded, a header line continuing with a space) and dot-stuffed. The
+ * downgrade consumes core/mime.c's model of the text being sent: before
+ * the first MAIL of such a message the text is read once through the
+ * parser (S_MODEL, with the gateway's MIME limits), so the parts that
+ * change are the parts the filters saw; the model serves every
+ * transaction of the message and goes with it.
  *
  * Replies: each step takes one positive reply (220 greeting and
  * STARTTLS, 250 EHLO/HELO/LHLO, 235 or 334 AUTH, 2xx MAIL, RCPT, RSET and
@@ -50,6 +54,7 @@
 #include "core/net.h"
 #include "core/tbuf.h"
 #include "core/util.h"
+#include "queue/mime8.h"
 #include "queue/wire.h"
 
 #define PST_SMTPC_LINE 2048
@@ -59,7 +64,7 @@
 enum cstate {
     S_CONNECT, S_GREETING, S_EHLO, S_HELO, S_STARTTLS, S_HANDSHAKE,
     S_AUTH_PLAIN, S_AUTH_LOGIN_USER, S_AUTH_LOGIN_PASS, S_AUTH_DONE,
-    S_READY, S_TXN, S_BODY, S_DOT, S_RSET, S_QUIT, S_DEAD,
+    S_READY, S_MODEL, S_TXN, S_BODY, S_DOT, S_RSET, S_QUIT, S_DEAD,
 };
 
 /* A command whose reply is still to come. */
@@ -145,6 +150,9 @@ struct pst_smtpc {
     bool body_eof;
     bool body_reading;
     struct pst_wire wire;           /* stored text -> lines */
+    struct pst_mime_limits mime_limits;
+    struct pst_mime_parser *mp;     /* S_MODEL: the text being parsed */
+    struct pst_msg *model;          /* the message's model (convert8) */
     struct pst_mime8 *mime8;
     unsigned txns;
 };
@@ -258,7 +266,8 @@ on_timeout(uv_timer_t *t)
         [S_EHLO] = "EHLO", [S_HELO] = "HELO", [S_STARTTLS] = "STARTTLS",
         [S_HANDSHAKE] = "the TLS handshake", [S_AUTH_PLAIN] = "AUTH",
         [S_AUTH_LOGIN_USER] = "AUTH", [S_AUTH_LOGIN_PASS] = "AUTH",
-        [S_AUTH_DONE] = "AUTH", [S_READY] = "idle", [S_TXN] = "MAIL/RCPT/DATA",
+        [S_AUTH_DONE] = "AUTH", [S_READY] = "idle",
+        [S_MODEL] = "reading the queue file", [S_TXN] = "MAIL/RCPT/DATA",
         [S_BODY] = "sending the message", [S_DOT] = "end of data",
         [S_RSET] = "RSET", [S_QUIT] = "QUIT", [S_DEAD] = "closing",
     };
@@ -287,6 +296,8 @@ on_closed(uv_handle_t *h)
     free(c->acc);
     free(c->rbuf);
     pst_mime8_free(c->mime8);
+    pst_mime_parser_free(c->mp);
+    pst_msg_free(c->model);
     free(c);
 }
 
@@ -326,6 +337,10 @@ finish_msg(struct pst_smtpc *c, bool reusable)
     c->sent_cb = NULL;
     pst_mime8_free(c->mime8);
     c->mime8 = NULL;
+    pst_mime_parser_free(c->mp);
+    c->mp = NULL;
+    pst_msg_free(c->model);
+    c->model = NULL;
     if (m && cb)
         cb(c->sent_arg, c, reusable && !c->broken && c->st != S_DEAD);
 }
@@ -775,65 +790,93 @@ next_txn(struct pst_smtpc *c)
 
 /* ---- body output ---- */
 
+/* line_out - a line of the text from queue/wire.c, onto the wire. */
 static void
-emit_line(void *arg, const char *p, size_t n)
+line_out(void *arg, const char *p, size_t n)
 {
     struct pst_smtpc *c = arg;
     pst_wire_put_line(&c->out, p, n);
 }
 
-/* line_out - a line of the text from queue/wire.c. */
+/* text_out - text from the downgrade, on to the line writer. */
 static void
-line_out(void *arg, const char *p, size_t n)
+text_out(void *arg, const void *p, size_t n)
 {
     struct pst_smtpc *c = arg;
-    if (c->mime8)
-        pst_mime8_line(c->mime8, p, n);
-    else
-        pst_wire_put_line(&c->out, p, n);
+    pst_wire_bytes(&c->wire, p, n);
 }
 
 static void
 body_end(struct pst_smtpc *c)
 {
-    pst_wire_end(&c->wire);
     if (c->mime8)
         pst_mime8_end(c->mime8);
+    pst_wire_end(&c->wire);
     pst_tbuf_add(&c->out, ".\r\n", 3);
     c->st = S_DOT;
     set_timer(c, c->o->t_final);
     flush(c);
 }
 
+/* model_done - the whole text went through the parser: the model is
+ * complete; read the text again, to send it. */
 static void
-on_body(struct pst_smtpc *c, ssize_t n)
+model_done(struct pst_smtpc *c)
+{
+    c->model = pst_mime_finish(c->mp);
+    c->mp = NULL;
+    if (c->m->body.rewind(c->m->body.arg) != 0) {
+        c_fail(c, PST_SMTPC_TEMP, "4.3.0 cannot reread the queue file");
+        return;
+    }
+    c->st = S_READY;
+    next_txn(c);
+}
+
+/* on_text - a piece of the stored text: to the parser (S_MODEL) or out
+ * (S_BODY); 0 is its end. */
+static void
+on_text(struct pst_smtpc *c, ssize_t n)
 {
     c->body_reading = false;
-    if (c->st != S_BODY)
+    if (c->st != S_BODY && c->st != S_MODEL)
         return;                     /* connection failed meanwhile */
     if (n < 0) {
         c_fail(c, PST_SMTPC_TEMP, "4.3.0 error reading the queue file: %s",
                strerror((int)-n));
         return;
     }
+    if (c->st == S_MODEL) {
+        if (n == 0) {
+            model_done(c);
+            return;
+        }
+        pst_mime_feed(c->mp, c->rbuf, (size_t)n);
+        body_more(c);
+        return;
+    }
     if (n == 0) {
         body_end(c);
         return;
     }
-    pst_wire_bytes(&c->wire, c->rbuf, (size_t)n);
+    if (c->mime8)
+        pst_mime8_bytes(c->mime8, c->rbuf, (size_t)n);
+    else
+        pst_wire_bytes(&c->wire, c->rbuf, (size_t)n);
     set_timer(c, c->o->t_block);
     flush(c);
     if (c->writes == 0 && c->st == S_BODY)
         body_more(c);
 }
 
+/* body_more - the next piece of the stored text (on_text). */
 static void
 body_more(struct pst_smtpc *c)
 {
     if (c->rbuf == NULL)
         c->rbuf = pst_xmalloc(PST_SMTPC_CHUNK);
     c->body_reading = true;
-    c->m->body.read(c->m->body.arg, c->rbuf, PST_SMTPC_CHUNK, c, on_body);
+    c->m->body.read(c->m->body.arg, c->rbuf, PST_SMTPC_CHUNK, c, on_text);
 }
 
 static void
@@ -842,7 +885,19 @@ start_body(struct pst_smtpc *c)
     c->st = S_BODY;
     pst_wire_init(&c->wire, line_out, c);
     pst_mime8_free(c->mime8);
-    c->mime8 = c->convert8 ? pst_mime8_new(emit_line, c) : NULL;
+    c->mime8 = c->model ? pst_mime8_new(c->model, text_out, c) : NULL;
+    set_timer(c, c->o->t_block);
+    body_more(c);
+}
+
+/* start_model - read the text once through core/mime.c, with the
+ * gateway's limits: the downgrade changes the parts of that tree and
+ * nothing else. */
+static void
+start_model(struct pst_smtpc *c)
+{
+    c->st = S_MODEL;
+    c->mp = pst_mime_parser_new(&c->mime_limits, NULL, NULL);
     set_timer(c, c->o->t_block);
     body_more(c);
 }
@@ -1082,6 +1137,7 @@ on_reply(struct pst_smtpc *c)
         shut(c);
         break;
     case S_READY:
+    case S_MODEL:
     case S_BODY:
         /* unexpected reply: the hop is confused, stop using it */
         proto_error(c, "nothing");
@@ -1295,6 +1351,11 @@ pst_smtpc_open(uv_loop_t *loop, const struct pst_smtpc_opts *o,
         snprintf(c->tls_name, sizeof(c->tls_name), "%s", o->tls_name);
         c->ov.tls_name = c->tls_name;
     }
+    if (o->mime_limits)
+        c->mime_limits = *o->mime_limits;
+    else
+        pst_mime_limits_default(&c->mime_limits);
+    c->ov.mime_limits = &c->mime_limits;
     c->o = &c->ov;
     o = c->o;
     c->open_cb = cb;
@@ -1349,6 +1410,10 @@ pst_smtpc_send(struct pst_smtpc *c, struct pst_smtpc_msg *m,
         /* refused before MAIL: report from the loop, not from here */
         c->st = S_READY;
         uv_timer_start(&c->timer, on_refused, 0, 0);
+        return;
+    }
+    if (c->convert8) {
+        start_model(c);
         return;
     }
     next_txn(c);

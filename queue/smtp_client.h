@@ -29,6 +29,7 @@
 
 #include "conf/conf.h"
 #include "core/envelope.h"
+#include "core/mime.h"
 
 #define PST_SMTPC_TEXT 256
 
@@ -45,6 +46,9 @@ struct pst_smtpc_opts {
     const char *auth_password;
     bool auth_plaintext;
     enum pst_8bit eight_bit;
+    const struct pst_mime_limits *mime_limits; /* the gateway's, so the
+                                       downgrade's model is the filters';
+                                       copied at open; NULL: defaults */
     unsigned rcpts_per_txn;
     unsigned reply_lines_max;
     /* seconds, RFC 5321 4.5.3.2 */
@@ -118,14 +122,5 @@ void pst_smtpc_on_gone(struct pst_smtpc *c, pst_smtpc_gone_cb cb, void *arg);
 void pst_smtpc_close(struct pst_smtpc *c);
 /* pst_smtpc_tls - the connection is encrypted (for logs and tests). */
 bool pst_smtpc_tls(const struct pst_smtpc *c);
-
-/* Quoted-printable downgrade of 8-bit MIME text (queue/mime8.c), line by
- * line; lines are given and produced without CRLF. */
-typedef void (*pst_mime8_out)(void *arg, const char *line, size_t len);
-struct pst_mime8;
-struct pst_mime8 *pst_mime8_new(pst_mime8_out out, void *arg);
-void pst_mime8_line(struct pst_mime8 *m, const char *line, size_t len);
-void pst_mime8_end(struct pst_mime8 *m);
-void pst_mime8_free(struct pst_mime8 *m);
 
 #endif

@@ -350,6 +350,47 @@ class EightBit(PosternTestCase):
         self.assertEqual(m.get_content().replace("\r\n", "\n"),
                          text.replace("\r\n", "\n"))
 
+    def test_downgrade_follows_the_model_of_the_edited_text(self):
+        # the parts come from core/mime.c's tree of the text as sent (a
+        # filter's edit applied): a boundary= in another field and an RFC
+        # 2231 boundary no longer hide the 8-bit part; the text spans
+        # several reads of the queue file (read once for the model, again
+        # to send)
+        ds = self.downstream(extensions=["PIPELINING", "SIZE 10000000"])
+        p = self.postern({
+            "delivery": dict(FAST, default_route=ds.route()),
+            "filters": [{"module": "headers", "rules": [
+                {"add": "X-Gateway", "value": "postern", "top": True}]}],
+            "mime": {"depth": 8}})
+        text = ("Caf\u00e9 cr\u00e8me = 3\u20ac \r\n" * 8000)
+        msg = message(body=(
+            "--RIGHT\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n" + text +
+            "--RIGHT\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n"
+            "--RIGHT--\r\n"), extra_headers=[
+            "X-Note: see boundary=\"WRONG\" below",
+            "MIME-Version: 1.0",
+            "Content-Type: multipart/mixed; boundary*0=\"RI\";",
+            " boundary*1=\"GHT\""])
+        send(p, ["a@dest.test"], msg, mail_options=["BODY=8BITMIME"])
+        [t] = ds.wait_for_transactions(1, timeout=20)
+        self.assertTrue(all(b < 128 for b in t.data_raw),
+                        "8-bit octets sent to a 7-bit hop")
+        self.assertTrue(t.data.startswith(b"X-Gateway: postern\r\n"))
+        m = email.message_from_bytes(t.data, policy=email.policy.default)
+        parts = list(m.iter_parts())
+        self.assertEqual(len(parts), 2)
+        self.assertEqual(parts[0]["Content-Transfer-Encoding"],
+                         "quoted-printable")
+        # the last line end before a delimiter is the delimiter's
+        self.assertEqual(parts[0].get_content().replace("\r\n", "\n"),
+                         text[:-2].replace("\r\n", "\n"))
+        self.assertEqual(parts[1].get_content(), b"\x00\x01\x02")
+        wait_log(p, r'event=delivered to="a@dest.test"')
+
     def test_8bit_kept_when_offered(self):
         ds = self.downstream()
         p = self.postern({"delivery": dict(FAST,

@@ -241,6 +241,17 @@ test_qp_encode(void **state)
     memset(line, 'y', sizeof(line));
     n = qp_encode(line, sizeof(line), 7, false, out);
     check_qp_lines(out, n);
+    /* a '-' opening a line, hard or soft, is encoded: no encoded line can
+     * start like a boundary delimiter ("--b") */
+    n = qp_encode((const uint8_t *)"--b\r\na-b\r\n-", 11, 0, false, out);
+    assert_int_equal(n, strlen("=2D-b\r\na-b\r\n=2D"));
+    assert_memory_equal(out, "=2D-b\r\na-b\r\n=2D", n);
+    memset(line, '-', sizeof(line));
+    n = qp_encode(line, sizeof(line), 3, false, out);
+    check_qp_lines(out, n);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (out[i] == '\n')
+            assert_int_equal(out[i + 1], '=');
 }
 
 /* Random inputs through encoder and decoder, split at random points. */

@@ -658,6 +658,54 @@ test_greeting_timeout(void **state)
     run_done(&r);
 }
 
+/* The downgrade takes its parts from core/mime.c's model of the text, so
+ * it agrees with the parser the filters' tree came from. Messages where a
+ * second, smaller parser once disagreed: a boundary= in another field
+ * (it took the first one in the raw header), an RFC 2231 boundary, a
+ * Content-Type folded inside its boundary parameter. Each passed its
+ * 8-bit part unconverted to a hop without 8BITMIME. */
+static void
+test_downgrade_follows_the_model(void **state)
+{
+    static const char *const heads[] = {
+        "X-Note: see boundary=\"WRONG\" below\r\n"
+        "Content-Type: multipart/mixed; boundary=\"RIGHT\"\r\n",
+        "Content-Type: multipart/mixed; boundary*0=\"RI\";\r\n"
+        " boundary*1=\"GHT\"\r\n",
+        "Content-Type:\r\n multipart/mixed;\r\n boundary=\r\n \"RIGHT\"\r\n",
+    };
+    (void)state;
+    for (size_t i = 0; i < PST_ARRAY_LEN(heads); i++) {
+        char text[1024];
+        struct run r;
+        snprintf(text, sizeof(text),
+                 "%sMIME-Version: 1.0\r\n\r\n"
+                 "--RIGHT\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Transfer-Encoding: 8bit\r\n"
+                 "\r\n"
+                 "caf\xc3\xa9\r\n"
+                 "--RIGHT--\r\n", heads[i]);
+        run_init(&r, text, 1);
+        r.env.body = PST_BODY_8BITMIME;
+        r.srv.ext = "PIPELINING\nSIZE 1000000";
+        run_go(&r);
+        expect(&r, 0, PST_SMTPC_OK, NULL);
+        const char *d = strstr(r.srv.rx, "\r\nDATA\r\n");
+        assert_non_null(d);
+        for (const char *q = d; *q; q++)
+            if ((unsigned char)*q >= 0x80)
+                fail_msg("case %zu: 8-bit octet at %zu on the wire", i,
+                         (size_t)(q - d));
+        assert_non_null(strstr(d, "charset=utf-8\r\n"
+                                  "Content-Transfer-Encoding: "
+                                  "quoted-printable\r\n\r\ncaf=C3=A9\r\n"
+                                  "--RIGHT--\r\n"));
+        assert_null(strstr(d, "8bit"));
+        run_done(&r);
+    }
+}
+
 /* A run of bare CRs (a filter's replacement text, or a spool file with
  * valid checksums, can hold one): each is a line end of its own on the
  * wire, written as CRLF; no line buffer is overrun (the writer once
@@ -1051,6 +1099,7 @@ main(void)
         cmocka_unit_test(test_lmtp),
         cmocka_unit_test(test_long_line_folded),
         cmocka_unit_test(test_8bit_downgrade),
+        cmocka_unit_test(test_downgrade_follows_the_model),
         cmocka_unit_test(test_bare_cr_run),
         cmocka_unit_test(test_dsn_params_as_given),
         cmocka_unit_test(test_refused_before_mail),
