@@ -674,6 +674,12 @@ pst_fsess_free(struct pst_fsess *fs)
 }
 
 void
+pst_fsess_set_env(struct pst_fsess *fs, const struct pst_envelope *env)
+{
+    fs->env = env;
+}
+
+void
 pst_fsess_set_mime_limits(struct pst_fsess *fs,
                           const struct pst_mime_limits *lim)
 {

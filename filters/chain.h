@@ -132,6 +132,9 @@ struct pst_fsess *pst_fsess_new(struct pst_frt *rt, struct pst_chain *ch,
                                 const struct pst_envelope *env,
                                 pst_fsess_cb cb, void *arg);
 void pst_fsess_free(struct pst_fsess *fs);
+/* pst_fsess_set_env - from now the filters read env (the host's, valid
+ * until the next call): a transaction's envelope, then the session's. */
+void pst_fsess_set_env(struct pst_fsess *fs, const struct pst_envelope *env);
 bool pst_fsess_pending(const struct pst_fsess *fs);
 /* the limits of the MIME tree the chain builds for on_message (the
  * config generation's; must outlive fs). Default: the parser's. */

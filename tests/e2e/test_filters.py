@@ -407,6 +407,27 @@ class ExternalModule(PosternTestCase):
         self.assertEqual(sorted(d.delivered_to for d in got),
                          ["b@example.org", "c@example.org"])
 
+    def test_pending_command_runs_once(self):
+        # a command whose verdict pends is checked once and carried out
+        # once when the verdict comes: one log line each, one transaction
+        p = self.example(slow_ms=150, slow_phases=["helo", "mail", "rcpt"])
+        c = p.client()
+        c.greeting()
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@example.com>\r\n"
+               b"RCPT TO:<forbidden@example.org>\r\n"
+               b"DATA\r\n")
+        rs = c.replies(3, timeout=15)
+        # the refused recipient was tried: "no valid recipients", not
+        # "need RCPT"
+        self.assertEqual([(r.code, r.enhanced) for r in rs],
+                         [(250, "2.1.0"), (550, "5.1.1"), (554, "5.5.1")])
+        c.quit()
+        p.wait_for_log(r"event=disconnect")
+        log = p.log()
+        self.assertEqual(log.count(b"event=helo "), 1, log)
+        self.assertEqual(log.count(b"event=mail "), 1, log)
+
     def test_pipelined_behind_a_pending_verdict(self):
         p = self.example(slow_ms=700)
         c = p.session()
