@@ -118,6 +118,7 @@ struct pst_queue_conf {
     char *directory;                /* spool root, created 0700 */
     char *control_socket;           /* default <directory>/control.sock */
     char *control_group;            /* group allowed to use the CLI */
+    uint64_t segment_size;          /* bytes of a log segment file */
 };
 
 /* STARTTLS policy toward a next hop (queue/smtp_client.c). */

@@ -563,6 +563,8 @@ static const struct pst__directive queue_table[] = {
     /* default <directory>/control.sock: pst__conf_finish */
     PATH("control_socket", pst_queue_conf, control_socket, NULL, 0),
     STR("control_group", pst_queue_conf, control_group, NULL, 0, fix_group),
+    SIZE("segment_size", pst_queue_conf, segment_size, 8388608, 1048576,
+         1073741824),
     END,
 };
 

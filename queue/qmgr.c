@@ -109,6 +109,10 @@ struct pst_qmgr {
     bool paused;
     bool closing;
     unsigned nlist[4];          /* entries per qe_where */
+    uv_idle_t quick_idle;       /* runs the attempts finished on the loop */
+    struct djob *quick;         /* ... in this list */
+    struct djob **quick_tail;
+    unsigned handles;           /* open: the timer, quick_idle */
     struct pst_strmap *m_deliveries;    /* "outcome NUL route" -> series */
     struct pst_metric *m_attempt;       /* attempt duration histogram */
 };
@@ -271,6 +275,7 @@ struct djob {
     /* reports (queue/dsn.c): the original, read before the file goes */
     struct pst_dsn_orig orig;
     bool warn_delay;            /* a delay report is due on deferral */
+    struct djob *quick_next;    /* on qm->quick */
 };
 
 /* Results for every recipient when the message cannot even be read. */
@@ -302,59 +307,41 @@ attempt_of(const struct djob *j)
                                     .warn_delay = j->warn_delay};
 }
 
-/* Worker thread: deliver (blocking transports), then record. */
-static void
-djob_work(struct pst_pool_job *w, void *tctx)
+/*
+ * finished_quietly - the attempt left no recipient pending and owes no
+ * report: nothing is recorded but the message's end. Any thread (reads
+ * the job and the entry's envelope, which the loop leaves alone while the
+ * entry is busy).
+ */
+static bool
+finished_quietly(const struct djob *j)
 {
-    struct djob *j = (struct djob *)w;
-    struct qent *e = j->e;
-    struct pst_tbuf b = {0};
-    const char *first_err = NULL;
-    size_t left = 0;
-    int rc;
-
-    if (!j->delivered) {
-        rc = pst__reader_open(&j->r, &j->d.src, e->qid);
-        if (rc != 0) {
-            fail_all(j, rc);
-        } else {
-            j->d.reader = j->r;
-            j->tp->deliver(j->route, &j->d);
-            reader_finish(j);
-            /* a maildir copy is a final delivery (NOTIFY=SUCCESS) */
-            for (size_t i = 0; i < j->n; i++)
-                j->res[i].hint = PST_HINT_DELIVERED;
-        }
-    }
-    if (j->corrupt) {
-        pst__spool_set_corrupt(j->sp, e->qid, &j->loc);
-        return;
-    }
-
     struct pst_dsn_attempt at = attempt_of(j);
-    bool report = pst__dsn_any_owed(&at, j->expire_if_fail);
+    size_t left = pending_count(j->e) - j->n;   /* not in this attempt */
+
     for (size_t i = 0; i < j->n; i++)
         if (j->res[i].res != PST_DRES_OK && j->res[i].res != PST_DRES_PERM)
             left++;
-    left += pending_count(e) - j->n;    /* recipients not in this attempt */
-    if (left == 0 && !report) {
-        /* Every copy is durable at its destination and nobody is owed a
-         * report: the message goes without a last record and its own
-         * sync. The removal reaches the disk with the spool's next sync
-         * (shared with commits); a crash before it delivers these copies
-         * again - the duplicate window (docs/SPOOL.md). */
-        j->all_done = true;
-        pst__spool_finished(j->sp, e->qid, &j->loc);
-        return;
-    }
-    left = 0;
-    if (report) {
+    return left == 0 && !pst__dsn_any_owed(&at, j->expire_if_fail);
+}
+
+/* Worker thread: record what an attempt that did not finish quietly
+ * left: per-recipient records, retry, expiry, or the durable end. */
+static void
+record(struct djob *j)
+{
+    struct qent *e = j->e;
+    struct pst_tbuf b = {0};
+    const char *first_err = NULL;
+    struct pst_dsn_attempt at = attempt_of(j);
+    size_t left = 0;
+
+    if (pst__dsn_any_owed(&at, j->expire_if_fail)) {
         int drc = pst__dsn_read_original(&j->d.src, e->qid, &e->env,
                                          j->bounce_size_max, &j->orig);
         if (drc != 0)
             memset(&j->orig, 0, sizeof(j->orig));  /* report without it */
     }
-
     for (size_t i = 0; i < j->n; i++) {
         const struct pst_rcpt_result *x = &j->res[i];
         enum pst_rcpt_state st = x->res == PST_DRES_OK     ? PST_RCPT_DELIVERED
@@ -370,26 +357,64 @@ djob_work(struct pst_pool_job *w, void *tctx)
     }
     left += pending_count(e) - j->n;    /* recipients not in this attempt */
     j->all_done = left == 0;
-    if (!j->all_done) {
-        pst__rec_retry(&b, j->attempts, j->now + (time_t)j->delay, first_err);
-        if (j->expire_if_fail)
-            pst__rec_state(&b, PST_QSTATE_FAILED, j->now,
-                           "lifetime expired");
+    if (j->all_done) {
+        /* every copy is durable at its destination and the spool says so
+         * durably: a resurrected message would deliver nothing */
+        j->rec_err = pst__spool_done(j->sp, e->qid, &j->loc, &b);
+        pst_tbuf_free(&b);
+        return;
     }
+    pst__rec_retry(&b, j->attempts, j->now + (time_t)j->delay, first_err);
+    if (j->expire_if_fail)
+        pst__rec_state(&b, PST_QSTATE_FAILED, j->now, "lifetime expired");
     j->rec_err = pst__spool_append(j->sp, e->qid, &j->loc, &b);
     pst_tbuf_free(&b);
-    if (j->all_done) {
-        /* every copy is durable at its destination and the records say
-         * so: a resurrected message would deliver nothing */
-        pst__spool_remove(j->sp, e->qid, &j->loc);
-    } else if (j->expire_if_fail && j->rec_err == 0) {
-        rc = pst__spool_move(j->sp, e->qid, &j->loc, PST_AREA_HOLD);
+    if (j->expire_if_fail && j->rec_err == 0) {
+        int rc = pst__spool_move(j->sp, e->qid, &j->loc, PST_AREA_HOLD);
         if (j->loc.area == PST_AREA_HOLD)
             j->expired = true;          /* moved (a sync error is logged
                                            by nobody, as before) */
         else
             j->rec_err = rc;
     }
+}
+
+/* Worker thread: deliver (blocking transports), then record. */
+static void
+djob_work(struct pst_pool_job *w, void *tctx)
+{
+    struct djob *j = (struct djob *)w;
+    struct qent *e = j->e;
+
+    (void)tctx;
+    if (!j->delivered) {
+        int rc = pst__reader_open(&j->r, &j->d.src, e->qid);
+        if (rc != 0) {
+            fail_all(j, rc);
+        } else {
+            j->d.reader = j->r;
+            j->tp->deliver(j->route, &j->d);
+            reader_finish(j);
+            /* a maildir copy is a final delivery (NOTIFY=SUCCESS) */
+            for (size_t i = 0; i < j->n; i++)
+                j->res[i].hint = PST_HINT_DELIVERED;
+        }
+    }
+    if (j->corrupt) {
+        pst__spool_set_corrupt(j->sp, e->qid, &j->loc);
+        return;
+    }
+    if (finished_quietly(j)) {
+        /* Every copy is durable at its destination and nobody is owed a
+         * report: the message goes without a last record and its own
+         * sync. The removal reaches the disk with the spool's next sync
+         * (shared with commits); a crash before it delivers these copies
+         * again - the duplicate window (docs/SPOOL.md). */
+        j->all_done = true;
+        pst__spool_finished(j->sp, e->qid, &j->loc);
+        return;
+    }
+    record(j);
 }
 
 static void
@@ -504,6 +529,29 @@ out:
     schedule(qm);
 }
 
+/* The attempts finished on the loop: their done, outside the transport's
+ * own callback (so it never sees the manager start a delivery from it). */
+static void
+quick_drain(struct pst_qmgr *qm)
+{
+    struct djob *j;
+
+    while ((j = qm->quick) != NULL) {
+        qm->quick = j->quick_next;
+        if (qm->quick == NULL)
+            qm->quick_tail = &qm->quick;
+        djob_done(&j->w, true);
+    }
+}
+
+static void
+on_quick(uv_idle_t *h)
+{
+    struct pst_qmgr *qm = h->data;
+    uv_idle_stop(h);
+    quick_drain(qm);
+}
+
 /* d->done of an event-loop transport: loop thread. */
 static void
 on_delivered(struct pst_delivery *d)
@@ -516,6 +564,20 @@ on_delivered(struct pst_delivery *d)
     /* a deferral the route asked for (rate, dead host) sets the time */
     if (d->retry_after)
         j->delay = PST_MIN(j->delay, d->retry_after);
+    if (!j->corrupt && !pst__spool_blocks(&j->loc) && finished_quietly(j)) {
+        /* the common end of a message in the log: its MARK rewritten in
+         * the page cache, here (one pwrite, as the commit's own write),
+         * instead of a round trip to a worker thread */
+        struct pst_qmgr *qm = j->qm;
+        j->all_done = true;
+        pst__spool_finished(j->sp, j->e->qid, &j->loc);
+        j->quick_next = NULL;
+        *qm->quick_tail = j;
+        qm->quick_tail = &j->quick_next;
+        if (!uv_is_active((uv_handle_t *)&qm->quick_idle))
+            uv_idle_start(&qm->quick_idle, on_quick);
+        return;
+    }
     qm_run(j->qm, &j->w);
 }
 
@@ -751,6 +813,12 @@ pst__qmgr_new(struct pst_qmgr **qmp, uv_loop_t *loop, struct pst_spool *sp,
         goto fail_route;
     qm->timer.data = qm;
     qm->timer_open = true;
+    qm->handles = 1;
+    qm->quick_tail = &qm->quick;
+    if (uv_idle_init(qm->loop, &qm->quick_idle) == 0) {
+        qm->quick_idle.data = qm;
+        qm->handles++;
+    }
     unsigned threads = PST_MIN(qm->o.concurrency, PST_QMGR_THREADS);
     /* no bound of the pool's own: every job is embedded in a queue entry
      * that is busy (one job at a time) or in a maildir part of a delivery
@@ -780,9 +848,11 @@ pst__qmgr_start(struct pst_qmgr *qm)
 }
 
 static void
-on_timer_closed(uv_handle_t *h)
+on_handle_closed(uv_handle_t *h)
 {
-    qm_free(h->data);
+    struct pst_qmgr *qm = h->data;
+    if (--qm->handles == 0)
+        qm_free(qm);
 }
 
 void
@@ -801,6 +871,7 @@ pst__qmgr_close(struct pst_qmgr *qm)
         qm->tp->route_free(qm->route);
     pst_pool_close(qm->pool);       /* runs outstanding done callbacks */
     qm->pool = NULL;
+    quick_drain(qm);
     struct qentl *ls[] = {&qm->ready, &qm->wait, &qm->held, &qm->busy};
     for (size_t i = 0; i < PST_ARRAY_LEN(ls); i++)
         while ((e = TAILQ_FIRST(ls[i])) != NULL)
@@ -809,7 +880,9 @@ pst__qmgr_close(struct pst_qmgr *qm)
         qm->tp->route_free(qm->route);
     if (qm->timer_open) {
         uv_timer_stop(&qm->timer);
-        uv_close((uv_handle_t *)&qm->timer, on_timer_closed);
+        uv_close((uv_handle_t *)&qm->timer, on_handle_closed);
+        if (qm->handles > 1)
+            uv_close((uv_handle_t *)&qm->quick_idle, on_handle_closed);
     } else {
         qm_free(qm);
     }

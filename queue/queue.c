@@ -108,5 +108,8 @@ pst_queue_stats(struct pst_queue *q, struct pst_queue_stats *st)
     st->fsyncs = ss.fsyncs;
     st->batches = ss.batches;
     st->committed = ss.committed;
+    st->log = ss.log;
+    st->prepared = ss.prepared;
+    st->segments = ss.segments;
     pst__qmgr_stats(q->qm, st);
 }

@@ -49,6 +49,9 @@ struct pst_queue_stats {
     uint64_t fsyncs;                /* every fsync the spool issued */
     uint64_t batches;               /* group commits */
     uint64_t committed;             /* messages made durable */
+    uint64_t log;                   /* ... of them into the log */
+    uint64_t prepared;              /* log segments put to use */
+    unsigned segments;              /* log segment files now */
     /* the manager, now */
     unsigned queued;                /* messages in the queue (all states) */
     unsigned delivering;            /* deliveries in flight */

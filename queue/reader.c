@@ -1,16 +1,20 @@
 /*
- * reader.c - stream a committed message's text back out of its spool file
- * for a transport, verifying each CHUNK record's CRC before handing out
- * any of its bytes.
+ * reader.c - stream a committed message's text back out of the spool (a
+ * message file, or its group in a log segment) for a transport, verifying
+ * each CHUNK record's CRC before handing out any of its bytes.
  *
- * When the file holds an EDITS record (the filters' edits, right after the
- * ENVELOPE record), the text is passed through queue/edits.c on its way
- * out: the transport sees the edited message, the file keeps the
+ * When the message has an EDITS record (the filters' edits, right after
+ * the ENVELOPE record), the text is passed through queue/edits.c on its
+ * way out: the transport sees the edited message, the spool keeps the
  * original. The blob is checked (CRC, then its own structure) at open.
  *
- * Memory: one buffer of PST_SPOOL_WBUF (a whole CHUNK record). Errors are
- * sticky: after -EBADMSG (checksum) or -EIO every read returns the same
- * error, and pst_spool_reader_read(r, NULL, 0) reports it.
+ * A segment's fd is shared (pread only, never closed here): the message's
+ * reference on its segment keeps it open while any reader exists.
+ *
+ * Memory: one buffer as large as the stored text, at most PST_SPOOL_WBUF
+ * (a whole CHUNK record); one pread per CHUNK record. Errors are sticky:
+ * after -EBADMSG (checksum) or -EIO every read returns the same error, and
+ * pst_spool_reader_read(r, NULL, 0) reports it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,9 +30,12 @@
 
 struct pst_spool_reader {
     int fd;
+    bool own_fd;            /* a message file's: closed with the reader */
+    uint32_t seed;
     uint64_t data_off, data_end, size;
     uint64_t off;           /* file offset of the next record */
     uint8_t *buf;
+    size_t bufsize;
     size_t have, pos;       /* payload bytes in buf + PST_REC_HDR_LEN */
     int err;
     uint8_t *edits;         /* EDITS payload, or NULL */
@@ -46,27 +53,22 @@ le32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
-/* Find an EDITS record after the ENVELOPE record at data_end and set up
- * the edit applier. 0 also when there is none. */
+/* Read and check the EDITS record at off and set up the edit applier. */
 static int
-load_edits(struct pst_spool_reader *r)
+load_edits(struct pst_spool_reader *r, uint64_t off)
 {
     uint8_t h[PST_REC_HDR_LEN];
-    int rc = pread_all(r->fd, h, sizeof(h), r->data_end);
+    int rc = pread_all(r->fd, h, sizeof(h), off);
     if (rc != 0)
         return rc;
-    uint64_t next = r->data_end + PST_REC_OVERHEAD + le32(h + 4);
-    rc = pread_all(r->fd, h, sizeof(h), next);
-    if (rc != 0 || h[0] != PST_REC_EDITS)
-        return 0;                   /* none (the COMMIT record follows) */
     uint32_t len = le32(h + 4);
-    if (len == 0 || len > PST_REC_MAX)
+    if (h[0] != PST_REC_EDITS || len == 0 || len > PST_REC_MAX)
         return -EBADMSG;
     uint8_t *p = pst_xmalloc(PST_REC_HDR_LEN + len + PST_REC_CRC_LEN);
     memcpy(p, h, PST_REC_HDR_LEN);
     rc = pread_all(r->fd, p + PST_REC_HDR_LEN, len + PST_REC_CRC_LEN,
-                   next + PST_REC_HDR_LEN);
-    if (rc == 0 && pst_crc32c(0, p, PST_REC_HDR_LEN + len) !=
+                   off + PST_REC_HDR_LEN);
+    if (rc == 0 && pst_crc32c(r->seed, p, PST_REC_HDR_LEN + len) !=
                        le32(p + PST_REC_HDR_LEN + len))
         rc = -EBADMSG;
     if (rc == 0) {
@@ -84,16 +86,23 @@ int
 pst__reader_open(struct pst_spool_reader **rp,
                  const struct pst_spool_ref *ref, const char *qid)
 {
-    int fd = openat(ref->dirfd, qid, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    int fd = ref->fd;
+    if (fd < 0 && (fd = openat(ref->dirfd, qid, O_RDONLY | O_CLOEXEC)) < 0)
         return -errno;
     struct pst_spool_reader *r = pst_xcalloc(1, sizeof(*r));
     r->fd = fd;
+    r->own_fd = ref->fd < 0;
+    r->seed = ref->seed;
     r->data_off = r->off = ref->data_off;
     r->data_end = ref->data_end;
     r->size = ref->size;
-    r->buf = pst_xmalloc(PST_SPOOL_WBUF);
-    int rc = load_edits(r);
+    /* the whole text's records when they fit: small messages cost one
+     * small buffer and one pread */
+    uint64_t span = r->data_end > r->data_off ? r->data_end - r->data_off
+                                              : 0;
+    r->bufsize = (size_t)PST_MIN(span, (uint64_t)PST_SPOOL_WBUF);
+    r->buf = pst_xmalloc(r->bufsize ? r->bufsize : 1);
+    int rc = ref->edits_off ? load_edits(r, ref->edits_off) : 0;
     if (rc != 0) {
         pst__reader_close(r);
         return rc;
@@ -107,54 +116,41 @@ pst__reader_close(struct pst_spool_reader *r)
 {
     if (r == NULL)
         return;
-    close(r->fd);
+    if (r->own_fd)
+        close(r->fd);
     pst_edits_reader_close(r->ed);
     free(r->edits);
     free(r->buf);
     free(r);
 }
 
+/* Exactly n bytes at off: a file shorter than its records say is damage. */
 static int
 pread_all(int fd, void *p, size_t n, uint64_t off)
 {
-    uint8_t *b = p;
-    while (n > 0) {
-        ssize_t k = pread(fd, b, n, (off_t)off);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (k == 0)
-            return -EBADMSG;        /* shorter than its records say */
-        b += k;
-        n -= (size_t)k;
-        off += (uint64_t)k;
-    }
-    return 0;
+    size_t got;
+    int rc = pst__pread_upto(fd, p, n, off, &got);
+    return rc != 0 ? rc : got < n ? -EBADMSG : 0;
 }
 
-/* Load the next CHUNK record into buf. */
+/* Load the next CHUNK record into buf: one pread of what is left of the
+ * text's records (at most a buffer), then the record's own length. */
 static int
 next_chunk(struct pst_spool_reader *r)
 {
     uint8_t *h = r->buf;
-    int rc = pread_all(r->fd, h, PST_REC_HDR_LEN, r->off);
-    if (rc != 0)
-        return rc;
-    uint32_t len = (uint32_t)h[4] | (uint32_t)h[5] << 8 |
-                   (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
-    if (h[0] != PST_REC_CHUNK || len > PST_CHUNK_MAX ||
-        r->off + PST_REC_OVERHEAD + len > r->data_end)
+    size_t want = (size_t)PST_MIN(r->data_end - r->off, (uint64_t)r->bufsize);
+    if (want < PST_REC_OVERHEAD)
         return -EBADMSG;
-    rc = pread_all(r->fd, h + PST_REC_HDR_LEN, len + PST_REC_CRC_LEN,
-                   r->off + PST_REC_HDR_LEN);
+    int rc = pread_all(r->fd, h, want, r->off);
     if (rc != 0)
         return rc;
-    const uint8_t *c = h + PST_REC_HDR_LEN + len;
-    uint32_t want = (uint32_t)c[0] | (uint32_t)c[1] << 8 |
-                    (uint32_t)c[2] << 16 | (uint32_t)c[3] << 24;
-    if (pst_crc32c(0, h, PST_REC_HDR_LEN + len) != want)
+    uint32_t len = le32(h + 4);
+    if (h[0] != PST_REC_CHUNK || h[1] || h[2] || h[3] ||
+        len > PST_CHUNK_MAX || (uint64_t)len + PST_REC_OVERHEAD > want)
+        return -EBADMSG;
+    if (pst_crc32c(r->seed, h, PST_REC_HDR_LEN + len) !=
+        le32(h + PST_REC_HDR_LEN + len))
         return -EBADMSG;
     r->off += PST_REC_OVERHEAD + len;
     r->pos = PST_REC_HDR_LEN;

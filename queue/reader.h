@@ -29,8 +29,12 @@ uint64_t pst_spool_reader_size(const struct pst_spool_reader *r);
  * destination (queue/deliver.c) with pst__reader_open. Made by the spool
  * (pst__spool_ref); its fields are the spool's business. */
 struct pst_spool_ref {
+    int fd;                 /* a log segment (not closed by the reader),
+                               or -1: open the file qid in dirfd */
     int dirfd;
+    uint32_t seed;          /* CRC seed of the records */
     uint64_t data_off, data_end, size;
+    uint64_t edits_off;     /* the EDITS record, 0 if none */
 };
 
 /* pst__reader_open - a reader over the text at ref (message qid); 0 or

@@ -28,16 +28,17 @@ pst__put_u8(struct pst_tbuf *b, uint8_t v)
     b->p[b->len++] = (char)v;
 }
 
-static void
-put_le(void *dst, uint64_t v, int n)
+/* pst__le_put - see record.h. */
+void
+pst__le_put(uint8_t *p, uint64_t v, int n)
 {
-    uint8_t *p = dst;
     for (int i = 0; i < n; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t
-get_le(const uint8_t *p, int n)
+/* pst__le_get - see record.h. */
+uint64_t
+pst__le_get(const uint8_t *p, int n)
 {
     uint64_t v = 0;
     for (int i = 0; i < n; i++)
@@ -49,7 +50,7 @@ void
 pst__put_u32(struct pst_tbuf *b, uint32_t v)
 {
     pst_tbuf_reserve(b, 4);
-    put_le(b->p + b->len, v, 4);
+    pst__le_put((uint8_t *)b->p + b->len, v, 4);
     b->len += 4;
 }
 
@@ -57,7 +58,7 @@ void
 pst__put_u64(struct pst_tbuf *b, uint64_t v)
 {
     pst_tbuf_reserve(b, 8);
-    put_le(b->p + b->len, v, 8);
+    pst__le_put((uint8_t *)b->p + b->len, v, 8);
     b->len += 8;
 }
 
@@ -86,12 +87,60 @@ pst__rec_begin(struct pst_tbuf *b, enum pst_rec_type type)
 }
 
 void
-pst__rec_end(struct pst_tbuf *b, size_t start)
+pst__rec_end_seed(struct pst_tbuf *b, size_t start, uint32_t seed)
 {
     size_t plen = b->len - start - PST_REC_HDR_LEN;
-    put_le(b->p + start + 4, plen, 4);
-    uint32_t crc = pst_crc32c(0, b->p + start, b->len - start);
+    pst__le_put((uint8_t *)b->p + start + 4, plen, 4);
+    uint32_t crc = pst_crc32c(seed, b->p + start, b->len - start);
     pst__put_u32(b, crc);
+}
+
+void
+pst__rec_end(struct pst_tbuf *b, size_t start)
+{
+    pst__rec_end_seed(b, start, 0);
+}
+
+/* pst__rec_frame - see record.h. */
+uint32_t
+pst__rec_frame(uint8_t *h, enum pst_rec_type type, uint32_t len,
+               uint32_t seed)
+{
+    memset(h, 0, PST_REC_HDR_LEN);
+    h[0] = (uint8_t)type;
+    pst__le_put(h + 4, len, 4);
+    return pst_crc32c(seed, h, PST_REC_HDR_LEN + (size_t)len);
+}
+
+/* pst__mark_encode - see record.h. */
+void
+pst__mark_encode(uint8_t *out, enum pst_mark m, uint32_t seed)
+{
+    uint8_t *p = out;
+    memset(p, 0, PST_MARK_LEN);
+    p[PST_REC_HDR_LEN] = (uint8_t)m;
+    pst__le_put(p + PST_REC_HDR_LEN + 4,
+                pst__rec_frame(p, PST_REC_MARK, 4, seed), 4);
+}
+
+/* Whether p starts with a MARK record's header (the checksum aside). */
+static bool
+mark_shape(const uint8_t *p)
+{
+    return p[0] == PST_REC_MARK && p[1] == 0 && p[2] == 0 && p[3] == 0 &&
+           pst__le_get(p + 4, 4) == 4;
+}
+
+/* pst__mark_decode - see record.h. */
+int
+pst__mark_decode(const uint8_t *p, uint32_t seed)
+{
+    if (!mark_shape(p) || p[9] || p[10] || p[11] ||
+        pst_crc32c(seed, p, PST_REC_HDR_LEN + 4) !=
+            (uint32_t)pst__le_get(p + PST_REC_HDR_LEN + 4, 4) ||
+        p[PST_REC_HDR_LEN] > PST_MARK_MOVED)
+        return -1;
+    return p[PST_REC_HDR_LEN];
 }
 
 /* ---- input cursor ---- */
@@ -119,14 +168,14 @@ uint32_t
 pst__rbuf_u32(struct pst_rbuf *b)
 {
     const uint8_t *p = rbuf_take(b, 4);
-    return p ? (uint32_t)get_le(p, 4) : 0;
+    return p ? (uint32_t)pst__le_get(p, 4) : 0;
 }
 
 uint64_t
 pst__rbuf_u64(struct pst_rbuf *b)
 {
     const uint8_t *p = rbuf_take(b, 8);
-    return p ? get_le(p, 8) : 0;
+    return p ? pst__le_get(p, 8) : 0;
 }
 
 char *
@@ -288,6 +337,47 @@ pst__rec_state(struct pst_tbuf *b, enum pst_qstate st, time_t when,
     pst__rec_end(b, s);
 }
 
+/* pst__pwrite_all - see record.h. */
+int
+pst__pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t k = pwrite(fd, b, n, (off_t)off);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (k == 0)
+            return -EIO;
+        b += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return 0;
+}
+
+/* pst__pread_upto - see record.h. */
+int
+pst__pread_upto(int fd, void *p, size_t n, uint64_t off, size_t *got)
+{
+    uint8_t *b = p;
+    *got = 0;
+    while (*got < n) {
+        ssize_t k = pread(fd, b + *got, n - *got, (off_t)(off + *got));
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (k == 0)
+            break;
+        *got += (size_t)k;
+    }
+    return 0;
+}
+
 /* ---- scan ---- */
 
 /* Sequential reader over the file with a 128 KiB window. */
@@ -423,7 +513,7 @@ pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
         snprintf(why, whylen, "bad magic");
         goto out;
     }
-    uint32_t version = (uint32_t)get_le(hdr + 4, 4);
+    uint32_t version = (uint32_t)pst__le_get(hdr + 4, 4);
     if (version != PST_SPOOL_VERSION) {
         snprintf(why, whylen, "unknown version %u", version);
         goto out;
@@ -447,7 +537,7 @@ pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
             goto out;
         }
         uint8_t type = hdr[0];
-        uint32_t len = (uint32_t)get_le(hdr + 4, 4);
+        uint32_t len = (uint32_t)pst__le_get(hdr + 4, 4);
         bool short_rec = rec_off + PST_REC_OVERHEAD + len > s->file_size;
         bool bad_hdr = hdr[1] || hdr[2] || hdr[3] || len > PST_REC_MAX;
         if (committed && (short_rec || bad_hdr)) {
@@ -476,7 +566,7 @@ pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
             rc = n < 0 ? (int)n : (int)n2;
             goto out;
         }
-        if ((size_t)n < len || n2 < 4 || (uint32_t)get_le(cbuf, 4) != crc) {
+        if ((size_t)n < len || n2 < 4 || (uint32_t)pst__le_get(cbuf, 4) != crc) {
             if (committed) {
                 s->torn = true;
                 break;
@@ -533,6 +623,7 @@ pst__spool_scan(int fd, struct pst_scan *s, char *why, size_t whylen)
                 goto out;
             }
             have_edits = true;
+            s->edits_off = rec_off;
             break;
         case PST_REC_COMMIT: {
             uint64_t eo = pst__rbuf_u64(&r);
@@ -564,4 +655,146 @@ out:
             memset(s, 0, sizeof(*s));
     }
     return rc;
+}
+
+/* ---- groups (log segments) ---- */
+
+static size_t
+align_group(size_t n)
+{
+    return (n + PST_GROUP_ALIGN - 1) & ~(size_t)(PST_GROUP_ALIGN - 1);
+}
+
+/* One record of a group at p[at]: its type, payload and total length.
+ * PST_GROUP_OK, PST_GROUP_MORE (runs past avail) or PST_GROUP_NONE. */
+static int
+group_rec(const uint8_t *p, size_t avail, size_t at, uint32_t seed,
+          uint8_t *type, const uint8_t **pl, uint32_t *len)
+{
+    if (avail - at < PST_REC_HDR_LEN)
+        return PST_GROUP_MORE;
+    const uint8_t *h = p + at;
+    uint32_t n = (uint32_t)pst__le_get(h + 4, 4);
+    if (h[1] || h[2] || h[3] || n > PST_GROUP_MAX ||
+        at + PST_REC_OVERHEAD + n > PST_GROUP_MAX)
+        return PST_GROUP_NONE;
+    if (avail - at < PST_REC_OVERHEAD + (size_t)n)
+        return PST_GROUP_MORE;
+    if (pst_crc32c(seed, h, PST_REC_HDR_LEN + (size_t)n) !=
+        (uint32_t)pst__le_get(h + PST_REC_HDR_LEN + n, 4))
+        return PST_GROUP_NONE;
+    *type = h[0];
+    *pl = h + PST_REC_HDR_LEN;
+    *len = n;
+    return PST_GROUP_OK;
+}
+
+/* pst__group_parse - see record.h. */
+int
+pst__group_parse(const uint8_t *p, size_t avail, uint64_t off, uint32_t seed,
+                 struct pst_scan *s, int *mark)
+{
+    uint64_t chunk_bytes = 0;
+    size_t at = PST_MARK_LEN;
+    bool have_env = false;
+    uint8_t prev = 0;
+    int rc;
+
+    memset(s, 0, sizeof(*s));
+    if (avail < PST_MARK_LEN)
+        return PST_GROUP_MORE;
+    if (!mark_shape(p))
+        return PST_GROUP_NONE;
+    *mark = pst__mark_decode(p, seed);
+    for (int k = 0;; k++) {
+        uint8_t type;
+        const uint8_t *pl;
+        uint32_t len;
+        uint64_t rec_off = off + at;
+        if ((rc = group_rec(p, avail, at, seed, &type, &pl, &len)) != 0)
+            goto fail;
+        at += PST_REC_OVERHEAD + len;
+        struct pst_rbuf r = {.p = pl, .len = len};
+        uint8_t before = prev;
+        prev = type;
+        rc = PST_GROUP_NONE;
+        if (k == 0) {                   /* INFO, always first */
+            if (type != PST_REC_INFO || len < 24)
+                goto fail;
+            memcpy(s->qid, pl, 16);
+            s->qid[16] = '\0';
+            r.off = 16;
+            s->created = (time_t)(int64_t)pst__rbuf_u64(&r);
+            s->data_off = off + at;
+            continue;
+        }
+        if (type == PST_REC_CHUNK && !have_env) {
+            chunk_bytes += len;
+        } else if (type == PST_REC_ENVELOPE && !have_env && k > 1) {
+            if (pst__env_decode(&r, &s->env) != 0)
+                goto fail;
+            have_env = true;
+            s->env_off = rec_off;
+        } else if (type == PST_REC_EDITS && before == PST_REC_ENVELOPE) {
+            s->edits_off = rec_off;
+        } else if (type == PST_REC_COMMIT && have_env) {
+            uint64_t eo = pst__rbuf_u64(&r);
+            uint64_t sz = pst__rbuf_u64(&r);
+            if (r.err || eo != s->env_off || sz != chunk_bytes)
+                goto fail;
+            s->msg_size = sz;
+            s->good_end = off + align_group(at);
+            s->file_size = s->good_end;
+            s->rcpt_err = pst_xcalloc(s->env.nrcpts, sizeof(char *));
+            return PST_GROUP_OK;
+        } else {
+            goto fail;
+        }
+    }
+fail:
+    if (have_env)
+        pst_envelope_free(&s->env);
+    memset(s, 0, sizeof(*s));
+    return rc;
+}
+
+/* pst__file_from_group - see record.h. */
+int
+pst__file_from_group(const uint8_t *g, size_t glen, uint32_t seed,
+                     struct pst_tbuf *out, struct pst_scan *fo)
+{
+    size_t at = PST_MARK_LEN;
+    size_t base = out->len;
+
+    memset(fo, 0, sizeof(*fo));
+    pst_tbuf_add(out, PST_SPOOL_MAGIC, 4);
+    pst__put_u32(out, PST_SPOOL_VERSION);
+    for (;;) {
+        uint8_t type;
+        const uint8_t *pl;
+        uint32_t len;
+        if (group_rec(g, glen, at, seed, &type, &pl, &len) != 0)
+            return -EBADMSG;
+        at += PST_REC_OVERHEAD + len;
+        size_t s = pst__rec_begin(out, type);
+        uint64_t here = s - base;
+        if (type == PST_REC_COMMIT) {
+            pst__put_u64(out, fo->env_off);
+            pst__put_u64(out, fo->msg_size);
+            pst__rec_end(out, s);
+            fo->file_size = out->len - base;
+            fo->good_end = fo->file_size;
+            return 0;
+        }
+        pst_tbuf_add(out, pl, len);
+        pst__rec_end(out, s);
+        if (type == PST_REC_INFO)
+            fo->data_off = out->len - base;
+        else if (type == PST_REC_CHUNK)
+            fo->msg_size += len;
+        else if (type == PST_REC_ENVELOPE)
+            fo->env_off = here;
+        else if (type == PST_REC_EDITS)
+            fo->edits_off = here;
+    }
 }

@@ -51,6 +51,7 @@
 #include "core/crc32c.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/strmap.h"
 #include "core/util.h"
 
 static const char *const subdirs[] = {"incoming", "active", "hold",
@@ -74,45 +75,177 @@ qid_format(char *qid, uint64_t gen, uint64_t seq)
              (gen << PST_QID_SEQ_BITS) | seq);
 }
 
-static int
-fsync_fd(struct pst_spool *sp, int fd)
+/* pst__sync_raw - see spool_int.h. */
+int
+pst__sync_raw(int fd, bool data)
 {
-    atomic_fetch_add(&sp->n_fsync, 1);
 #ifdef POSTERN_TEST_NO_SYNC
     /* Test-only build (postern-nosync): proves the durability test fails
      * when the syncs are missing. Never used in a real binary. */
     (void)fd;
+    (void)data;
     return 0;
 #else
-    return fsync(fd) == 0 ? 0 : -errno;
+    return (data ? fdatasync(fd) : fsync(fd)) == 0 ? 0 : -errno;
 #endif
 }
 
-/* How long the sync of active/ after removals may wait for a commit batch
- * to share it: the bound of the duplicate window's extra length. */
+/* pst__sync_fd - see spool_int.h. */
+int
+pst__sync_fd(struct pst_spool *sp, int fd, bool data)
+{
+    atomic_fetch_add(&sp->n_fsync, 1);
+    return pst__sync_raw(fd, data);
+}
+
+static int
+fsync_fd(struct pst_spool *sp, int fd)
+{
+    return pst__sync_fd(sp, fd, false);
+}
+
+/* How long MARKs and removals may wait for a commit batch to share the
+ * sync of their segment or directory: the bound of the duplicate window's
+ * extra length. */
 #define PST_REMOVAL_SYNC_WAIT_MS 50
 
+/* A message's buffer starts this large and doubles up to PST_CHUNK_MAX. */
+#define PST_SPOOL_BUF0 4096u
+
 /* ---- the sync thread ---- */
+
+struct segset {
+    struct pst_seg **v;
+    size_t n, cap;
+};
+
+static void
+segset_add(struct segset *ss, struct pst_seg *s)
+{
+    for (size_t i = 0; i < ss->n; i++)
+        if (ss->v[i] == s)
+            return;
+    if (ss->n == ss->cap) {
+        ss->cap = ss->cap ? 2 * ss->cap : 8;
+        ss->v = pst_xrealloc(ss->v, ss->cap * sizeof(*ss->v));
+    }
+    ss->v[ss->n++] = s;
+}
+
+/* Files of the batch: writeback started for all, then each synced. */
+static int
+sync_files(struct pst_spool *sp, struct pst_msgl *batch)
+{
+    struct pst_spool_msg *m;
+    int ferr = 0;
+
+#ifndef POSTERN_TEST_NO_SYNC
+    unsigned n = 0;
+    TAILQ_FOREACH(m, batch, link)
+        n += m->seg == NULL;
+    /* so the fsyncs below find their data written or in flight instead of
+     * issuing one write after another */
+    if (n > 1)
+        TAILQ_FOREACH(m, batch, link)
+            if (m->seg == NULL)
+                sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
+    TAILQ_FOREACH(m, batch, link) {
+        if (m->seg != NULL)
+            continue;
+        int rc = fsync_fd(sp, m->fd);
+        if (rc != 0 && ferr == 0) {
+            ferr = rc;
+            pst_err("msg=%s event=spool_fsync_error error=\"%s\"", m->qid,
+                    strerror(-rc));
+        }
+    }
+    return ferr;
+}
+
+/* Segments: the batch's groups and waiting MARKs, one fdatasync each. A
+ * failed sync breaks the segment; it fails the batch when the batch has a
+ * group there. */
+static int
+sync_segments(struct pst_spool *sp, struct segset *ss, struct pst_msgl *batch)
+{
+    struct pst_spool_msg *m;
+    int ferr = 0;
+
+    for (size_t i = 0; i < ss->n; i++) {
+        struct pst_seg *s = ss->v[i];
+        int rc = pst__sync_fd(sp, s->fd, true);
+        if (rc == 0)
+            continue;
+        atomic_store(&s->broken, true);
+        bool mine = false;
+        TAILQ_FOREACH(m, batch, link)
+            mine |= m->seg == s;
+        pst_err("event=spool_fsync_error segment=%08X error=\"%s\"%s", s->id,
+                strerror(-rc), mine ? "" : " op=mark");
+        if (mine && ferr == 0)
+            ferr = rc;
+    }
+    return ferr;
+}
+
+/* Files of the batch into active/ (or hold/), then those directories
+ * synced (active/ also for removals waiting). */
+static int
+place_files(struct pst_spool *sp, struct pst_msgl *batch, bool removals)
+{
+    struct pst_spool_msg *m;
+    bool any = removals, any_hold = false;
+    int ferr = 0;
+
+    TAILQ_FOREACH(m, batch, link) {
+        if (m->seg != NULL)
+            continue;
+        /* a quarantined message goes straight to hold/ */
+        int dst = m->hold ? sp->holdfd : sp->actfd;
+        if (renameat(sp->incfd, m->qid, dst, m->qid) != 0) {
+            m->status = -errno;
+            pst_err("msg=%s event=spool_rename_error error=\"%s\"", m->qid,
+                    strerror(errno));
+            unlinkat(sp->incfd, m->qid, 0);
+        } else {
+            m->renamed = true;
+            if (m->hold)
+                any_hold = true;
+            else
+                any = true;
+        }
+    }
+    if (any && (ferr = fsync_fd(sp, sp->actfd)) != 0)
+        pst_err("event=spool_fsync_error dir=active error=\"%s\"",
+                strerror(-ferr));
+    if (any_hold && ferr == 0 && (ferr = fsync_fd(sp, sp->holdfd)) != 0)
+        pst_err("event=spool_fsync_error dir=hold error=\"%s\"",
+                strerror(-ferr));
+    return ferr;
+}
 
 static void *
 sync_main(void *arg)
 {
     struct pst_spool *sp = arg;
     struct pst_msgl batch = TAILQ_HEAD_INITIALIZER(batch);
+    struct segset ss = {0};
     struct pst_spool_msg *m;
+    struct pst_seg *s;
 
     pthread_mutex_lock(&sp->mu);
     for (;;) {
         bool timed = false;
         struct timespec until;
-        while (TAILQ_EMPTY(&sp->pending) && !sp->stop) {
-            if (!sp->removals) {
+        while (TAILQ_EMPTY(&sp->pending) && TAILQ_EMPTY(&sp->reclaim) &&
+               !sp->stop) {
+            if (!sp->removals && TAILQ_EMPTY(&sp->dirty)) {
                 pthread_cond_wait(&sp->cv, &sp->mu);
                 continue;
             }
-            /* Removals alone wait a moment (from the first one) for a
-             * commit batch to share its directory sync; commits never
-             * wait. */
+            /* Removals and MARKs alone wait a moment (from the first one)
+             * for a commit batch to share its sync; commits never wait. */
             if (!timed) {
                 timed = true;
                 clock_gettime(CLOCK_MONOTONIC, &until);
@@ -126,100 +259,76 @@ sync_main(void *arg)
                 ETIMEDOUT)
                 break;
         }
-        if (TAILQ_EMPTY(&sp->pending) && !sp->removals)
+        if (!TAILQ_EMPTY(&sp->reclaim)) {
+            pthread_mutex_unlock(&sp->mu);
+            pst__log_reclaim(sp);
+            pthread_mutex_lock(&sp->mu);
+            if (TAILQ_EMPTY(&sp->pending) && !sp->stop)
+                continue;
+        }
+        if (TAILQ_EMPTY(&sp->pending) && !sp->removals &&
+            TAILQ_EMPTY(&sp->dirty))
             break;                          /* stop, nothing left */
-        /* cleared before the sync below, which then covers every unlink
-         * reported so far */
+        /* cleared before the syncs below, which then cover every removal
+         * and MARK reported so far */
         bool removals = sp->removals;
         sp->removals = false;
-        if (TAILQ_EMPTY(&sp->pending)) {
-            pthread_mutex_unlock(&sp->mu);
-            int rc = fsync_fd(sp, sp->actfd);
-            if (rc != 0)
-                pst_warn("event=spool_fsync_error dir=active op=remove "
-                         "error=\"%s\"", strerror(-rc));
-            pthread_mutex_lock(&sp->mu);
-            continue;
+        ss.n = 0;
+        while ((s = TAILQ_FIRST(&sp->dirty)) != NULL) {
+            TAILQ_REMOVE(&sp->dirty, s, qlink);
+            s->queued = false;
+            s->dirty = false;
+            segset_add(&ss, s);
         }
         TAILQ_CONCAT(&batch, &sp->pending, link);
         pthread_mutex_unlock(&sp->mu);
 
-        int ferr = 0;
-        bool any = removals;    /* removals ride on the batch's sync */
-#ifndef POSTERN_TEST_NO_SYNC
-        /* start writeback of every file of the batch at once, so the
-         * fsyncs below find their data written or in flight instead of
-         * issuing one write after another; each file is still fsynced */
-        if (TAILQ_NEXT(TAILQ_FIRST(&batch), link) != NULL)
-            TAILQ_FOREACH(m, &batch, link)
-                sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#endif
-        TAILQ_FOREACH(m, &batch, link) {
-            int rc = fsync_fd(sp, m->fd);
-            if (rc != 0 && ferr == 0) {
-                ferr = rc;
-                pst_err("msg=%s event=spool_fsync_error error=\"%s\"",
-                        m->qid, strerror(-rc));
-            }
-        }
-        bool any_hold = false;
-        if (ferr == 0) {
-            TAILQ_FOREACH(m, &batch, link) {
-                /* a quarantined message goes straight to hold/ */
-                int dst = m->hold ? sp->holdfd : sp->actfd;
-                if (renameat(sp->incfd, m->qid, dst, m->qid) != 0) {
-                    m->status = -errno;
-                    pst_err("msg=%s event=spool_rename_error error=\"%s\"",
-                            m->qid, strerror(errno));
-                    unlinkat(sp->incfd, m->qid, 0);
-                } else {
-                    m->renamed = true;
-                    if (m->hold)
-                        any_hold = true;
-                    else
-                        any = true;
-                }
-            }
-            if (any) {
-                int rc = fsync_fd(sp, sp->actfd);
-                if (rc != 0) {
-                    ferr = rc;
-                    pst_err("event=spool_fsync_error dir=active error=\"%s\"",
-                            strerror(-rc));
-                }
-            }
-            if (any_hold && ferr == 0) {
-                int rc = fsync_fd(sp, sp->holdfd);
-                if (rc != 0) {
-                    ferr = rc;
-                    pst_err("event=spool_fsync_error dir=hold error=\"%s\"",
-                            strerror(-rc));
-                }
-            }
-        }
+        TAILQ_FOREACH(m, &batch, link)
+            if (m->seg != NULL)
+                segset_add(&ss, m->seg);
+        int ferr = sync_files(sp, &batch);
+        int serr = sync_segments(sp, &ss, &batch);
+        if (ferr == 0)
+            ferr = serr;
+        if (ferr == 0 && (!TAILQ_EMPTY(&batch) || removals))
+            ferr = place_files(sp, &batch, removals);
+        else if (ferr != 0 && removals)
+            fsync_fd(sp, sp->actfd);        /* the removals, on their own */
         unsigned nbatch = 0;
         TAILQ_FOREACH(m, &batch, link) {
             nbatch++;
             if (ferr != 0) {
-                if (m->renamed)
+                if (m->seg != NULL) {
+                    /* kept from loading if the segment survives; a
+                     * crash may still bring it back: a duplicate of the
+                     * copy the client sends again after its 451 */
+                    pst__log_mark(sp, m->seg, m->group_off, PST_MARK_DONE,
+                                  false);
+                    m->seg = NULL;
+                } else if (m->renamed) {
                     unlinkat(m->hold ? sp->holdfd : sp->actfd, m->qid, 0);
-                else if (m->status == 0)
+                } else if (m->status == 0) {
                     unlinkat(sp->incfd, m->qid, 0);
+                }
                 m->renamed = false;
                 m->status = -EIO;
             }
-            close(m->fd);
+            if (m->fd >= 0)
+                close(m->fd);
             m->fd = -1;
         }
-        atomic_fetch_add(&sp->n_batches, 1);
-        pst_metric_observe(sp->m_batch, nbatch);
+        if (nbatch > 0) {
+            atomic_fetch_add(&sp->n_batches, 1);
+            pst_metric_observe(sp->m_batch, nbatch);
+        }
         pthread_mutex_lock(&sp->mu);
-        if (ferr != 0 && removals)
-            sp->removals = true;        /* not covered: sync on its own */
-        TAILQ_CONCAT(&sp->done, &batch, link);
-        uv_async_send(&sp->async);
+        if (nbatch > 0) {
+            TAILQ_CONCAT(&sp->done, &batch, link);
+            uv_async_send(&sp->async);
+        }
     }
     pthread_mutex_unlock(&sp->mu);
+    free(ss.v);
     return NULL;
 }
 
@@ -258,11 +367,17 @@ drain_done(struct pst_spool *sp)
         TAILQ_REMOVE(&l, m, link);
         if (m->status == 0) {
             atomic_fetch_add(&sp->n_committed, 1);
+            /* the segment reference goes to the sink; with no sink (the
+             * manager has closed) it stays taken: the group is live on
+             * disk and the next start delivers it */
             if (sp->sink != NULL) {
                 struct pst_spool_entry e = {
                     .loc = {.area = m->hold ? PST_AREA_HOLD : PST_AREA_ACTIVE,
+                            .seg = m->seg, .group_off = m->group_off,
+                            .seed = m->seg ? m->seg->salt : 0,
                             .data_off = m->data_off, .env_off = m->env_off,
-                            .size = m->size, .file_size = m->off},
+                            .edits_off = m->edits_off, .size = m->size,
+                            .file_size = m->seg ? m->group_end : m->off},
                     .env = m->env,
                     .state = m->hold ? PST_QSTATE_HELD : PST_QSTATE_QUEUED,
                 };
@@ -295,79 +410,70 @@ int
 pst_spool_msg_new(struct pst_spool *sp, struct pst_spool_msg **mp, char *qid)
 {
     struct pst_spool_msg *m;
-    int fd = -1, rc;
 
     if (sp->closing || sp->gen == 0)      /* closing, or not recovered */
         return -ESHUTDOWN;
+    if (sp->seq >= (UINT64_C(1) << PST_QID_SEQ_BITS))
+        return -EOVERFLOW;
+    /* nothing on disk yet: a message that fits in memory is written whole
+     * at commit (docs/SPOOL.md, "Receiving and committing") */
     m = pst_xcalloc(1, sizeof(*m));
     m->sp = sp;
     m->fd = -1;
-    for (int tries = 0; tries < 1000; tries++) {
-        if (sp->seq >= (UINT64_C(1) << PST_QID_SEQ_BITS)) {
-            rc = -EOVERFLOW;
-            goto fail;
-        }
-        qid_format(m->qid, sp->gen, sp->seq++);
-        fd = openat(sp->incfd, m->qid, O_WRONLY | O_CREAT | O_EXCL |
-                    O_CLOEXEC, 0600);
-        if (fd >= 0 || errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    m->fd = fd;
-
-    struct pst_tbuf w = {0};
-    pst_tbuf_add(&w, PST_SPOOL_MAGIC, 4);
-    pst__put_u32(&w, PST_SPOOL_VERSION);
-    size_t s = pst__rec_begin(&w, PST_REC_INFO);
-    pst_tbuf_add(&w, m->qid, PST_QID_LEN);
-    pst__put_u64(&w, (uint64_t)(int64_t)time(NULL));
-    pst__rec_end(&w, s);
-    rc = pst_write_all(fd, w.p, w.len);
-    m->off = m->data_off = w.len;
-    pst_tbuf_free(&w);
-    if (rc != 0) {
-        unlinkat(sp->incfd, m->qid, 0);
-        goto fail;
-    }
-    m->buf = pst_xmalloc(PST_SPOOL_WBUF);
+    m->created = time(NULL);
+    qid_format(m->qid, sp->gen, sp->seq++);
     sp->open_msgs++;
     memcpy(qid, m->qid, PST_QID_LEN + 1);
     *mp = m;
     return 0;
-fail:
-    msg_free(m);
+}
+
+/* The message becomes a file in incoming/: header and INFO record. */
+static int
+become_file(struct pst_spool_msg *m)
+{
+    struct pst_spool *sp = m->sp;
+    struct pst_tbuf w = {0};
+    int rc;
+
+    m->fd = openat(sp->incfd, m->qid, O_WRONLY | O_CREAT | O_EXCL |
+                   O_CLOEXEC, 0600);
+    if (m->fd < 0)
+        return -errno;
+    pst_tbuf_add(&w, PST_SPOOL_MAGIC, 4);
+    pst__put_u32(&w, PST_SPOOL_VERSION);
+    size_t s = pst__rec_begin(&w, PST_REC_INFO);
+    pst_tbuf_add(&w, m->qid, PST_QID_LEN);
+    pst__put_u64(&w, (uint64_t)(int64_t)m->created);
+    pst__rec_end(&w, s);
+    rc = pst_write_all(m->fd, w.p, w.len);
+    m->off = m->data_off = w.len;
+    pst_tbuf_free(&w);
     return rc;
 }
 
-/* Frame the buffered text as one CHUNK record and write it. */
+/* Frame the buffered text as one CHUNK record of the message file (made
+ * now if need be) and write it. */
 static int
 flush_chunk(struct pst_spool_msg *m)
 {
-    uint8_t *b = m->buf;
-    size_t len = m->fill;
+    int rc;
 
-    if (len == 0)
+    if (m->fd < 0 && (rc = become_file(m)) != 0)
+        return rc;
+    if (m->fill == 0)
         return 0;
-    memset(b, 0, PST_REC_HDR_LEN);
-    b[0] = PST_REC_CHUNK;
-    b[4] = (uint8_t)len;
-    b[5] = (uint8_t)(len >> 8);
-    b[6] = (uint8_t)(len >> 16);
-    b[7] = (uint8_t)(len >> 24);
-    uint32_t crc = pst_crc32c(0, b, PST_REC_HDR_LEN + len);
-    uint8_t *t = b + PST_REC_HDR_LEN + len;
+    uint8_t *h = m->buf + PST_GROUP_PREFIX - PST_REC_HDR_LEN;
+    uint32_t crc = pst__rec_frame(h, PST_REC_CHUNK, (uint32_t)m->fill, 0);
+    uint8_t *t = h + PST_REC_HDR_LEN + m->fill;
     t[0] = (uint8_t)crc;
     t[1] = (uint8_t)(crc >> 8);
     t[2] = (uint8_t)(crc >> 16);
     t[3] = (uint8_t)(crc >> 24);
-    int rc = pst_write_all(m->fd, b, len + PST_REC_OVERHEAD);
+    rc = pst_write_all(m->fd, h, m->fill + PST_REC_OVERHEAD);
     if (rc != 0)
         return rc;
-    m->off += len + PST_REC_OVERHEAD;
+    m->off += m->fill + PST_REC_OVERHEAD;
     m->fill = 0;
     return 0;
 }
@@ -380,19 +486,27 @@ pst_spool_msg_write(struct pst_spool_msg *m, const void *data, size_t len)
     if (m->err)
         return m->err;
     while (len > 0) {
-        size_t k = PST_MIN(len, PST_CHUNK_MAX - m->fill);
-        memcpy(m->buf + PST_REC_HDR_LEN + m->fill, p, k);
+        if (m->fill == m->cap) {
+            if (m->cap < PST_CHUNK_MAX) {
+                /* lazily, and only as large as the text so far */
+                m->cap = m->cap ? PST_MIN(2 * m->cap, (size_t)PST_CHUNK_MAX)
+                                : PST_SPOOL_BUF0;
+                m->buf = pst_xrealloc(m->buf, PST_GROUP_PREFIX + m->cap +
+                                                  PST_REC_CRC_LEN);
+            } else {
+                int rc = flush_chunk(m);   /* too large for memory */
+                if (rc != 0) {
+                    m->err = rc;
+                    return rc;
+                }
+            }
+        }
+        size_t k = PST_MIN(len, m->cap - m->fill);
+        memcpy(m->buf + PST_GROUP_PREFIX + m->fill, p, k);
         m->fill += k;
         m->size += k;
         p += k;
         len -= k;
-        if (m->fill == PST_CHUNK_MAX) {
-            int rc = flush_chunk(m);
-            if (rc != 0) {
-                m->err = rc;
-                return rc;
-            }
-        }
     }
     return 0;
 }
@@ -478,12 +592,54 @@ pst_spool_msg_set_hold(struct pst_spool_msg *m, const char *reason)
     m->hold_reason = reason ? pst_xstrdup(reason) : NULL;
 }
 
+/* Commit as a message file: the rest of the text, ENVELOPE, EDITS,
+ * COMMIT (and STATE held for a quarantined message). */
+static int
+commit_file(struct pst_spool_msg *m)
+{
+    struct pst_tbuf w = {0};
+    int rc;
+
+    if (m->fill == 0 && m->fd < 0 && m->buf == NULL) {
+        /* an empty text still has its CHUNK record */
+        m->cap = PST_SPOOL_BUF0;
+        m->buf = pst_xmalloc(PST_GROUP_PREFIX + m->cap + PST_REC_CRC_LEN);
+    }
+    if ((rc = flush_chunk(m)) != 0)
+        return rc;
+    m->env_off = m->off;
+    size_t s = pst__rec_begin(&w, PST_REC_ENVELOPE);
+    pst__env_encode(&w, &m->env);
+    pst__rec_end(&w, s);
+    if (w.len - s > PST_REC_MAX + PST_REC_OVERHEAD) {
+        pst_tbuf_free(&w);
+        return -E2BIG;
+    }
+    if (m->edits != NULL) {
+        m->edits_off = m->off + w.len;
+        s = pst__rec_begin(&w, PST_REC_EDITS);
+        pst_tbuf_add(&w, m->edits, m->edits_len);
+        pst__rec_end(&w, s);
+    }
+    s = pst__rec_begin(&w, PST_REC_COMMIT);
+    pst__put_u64(&w, m->env_off);
+    pst__put_u64(&w, m->size);
+    pst__rec_end(&w, s);
+    if (m->hold)
+        pst__rec_state(&w, PST_QSTATE_HELD, time(NULL),
+                       m->hold_reason ? m->hold_reason
+                                      : "quarantined by a filter");
+    rc = pst_write_all(m->fd, w.p, w.len);
+    m->off += w.len;
+    pst_tbuf_free(&w);
+    return rc;
+}
+
 void
 pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
                      pst_spool_commit_cb cb, void *arg)
 {
     struct pst_spool *sp = m->sp;
-    struct pst_tbuf w = {0};
     int rc = m->err;
 
     m->cb = cb;
@@ -491,39 +647,20 @@ pst_spool_msg_commit(struct pst_spool_msg *m, const struct pst_envelope *env,
     sp->open_msgs--;
     if (rc == 0 && env->nrcpts == 0)
         rc = -EINVAL;
-    if (rc == 0)
-        rc = flush_chunk(m);
     if (rc == 0) {
         pst__env_copy(&m->env, env);
-        m->env_off = m->off;
-        size_t s = pst__rec_begin(&w, PST_REC_ENVELOPE);
-        pst__env_encode(&w, &m->env);
-        pst__rec_end(&w, s);
-        if (w.len - s > PST_REC_MAX + PST_REC_OVERHEAD) {
-            rc = -E2BIG;
-        } else {
-            if (m->edits != NULL) {
-                s = pst__rec_begin(&w, PST_REC_EDITS);
-                pst_tbuf_add(&w, m->edits, m->edits_len);
-                pst__rec_end(&w, s);
-            }
-            s = pst__rec_begin(&w, PST_REC_COMMIT);
-            pst__put_u64(&w, m->env_off);
-            pst__put_u64(&w, m->size);
-            pst__rec_end(&w, s);
-            if (m->hold)
-                pst__rec_state(&w, PST_QSTATE_HELD, time(NULL),
-                               m->hold_reason ? m->hold_reason
-                                              : "quarantined by a filter");
-            rc = pst_write_all(m->fd, w.p, w.len);
-            m->off += w.len;
-        }
-        pst_tbuf_free(&w);
+        /* into the log when it fits and a segment is ready; else (and
+         * quarantined messages, and any log error) as a file */
+        if (m->fd >= 0 || m->hold || m->buf == NULL ||
+            pst__log_append(sp, m) != 0)
+            rc = commit_file(m);
+        else
+            atomic_fetch_add(&sp->n_log, 1);
     }
     free(m->buf);
     m->buf = NULL;
     m->status = rc;
-    if (rc != 0)
+    if (rc != 0 && m->fd >= 0)
         unlinkat(sp->incfd, m->qid, 0);
     pthread_mutex_lock(&sp->mu);
     if (rc == 0 && sp->sync_started) {
@@ -546,7 +683,8 @@ pst_spool_msg_abort(struct pst_spool_msg *m)
     struct pst_spool *sp = m->sp;
 
     sp->open_msgs--;
-    unlinkat(sp->incfd, m->qid, 0);
+    if (m->fd >= 0)
+        unlinkat(sp->incfd, m->qid, 0);
     msg_free(m);
 }
 
@@ -566,6 +704,13 @@ pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st)
     st->fsyncs = atomic_load(&sp->n_fsync);
     st->batches = atomic_load(&sp->n_batches);
     st->committed = atomic_load(&sp->n_committed);
+    st->log = atomic_load(&sp->n_log);
+    st->prepared = atomic_load(&sp->n_prepared);
+    struct pst_seg *s;
+    pthread_mutex_lock(&sp->mu);
+    TAILQ_FOREACH(s, &sp->segs, link)
+        st->segments++;
+    pthread_mutex_unlock(&sp->mu);
 }
 
 /* ---- open: directories, lock, generation, recovery ---- */
@@ -716,6 +861,7 @@ struct recov {
     uint64_t gen_max;
     pst_spool_sink sink;
     void *arg;
+    struct pst_strmap *files;   /* IDs loaded from files: they win */
 };
 
 static int
@@ -785,10 +931,12 @@ recover_dir(struct pst_spool *sp, int dfd, const char *dname, bool held,
             rv->torn++;
         }
         close(fd);
+        *pst_strmap_slot(rv->files, s.qid, PST_QID_LEN, NULL) = rv;
         struct pst_spool_entry e = {
             .loc = {.area = held ? PST_AREA_HOLD : PST_AREA_ACTIVE,
                     .data_off = s.data_off, .env_off = s.env_off,
-                    .size = s.msg_size, .file_size = s.file_size},
+                    .edits_off = s.edits_off, .size = s.msg_size,
+                    .file_size = s.file_size},
             .env = s.env, .rcpt_err = s.rcpt_err,
             .last_error = s.last_error, .attempts = s.attempts,
             .next_attempt = s.next_attempt, .state = s.state,
@@ -809,7 +957,7 @@ int
 pst__spool_recover(struct pst_spool *sp, pst_spool_sink sink, void *arg,
                    struct pst_err *err)
 {
-    struct recov rv = {.sink = sink, .arg = arg};
+    struct recov rv = {.sink = sink, .arg = arg, .files = pst_strmap_new()};
     int fd2 = dup(sp->incfd);
     DIR *d;
     struct dirent *de;
@@ -835,6 +983,13 @@ pst__spool_recover(struct pst_spool *sp, pst_spool_sink sink, void *arg,
     if (recover_dir(sp, sp->actfd, "active", false, &rv) != 0 ||
         recover_dir(sp, sp->holdfd, "hold", true, &rv) != 0)
         goto fail;
+    /* the log after the files: a file wins over a live group */
+    int rc = pst__log_recover(sp, rv.files, sink, arg, &rv.gen_max,
+                              &rv.loaded, err);
+    pst_strmap_free(rv.files, NULL);
+    rv.files = NULL;
+    if (rc != 0)
+        return rc;
     if (rv.corrupt) {
         fsync_fd(sp, sp->corfd);
         fsync_fd(sp, sp->actfd);
@@ -847,19 +1002,23 @@ pst__spool_recover(struct pst_spool *sp, pst_spool_sink sink, void *arg,
              rv.torn);
     return 0;
 fail:
+    rc = -errno;
+    pst_strmap_free(rv.files, NULL);
     pst_err_add(err, NULL, 0, "spool %s: recovery: %s", sp->dir,
-                strerror(errno));
-    return -errno;
+                strerror(-rc));
+    return rc;
 }
 
 static void
 spool_free(struct pst_spool *sp)
 {
+    pst__log_close(sp);
     for (int *fd = &sp->dirfd; fd <= &sp->lockfd; fd++)
         if (*fd >= 0)
             close(*fd);
     pthread_mutex_destroy(&sp->mu);
     pthread_cond_destroy(&sp->cv);
+    pthread_cond_destroy(&sp->seg_cv);
     free(sp->dir);
     free(sp->control_group);
     free(sp);
@@ -890,15 +1049,22 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop,
     if (conf->queue.control_group && conf->queue.control_group[0])
         sp->control_group = pst_xstrdup(conf->queue.control_group);
     sp->dirfd = sp->incfd = sp->actfd = sp->holdfd = sp->corfd = sp->lockfd =
-        -1;
+        sp->logfd = -1;
+    sp->seg_size = conf->queue.segment_size ? conf->queue.segment_size
+                                            : 8u * 1024 * 1024;
     pthread_mutex_init(&sp->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);    /* timed waits */
     pthread_cond_init(&sp->cv, &ca);
+    pthread_cond_init(&sp->seg_cv, &ca);
     pthread_condattr_destroy(&ca);
     TAILQ_INIT(&sp->pending);
     TAILQ_INIT(&sp->done);
+    TAILQ_INIT(&sp->segs);
+    TAILQ_INIT(&sp->spares);
+    TAILQ_INIT(&sp->dirty);
+    TAILQ_INIT(&sp->reclaim);
 
     if ((rc = mkdir_p(sp->dir, 0700)) != 0) {
         pst_err_add(err, NULL, 0, "spool %s: %s", sp->dir, strerror(-rc));
@@ -940,6 +1106,8 @@ pst_spool_open(struct pst_spool **spp, uv_loop_t *loop,
         if (*fds[i] < 0)
             goto fail_errno;
     }
+    if ((rc = pst__log_open(sp, err)) != 0)
+        goto fail;
     if (fsync_fd(sp, sp->dirfd) != 0)
         goto fail_errno;
     if ((rc = uv_async_init(loop, &sp->async, on_async)) != 0) {
@@ -991,8 +1159,11 @@ pst_spool_close(struct pst_spool *sp)
         sp->sync_started = false;
     }
     drain_done(sp);
-    pst_info("event=spool_stats committed=%llu batches=%llu fsyncs=%llu",
+    pst__log_close(sp);
+    pst_info("event=spool_stats committed=%llu log=%llu batches=%llu "
+             "fsyncs=%llu",
              (unsigned long long)atomic_load(&sp->n_committed),
+             (unsigned long long)atomic_load(&sp->n_log),
              (unsigned long long)atomic_load(&sp->n_batches),
              (unsigned long long)atomic_load(&sp->n_fsync));
     /* removals by the last deliveries, after the sync thread stopped: one
@@ -1017,22 +1188,104 @@ area_fd(const struct pst_spool *sp, enum pst_spool_area a)
     return a == PST_AREA_HOLD ? sp->holdfd : sp->actfd;
 }
 
+/* A group's bytes, read back from its segment. */
+static uint8_t *
+read_group(const struct pst_spool_loc *loc, size_t *len, int *rc)
+{
+    size_t n = (size_t)(loc->file_size - loc->group_off), got;
+    uint8_t *g = pst_xmalloc(n ? n : 1);
+
+    *rc = pst__pread_upto(loc->seg->fd, g, n, loc->group_off, &got);
+    if (*rc == 0 && got < n)
+        *rc = -EBADMSG;
+    if (*rc != 0) {
+        free(g);
+        return NULL;
+    }
+    *len = n;
+    return g;
+}
+
+/* Write bytes as the file qid in directory `to`, durably: written in
+ * incoming/, synced, renamed, the directory synced. */
+static int
+place_new_file(struct pst_spool *sp, const char *qid, int to,
+               const void *p, size_t n)
+{
+    int fd = openat(sp->incfd, qid, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                    0600);
+    if (fd < 0)
+        return -errno;
+    int rc = pst_write_all(fd, p, n);
+    if (rc == 0)
+        rc = fsync_fd(sp, fd);
+    close(fd);
+    if (rc == 0 && renameat(sp->incfd, qid, to, qid) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        unlinkat(sp->incfd, qid, 0);
+        return rc;
+    }
+    return fsync_fd(sp, to);
+}
+
+/* A message leaves the log for a file in area `to`, with recs appended
+ * after its COMMIT: the file durable first, then the group marked moved
+ * (docs/SPOOL.md, "Segments hold messages until their first attempt"). */
+static int
+copy_out(struct pst_spool *sp, const char *qid, struct pst_spool_loc *loc,
+         enum pst_spool_area to, const struct pst_tbuf *recs)
+{
+    struct pst_tbuf out = {0};
+    struct pst_scan fo;
+    size_t glen;
+    int rc;
+    uint8_t *g = read_group(loc, &glen, &rc);
+
+    if (g == NULL)
+        return rc;
+    rc = pst__file_from_group(g, glen, loc->seed, &out, &fo);
+    free(g);
+    if (rc == 0 && recs != NULL)
+        pst_tbuf_add(&out, recs->p, recs->len);
+    if (rc == 0)
+        rc = place_new_file(sp, qid, area_fd(sp, to), out.p, out.len);
+    if (rc == 0) {
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_MOVED, false);
+        *loc = (struct pst_spool_loc){
+            .area = to, .data_off = fo.data_off, .env_off = fo.env_off,
+            .edits_off = fo.edits_off, .size = fo.msg_size,
+            .file_size = out.len};
+    }
+    pst_tbuf_free(&out);
+    return rc;
+}
+
 /* pst__spool_append - see spool_int.h. */
 int
 pst__spool_append(struct pst_spool *sp, const char *qid,
-                  const struct pst_spool_loc *loc,
-                  const struct pst_tbuf *recs)
+                  struct pst_spool_loc *loc, const struct pst_tbuf *recs)
 {
+    if (loc->seg != NULL)
+        return copy_out(sp, qid, loc, PST_AREA_ACTIVE, recs);
     int rc, fd = openat(area_fd(sp, loc->area), qid,
                         O_WRONLY | O_APPEND | O_CLOEXEC);
-
     if (fd < 0)
         return -errno;
     rc = pst_write_all(fd, recs->p, recs->len);
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -errno;
+    if (rc == 0)
+        rc = fsync_fd(sp, fd);
     close(fd);
+    if (rc == 0)
+        loc->file_size += recs->len;
     return rc;
+}
+
+/* pst__spool_blocks - see spool_int.h. */
+bool
+pst__spool_blocks(const struct pst_spool_loc *loc)
+{
+    return loc->seg == NULL;
 }
 
 /* pst__spool_finished - see spool_int.h. */
@@ -1040,6 +1293,10 @@ void
 pst__spool_finished(struct pst_spool *sp, const char *qid,
                     const struct pst_spool_loc *loc)
 {
+    if (loc->seg != NULL) {
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, false);
+        return;
+    }
     if (unlinkat(area_fd(sp, loc->area), qid, 0) != 0)
         return;
     pthread_mutex_lock(&sp->mu);
@@ -1048,12 +1305,31 @@ pst__spool_finished(struct pst_spool *sp, const char *qid,
     pthread_mutex_unlock(&sp->mu);
 }
 
+/* pst__spool_done - see spool_int.h. */
+int
+pst__spool_done(struct pst_spool *sp, const char *qid,
+                const struct pst_spool_loc *loc, const struct pst_tbuf *recs)
+{
+    if (loc->seg != NULL)
+        return pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE,
+                             true);
+    struct pst_spool_loc l = *loc;
+    int rc = pst__spool_append(sp, qid, &l, recs);
+    /* the records say every recipient is done: a resurrected file would
+     * deliver nothing */
+    unlinkat(area_fd(sp, loc->area), qid, 0);
+    return rc;
+}
+
 /* pst__spool_remove - see spool_int.h. */
 void
 pst__spool_remove(struct pst_spool *sp, const char *qid,
                   const struct pst_spool_loc *loc)
 {
-    unlinkat(area_fd(sp, loc->area), qid, 0);
+    if (loc->seg != NULL)
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, false);
+    else
+        unlinkat(area_fd(sp, loc->area), qid, 0);
 }
 
 /* pst__spool_delete - see spool_int.h. */
@@ -1061,11 +1337,13 @@ int
 pst__spool_delete(struct pst_spool *sp, const char *qid,
                   const struct pst_spool_loc *loc)
 {
+    if (loc->seg != NULL)
+        return pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE,
+                             true);
     int dfd = area_fd(sp, loc->area);
-
-    if (unlinkat(dfd, qid, 0) != 0 || fsync(dfd) != 0)
+    if (unlinkat(dfd, qid, 0) != 0)
         return -errno;
-    return 0;
+    return fsync_fd(sp, dfd);
 }
 
 /* pst__spool_move - see spool_int.h. */
@@ -1073,14 +1351,14 @@ int
 pst__spool_move(struct pst_spool *sp, const char *qid,
                 struct pst_spool_loc *loc, enum pst_spool_area to)
 {
+    if (loc->seg != NULL)
+        return copy_out(sp, qid, loc, to, NULL);
     int from = area_fd(sp, loc->area), dst = area_fd(sp, to);
-
     if (renameat(from, qid, dst, qid) != 0)
         return -errno;
     loc->area = to;
-    if (fsync(dst) != 0 || fsync(from) != 0)
-        return -errno;
-    return 0;
+    int rc = fsync_fd(sp, dst);
+    return rc != 0 ? rc : fsync_fd(sp, from);
 }
 
 /* pst__spool_set_corrupt - see spool_int.h. */
@@ -1088,11 +1366,28 @@ void
 pst__spool_set_corrupt(struct pst_spool *sp, const char *qid,
                        const struct pst_spool_loc *loc)
 {
+    if (loc->seg != NULL) {
+        size_t glen;
+        int rc;
+        uint8_t *g = read_group(loc, &glen, &rc);
+        if (g != NULL) {
+            int fd = openat(sp->corfd, qid, O_WRONLY | O_CREAT | O_TRUNC |
+                            O_CLOEXEC, 0600);
+            if (fd >= 0) {
+                if (pst_write_all(fd, g, glen) == 0)
+                    fsync_fd(sp, fd);
+                close(fd);
+                fsync_fd(sp, sp->corfd);
+            }
+            free(g);
+        }
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, false);
+        return;
+    }
     int from = area_fd(sp, loc->area);
-
     if (renameat(from, qid, sp->corfd, qid) == 0) {
-        fsync(sp->corfd);
-        fsync(from);
+        fsync_fd(sp, sp->corfd);
+        fsync_fd(sp, from);
     }
 }
 
@@ -1101,8 +1396,9 @@ void
 pst__spool_ref(struct pst_spool *sp, const struct pst_spool_loc *loc,
                struct pst_spool_ref *ref)
 {
-    *ref = (struct pst_spool_ref){.dirfd = area_fd(sp, loc->area),
-                                  .data_off = loc->data_off,
-                                  .data_end = loc->env_off,
-                                  .size = loc->size};
+    *ref = (struct pst_spool_ref){
+        .fd = loc->seg ? loc->seg->fd : -1,
+        .dirfd = area_fd(sp, loc->area), .seed = loc->seed,
+        .data_off = loc->data_off, .data_end = loc->env_off,
+        .size = loc->size, .edits_off = loc->edits_off};
 }

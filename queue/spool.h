@@ -103,9 +103,14 @@ int64_t pst_spool_free_bytes(struct pst_spool *sp);
 
 /* Counters since open, for logs, tests and bench/. */
 struct pst_spool_stats {
-    uint64_t fsyncs;                /* every fsync the spool issued */
-    uint64_t batches;               /* group commits (one dir sync each) */
+    uint64_t fsyncs;                /* fsyncs and fdatasyncs of commits
+                                       and deliveries (not the ones that
+                                       prepare a segment) */
+    uint64_t batches;               /* group commits */
     uint64_t committed;             /* messages made durable */
+    uint64_t log;                   /* ... of them into the log */
+    uint64_t prepared;              /* segments put to use */
+    unsigned segments;              /* segment files now */
 };
 
 void pst_spool_stats(struct pst_spool *sp, struct pst_spool_stats *st);

@@ -25,6 +25,7 @@ with the test runner even if the runner is killed outright.
 import atexit
 import copy
 import errno
+import json
 import os
 import re
 import shutil
@@ -618,7 +619,9 @@ def default_config(tmp, port):
         "hostname": HOSTNAME,
         "listeners": [{"address": "127.0.0.1", "port": port}],
         "relay": {"trusted_networks": ["127.0.0.1/32"]},
-        "queue": {"directory": os.path.join(tmp, "spool")},
+        # small log segments: tests fill, reuse and rotate them
+        "queue": {"directory": os.path.join(tmp, "spool"),
+                  "segment_size": "1M"},
         "delivery": {"default_route": "maildir:" + os.path.join(tmp, "mail")},
         "logging": {"level": "debug"},
         # Lookups never leave loopback: /etc/hosts answers for 127.0.0.1,
@@ -905,6 +908,44 @@ class Postern:
 
     def wait_for_delivered(self, n, **kw):
         return [Delivered(b) for b in self.wait_for_maildir(n, **kw)]
+
+    def queue_list(self, timeout=10.0):
+        """The queue as the running gateway lists it (the control socket's
+        LIST JSON): a list of message dicts. Small messages live in the
+        log's segments, not in files of their own, so this - not a
+        directory listing - says what is queued."""
+        path = os.path.join(self.spool, "control.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            s.sendall(b"LIST JSON\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        head, _, body = data.partition(b"\n")
+        if not head.startswith(b"OK"):
+            raise AssertionError("queue LIST: %r" % head)
+        return json.loads(body)["messages"]
+
+    def wait_queue_empty(self, timeout=30.0):
+        """Wait until the gateway lists no message (delivered, or failed
+        and removed); asserts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.queue_list()
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("%d messages still queued after %.0f s;"
+                                     " log tail:\n%s" % (len(left), timeout,
+                                                         self.log_tail()))
+            time.sleep(0.05)
 
     def spool_files(self, sub="incoming"):
         """Files under <spool>/<sub>/ (recursively), [] if absent."""

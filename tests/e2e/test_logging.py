@@ -16,7 +16,7 @@ from harness import PosternTestCase, message
 # between the two runs
 VOLATILE = {"ts", "prog", "pid", "sess", "msg", "port", "listener",
             "status", "uid", "gid", "dir", "path", "hostname", "address",
-            "fsyncs", "batches"}
+            "fsyncs", "batches", "segments"}
 
 KV_RE = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
 

@@ -11,9 +11,12 @@ test that cannot mount fails, it does not skip):
                 crosses the floor while its text streams gets 452 4.3.1
                 after the final dot and leaves nothing behind (the space is
                 given back); when space returns, MAIL is taken again
-  test_enospc   floor 0: filled to the last block, DATA gets 452 4.3.1
-                (no queue file can be made); with 512 KiB left, the write
-                itself fails (ENOSPC) in the middle of a message, which gets
+  test_enospc   floor 0: filled to the last block, a small message is
+                still taken (it goes whole into the log's segment, whose
+                blocks were allocated before) while a large one, which needs
+                a file of its own, gets 452 4.3.1 after the final dot and
+                leaves nothing behind; with 512 KiB left, the write itself
+                fails (ENOSPC) in the middle of a message, which gets
                 452 4.3.1 after the final dot and leaves nothing behind
 
 In both, messages answered 250 before the disk filled wait in the queue
@@ -22,7 +25,9 @@ those append, meet the full disk), and every one of them is delivered
 exactly once after space returns and the downstream comes up; so is a
 message accepted after that. The mount is removed in every path (the
 test's cleanup ends postern first). Nothing here depends on the spool's
-file layout: "nothing behind" is measured as the file system's used bytes.
+file layout: "nothing behind" is measured as the file system's used bytes
+(docs/SPOOL.md: small messages go into preallocated log segments, larger
+ones into files).
 """
 
 import errno
@@ -221,10 +226,15 @@ class DiskTest(PosternTestCase):
         left = self.fill_to(0)
         self.assertLess(left, 64 * 1024)
         c = p.session()
-        c.cmd("MAIL FROM:<s@x.test>", 250)     # the floor is 0
-        c.cmd("RCPT TO:<r@x.test>", 250)
-        self.assertReply(c.cmd("DATA"), 452, "4.3.1")
-        c.cmd("RSET", 250)
+        # the floor is 0; a small message needs no new block
+        self.assertReply(self.send(c, "small, disk full"), 250, "2.0.0")
+        queued.append("small, disk full")
+        # a large one needs a file: refused after the final dot, nothing
+        # of it kept
+        used = used_bytes(self.mnt)
+        r = self.send(c, "large, disk full", self.big(MIB))
+        self.assertReply(r, 452, "4.3.1")
+        self.used_back_to(used, 64 * 1024)
         # 512 KiB left: the file opens, and a write fails mid-message
         self.fill_to(512 * 1024)
         used = used_bytes(self.mnt)

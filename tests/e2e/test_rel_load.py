@@ -9,8 +9,9 @@ transaction it accepts to one file; the copies are counted by
 Message-ID (smtp-source numbers its messages) and by postern's queue ID
 (from postern's Received: field): each must appear exactly once, and the
 queue must end empty. While it runs, the test samples how many sockets
-postern holds (the concurrent sessions) and reports postern's peak RSS
-(VmHWM).
+postern holds, counts from its log the most sessions it had open at once
+(asserted, with a bar the load generator can reach against a fast
+gateway), and reports postern's peak RSS (VmHWM).
 
 test_descriptor_limit: postern started with a soft RLIMIT_NOFILE far below
 what limits.sessions needs (a socket and a queue file per session) raises
@@ -55,6 +56,19 @@ def socket_fds(pid):
         except OSError:
             pass
     return n
+
+
+def concurrent_sessions(log):
+    """The most sessions open at once, from postern's log (connect and
+    disconnect lines, in order)."""
+    n = peak = 0
+    for line in log.splitlines():
+        if b" event=connect " in line:
+            n += 1
+            peak = max(peak, n)
+        elif b" event=disconnect " in line:
+            n -= 1
+    return peak
 
 
 class LoadTest(harness.PosternTestCase):
@@ -113,6 +127,7 @@ class LoadTest(harness.PosternTestCase):
         with open(sink.dump, "rb") as f:
             qids = QID_RE.findall(f.read())
         hwm = loadgen.proc_kib(p.pid, "VmHWM")
+        at_once = concurrent_sessions(p.log(whole=True))
         r = subprocess.run([p.binary, "queue", "-c", p.conf_path, "list",
                             "--json"], capture_output=True, timeout=30)
         left = json.loads(r.stdout)["count"] if r.returncode == 0 else -1
@@ -121,7 +136,8 @@ class LoadTest(harness.PosternTestCase):
         dup_ids = sum(c - 1 for c in got.values() if c > 1)
         loadgen.figure(
             "load", sessions=sessions, messages=messages,
-            peak_sockets=peak["sockets"], delivered=ntx,
+            peak_sockets=peak["sockets"], peak_sessions=at_once,
+            delivered=ntx,
             distinct=len(got), duplicated=dup_ids,
             accept_s="%.1f" % took, accept_per_s="%.0f" % (messages / took),
             relayed_s="%.1f" % relayed, peak_rss_mib="%.1f" % (hwm / 1024),
@@ -133,9 +149,14 @@ class LoadTest(harness.PosternTestCase):
         self.assertEqual(len(qids), messages)
         self.assertEqual(len(set(qids)), messages, "a queue ID twice")
         self.assertEqual(left, 0, "the queue did not drain")
-        # the sessions really were concurrent (listening and delivery
-        # sockets aside; smtp-source reconnects after each message)
-        self.assertGreater(peak["sockets"], sessions * 0.8)
+        # the sessions really were concurrent, as postern counted them
+        # (sessions open at once, from its connect and disconnect lines).
+        # Not all of them: smtp-source opens its sessions one after another
+        # and reconnects after each message, and against a gateway that
+        # answers a message in well under a millisecond of its own time it
+        # keeps 500-700 of the 1,000 open at once on two busy cores (the
+        # load generator is the limit there, docs/BENCHMARKS.md)
+        self.assertGreater(at_once, sessions * 0.3)
         self.assertNotIn(b"event=accept_error", p.log(whole=True))
 
     def nofile(self, pid):

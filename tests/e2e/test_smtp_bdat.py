@@ -102,6 +102,10 @@ class Unwritable:
 
 HEADER = b"Subject: first chunk\r\nX-A: 1\r\n\r\n"
 TAIL = b"the rest of the message\r\n"
+# A first chunk larger than the spool keeps in memory (131,060 octets): its
+# spool file is created while the chunk arrives, so that creation can be
+# made to fail (a small message meets the disk only at its commit).
+BIG = HEADER + (b"b" * 998 + b"\r\n") * 140
 
 
 class FailedChunkTest(PosternTestCase):
@@ -118,8 +122,8 @@ class FailedChunkTest(PosternTestCase):
         with self.p.session() as c:
             self.begin(c)
             with Unwritable(self.p):
-                c.expect(451, "4.3.0", c.bdat(HEADER))
-            self.p.wait_for_log(r"event=spool_error op=create "
+                c.expect(451, "4.3.0", c.bdat(BIG))
+            self.p.wait_for_log(r"event=spool_error op=write "
                                 r"err=Permission denied")
             c.expect(451, "4.3.0", c.bdat(TAIL, last=True))
             c.cmd("NOOP", 250, "2.0.0")
@@ -137,9 +141,9 @@ class FailedChunkTest(PosternTestCase):
         with self.p.session() as c:
             self.begin(c)
             with FdLimit(self.p.pid):
-                c.send(b"BDAT %d\r\n" % len(HEADER) + HEADER)
+                c.send(b"BDAT %d\r\n" % len(BIG) + BIG)
                 c.expect(451, "4.3.0")
-            self.p.wait_for_log(r"event=spool_error op=create "
+            self.p.wait_for_log(r"event=spool_error op=write "
                                 r"err=Too many open files")
             c.send(b"BDAT 6\r\nNOOP\r\nBDAT %d LAST\r\n" % len(TAIL) + TAIL +
                    b"RCPT TO:<c@example.net>\r\nRSET\r\n")
@@ -161,7 +165,7 @@ class FailedChunkTest(PosternTestCase):
         with self.p.session() as c:
             self.begin(c)
             with FdLimit(self.p.pid):
-                c.expect(451, "4.3.0", c.bdat(HEADER))
+                c.expect(451, "4.3.0", c.bdat(BIG))
             self.begin(c)
             c.expect(250, "2.0.0", c.bdat(HEADER))
             queue_id(c.bdat(TAIL, last=True))
@@ -170,16 +174,20 @@ class FailedChunkTest(PosternTestCase):
         self.assertEqual([f.body for f in files], [HEADER + TAIL])
 
     def test_failed_open_discard_has_its_own_deadline(self):
-        """The chunk of a failed open is still read, timed by a deadline of
-        its own: a pause inside it is not a timeout."""
+        """The chunk whose spool file could not be created is still read to
+        its end: a pause inside it is not a timeout, and no reply comes
+        before its last octet."""
         with self.p.session() as c:
             self.begin(c)
+            size = len(BIG) + 40
             with FdLimit(self.p.pid):
-                c.send(b"BDAT 40\r\n" + b"x" * 10)
-                c.expect(451, "4.3.0")
+                c.send(b"BDAT %d\r\n" % size + BIG)
+                self.p.wait_for_log(r"event=spool_error op=write "
+                                    r"err=Too many open files")
             time.sleep(0.5)
             self.assertEqual(c.pending(0.2), b"")
-            c.send(b"y" * 30 + b"NOOP\r\n")
+            c.send(b"y" * 40 + b"NOOP\r\n")
+            c.expect(451, "4.3.0")
             c.expect(250, "2.0.0")
 
 

@@ -1,7 +1,8 @@
 """test_spool_recovery.py - what a restarted gateway does with the files it
 finds, and what it does when the disk is full.
 
-  - files in active/ damaged while postern was down (a flipped bit in the
+  - files in active/ (messages deferred, so copied out of the log) damaged
+    while postern was down (a flipped bit in the
     message text, an unknown format version, a file cut before its commit
     record) move to corrupt/ and are logged, never deleted or delivered;
     a torn update record at the end of a good file is ignored and the
@@ -94,8 +95,15 @@ class SpoolRecovery(harness.PosternTestCase):
             r = send(p, "recovery-%d" % i)
             self.assertEqual(r.code, 250, str(r))
             qids.append(r.lines[0].split()[-1])
-        # the maildir is full: every delivery is deferred with 4.3.1
+        # the maildir is full: every delivery is deferred with 4.3.1, and
+        # each message, deferred, is a file in active/ (small ones leave
+        # the log's segments after their first attempt)
         p.wait_for_log(r"event=deferred .*status=\"4\.3\.1 maildir")
+        deadline = time.monotonic() + 20
+        while not (len(p.queue_list()) == 5 and
+                   all(m["attempts"] >= 1 for m in p.queue_list())):
+            self.assertLess(time.monotonic(), deadline, p.log_tail())
+            time.sleep(0.05)
         p.stop()
         active = os.path.join(p.spool, "active")
         self.assertEqual(sorted(os.listdir(active)), sorted(qids))

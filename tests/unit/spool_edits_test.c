@@ -54,6 +54,7 @@ setup(void **state)
     f->conf.delivery.retry_max = 1;
     f->conf.delivery.lifetime = 3600;
     f->conf.delivery.concurrency = 2;
+    f->conf.queue.segment_size = 1024 * 1024;
     assert_int_equal(uv_loop_init(&f->loop), 0);
     uv_timer_init(&f->loop, &f->tick);
     *state = f;
@@ -280,14 +281,16 @@ test_edits_survive_restart(void **state)
     struct sub s;
     char dir[400];
     make_blob(&b);
-    /* deliveries paused: the message waits in active/ */
+    /* deliveries paused: the message waits in the log */
     spool_open(f);
     pst_queue_pause(f->q, true);
     submit(f, &s, &b, false);
-    /* the spool file keeps the original text */
-    snprintf(dir, sizeof(dir), "%s/active", f->spool);
+    assert_int_equal(count(f, f->spool, "active"), 0);
+    /* its segment keeps the original text, and the edits beside it */
+    snprintf(dir, sizeof(dir), "%s/log", f->spool);
     char *raw = only_file(dir);
     assert_non_null(memmem(raw, last_size, "part one", 8));
+    assert_non_null(memmem(raw, last_size, "X-Added: yes", 12));
     free(raw);
     spool_close(f);
     assert_int_equal(count(f, f->mail, "new"), 0);    /* not delivered */

@@ -3,13 +3,18 @@
  * a real libuv loop, real files in a temporary directory, real threads,
  * and (for disk-full cases) real small tmpfs mounts.
  *
- * Covers: commit then maildir delivery (bytes checked), group commit of
- * many concurrent messages, abort, the one-gateway lock, queue IDs across
- * restarts, recovery of torn/bad-checksum/unknown-version/truncated files
- * and torn update tails, recipient state surviving a restart (partial
- * delivery), retries after a clock jump, ENOSPC while receiving and while
- * delivering (partial delivery, then retry), expiry to hold/, and the
- * control socket commands.
+ * Covers: commit then maildir delivery (bytes checked) of large messages
+ * (files) and small ones (groups in the log's segments), group commit of
+ * many concurrent messages (one segment sync per batch), a sync error
+ * failing its batch (file, directory, segment), abort, the one-gateway
+ * lock, queue IDs across restarts, recovery of torn/bad-checksum/
+ * unknown-version/truncated files and torn update tails, recovery of the
+ * log (torn tail, damaged group, a group moved to a file, done groups not
+ * delivered again, segments reused), a small message leaving the log
+ * for a file when its first attempt defers, recipient state surviving a
+ * restart (partial delivery), retries after a clock jump, ENOSPC while
+ * receiving and while delivering (partial delivery, then retry), expiry
+ * to hold/, and the control socket commands.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -52,12 +57,9 @@
 static atomic_int fsync_fail_left;
 static char fsync_fail_match[64];
 
-int
-fsync(int fd)
+static bool
+fail_this(int fd)
 {
-    static int (*real)(int);
-    if (real == NULL)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
     if (atomic_load(&fsync_fail_left) > 0) {
         char l[64], p[512];
         snprintf(l, sizeof(l), "/proc/self/fd/%d", fd);
@@ -66,11 +68,35 @@ fsync(int fd)
             p[n] = '\0';
             size_t ml = strlen(fsync_fail_match);
             if ((size_t)n >= ml && strstr(p, fsync_fail_match) != NULL &&
-                atomic_fetch_sub(&fsync_fail_left, 1) > 0) {
-                errno = EIO;
-                return -1;
-            }
+                atomic_fetch_sub(&fsync_fail_left, 1) > 0)
+                return true;
         }
+    }
+    return false;
+}
+
+int
+fsync(int fd)
+{
+    static int (*real)(int);
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    if (fail_this(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd);
+}
+
+int
+fdatasync(int fd)
+{
+    static int (*real)(int);
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    if (fail_this(fd)) {
+        errno = EIO;
+        return -1;
     }
     return real(fd);
 }
@@ -100,6 +126,7 @@ fx_conf(struct fx *f, unsigned rmin, unsigned rmax, unsigned life)
     f->conf.delivery.retry_max = rmax;
     f->conf.delivery.lifetime = life;
     f->conf.delivery.concurrency = 4;
+    f->conf.queue.segment_size = 1024 * 1024;     /* the smallest */
 }
 
 static int
@@ -297,6 +324,15 @@ pred_queue_empty(void *arg)
     struct pst_queue_stats st;
     pst_queue_stats(f->q, &st);
     return st.queued == 0;
+}
+
+static bool
+pred_only_held(void *arg)
+{
+    struct fx *f = arg;
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
+    return st.queued == st.held;
 }
 
 /* Start a message: create, write body in uneven pieces, commit. */
@@ -509,40 +545,49 @@ test_group_commit(void **state)
            N, (unsigned long long)(st.batches - st0.batches),
            (double)(st.fsyncs - st0.fsyncs) / N);
     assert_int_equal(st.committed, N);
-    /* one directory sync per batch, and batches shared by many messages:
-     * every fsync is one file's or one batch's */
-    assert_int_equal(st.fsyncs - st0.fsyncs, N + (st.batches - st0.batches));
+    /* every message into the log, one segment sync per batch (no file,
+     * no directory), and batches shared by many messages */
+    assert_int_equal(st.log - st0.log, N);
+    assert_int_equal(st.fsyncs - st0.fsyncs, st.batches - st0.batches);
     assert_true(st.batches - st0.batches <= N / 2);
-    assert_int_equal(count_sub(f, f->spool, "active"), N);
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
     assert_int_equal(st.queued, N);
     pst_queue_pause(f->q, false);
     assert_true(wait_count(f, f->mail, "new", N, 20000));
-    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    assert_true(run_until(f, pred_queue_empty, f, 5000));
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
     spool_close(f);
     free(body);
     free(m);
     free(s);
 }
 
-/* An fsync error fails the whole batch: every message in it gets -EIO and
- * its file is removed; none is reported durable; later batches commit. */
+/* A sync error fails the whole batch: every message in it gets -EIO, its
+ * file is removed or its group marked done; none is reported durable (nor
+ * loaded after a restart); later batches commit. len picks the kind:
+ * messages larger than the log takes are files. */
 static char *spath(struct fx *f, const char *sub, const char *name);
 
+/* Larger than a group may be: committed as a file. */
+#define FILE_LEN ((size_t)PST_CHUNK_MAX + 4096)
+
 static void
-batch_fails(struct fx *f, const char *match)
+batch_fails(struct fx *f, const char *match, size_t len)
 {
     enum { N = 30 };
     struct sub *s = pst_xcalloc(N, sizeof(*s));
     struct pst_spool_msg **m = pst_xcalloc(N, sizeof(*m));
     struct pst_envelope e;
     const char *rc[] = {"x@example.org"};
+    char *body = make_body(len, 9);
     int failed = 0;
 
     spool_open(f);
     pst_queue_pause(f->q, true);
     for (int i = 0; i < N; i++) {
         assert_int_equal(pst_spool_msg_new(f->sp, &m[i], s[i].qid), 0);
-        assert_int_equal(pst_spool_msg_write(m[i], "x\r\n", 3), 0);
+        assert_int_equal(pst_spool_msg_write(m[i], body, len), 0);
     }
     snprintf(fsync_fail_match, sizeof(fsync_fail_match), "%s", match);
     atomic_store(&fsync_fail_left, 1);
@@ -558,9 +603,10 @@ batch_fails(struct fx *f, const char *match)
             assert_int_equal(s[i].status, -EIO);
             assert_int_not_equal(access(pa, F_OK), 0);
             failed++;
-        } else {
+        } else if (len == FILE_LEN) {
             assert_int_equal(access(pa, F_OK), 0);
-        }
+        }   /* small: a group, or a file while no segment is ready after
+               the failed one was left */
         assert_int_not_equal(access(pi, F_OK), 0);
         free(pa);
         free(pi);
@@ -574,8 +620,15 @@ batch_fails(struct fx *f, const char *match)
     assert_true(failed >= 1);
     assert_int_equal(st.committed, (uint64_t)(N - failed));
     assert_int_equal(st.queued, (unsigned)(N - failed));
-    assert_int_equal(count_sub(f, f->spool, "active"), N - failed);
+    if (len == FILE_LEN)
+        assert_int_equal(count_sub(f, f->spool, "active"), N - failed);
     spool_close(f);
+    /* what failed does not come back; what committed does, once */
+    spool_open(f);
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, (unsigned)(N - failed));
+    spool_close(f);
+    free(body);
     free(m);
     free(s);
 }
@@ -583,13 +636,20 @@ batch_fails(struct fx *f, const char *match)
 static void
 test_file_fsync_error_fails_batch(void **state)
 {
-    batch_fails(*state, "/incoming/");
+    batch_fails(*state, "/incoming/", FILE_LEN);
 }
 
 static void
 test_dir_fsync_error_fails_batch(void **state)
 {
-    batch_fails(*state, "/spool/active");
+    batch_fails(*state, "/spool/active", FILE_LEN);
+}
+
+static void
+test_segment_sync_error_fails_batch(void **state)
+{
+    /* the head, not the next segment being prepared meanwhile */
+    batch_fails(*state, "/spool/log/seg-00000000", 1024);
 }
 
 static void
@@ -602,10 +662,18 @@ test_abort_and_lock(void **state)
     char qid[PST_QID_LEN + 1];
 
     spool_open(f);
+    /* a small message is only in memory until its commit */
     assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
     assert_int_equal(pst_spool_msg_write(m, "x\r\n", 3), 0);
+    assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
+    pst_spool_msg_abort(m);
+    /* a large one is a file in incoming/ from its second chunk on */
+    char *big = make_body(FILE_LEN, 2);
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, qid), 0);
+    assert_int_equal(pst_spool_msg_write(m, big, FILE_LEN), 0);
     assert_int_equal(count_sub(f, f->spool, "incoming"), 1);
     pst_spool_msg_abort(m);
+    free(big);
     assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
     /* a second gateway on the same spool is refused, with the reason */
     assert_int_equal(pst_spool_open(&sp2, &f->loop, &f->conf, &err), -EBUSY);
@@ -705,11 +773,11 @@ test_recovery(void **state)
 {
     struct fx *f = *state;
     const char *rc[] = {"rcpt@example.net"};
-    char *body = make_body(5000, 3);
+    char *body = make_body(FILE_LEN, 3);
     struct sub s[5];
     char *p;
 
-    queue_paused(f, s, 5, rc, 1, body, 5000);
+    queue_paused(f, s, 5, rc, 1, body, FILE_LEN);
     assert_int_equal(count_sub(f, f->spool, "active"), 5);
     /* 0: a flipped bit in the message text -> corrupt/ */
     p = spath(f, "active", s[0].qid);
@@ -757,7 +825,7 @@ test_recovery(void **state)
     assert_true(wait_count(f, f->mail, "new", 2, 5000));
     assert_true(wait_count(f, f->spool, "active", 0, 5000));
     const char *both[] = {"rcpt@example.net", "rcpt@example.net"};
-    check_maildir(f, "from@example.com", both, 2, body, 5000);
+    check_maildir(f, "from@example.com", both, 2, body, FILE_LEN);
     spool_close(f);
     free(body);
 }
@@ -771,8 +839,9 @@ test_partial_state_survives_restart(void **state)
                         "three@example.net"};
     struct sub s;
     char *p;
+    char *body = make_body(FILE_LEN, 8);
 
-    queue_paused(f, &s, 1, rc, 3, "Subject: x\r\n\r\nbody\r\n", 21);
+    queue_paused(f, &s, 1, rc, 3, body, FILE_LEN);
     /* as if "two" had been delivered before a crash */
     p = spath(f, "active", s.qid);
     struct pst_tbuf w = {0};
@@ -783,9 +852,9 @@ test_partial_state_survives_restart(void **state)
     spool_open(f);
     assert_true(wait_count(f, f->spool, "active", 0, 5000));
     const char *left[] = {"one@example.net", "three@example.net"};
-    check_maildir(f, "from@example.com", left, 2,
-                  "Subject: x\r\n\r\nbody\r\n", 21);
+    check_maildir(f, "from@example.com", left, 2, body, FILE_LEN);
     spool_close(f);
+    free(body);
 }
 
 /* A next-attempt time far in the future (the clock was ahead) is capped
@@ -796,8 +865,10 @@ test_clock_jump_does_not_stall(void **state)
     struct fx *f = *state;
     const char *rc[] = {"later@example.net"};
     struct sub s;
+    char *body = make_body(FILE_LEN, 4);
 
-    queue_paused(f, &s, 1, rc, 1, "x\r\n", 3);
+    queue_paused(f, &s, 1, rc, 1, body, FILE_LEN);
+    free(body);
     char *p = spath(f, "active", s.qid);
     struct pst_tbuf w = {0};
     pst__rec_retry(&w, 3, time(NULL) + 365 * 86400, "4.3.0 earlier");
@@ -857,7 +928,8 @@ test_write_error_at_commit(void **state)
     struct fx *f = *state;
     struct pst_spool_msg *m;
     char qid[PST_QID_LEN + 1];
-    size_t len = PST_CHUNK_MAX;         /* one CHUNK, flushed by the write */
+    size_t len = PST_CHUNK_MAX + 1;     /* a file: one CHUNK written, one
+                                           byte left for the commit */
     char *body = make_body(len, 7);
     struct rlimit old, lim;
     struct sub s = {0};
@@ -970,6 +1042,298 @@ test_maildir_full_partial_then_retry(void **state)
     check_dir(keep, "from@example.com", rc, 2, body, len, false);
     free(keep);
     spool_close(f);
+    free(body);
+}
+
+/* ---- the log ---- */
+
+static char *
+seg_path(struct fx *f, unsigned id)
+{
+    return pst_xasprintf("%s/log/seg-%08X", f->spool, id);
+}
+
+/* The offset of the group of message qid in segment file path (its INFO
+ * record holds the ID right after the MARK), or -1. */
+static long
+group_of(const char *path, const char *qid)
+{
+    size_t len;
+    char *b = slurp(path, &len);
+    long at = -1;
+    for (size_t o = 64; o + 64 <= len; o += PST_GROUP_ALIGN)
+        if (memcmp(b + o + PST_MARK_LEN + PST_REC_HDR_LEN, qid,
+                   PST_QID_LEN) == 0 && b[o] == PST_REC_MARK) {
+            at = (long)o;
+            break;
+        }
+    free(b);
+    return at;
+}
+
+/* The salt of segment file path (its header). */
+static uint32_t
+seg_salt(const char *path)
+{
+    size_t len;
+    char *b = slurp(path, &len);
+    uint32_t s = (uint32_t)(uint8_t)b[16] | (uint32_t)(uint8_t)b[17] << 8 |
+                 (uint32_t)(uint8_t)b[18] << 16 |
+                 (uint32_t)(uint8_t)b[19] << 24;
+    free(b);
+    return s;
+}
+
+/* Small messages: groups in the log, no file; delivered byte for byte,
+ * one recipient or several, from 1 byte to the largest a group takes. */
+static void
+test_log_commit_and_deliver(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"a@example.org", "b@example.org"};
+    size_t lens[] = {1, 1024, 70000, PST_CHUNK_MAX};
+    struct pst_queue_stats st;
+
+    spool_open(f);
+    for (size_t k = 0; k < PST_ARRAY_LEN(lens); k++) {
+        char *body = make_body(lens[k], (unsigned)k);
+        struct sub s;
+        submit(f, &s, "small@example.com", rc, 2, body, lens[k]);
+        assert_true(run_until(f, pred_done, &s, 5000));
+        assert_int_equal(s.status, 0);
+        assert_int_equal(count_sub(f, f->spool, "active"), 0);
+        assert_int_equal(count_sub(f, f->spool, "incoming"), 0);
+        assert_true(run_until(f, pred_queue_empty, f, 5000));
+        check_maildir(f, "small@example.com", rc, 2, body, lens[k]);
+        char *cmd = pst_xasprintf("rm -f '%s'/new/*", f->mail);
+        assert_int_equal(system(cmd), 0);
+        free(cmd);
+        free(body);
+    }
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.committed, PST_ARRAY_LEN(lens));
+    assert_int_equal(st.log, PST_ARRAY_LEN(lens));
+    spool_close(f);
+    /* every group is done: nothing is delivered again after a restart */
+    spool_open(f);
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 0);
+    spool_close(f);
+}
+
+/* Segments are reused once their messages are done: the log does not grow
+ * with the number of messages that went through it. */
+static void
+test_log_segments_reused(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 2400, CONC = 40 };      /* about 3.5 MiB of groups */
+    const char *rc[] = {"r@example.org"};
+    char *body = make_body(1400, 3);
+    struct sub *s = pst_xcalloc(CONC, sizeof(*s));
+    struct pst_queue_stats st;
+    int sent = 0, max_segs = 0;
+
+    spool_open(f);
+    while (sent < N) {
+        for (int i = 0; i < CONC; i++)
+            submit(f, &s[i], "loop@example.com", rc, 1, body, 1400);
+        for (int i = 0; i < CONC; i++) {
+            assert_true(run_until(f, pred_done, &s[i], 5000));
+            assert_int_equal(s[i].status, 0);
+        }
+        sent += CONC;
+        pst_queue_stats(f->q, &st);
+        max_segs = PST_MAX(max_segs, (int)st.segments);
+    }
+    assert_true(wait_count(f, f->mail, "new", N, 30000));
+    assert_true(run_until(f, pred_queue_empty, f, 5000));
+    pst_queue_stats(f->q, &st);
+    printf("# %d messages through the log: %llu segments put to use, at "
+           "most %d files, %llu in the log\n", N,
+           (unsigned long long)st.prepared, max_segs,
+           (unsigned long long)st.log);
+    assert_true(st.log >= N - 100);     /* a few may meet a full head */
+    assert_true(st.prepared >= 4);
+    /* head, ready, two spares, and one or two waiting to be reclaimed */
+    assert_true(max_segs <= 6);
+    spool_close(f);
+    free(s);
+    free(body);
+}
+
+/* A small message whose first attempt defers leaves the log: it becomes a
+ * file in active/ holding its attempt, loaded from there after a restart,
+ * and delivered once when the destination has room. */
+static void
+test_log_defer_copies_out(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"d1@example.net", "d2@example.net"};
+    char *body = make_body(2000, 5);
+    struct sub s;
+
+    mount_tmpfs(f, f->mail, "64k");
+    char *filler = pst_xasprintf("%s/filler", f->mail);
+    char *cmd = pst_xasprintf("dd if=/dev/zero of='%s' bs=4k count=64 "
+                              "2>/dev/null; true", filler);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+    fx_conf(f, 1, 1, 3600);
+    spool_open(f);
+    submit(f, &s, "defer@example.com", rc, 2, body, 2000);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+    assert_true(wait_count(f, f->spool, "active", 1, 5000));
+    char *p = spath(f, "active", s.qid);
+    struct pst_scan sc;
+    assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+    assert_int_equal(sc.attempts, 1);
+    assert_int_equal(sc.env.rcpts[0].state, PST_RCPT_PENDING);
+    assert_non_null(sc.rcpt_err[0]);
+    assert_non_null(strstr(sc.rcpt_err[0], "4.3.1"));
+    pst__scan_free(&sc);
+    spool_close(f);
+    /* its group is marked moved: one copy queued after a restart */
+    fx_conf(f, 3600, 3600, 3600);
+    spool_open(f);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 1);
+    spool_close(f);
+    /* room again: delivered once to each recipient */
+    assert_int_equal(unlink(filler), 0);
+    fx_conf(f, 1, 1, 3600);
+    spool_open(f);
+    assert_true(wait_count(f, f->mail, "new", 2, 8000));
+    assert_true(run_until(f, pred_queue_empty, f, 5000));
+    assert_int_not_equal(access(p, F_OK), 0);
+    check_maildir(f, "defer@example.com", rc, 2, body, 2000);
+    spool_close(f);
+    free(p);
+    free(filler);
+    free(body);
+}
+
+/* Recovery of the log: a damaged group is skipped (and its bytes kept in
+ * corrupt/) while the groups after it load; a torn group at the tail is
+ * ignored; a live group whose message is also a file (copied out just
+ * before a crash) yields to the file. */
+static void
+test_log_recovery(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"rec@example.net"};
+    struct sub s[4];
+    char *body = make_body(3000, 6);
+
+    queue_paused(f, s, 4, rc, 1, body, 3000);
+    char *seg = seg_path(f, 0);
+    long g[4];
+    for (int i = 0; i < 4; i++) {
+        g[i] = group_of(seg, s[i].qid);
+        assert_true(g[i] > 0);
+    }
+    uint32_t salt = seg_salt(seg);
+    /* 0: a flipped byte in its text */
+    patch_byte(seg, g[0] + 200, 1);
+    /* 1: as if copied out to hold/ just before the crash: the file there
+     * (made from its own group), the group still live */
+    {
+        size_t len;
+        char *b = slurp(seg, &len);
+        struct pst_scan sc;
+        int mark;
+        assert_int_equal(pst__group_parse((uint8_t *)b + g[1],
+                                          len - (size_t)g[1],
+                                          (uint64_t)g[1], salt, &sc, &mark),
+                         PST_GROUP_OK);
+        assert_int_equal(mark, PST_MARK_LIVE);
+        struct pst_tbuf out = {0};
+        struct pst_scan fo;
+        assert_int_equal(pst__file_from_group((uint8_t *)b + g[1],
+                                              sc.good_end - (uint64_t)g[1],
+                                              salt, &out, &fo), 0);
+        pst__rec_state(&out, PST_QSTATE_HELD, time(NULL), "test");
+        char *hp = spath(f, "hold", s[1].qid);
+        int fd = open(hp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, out.p, out.len), (ssize_t)out.len);
+        close(fd);
+        free(hp);
+        pst_tbuf_free(&out);
+        /* a torn group after the last one: a live MARK, half an INFO */
+        uint64_t end = 0;
+        struct pst_scan s3;
+        assert_int_equal(pst__group_parse((uint8_t *)b + g[3],
+                                          len - (size_t)g[3], (uint64_t)g[3],
+                                          salt, &s3, &mark), PST_GROUP_OK);
+        end = s3.good_end;
+        pst__scan_free(&s3);
+        pst__scan_free(&sc);
+        uint8_t torn[PST_MARK_LEN + 10] = {0};
+        pst__mark_encode(torn, PST_MARK_LIVE, salt);
+        torn[PST_MARK_LEN] = PST_REC_INFO;
+        fd = open(seg, O_WRONLY);
+        assert_int_equal(pwrite(fd, torn, sizeof(torn), (off_t)end),
+                         (ssize_t)sizeof(torn));
+        close(fd);
+        free(b);
+    }
+    spool_open(f);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 3);         /* 1 (held), 2, 3 */
+    assert_int_equal(st.held, 1);
+    assert_true(wait_count(f, f->mail, "new", 2, 5000));
+    assert_true(run_until(f, pred_only_held, f, 5000));
+    /* the damaged bytes kept for a look */
+    assert_int_equal(count_sub(f, f->spool, "corrupt"), 1);
+    spool_close(f);
+    /* nothing more after another restart: 2 and 3 done, 1 held */
+    spool_open(f);
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(st.held, 1);
+    assert_int_equal(count_sub(f, f->mail, "new"), 2);
+    spool_close(f);
+    free(seg);
+    free(body);
+}
+
+/* A group whose text no longer checks out when it is read for delivery:
+ * nothing is delivered, its bytes are kept in corrupt/QID, and it is not
+ * loaded again after a restart. */
+static void
+test_log_corrupt_at_delivery(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"bad@example.net"};
+    char *body = make_body(4000, 7);
+    struct sub s;
+
+    spool_open(f);
+    pst_queue_pause(f->q, true);
+    submit(f, &s, "from@example.com", rc, 1, body, 4000);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+    char *seg = seg_path(f, 0);
+    long g = group_of(seg, s.qid);
+    assert_true(g > 0);
+    patch_byte(seg, g + 300, 1);        /* inside the text */
+    pst_queue_pause(f->q, false);
+    assert_true(run_until(f, pred_queue_empty, f, 5000));
+    char *p = spath(f, "corrupt", s.qid);
+    assert_int_equal(access(p, F_OK), 0);
+    assert_int_equal(count_sub(f, f->mail, "new"), 0);
+    spool_close(f);
+    spool_open(f);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 0);
+    spool_close(f);
+    free(p);
+    free(seg);
     free(body);
 }
 
@@ -1093,6 +1457,9 @@ test_control(void **state)
     ctl(f, r, "SHOW 0123456789ABCDEF");
     assert_memory_equal(r->resp, "ERR ", 4);
 
+    /* the three are groups in the log; a held one becomes a file in
+     * hold/ (its group marked moved) */
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
     snprintf(line, sizeof(line), "HOLD %s", s[0].qid);
     ctl(f, r, line);
     assert_memory_equal(r->resp, "OK held", 7);
@@ -1103,19 +1470,29 @@ test_control(void **state)
     snprintf(line, sizeof(line), "DELETE %s", s[1].qid);
     ctl(f, r, line);
     assert_memory_equal(r->resp, "OK deleted", 10);
-    assert_int_equal(count_sub(f, f->spool, "active"), 1);
+    struct pst_queue_stats st;
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 2);
+    assert_int_equal(st.held, 1);
 
-    /* resume: only the one left in active/ is delivered, held one stays */
+    /* resume: only the one left is delivered, the held one stays */
     pst_queue_pause(f->q, false);
     assert_true(wait_count(f, f->mail, "new", 2, 5000));
-    assert_true(wait_count(f, f->spool, "active", 0, 5000));
+    assert_true(run_until(f, pred_only_held, f, 5000));
     assert_int_equal(count_sub(f, f->spool, "hold"), 1);
+    /* and the deleted one is not back after a restart */
+    spool_close(f);
+    spool_open(f);
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 1);
 
     snprintf(line, sizeof(line), "RELEASE %s", s[0].qid);
     ctl(f, r, line);
     assert_memory_equal(r->resp, "OK released", 11);
     assert_true(wait_count(f, f->mail, "new", 4, 5000));
     assert_true(wait_count(f, f->spool, "hold", 0, 5000));
+    assert_true(run_until(f, pred_queue_empty, f, 5000));
+    assert_int_equal(count_sub(f, f->spool, "active"), 0);
 
     ctl(f, r, "FLUSH");
     assert_memory_equal(r->resp, "OK flushed", 10);
@@ -1139,6 +1516,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_fsync_error_fails_batch,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_sync_error_fails_batch,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qid_unique_across_restarts,
                                         setup, teardown),
@@ -1154,6 +1533,15 @@ main(void)
         cmocka_unit_test_setup_teardown(test_maildir_full_partial_then_retry,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_to_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_commit_and_deliver, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_segments_reused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_defer_copies_out, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_corrupt_at_delivery, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_control, setup, teardown),
     };
     pst_log_open("postern", 0, LOG_MAIL, PST_LOG_INFO);
