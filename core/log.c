@@ -10,7 +10,9 @@
  */
 #include "core/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,11 +30,34 @@ static int use_syslog;
 static enum pst_log_format format = PST_LOG_TEXT;
 static enum pst_log_level min_level = PST_LOG_INFO;
 static const char *level_names[] = {"error", "warn", "info", "debug"};
+/* the pid in each line, cached: getpid() is a system call, and a message
+ * costs about ten lines; a forked child starts again from 0 */
+static atomic_int log_pid;
+
+static void
+forget_pid(void)
+{
+    atomic_store(&log_pid, 0);
+}
+
+static int
+line_pid(void)
+{
+    int p = atomic_load(&log_pid);
+    if (p == 0) {
+        p = (int)getpid();
+        atomic_store(&log_pid, p);
+    }
+    return p;
+}
 
 void
 pst_log_open(const char *ident, int syslog_on, int facility,
              enum pst_log_level min)
 {
+    static atomic_flag once = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&once))
+        pthread_atfork(NULL, NULL, forget_pid);
     use_syslog = syslog_on;
     min_level = min;
     if (use_syslog)
@@ -72,7 +97,7 @@ log_json(enum pst_log_level lvl, const char *fmt, va_list ap)
     gmtime_r(&t.tv_sec, &tm);
     size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", t.tv_nsec / 1000000);
-    n = pst_log_json(line, sizeof(line) - 1, ts, "postern", (int)getpid(),
+    n = pst_log_json(line, sizeof(line) - 1, ts, "postern", line_pid(),
                      level_names[lvl], body);
     line[n++] = '\n';
     ssize_t rc = write(STDERR_FILENO, line, n);
@@ -108,7 +133,7 @@ pst_log(enum pst_log_level lvl, const char *fmt, ...)
         gmtime_r(&ts.tv_sec, &tm);
         n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
         n += snprintf(line + n, sizeof(line) - n, ".%03ldZ postern[%d]: ",
-                      ts.tv_nsec / 1000000, (int)getpid());
+                      ts.tv_nsec / 1000000, line_pid());
     }
     n += snprintf(line + n, sizeof(line) - n, "%s ", level_names[lvl]);
     va_start(ap, fmt);

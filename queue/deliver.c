@@ -271,7 +271,7 @@ part_fail(struct part *p, enum pst_dres v, const char *text,
     part_done(p);
 }
 
-/* ---- body reads on the pool ---- */
+/* ---- body reads: from the page cache here, else on the pool ---- */
 
 static void
 read_work(uv_work_t *w)
@@ -308,6 +308,16 @@ body_read(void *arg, void *buf, size_t len, struct pst_smtpc *c,
           pst_smtpc_read_done done)
 {
     struct part *p = arg;
+    /* a small message whose text is in the page cache (one just committed
+     * to the log, almost always) is read here: no round trip through the
+     * pool for a copy of a few KiB */
+    ssize_t n = pst_spool_reader_try_read(p->reader, buf, len);
+    if (n != -EAGAIN) {
+        p->rres = n;
+        note_corrupt(p);
+        done(c, n);
+        return;
+    }
     if (p->rown == NULL || len > p->rlen)
         p->rown = pst_xrealloc(p->rown, len);
     p->rbuf = buf;

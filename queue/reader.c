@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,6 +39,7 @@ struct pst_spool_reader {
     size_t bufsize;
     size_t have, pos;       /* payload bytes in buf + PST_REC_HDR_LEN */
     int err;
+    bool nowait;            /* reading for pst_spool_reader_try_read */
     uint8_t *edits;         /* EDITS payload, or NULL */
     size_t edits_len;
     struct pst_edits_reader *ed;
@@ -133,6 +135,23 @@ pread_all(int fd, void *p, size_t n, uint64_t off)
     return rc != 0 ? rc : got < n ? -EBADMSG : 0;
 }
 
+/* n bytes at off if the page cache has them all, else -EAGAIN (also where
+ * the file system cannot tell: the caller reads them off the loop). */
+static int
+pread_cached(int fd, void *p, size_t n, uint64_t off)
+{
+    struct iovec iov = {p, n};
+    ssize_t k;
+    do
+        k = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+    while (k < 0 && errno == EINTR);
+    if (k == (ssize_t)n)
+        return 0;
+    if (k < 0 && errno != EAGAIN && errno != EOPNOTSUPP && errno != EINVAL)
+        return -errno;
+    return -EAGAIN;
+}
+
 /* Load the next CHUNK record into buf: one pread of what is left of the
  * text's records (at most a buffer), then the record's own length. */
 static int
@@ -142,7 +161,8 @@ next_chunk(struct pst_spool_reader *r)
     size_t want = (size_t)PST_MIN(r->data_end - r->off, (uint64_t)r->bufsize);
     if (want < PST_REC_OVERHEAD)
         return -EBADMSG;
-    int rc = pread_all(r->fd, h, want, r->off);
+    int rc = r->nowait ? pread_cached(r->fd, h, want, r->off)
+                       : pread_all(r->fd, h, want, r->off);
     if (rc != 0)
         return rc;
     uint32_t len = le32(h + 4);
@@ -184,6 +204,8 @@ raw_read(void *arg, void *buf, size_t len)
             if (r->off >= r->data_end)
                 break;
             int rc = next_chunk(r);
+            if (rc == -EAGAIN && r->nowait)     /* nothing consumed */
+                return got ? (ssize_t)got : rc;
             if (rc != 0) {
                 r->err = rc;
                 return rc;
@@ -196,6 +218,18 @@ raw_read(void *arg, void *buf, size_t len)
         got += k;
     }
     return (ssize_t)got;
+}
+
+/* pst_spool_reader_try_read - see reader.h. */
+ssize_t
+pst_spool_reader_try_read(struct pst_spool_reader *r, void *buf, size_t len)
+{
+    if (r->ed != NULL || r->size > PST_SPOOL_WBUF)
+        return -EAGAIN;
+    r->nowait = true;
+    ssize_t n = raw_read(r, buf, len);
+    r->nowait = false;
+    return n;
 }
 
 int

@@ -21,6 +21,15 @@ struct pst_spool_reader;
 /* pst_spool_reader_read - up to len bytes; 0 at the end, or -errno. */
 ssize_t pst_spool_reader_read(struct pst_spool_reader *r, void *buf,
                               size_t len);
+/*
+ * pst_spool_reader_try_read - as pst_spool_reader_read, but only if the
+ * bytes are in the page cache (preadv2 RWF_NOWAIT), so that it may run on
+ * the loop: -EAGAIN, nothing consumed, when they would come from the disk,
+ * and always for a message with edits or larger than one buffer (128 KiB):
+ * read those with pst_spool_reader_read off the loop.
+ */
+ssize_t pst_spool_reader_try_read(struct pst_spool_reader *r, void *buf,
+                                  size_t len);
 /* pst_spool_reader_rewind - back to the first message byte. */
 int pst_spool_reader_rewind(struct pst_spool_reader *r);
 uint64_t pst_spool_reader_size(const struct pst_spool_reader *r);

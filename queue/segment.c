@@ -420,12 +420,16 @@ pst__log_mark(struct pst_spool *sp, struct pst_seg *s, uint64_t off,
         rc = pst__sync_fd(sp, s->fd, true);
     if (rc == 0 && !sync) {
         pthread_mutex_lock(&sp->mu);
+        /* the sync thread is woken by the first MARK waiting only: it
+         * then waits at most PST_REMOVAL_SYNC_WAIT_MS for a batch */
+        bool first = TAILQ_EMPTY(&sp->dirty) && !sp->removals;
         s->dirty = true;
         if (!s->queued) {
             s->queued = true;
             TAILQ_INSERT_TAIL(&sp->dirty, s, qlink);
         }
-        pthread_cond_signal(&sp->cv);
+        if (first)
+            pthread_cond_signal(&sp->cv);
         pthread_mutex_unlock(&sp->mu);
     }
     seg_unref(sp, s);

@@ -1300,8 +1300,9 @@ pst__spool_finished(struct pst_spool *sp, const char *qid,
     if (unlinkat(area_fd(sp, loc->area), qid, 0) != 0)
         return;
     pthread_mutex_lock(&sp->mu);
+    if (!sp->removals && TAILQ_EMPTY(&sp->dirty))
+        pthread_cond_signal(&sp->cv);       /* the first to wait only */
     sp->removals = true;
-    pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
 }
 

@@ -45,6 +45,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "queue/queue.h"
+#include "queue/reader.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
@@ -1337,6 +1338,58 @@ test_log_corrupt_at_delivery(void **state)
     free(body);
 }
 
+/* The reader's page-cache-only read (what the delivery client does on the
+ * loop): a small message in the log is read whole; a message larger than
+ * one buffer is left to the blocking read, with nothing consumed. */
+static void
+test_reader_try_read(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"r@example.net"};
+    char *small = make_body(3000, 1);
+    struct sub s;
+
+    spool_open(f);
+    pst_queue_pause(f->q, true);
+    submit(f, &s, "from@example.com", rc, 1, small, 3000);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    char *seg = seg_path(f, 0);
+    long g = group_of(seg, s.qid);
+    size_t len;
+    char *b = slurp(seg, &len);
+    struct pst_scan sc;
+    int mark;
+    uint32_t salt = seg_salt(seg);
+    assert_int_equal(pst__group_parse((uint8_t *)b + g, len - (size_t)g,
+                                      (uint64_t)g, salt, &sc, &mark),
+                     PST_GROUP_OK);
+    int fd = open(seg, O_RDONLY);
+    assert_true(fd >= 0);
+    struct pst_spool_ref ref = {.fd = fd, .seed = salt,
+                                .data_off = sc.data_off,
+                                .data_end = sc.env_off, .size = sc.msg_size};
+    struct pst_spool_reader *r;
+    assert_int_equal(pst__reader_open(&r, &ref, s.qid), 0);
+    char out[4096];
+    ssize_t n = pst_spool_reader_try_read(r, out, sizeof(out));
+    assert_int_equal(n, 3000);      /* just written: in the page cache */
+    assert_memory_equal(out, small, 3000);
+    assert_int_equal(pst_spool_reader_try_read(r, out, sizeof(out)), 0);
+    pst__reader_close(r);
+    /* larger than a buffer: -EAGAIN, and the blocking read still has it */
+    ref.size = PST_SPOOL_WBUF + 1;
+    assert_int_equal(pst__reader_open(&r, &ref, s.qid), 0);
+    assert_int_equal(pst_spool_reader_try_read(r, out, sizeof(out)), -EAGAIN);
+    assert_int_equal(pst_spool_reader_read(r, out, sizeof(out)), 3000);
+    pst__reader_close(r);
+    close(fd);
+    pst__scan_free(&sc);
+    free(b);
+    free(seg);
+    spool_close(f);
+    free(small);
+}
+
 /* Lifetime over after a failed attempt: recorded failed, kept in hold/. */
 static void
 test_expire_to_hold(void **state)
@@ -1541,6 +1594,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_corrupt_at_delivery, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reader_try_read, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_control, setup, teardown),
     };
