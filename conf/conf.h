@@ -37,6 +37,9 @@ struct pst_listener_conf {
     bool auth_plaintext;            /* allow AUTH without TLS */
     bool auth_required;             /* MAIL needs AUTH (530 5.7.0) unless
                                        the client is trusted (RFC 6409) */
+    bool proxy;                     /* a PROXY protocol header first */
+    struct pst_cidr *proxy_trusted; /* the proxies that may send it */
+    size_t nproxy_trusted;
     int line;                       /* source line, for messages */
 };
 
@@ -53,6 +56,7 @@ struct pst_limits {
     unsigned data_block_timeout;    /* seconds waiting for a data block */
     unsigned data_timeout;          /* seconds for all of DATA/BDAT */
     unsigned tls_handshake_timeout; /* seconds */
+    unsigned proxy_timeout;         /* seconds for a PROXY header */
     uint64_t disk_free_min;         /* bytes free in the spool, 452 4.3.1 */
     unsigned drain_timeout;         /* seconds a SIGTERM drain may take */
 };

@@ -7,7 +7,9 @@
  * print as "(hidden)"): paths are already
  * absolute, words are written as words, sizes as plain integers (with the
  * L suffix beyond 32 bits). A list of groups (listeners, certificates,
- * domains) differs from its default as a whole and is printed whole.
+ * domains) differs from its default as a whole and is printed whole,
+ * but for the settings its groups rarely use (PST__F_QUIET), which are
+ * left out where they hold their defaults.
  */
 #include "conf/conf_table.h"
 
@@ -186,6 +188,22 @@ is_unset(const struct pst__directive *d, const void *base)
            *FIELD(base, d->off, char *) == NULL;
 }
 
+/* at_default - a PST__F_QUIET setting of base holds its table default. */
+static int
+at_default(const struct pst__directive *d, const void *base)
+{
+    switch (d->type) {
+    case PST__C_BOOL:
+        return *FIELD(base, d->off, bool) == (d->def_num != 0);
+    case PST__C_UINT:
+        return *FIELD(base, d->off, unsigned) == d->def_num;
+    case PST__C_CIDRLIST:
+        return d->def_list == NULL && *FIELD(base, d->count_off, size_t) == 0;
+    default:
+        return 0;
+    }
+}
+
 /*
  * print_table - base's settings; with def, only those that differ from
  * def. inline_group: one line, for the groups inside a list.
@@ -198,6 +216,8 @@ print_table(FILE *f, const struct pst__directive *t, const void *base,
         if (is_unset(t, base))
             continue; /* unset strings have no libconfig form */
         if (def != NULL && field_eq(t, base, def))
+            continue;
+        if (inline_group && (t->flags & PST__F_QUIET) && at_default(t, base))
             continue;
         if (inline_group)
             fprintf(f, " %s = ", t->name);

@@ -39,6 +39,9 @@ enum pst__ctype {
 /* a list element may be a bare string that sets the first directive */
 #define PST__F_SHORTHAND 0x08
 #define PST__F_SECRET 0x10   /* never printed (postern -n shows a mask) */
+/* in a group of a list, printed only when it differs from its default
+ * (a setting most groups leave alone: a listener's proxy settings) */
+#define PST__F_QUIET 0x20
 
 struct pst__word {
     const char *word;

@@ -446,6 +446,16 @@ static const struct pst__directive listener_table[] = {
     BOOL("auth", pst_listener_conf, auth, false),
     BOOL("auth_plaintext", pst_listener_conf, auth_plaintext, false),
     BOOL("auth_required", pst_listener_conf, auth_required, false),
+    {.name = "proxy",
+     .type = PST__C_BOOL,
+     .flags = PST__F_QUIET,
+     .off = OFF(pst_listener_conf, proxy)},
+    {.name = "proxy_trusted",
+     .type = PST__C_CIDRLIST,
+     .flags = PST__F_QUIET,
+     .off = OFF(pst_listener_conf, proxy_trusted),
+     .count_off = OFF(pst_listener_conf, nproxy_trusted),
+     .max = 1000},
     END,
 };
 
@@ -465,6 +475,7 @@ static const struct pst__directive limits_table[] = {
     UINT("data_timeout", pst_limits, data_timeout, 1800, 1, DAY),
     UINT("tls_handshake_timeout", pst_limits, tls_handshake_timeout, 30, 1,
          DAY),
+    UINT("proxy_timeout", pst_limits, proxy_timeout, 5, 1, 3600),
     SIZE("disk_free_min", pst_limits, disk_free_min, 104857600, 0,
          UINT64_C(1) << 50),
     UINT("drain_timeout", pst_limits, drain_timeout, 30, 0, 3600),
@@ -717,6 +728,16 @@ listener_setting(struct pst__ctx *x, size_t i)
     return l ? config_setting_get_elem(l, (unsigned)i) : NULL;
 }
 
+/* proxies_given - listener s has a proxy_trusted that is not an empty
+ * list (one with bad entries, or not a list, was reported already). */
+static bool
+proxies_given(const config_setting_t *s)
+{
+    const config_setting_t *t = config_setting_get_member(s, "proxy_trusted");
+    return t != NULL && !(config_setting_is_aggregate(t) &&
+                          config_setting_length(t) == 0);
+}
+
 static void
 finish_listeners(struct pst__ctx *x, struct pst_conf *c)
 {
@@ -761,6 +782,18 @@ finish_listeners(struct pst__ctx *x, struct pst_conf *c)
             pst__conf_error(x, s,
                             "listeners[%zu]: auth = true needs "
                             "auth.password_file",
+                            i);
+        if (l->proxy && l->nproxy_trusted == 0 && !proxies_given(s))
+            pst__conf_error(x, config_setting_get_member(s, "proxy"),
+                            "listeners[%zu]: proxy = true needs "
+                            "proxy_trusted, the addresses of the proxies "
+                            "that may send the header",
+                            i);
+        if (!l->proxy && l->nproxy_trusted > 0)
+            pst__conf_error(x,
+                            config_setting_get_member(s, "proxy_trusted"),
+                            "listeners[%zu]: proxy_trusted without "
+                            "proxy = true",
                             i);
         if (l->address == NULL || l->port == 0)
             continue; /* bad address or port, already reported */

@@ -10,28 +10,34 @@
 
 static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
+void
+pst_ip_from_bytes(struct pst_ip *ip, int family, const void *addr)
+{
+    const uint8_t *a = addr;
+    memset(ip, 0, sizeof(*ip));
+    if (family == AF_INET6 && memcmp(a, v4mapped, 12) == 0) {
+        ip->family = AF_INET;
+        memcpy(ip->addr, a + 12, 4);
+    } else {
+        ip->family = family;
+        memcpy(ip->addr, a, family == AF_INET ? 4 : 16);
+    }
+}
+
 int
 pst_ip_from_sockaddr(struct pst_ip *ip, const struct sockaddr *sa)
 {
-    memset(ip, 0, sizeof(*ip));
     if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        ip->family = AF_INET;
-        memcpy(ip->addr, &s4->sin_addr, 4);
+        pst_ip_from_bytes(ip, AF_INET,
+                          &((const struct sockaddr_in *)sa)->sin_addr);
         return 0;
     }
     if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        const uint8_t *a = s6->sin6_addr.s6_addr;
-        if (memcmp(a, v4mapped, 12) == 0) {
-            ip->family = AF_INET;
-            memcpy(ip->addr, a + 12, 4);
-        } else {
-            ip->family = AF_INET6;
-            memcpy(ip->addr, a, 16);
-        }
+        pst_ip_from_bytes(ip, AF_INET6,
+                          ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr);
         return 0;
     }
+    memset(ip, 0, sizeof(*ip));
     return -1;
 }
 
@@ -136,6 +142,15 @@ pst_cidr_match(const struct pst_cidr *c, const struct pst_ip *ip)
         return 0;
     struct pst_ip m = pst_ip_mask(ip, c->prefix);
     return pst_ip_equal(&m, &c->ip);
+}
+
+bool
+pst_cidr_list_match(const struct pst_cidr *c, size_t n, const struct pst_ip *ip)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pst_cidr_match(&c[i], ip))
+            return true;
+    return false;
 }
 
 int

@@ -193,10 +193,7 @@ pst_policy_free(struct pst_policy *p)
 bool
 pst_policy_trusted(const struct pst_policy *p, const struct pst_ip *ip)
 {
-    for (size_t i = 0; i < p->ntrusted; i++)
-        if (pst_cidr_match(&p->trusted[i], ip))
-            return true;
-    return false;
+    return pst_cidr_list_match(p->trusted, p->ntrusted, ip);
 }
 
 static const struct rdomain *

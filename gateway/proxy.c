@@ -61,23 +61,6 @@ port(const char *t, size_t n, unsigned *out)
     return true;
 }
 
-/* ip_from - family's address bytes, an IPv4-mapped IPv6 one as IPv4 (as
- * postern takes its clients' addresses at accept). */
-static void
-ip_from(struct pst_ip *ip, int family, const uint8_t *a)
-{
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                       0xff, 0xff};
-    memset(ip, 0, sizeof(*ip));
-    if (family == AF_INET6 && memcmp(a, mapped, 12) == 0) {
-        ip->family = AF_INET;
-        memcpy(ip->addr, a + 12, 4);
-    } else {
-        ip->family = family;
-        memcpy(ip->addr, a, family == AF_INET ? 4 : 16);
-    }
-}
-
 /* addr - a version 1 address token of family. */
 static bool
 addr(const char *t, size_t n, int family, struct pst_ip *ip)
@@ -90,7 +73,7 @@ addr(const char *t, size_t n, int family, struct pst_ip *ip)
     z[n] = '\0';
     if (inet_pton(family, z, a) != 1)
         return false;
-    ip_from(ip, family, a);
+    pst_ip_from_bytes(ip, family, a);
     return true;
 }
 
@@ -169,8 +152,9 @@ v2_addr(struct pst_proxy *p)
     const uint8_t *a = p->buf + PST_PROXY_V2_FIXED;
     bool v4 = p->buf[13] == 0x11;
     size_t al = v4 ? 4 : 16;
-    ip_from(&p->src, v4 ? AF_INET : AF_INET6, a);
-    ip_from(&p->dst, v4 ? AF_INET : AF_INET6, a + al);
+    /* normalised as at accept: an IPv4-mapped client is IPv4 */
+    pst_ip_from_bytes(&p->src, v4 ? AF_INET : AF_INET6, a);
+    pst_ip_from_bytes(&p->dst, v4 ? AF_INET : AF_INET6, a + al);
     p->sport = (unsigned)a[2 * al] << 8 | a[2 * al + 1];
     p->dport = (unsigned)a[2 * al + 2] << 8 | a[2 * al + 3];
     p->stage = S_V2_TLV;

@@ -5,6 +5,10 @@
  * commands are smtp_cmd.c, the transaction and its text smtp_data.c, the
  * filter gate smtp_gate.c (smtp_int.h maps them).
  *
+ * The client: the peer's address, or on a proxy listener the one the
+ * PROXY header names (gateway/proxy.h); s->ip is set once, before
+ * session_begin, and every decision reads it from there.
+ *
  * Flow: bytes arrive into the input buffer; process() consumes as much as
  * the current state allows (command lines, DATA text through the
  * dotstream decoder, BDAT chunks by length), appending replies to one
@@ -26,11 +30,14 @@
  * streams (with the spool's write buffer), 40 KiB for a client that
  * pipelines without reading, a few KiB idle (docs/ARCHITECTURE.md).
  *
- * States: pst__smtp_state is the one writer of s->st. ST_CMD and ST_AUTH
- * read lines, ST_DATA and ST_BDAT read text; ST_LOOKUP, ST_FILTER,
- * ST_AUTH_CHECK and ST_COMMIT wait for the resolver, a filter, the auth
- * pool or the spool and read nothing (their own bounds time them);
- * ST_TLS feeds a handshake.
+ * States: pst__smtp_state is the one writer of s->st. ST_PROXY reads a
+ * PROXY protocol header (a proxy listener's first state, timed by
+ * limits.proxy_timeout; until it is done the client is not known, so
+ * nothing that depends on it - limits, filters, the lookup, the greeting -
+ * has started). ST_CMD and ST_AUTH read lines, ST_DATA and ST_BDAT read
+ * text; ST_LOOKUP, ST_FILTER, ST_AUTH_CHECK and ST_COMMIT wait for the
+ * resolver, a filter, the auth pool or the spool and read nothing (their
+ * own bounds time them); ST_TLS feeds a handshake.
  *
  * Ownership: the session is freed only from the close callback of its last
  * handle, and never while a spool commit is in flight (the commit callback
@@ -52,6 +59,7 @@
 #include "core/strmap.h"
 #include "core/util.h"
 #include "gateway/policy.h"
+#include "gateway/proxy.h"
 #include "gateway/smtp_int.h"
 #include "gateway/stats.h"
 #include "gateway/tls.h"
@@ -64,6 +72,10 @@ struct wreq {
 };
 
 static void session_close(struct pst_session *s, const char *why);
+static void proxy_fail(struct pst_session *s, const char *result,
+                       const char *why);
+static void tls_handshake_step(struct pst_session *s);
+static void proxy_step(struct pst_session *s);
 static void arm_timer(struct pst_session *s);
 static void update_reading(struct pst_session *s);
 static void flush(struct pst_session *s);
@@ -209,6 +221,11 @@ on_timeout(uv_timer_t *t)
         session_close(s, "final reply not read");
         return;
     }
+    if (s->st == ST_PROXY) {
+        proxy_fail(s, "timeout", "no whole header within "
+                   "limits.proxy_timeout");
+        return;
+    }
     if (s->st == ST_TLS) {
         /* nothing can be said in the middle of a handshake */
         SLOG(PST_LOG_INFO, s, "event=timeout state=%s", "tls_handshake");
@@ -245,10 +262,14 @@ arm_timer(struct pst_session *s)
         return;
     }
     uint64_t now = uv_now(s->srv->loop);
-    if (s->st == ST_CMD || s->st == ST_TLS || s->st == ST_AUTH) {
-        /* the whole command (or handshake) must arrive in time: a line
-         * dripped a byte at a time does not restart the clock */
-        uint64_t dl = s->st == ST_TLS ? s->tls_deadline : s->cmd_deadline;
+    if (s->st == ST_CMD || s->st == ST_TLS || s->st == ST_AUTH ||
+        s->st == ST_PROXY) {
+        /* the whole command (or handshake, or PROXY header) must arrive in
+         * time: a line dripped a byte at a time does not restart the
+         * clock */
+        uint64_t dl = s->st == ST_TLS     ? s->tls_deadline
+                      : s->st == ST_PROXY ? s->proxy_deadline
+                                          : s->cmd_deadline;
         ms = dl > now ? dl - now : 1;
     } else {
         ms = (uint64_t)s->conf->limits.data_block_timeout * 1000;
@@ -436,6 +457,14 @@ tls_begin(struct pst_session *s)
     pst__smtp_state(s, ST_TLS);
     s->tls_deadline = uv_now(s->srv->loop) +
                       (uint64_t)s->conf->limits.tls_handshake_timeout * 1000;
+    if (s->in_len > s->in_pos) {
+        /* on an implicit-TLS listener behind a proxy, what came after the
+         * PROXY header is the client's ClientHello (after STARTTLS the
+         * plaintext behind it was dropped before this point) */
+        pst_tls_feed(s->tls, s->in + s->in_pos, s->in_len - s->in_pos);
+        s->in_pos = s->in_len = 0;
+        tls_handshake_step(s);
+    }
 }
 
 /* The handshake is done: RFC 3207 4.2, forget everything the client said
@@ -611,6 +640,10 @@ on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         }
     } else {
         s->in_len += (size_t)n;
+        if (s->st == ST_PROXY) {
+            proxy_step(s);
+            return;
+        }
     }
     pst__smtp_process(s);
 }
@@ -641,6 +674,7 @@ pst__smtp_free(struct pst_session *s)
     free(s->client_name);
     free(s->ptr_name);
     pst_tls_free(s->tls);
+    free(s->proxy);
     free(s->cin);
     free(s->tls_desc);
     pst_gen_unref(s->gen);
@@ -733,6 +767,112 @@ on_ptr(void *arg, enum pst_dns_status st, const char *name)
     greet(s, "unknown");
 }
 
+/*
+ * session_begin - the client is known (the peer, or the client a PROXY
+ * header names): everything that depends on who it is starts here - the
+ * relay trust, the session limits, the filters, the name lookup, the
+ * greeting. Bytes it has already sent (behind a PROXY header) stay in the
+ * input for the state that wants them.
+ */
+static void
+session_begin(struct pst_session *s)
+{
+    struct pst_server *srv = s->srv;
+
+    s->facts.client_ip = s->ip;
+    s->trusted = pst_policy_trusted(s->gen->policy, &s->ip);
+    s->ip_counted = true;
+    unsigned per_ip = pst_ipcount_add(srv->ipcount, &s->ip);
+    if (srv->nsessions > s->conf->limits.sessions ||
+        per_ip > s->conf->limits.sessions_per_ip) {
+        /* a 421 greeting, not a reset: the client knows to come back */
+        bool total = srv->nsessions > s->conf->limits.sessions;
+        SLOG(PST_LOG_WARN, s, "event=reject phase=connect code=421 "
+             "reason=%s sessions=%u", total ? "sessions" : "sessions_per_ip",
+             total ? srv->nsessions : per_ip);
+        pst__smtp_state(s, ST_CMD);
+        if (s->lc->tls == PST_TLS_IMPLICIT && s->gen->tls) {
+            /* the 421 can only be read over TLS */
+            s->tls_reject = true;
+            tls_begin(s);
+        } else {
+            pst__smtp_reply(s, RP_TOO_MANY_CONN, s->conf->hostname);
+            s->quitting = true;
+        }
+        pst__smtp_process(s);
+        return;
+    }
+    if (pst_chain_len(s->conf->filters) > 0) {
+        s->fs = pst_fsess_new(srv->frt, s->conf->filters, s->id, &s->facts,
+                              pst__gate_verdict, s);
+        pst_fsess_set_mime_limits(s->fs, &s->conf->mime.limits);
+        pst_fsess_want_mime(s->fs,
+                            s->conf->mime.policy == PST_MIME_POLICY_REJECT);
+    }
+    if (s->conf->smtp.reverse_dns && srv->dns) {
+        pst__smtp_state(s, ST_LOOKUP);
+        update_reading(s);          /* nothing more is read meanwhile */
+        arm_timer(s);               /* the resolver's timeouts bound it */
+        s->dnsq = pst_dns_ptr(srv->dns, &s->ip, on_ptr, s);
+        if (s->dnsq)
+            return;
+    }
+    greet(s, "unknown");
+}
+
+/* proxy_fail - the PROXY header did not come as it should: log, count,
+ * close (nothing is said: the peer is a proxy, or is not allowed to be). */
+static void
+proxy_fail(struct pst_session *s, const char *result, const char *why)
+{
+    SLOG(PST_LOG_WARN, s, "event=proxy_refused ip=%s port=%u listener=%s:%u "
+         "result=%s reason=\"%s\"", s->ipstr, s->port, s->lc->address,
+         s->lc->port, result, why);
+    pst_stats_proxy(result);
+    session_close(s, result);
+}
+
+/*
+ * proxy_step - feed the PROXY header what has arrived. The parser takes
+ * exactly the header: what follows it (the client's commands, pipelined,
+ * or its TLS ClientHello on an implicit-TLS listener) stays in the input.
+ * Once the header is complete its client becomes the session's client.
+ */
+static void
+proxy_step(struct pst_session *s)
+{
+    size_t used;
+    enum pst_proxy_status st = pst_proxy_feed(
+        s->proxy, s->in + s->in_pos, s->in_len - s->in_pos, &used);
+    s->in_pos += used;
+    memmove(s->in, s->in + s->in_pos, s->in_len - s->in_pos);
+    s->in_len -= s->in_pos;
+    s->in_pos = 0;
+    if (st == PST_PROXY_MORE) {
+        update_reading(s);
+        return;
+    }
+    if (st == PST_PROXY_ERROR) {
+        proxy_fail(s, "invalid", s->proxy->why);
+        return;
+    }
+    char peer[PST_IP_STRLEN + 8];
+    snprintf(peer, sizeof(peer), "%s:%u", s->ipstr, s->port);
+    if (!s->proxy->local) {
+        s->ip = s->proxy->src;
+        s->port = s->proxy->sport;
+        pst_ip_str(&s->ip, s->ipstr, sizeof(s->ipstr));
+    }
+    SLOG(PST_LOG_INFO, s, "event=connect ip=%s port=%u listener=%s:%u "
+         "proxy=%s proxy_version=%d%s", s->ipstr, s->port, s->lc->address,
+         s->lc->port, peer, s->proxy->version,
+         s->proxy->local ? " proxy_command=local" : "");
+    pst_stats_proxy(s->proxy->local ? "local" : "proxied");
+    free(s->proxy);
+    s->proxy = NULL;
+    session_begin(s);
+}
+
 void
 pst_session_accept(struct pst_listener *l)
 {
@@ -780,48 +920,30 @@ pst_session_accept(struct pst_listener *l)
     s->m_open = l->m_open;
     pst_metric_add(s->m_open, 1);
     pst_ip_str(&s->ip, s->ipstr, sizeof(s->ipstr));
-    s->facts.client_ip = s->ip;
-    SLOG(PST_LOG_INFO, s, "event=connect ip=%s port=%u listener=%s:%u",
-         s->ipstr,
-         ntohs(ss.ss_family == AF_INET
-                   ? ((struct sockaddr_in *)&ss)->sin_port
-                   : ((struct sockaddr_in6 *)&ss)->sin6_port),
-         l->lc->address, l->lc->port);
-    s->trusted = pst_policy_trusted(s->gen->policy, &s->ip);
-    s->ip_counted = true;
-    unsigned per_ip = pst_ipcount_add(srv->ipcount, &s->ip);
-    if (srv->nsessions > s->conf->limits.sessions ||
-        per_ip > s->conf->limits.sessions_per_ip) {
-        /* a 421 greeting, not a reset: the client knows to come back */
-        bool total = srv->nsessions > s->conf->limits.sessions;
-        SLOG(PST_LOG_WARN, s, "event=reject phase=connect code=421 "
-             "reason=%s sessions=%u", total ? "sessions" : "sessions_per_ip",
-             total ? srv->nsessions : per_ip);
-        if (l->lc->tls == PST_TLS_IMPLICIT && s->gen->tls) {
-            /* the 421 can only be read over TLS */
-            s->tls_reject = true;
-            tls_begin(s);
-        } else {
-            pst__smtp_reply(s, RP_TOO_MANY_CONN, s->conf->hostname);
-            s->quitting = true;
-        }
-        pst__smtp_process(s);
+    s->port = ntohs(ss.ss_family == AF_INET
+                        ? ((struct sockaddr_in *)&ss)->sin_port
+                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (!s->lc->proxy) {
+        SLOG(PST_LOG_INFO, s, "event=connect ip=%s port=%u listener=%s:%u",
+             s->ipstr, s->port, l->lc->address, l->lc->port);
+        session_begin(s);
         return;
     }
-    if (pst_chain_len(s->conf->filters) > 0) {
-        s->fs = pst_fsess_new(srv->frt, s->conf->filters, s->id, &s->facts,
-                              pst__gate_verdict, s);
-        pst_fsess_set_mime_limits(s->fs, &s->conf->mime.limits);
-        pst_fsess_want_mime(s->fs,
-                            s->conf->mime.policy == PST_MIME_POLICY_REJECT);
+    /* A PROXY listener: only the proxies may connect, and each must send
+     * its header within limits.proxy_timeout, before anything else
+     * happens - no greeting, no lookup, no limit counted for the proxy. */
+    if (!pst_cidr_list_match(s->lc->proxy_trusted, s->lc->nproxy_trusted,
+                             &s->ip)) {
+        proxy_fail(s, "untrusted", "not in the listener's proxy_trusted");
+        return;
     }
-    if (s->conf->smtp.reverse_dns && srv->dns) {
-        pst__smtp_state(s, ST_LOOKUP);
-        s->dnsq = pst_dns_ptr(srv->dns, &s->ip, on_ptr, s);
-        if (s->dnsq)
-            return;
-    }
-    greet(s, "unknown");
+    s->proxy = pst_xmalloc(sizeof(*s->proxy));
+    pst_proxy_init(s->proxy);
+    pst__smtp_state(s, ST_PROXY);
+    s->proxy_deadline = uv_now(srv->loop) +
+                        (uint64_t)s->conf->limits.proxy_timeout * 1000;
+    arm_timer(s);
+    update_reading(s);
 }
 
 void
@@ -846,6 +968,10 @@ pst_session_drain(struct pst_session *s)
     if (s->closing || s->draining)
         return;
     s->draining = true;
+    if (s->st == ST_PROXY) {
+        session_close(s, "drain");  /* not a client yet */
+        return;
+    }
     if (s->st == ST_LOOKUP) {
         /* not greeted yet: the 421 is the greeting (over TLS on an
          * implicit-TLS listener, where it is simpler to close) */

@@ -57,6 +57,7 @@
 
 /* What the session is doing with its input (pst__smtp_state changes it). */
 enum pst__sst {
+    ST_PROXY,                       /* reading a PROXY protocol header */
     ST_LOOKUP,                      /* client name lookup before greeting */
     ST_CMD,                         /* waiting for a command line */
     ST_DATA,                        /* DATA text until CRLF.CRLF */
@@ -157,8 +158,12 @@ struct pst_session {
     const struct pst_conf *conf;    /* gen->conf */
     const struct pst_listener_conf *lc;
     uint64_t id;
-    struct pst_ip ip;
+    struct pst_ip ip;               /* the client: the peer, or the one a
+                                       PROXY header names */
     char ipstr[PST_IP_STRLEN];
+    unsigned port;                  /* the client's TCP port */
+    struct pst_proxy *proxy;        /* while the PROXY header is read */
+    uint64_t proxy_deadline;        /* loop ms: the header is due */
     char *client_name;              /* confirmed reverse DNS or "unknown" */
     char *ptr_name;                 /* PTR answer awaiting confirmation */
     struct pst_dns_query *dnsq;     /* cancelled at close */

@@ -44,6 +44,25 @@ pst_stats_listener(const char *address, unsigned port,
 }
 
 void
+pst_stats_proxy(const char *result)
+{
+    static const char *const results[] = {"proxied", "local", "untrusted",
+                                          "invalid", "timeout"};
+    static struct pst_metric *m[PST_ARRAY_LEN(results)];
+    for (size_t i = 0; i < PST_ARRAY_LEN(results); i++) {
+        if (strcmp(results[i], result) != 0)
+            continue;
+        if (m[i] == NULL)
+            m[i] = pst_metric_counter("postern_proxy_connections_total",
+                                      "Connections to PROXY protocol "
+                                      "listeners, by what their header "
+                                      "gave or why they were closed.",
+                                      "result", results[i], NULL);
+        pst_metric_add(m[i], 1);
+    }
+}
+
+void
 pst_stats_tls(bool ok)
 {
     static struct pst_metric *m[2];

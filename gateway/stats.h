@@ -22,6 +22,10 @@ enum pst_msg_outcome {
  * of the listener "address:port" (kept by the listener). */
 void pst_stats_listener(const char *address, unsigned port,
                         struct pst_metric **open, struct pst_metric **total);
+/* pst_stats_proxy - a connection to a PROXY listener: its header gave a
+ * client ("proxied") or was the proxy's own ("local"), or the connection
+ * was closed ("untrusted", "invalid", "timeout"). */
+void pst_stats_proxy(const char *result);
 /* pst_stats_tls - one TLS handshake ended (ok or failed). */
 void pst_stats_tls(bool ok);
 /* pst_stats_auth - one AUTH exchange ended (success or failure). */

@@ -4,6 +4,7 @@ Python standard library only. What it offers:
 
   free_port(), free_port_pair()   free TCP ports on 127.0.0.1 / ::1
   render_libconfig(), merge()     a libconfig file from a Python dict
+  wait_for()                      poll a condition until it holds
   Postern                         one postern process on a generated config:
                                   start/stop/kill9/restart, smtp(), client(),
                                   wait_for_maildir(), log helpers
@@ -528,6 +529,18 @@ class SMTPClient:
 
 
 QUEUED_RE = re.compile(r"queued as ([0-9A-Fa-f]{16})\b")
+
+
+def wait_for(fn, timeout=15.0, what="condition"):
+    """Poll fn() until it returns a true value; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.1)
 
 
 def queue_id(r):

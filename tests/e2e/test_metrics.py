@@ -10,14 +10,13 @@ import json
 import os
 import socket
 import subprocess
-import time
 import unittest
 import urllib.error
 import urllib.request
 
 import harness
 import prom
-from harness import PosternTestCase, message
+from harness import PosternTestCase, message, wait_for
 from test_auth import crypt_hash, plain
 from test_tls import make_certs, wrap
 
@@ -32,18 +31,6 @@ def setUpModule():
 def tearDownModule():
     import shutil
     shutil.rmtree(CERTS, ignore_errors=True)
-
-
-def wait_for(fn, timeout=15.0, what="condition"):
-    """Poll fn() until it returns a true value; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.1)
 
 
 class MetricsBase(PosternTestCase):

@@ -1,9 +1,9 @@
 """test_operations_doc.py - the configuration in docs/OPERATIONS.md is
-what the tools accept: its haproxy.cfg passes `haproxy -c`, and the two
-recipes' postern configs pass `postern check-config` (with their /etc and
-/var paths moved into a temporary directory holding the files they name).
-(The recipes are run end to end by test_recipes.py; the PROXY listener
-config behind HAProxy is checked once postern has its `proxy` settings.)"""
+what the tools accept: its haproxy.cfg passes `haproxy -c`, and the
+postern configs of the HAProxy section and of the two recipes pass
+`postern check-config` (with their /etc and /var paths moved into a
+temporary directory holding the files they name). (The recipes are run
+end to end by test_recipes.py, postern behind haproxy by test_proxy.py.)"""
 
 import os
 import re
@@ -78,6 +78,9 @@ class OperationsDoc(unittest.TestCase):
         r = subprocess.run([harness.POSTERN_BIN, "check-config", path],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_haproxy_postern_config(self):
+        self.check_recipe("Behind HAProxy")
 
     def test_attachment_recipe_config(self):
         self.check_recipe("Recipe: an attachment policy")

@@ -23,9 +23,10 @@ from harness import PosternTestCase, SMTPClient, dot_stuff, message
 CERTS = None
 
 
-def make_certs():
+def make_certs(readable=False):
     """Two self-signed pairs: a.pem for mail.a.test (the default) and
-    b.pem for *.b.test."""
+    b.pem for *.b.test. readable: by anyone, as a reload needs (it reads
+    them as postern's user, after the privilege drop)."""
     d = tempfile.mkdtemp(prefix="pst-certs-")
     for name, cn, san in (("a", "mail.a.test", "DNS:mail.a.test"),
                           ("b", "mx.b.test", "DNS:*.b.test")):
@@ -36,6 +37,10 @@ def make_certs():
              "-out", os.path.join(d, name + ".pem"),
              "-subj", "/CN=" + cn, "-addext", "subjectAltName=" + san],
             check=True, capture_output=True, timeout=60)
+    if readable:
+        os.chmod(d, 0o755)
+        for name in os.listdir(d):
+            os.chmod(os.path.join(d, name), 0o644)
     return d
 
 

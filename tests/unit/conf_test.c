@@ -202,6 +202,22 @@ static const struct bad_case bad_cases[] = {
      "tls = { min_version = \"TLSv1.1\"; };\n",
      {"tls.min_version: \"TLSv1.1\" is not one of \"TLSv1.2\", "
       "\"TLSv1.3\""}},
+    {"proxy without proxies",
+     "listeners = (\n { port = 25;\n proxy = true; },\n"
+     " { port = 26; proxy = true; proxy_trusted = [ ]; }\n);\n",
+     {"t.conf:3: listeners[0]: proxy = true needs proxy_trusted",
+      "t.conf:4: listeners[1]: proxy = true needs proxy_trusted"}},
+    {"proxies without proxy",
+     "listeners = (\n { port = 25;\n proxy_trusted = [ \"10.0.0.1\" ]; }\n"
+     ");\n",
+     {"t.conf:3: listeners[0]: proxy_trusted without proxy = true"}},
+    {"bad proxy CIDR",
+     "listeners = ( { port = 25; proxy = true;\n"
+     " proxy_trusted = [ \"10.0.0.1/8\" ]; } );\n"
+     "limits = { proxy_timeout = 0; };\n",
+     {"t.conf:2: listeners[0].proxy_trusted: bad CIDR \"10.0.0.1/8\": "
+      "host bits set beyond /8; use 10.0.0.0/8",
+      "t.conf:3: limits.proxy_timeout: 0 is out of range 1..3600"}},
     {"duplicate listener",
      "listeners = (\n { address = \"127.0.0.1\"; port = 25; },\n"
      " { address = \"127.0.0.1\"; port = 25; }\n);\n",
@@ -553,7 +569,9 @@ test_full_config(void **state)
              "listeners = (\n"
              "  { address = \"::1\"; port = 2525; },\n"
              "  { address = \"127.0.0.1\"; port = 465; tls = \"implicit\"; },\n"
-             "  { port = 587; auth = false; auth_plaintext = true; }\n"
+             "  { port = 587; auth = false; auth_plaintext = true; },\n"
+             "  { port = 2526; proxy = true; proxy_trusted = [ "
+             "\"10.0.0.10/31\", \"::ffff:10.1.0.1\" ]; }\n"
              ");\n"
              "limits = { message_size = 5000000000; disk_free_min = \"1G\"; "
              "recipients = 0x10; };\n"
@@ -577,7 +595,14 @@ test_full_config(void **state)
     print_errors(&err);
     assert_non_null(c);
     assert_string_equal(c->hostname, "mx.example.org");
-    assert_int_equal(c->nlisteners, 3);
+    assert_int_equal(c->nlisteners, 4);
+    assert_false(c->listeners[0].proxy);
+    assert_int_equal(c->listeners[0].nproxy_trusted, 0);
+    assert_true(c->listeners[3].proxy);
+    assert_int_equal(c->listeners[3].nproxy_trusted, 2);
+    assert_int_equal(c->listeners[3].proxy_trusted[1].ip.family, AF_INET);
+    assert_int_equal(c->listeners[3].proxy_trusted[1].prefix, 32);
+    assert_int_equal(c->limits.proxy_timeout, 5);
     assert_string_equal(c->listeners[0].address, "::1");
     assert_int_equal(c->listeners[0].line, 3);
     /* certificates and a password file change the listener defaults */

@@ -161,6 +161,12 @@ test_v2(void **state)
                                   0, 0, 0, 0, 0, 0, 0, 7,
                                   0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
                                   0, 0, 0, 0, 0, 0, 0, 1, 0x01, 0xbb, 0, 25};
+    /* ::ffff:192.0.2.9 -> ::1: the client is the IPv4 address, as at
+     * accept */
+    static const uint8_t in6_mapped[] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                         0, 0, 0xff, 0xff, 192, 0, 2, 9,
+                                         0, 0, 0, 0, 0, 0, 0, 0,
+                                         0, 0, 0, 0, 0, 0, 0, 1, 0, 7, 0, 25};
     static const uint8_t junk[5] = {1, 2, 3, 4, 5};
     static uint8_t b[16][400];
     struct tcase cs[] = {
@@ -193,6 +199,9 @@ test_v2(void **state)
         {"octets short of a tlv", b[12],
          v2(b[12], 0x21, 0x11, in4_short_tlv, sizeof(in4_short_tlv), 0),
          PST_PROXY_ERROR, false, NULL, 0},
+        {"inet6 mapped", b[14],
+         v2(b[14], 0x21, 0x21, in6_mapped, sizeof(in6_mapped), 0),
+         PST_PROXY_DONE, false, "192.0.2.9", 7},
     };
     /* a bad signature octet */
     size_t n = v2(b[13], 0x21, 0x11, in4, sizeof(in4), 0);
