@@ -18,7 +18,8 @@ Without haproxy, a proxy's connection made here: the header and the
 client's pipelined commands (or its TLS ClientHello, on an implicit-TLS
 listener) in one write; an IPv4-mapped header address; a LOCAL header
 served as the proxy's own connection; a header that never comes, or a bad
-one, closed; a reload that turns a listener into a PROXY listener."""
+one, closed; a reload that turns a listener into a PROXY listener and
+back; the reverse lookup and SPF of the header's client (dnsmasq)."""
 
 import os
 import re
@@ -536,6 +537,46 @@ class ProxyDirect(PosternTestCase):
         old.cmd("MAIL FROM:<s@example.org>", 250)
         old.cmd("RCPT TO:<%s>" % REMOTE, 250)
         old.quit()
+
+
+class ProxyLookups(PosternTestCase):
+    """The header's client in what postern looks up: the reverse lookup
+    (Received) and SPF (a record that passes the proxy fails the client)."""
+
+    def test_reverse_lookup_and_spf_see_the_client(self):
+        dns = harness.Dnsmasq(self.tmp, [
+            "--ptr-record=2.0.0.127.in-addr.arpa,client.proxied.test",
+            "--host-record=client.proxied.test,127.0.0.2",
+            "--ptr-record=10.0.0.127.in-addr.arpa,proxy.proxied.test",
+            "--host-record=proxy.proxied.test,127.0.0.10",
+            "--txt-record=client.test,v=spf1 ip4:%s -all" % CLIENT_OK,
+            "--txt-record=proxy.test,v=spf1 ip4:%s -all" % PROXY_V2,
+        ])
+        p = self.postern({
+            "relay": {"trusted_networks": [], "domains": ["dest.test"]},
+            "resolver": dns.resolver(timeout=2000),
+            "filters": [{"module": "spf"}],
+        }, start=False)
+        p.config["listeners"][0].update(
+            {"proxy": True, "proxy_trusted": [PROXY_V2 + "/32"]})
+        p.start()
+        c = p.client(source=PROXY_V2)
+        self.addCleanup(c.close)
+        c.send(v2_header(CLIENT_OK, 9000))
+        c.start()
+        # the proxy's domain passes the proxy, not the client
+        c.cmd("MAIL FROM:<a@proxy.test>", 250)
+        c.cmd("RCPT TO:<u@dest.test>", 550, "5.7.23")
+        c.cmd("RSET", 250)
+        r = c.transaction("a@client.test", "u@dest.test",
+                          message("spf", sender="a@client.test",
+                                  rcpt="u@dest.test"))
+        harness.check_reply(r, 250)
+        c.quit()
+        raw = p.wait_for_maildir(1)[0]
+        self.assertIn("(client.proxied.test [%s])" % CLIENT_OK, received(raw))
+        self.assertRegex(raw.decode(), r"(?s)Received-SPF: pass .*"
+                         r"client-ip=%s;" % re.escape(CLIENT_OK))
 
 
 if __name__ == "__main__":
