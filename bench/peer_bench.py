@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""peer_bench.py - postern against Postfix 3.7, side by side, on loopback.
+"""peer_bench.py - postern against Postfix 3.7, side by side, on loopback,
+and against the ceiling: no gateway at all.
 
 Both relay 1 KiB messages from Postfix's smtp-source (one connection per
 message) to smtp-sink, at several concurrencies, runs interleaved
-(postern, Postfix, postern, Postfix, ...), each run on a fresh instance
-with an empty queue and a fresh smtp-sink. Prints medians and
-postern/Postfix ratios:
+(postern, Postfix, ceiling, postern, Postfix, ceiling, ...), each run on a
+fresh instance with an empty queue and a fresh smtp-sink. The ceiling run
+is smtp-source sending straight into smtp-sink: what the load generator
+and the sink manage on this machine with nothing between them. Prints
+medians, ratios to Postfix and to the ceiling, and the load generator's own
+CPU (smtp-source's share of a core: near 100% it, not the server, is the
+limit):
 
   accepted/s    messages / wall time of smtp-source
   relayed/s     messages / time from smtp-source's start until smtp-sink
@@ -19,14 +24,20 @@ postern/Postfix ratios:
                 shared pages divided among the processes sharing them
   fsync/msg     fsync+fdatasync calls of every server process, counted by
                 `strace -f -c` attached to all of them, in one extra run per
-                concurrency that is not timed
+                concurrency that is not timed (below 1,000 sessions)
   fsync probe   before each pair of runs, the median time to create,
                 write (1 KiB) and fsync a file in /tmp: how fast the shared
                 disk is at that moment, since it moves the figures most
+  source CPU    smtp-source's user+system time over its wall time (a share
+                of one core: it is one process), and per message
+
+At 1,000 sessions and more a run sends at least 5 messages per session
+(--messages is raised to that), so that connecting is not all it does.
 
     bench/peer_bench.py BUILD_DIR [--messages N] [--runs R]
-                        [--concurrency 1,20,100] [--size 1024]
+                        [--concurrency 1,20,100,1000] [--size 1024]
                         [--run-timeout S] [--total-timeout S] [--no-strace]
+                        [--servers postern,Postfix,ceiling]
 
 Must run as root (Postfix's master starts as root and drops to the
 `postfix` user). The Postfix instance lives entirely under a temp dir (its
@@ -39,6 +50,7 @@ ctest.
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -221,7 +233,7 @@ class Postern:
             f.write("""hostname = "bench.test";
 %s
 listeners = ( { address = "127.0.0.1"; port = %d; } );
-limits = { sessions = 2000; sessions_per_ip = 2000; };
+limits = { sessions = 4000; sessions_per_ip = 4000; };
 relay = { trusted_networks = [ "127.0.0.0/8" ]; };
 queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
@@ -351,6 +363,21 @@ biff = no
                   % sorted(left), file=sys.stderr)
 
 
+class Ceiling:
+    """No gateway: smtp-source sends straight to smtp-sink."""
+    name = "ceiling"
+
+    def start(self, tmp, sink_port):
+        self.port = sink_port
+        self.root = os.getpid()     # nothing of its own: CPU 0, RSS 0
+
+    def hwm_kib(self):
+        return 0
+
+    def stop(self, seen=None):
+        pass
+
+
 def user_line():
     """postern started as root must be told whom to run as."""
     return 'user = "postern";' if os.geteuid() == 0 else ""
@@ -411,10 +438,14 @@ def fsync_probe(k=21):
 
 
 def smtp_source(port, n, conc, size, timeout):
+    """Run smtp-source; returns its CPU seconds (user+system)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(["smtp-source", "-s", str(conc), "-l", str(size),
                     "-m", str(n), "-f", "from@bench.test",
                     "-t", "to@sink.test", "127.0.0.1:%d" % port],
                    check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def one_run(server, n, conc, size, timeout, strace=False):
@@ -437,21 +468,27 @@ def one_run(server, n, conc, size, timeout, strace=False):
                                   stderr=subprocess.PIPE)
             # strace prints one "attached" line per thread on stderr
             time.sleep(1.0)
-        sampler.start()
-        cpu0 = tree_cpu(server.root)
+        ceiling = isinstance(server, Ceiling)
+        if not ceiling:
+            sampler.start()
+        cpu0 = 0 if ceiling else tree_cpu(server.root)
         t0 = time.monotonic()
-        smtp_source(server.port, n, conc, size, timeout)
+        src_cpu = smtp_source(server.port, n, conc, size, timeout)
         t_in = time.monotonic() - t0
         end = t0 + timeout
         while sink.count < n and time.monotonic() < end:
             time.sleep(0.01)
         t_all = time.monotonic() - t0
-        cpu = tree_cpu(server.root) - cpu0
-        sampler.finish()
+        cpu = 0 if ceiling else tree_cpu(server.root) - cpu0
+        if not ceiling:
+            sampler.finish()
         r = {"accepted": n / t_in, "relayed": sink.count / t_all,
              "delivered": sink.count, "cpu_ms": cpu * 1000 / n,
-             "rss": sampler.rss, "pss": sampler.pss,
-             "nproc": sampler.nproc, "hwm": server.hwm_kib()}
+             "rss": 0 if ceiling else sampler.rss,
+             "pss": 0 if ceiling else sampler.pss,
+             "nproc": 0 if ceiling else sampler.nproc,
+             "hwm": server.hwm_kib(),
+             "src_core": src_cpu / t_in, "src_ms": src_cpu * 1000 / n}
         if sink.count < n:
             raise RuntimeError("%s: only %d of %d relayed within %ds"
                                % (server.name, sink.count, n, timeout))
@@ -474,7 +511,7 @@ def one_run(server, n, conc, size, timeout, strace=False):
         if sampler and sampler.is_alive():
             sampler.stop_ev.set()
             sampler.join()
-        if started:
+        if started and not isinstance(server, Ceiling):
             server.stop(sampler.seen if sampler else {})
             server.root = None
         if sink:
@@ -482,16 +519,26 @@ def one_run(server, n, conc, size, timeout, strace=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def raise_nofile(want):
+    """Descriptors for smtp-source's sessions (inherited), within the hard
+    limit; returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(max(want, soft), hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("build")
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--concurrency", default="1,20,100")
+    ap.add_argument("--concurrency", default="1,20,100,1000")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--run-timeout", type=int, default=180)
     ap.add_argument("--total-timeout", type=int, default=3600)
     ap.add_argument("--no-strace", action="store_true")
+    ap.add_argument("--servers", default="postern,Postfix,ceiling")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("peer_bench.py: must run as root (Postfix's master)")
@@ -499,41 +546,62 @@ def main():
         if not shutil.which(tool):
             sys.exit("peer_bench.py: %s not found" % tool)
     concs = [int(c) for c in a.concurrency.split(",")]
-    servers = [Postern(a.build), Postfix()]
+    known = {"postern": lambda: Postern(a.build), "Postfix": Postfix,
+             "ceiling": Ceiling}
+    servers = [known[n]() for n in a.servers.split(",")]
+    names = [x.name for x in servers]
+    nofile = raise_nofile(4 * max(concs) + 1024)
+    if nofile < 2 * max(concs) + 64:
+        sys.exit("peer_bench.py: RLIMIT_NOFILE %d is too low for %d "
+                 "sessions" % (nofile, max(concs)))
     deadline = time.monotonic() + a.total_timeout
     res = {}
     probes = {}
+    msgs = {c: max(a.messages, 5 * c if c >= 1000 else 0) for c in concs}
     for c in concs:
         for i in range(a.runs):
             probe = fsync_probe()
             probes.setdefault(c, []).append(probe)
-            for s in servers:           # ABAB...
+            for s in servers:           # ABCABC...
                 if time.monotonic() > deadline:
                     sys.exit("peer_bench.py: total timeout reached")
-                r = one_run(s, a.messages, c, a.size, a.run_timeout)
+                r = one_run(s, msgs[c], c, a.size, a.run_timeout)
                 res.setdefault((c, s.name), []).append(r)
-                print("c=%-3d run %d %-7s accepted %6.0f/s relayed %6.0f/s "
+                print("c=%-4d run %d %-7s accepted %6.0f/s relayed %6.0f/s "
                       "cpu %.3f ms/msg rss %6.1f MiB pss %6.1f MiB procs %d "
+                      "smtp-source %3.0f%% of a core, %.3f ms/msg "
                       "(fsync probe %.2f ms)"
                       % (c, i + 1, s.name, r["accepted"], r["relayed"],
                          r["cpu_ms"], r["rss"] / 1024, r["pss"] / 1024,
-                         r["nproc"], probe), flush=True)
-        if not a.no_strace:
+                         r["nproc"], 100 * r["src_core"], r["src_ms"],
+                         probe), flush=True)
+        # (not at 1,000 sessions: strace attached to Postfix's hundreds of
+        # processes slows it past any timeout; its count is 1 at every
+        # concurrency measured)
+        if not a.no_strace and c < 1000:
             for s in servers:
-                r = one_run(s, a.messages, c, a.size, a.run_timeout,
+                if isinstance(s, Ceiling):
+                    continue
+                r = one_run(s, msgs[c], c, a.size, a.run_timeout,
                             strace=True)
                 res[(c, s.name, "fsync")] = r["fsync"]
-                print("c=%-3d strace  %-7s fsync %.2f/msg"
+                print("c=%-4d strace  %-7s fsync %.2f/msg"
                       % (c, s.name, r["fsync"]), flush=True)
 
     def med(c, name, key):
         return statistics.median(r[key] for r in res[(c, name)])
 
+    def ratio(c, x, y, key):
+        d = med(c, y, key)
+        return "%.2f" % (med(c, x, key) / d) if d else "-"
+
     print()
-    print("%d messages of %d octets per run, %d runs per server, medians "
-          "[min-max]" % (a.messages, a.size, a.runs))
+    print("%s messages of %d octets per run, %d runs per server, medians "
+          "[min-max]" % ("/".join("%d" % msgs[c] for c in concs), a.size,
+                         a.runs))
     hdr = ("conc", "server", "accepted/s", "relayed/s", "CPU ms/msg",
-           "peak RSS MiB", "peak PSS MiB", "procs", "fsync/msg")
+           "peak RSS MiB", "peak PSS MiB", "procs", "fsync/msg",
+           "smtp-source % core")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
     for c in concs:
@@ -545,37 +613,42 @@ def main():
                 return (fmt % statistics.median(v) + " [" + fmt % min(v)
                         + "-" + fmt % max(v) + "]")
             fs = res.get((c, s.name, "fsync"))
-            print("| %d | %s | %s | %s | %s | %s | %s | %d | %s |" % (
+            print("| %d | %s | %s | %s | %s | %s | %s | %d | %s | %.0f |" % (
                 c, s.name, rng("accepted", "%.0f"), rng("relayed", "%.0f"),
-                rng("cpu_ms", "%.2f"), "%.1f" % (med(c, s.name, "rss") / 1024),
+                rng("cpu_ms", "%.3f"),
+                "%.1f" % (med(c, s.name, "rss") / 1024),
                 "%.1f" % (med(c, s.name, "pss") / 1024),
                 max(r["nproc"] for r in rs),
-                "-" if fs is None else "%.2f" % fs))
-        p, q = servers[0].name, servers[1].name
-        print("| %d | ratio postern/Postfix of the medians | %.2f | %.2f | %.2f | %.2f "
-              "| %.2f | | %s |" % (
-                  c, med(c, p, "accepted") / med(c, q, "accepted"),
-                  med(c, p, "relayed") / med(c, q, "relayed"),
-                  med(c, p, "cpu_ms") / med(c, q, "cpu_ms"),
-                  med(c, p, "rss") / med(c, q, "rss"),
-                  med(c, p, "pss") / med(c, q, "pss"),
-                  "-" if (c, p, "fsync") not in res else "%.2f" % (
-                      res[(c, p, "fsync")] / res[(c, q, "fsync")])))
-        pr = list(zip(res[(c, p)], res[(c, q)]))
+                "-" if fs is None else "%.2f" % fs,
+                100 * med(c, s.name, "src_core")))
+        pairs = [("postern", "Postfix"), ("postern", "ceiling"),
+                 ("Postfix", "ceiling")]
+        for x, y in pairs:
+            if x not in names or y not in names:
+                continue
+            print("| %d | ratio %s/%s of the medians | %s | %s | %s | | | | "
+                  "| |" % (c, x, y, ratio(c, x, y, "accepted"),
+                           ratio(c, x, y, "relayed"),
+                           ratio(c, x, y, "cpu_ms") if y != "ceiling"
+                           else "-"))
+        if "postern" in names and "Postfix" in names:
+            pr = list(zip(res[(c, "postern")], res[(c, "Postfix")]))
 
-        def paired(key):
-            return statistics.median(x[key] / y[key] for x, y in pr)
-        print("| %d | ratio postern/Postfix, median of the %d ABAB pairs | "
-              "%.2f | %.2f | %.2f | | | | |" % (
-                  c, len(pr), paired("accepted"), paired("relayed"),
-                  paired("cpu_ms")))
-    print("\nfsync of a new 1 KiB file before each pair, median ms: %s"
+            def paired(key):
+                return statistics.median(x[key] / y[key] for x, y in pr
+                                         if y[key])
+            print("| %d | ratio postern/Postfix, median of the %d "
+                  "interleaved pairs | %.2f | %.2f | %.2f | | | | | |" % (
+                      c, len(pr), paired("accepted"), paired("relayed"),
+                      paired("cpu_ms")))
+    print("\nfsync of a new 1 KiB file before each round, median ms: %s"
           % ", ".join("c=%d %.2f [%.2f-%.2f]" % (
               c, statistics.median(probes[c]), min(probes[c]),
               max(probes[c])) for c in concs))
-    hwm = [r["hwm"] for c in concs for r in res[(c, servers[0].name)]]
-    print("\npostern VmHWM over all runs: median %.1f MiB, max %.1f MiB"
-          % (statistics.median(hwm) / 1024, max(hwm) / 1024))
+    if "postern" in names:
+        hwm = [r["hwm"] for c in concs for r in res[(c, "postern")]]
+        print("\npostern VmHWM over all runs: median %.1f MiB, max %.1f MiB"
+              % (statistics.median(hwm) / 1024, max(hwm) / 1024))
 
 
 if __name__ == "__main__":
