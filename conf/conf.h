@@ -109,6 +109,8 @@ struct pst_log_conf {
     int format;                     /* enum pst_log_format */
     bool syslog;
     int facility;                   /* LOG_MAIL by default */
+    unsigned session_lines;         /* a session's command lines at info
+                                       level between accepted messages */
 };
 
 /* The metrics endpoint (gateway/metrics_http.c, docs/OPERATIONS.md). */

@@ -559,6 +559,7 @@ static const struct pst__directive log_table[] = {
     BOOL("syslog", pst_log_conf, syslog, false),
     ENUM("facility", pst_log_conf, facility, LOG_MAIL, facilities),
     ENUM("format", pst_log_conf, format, PST_LOG_TEXT, log_formats),
+    UINT("session_lines", pst_log_conf, session_lines, 200, 10, 1000000),
     END,
 };
 

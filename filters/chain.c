@@ -245,6 +245,9 @@ pst_fctx_log(struct pst_fctx *fc, enum pst_log_level lvl, const char *fmt,
 {
     char line[1024];
     va_list ap;
+    if (lvl == PST_LOG_INFO && fc->fs->level_fn != NULL &&
+        fc->fs->phase >= PST_FP_HELO && fc->fs->phase <= PST_FP_RCPT)
+        lvl = fc->fs->level_fn(fc->fs->cbarg);
     if (!pst_log_enabled(lvl))
         return;
     va_start(ap, fmt);
@@ -633,6 +636,12 @@ pst_fsess_new(struct pst_frt *rt, struct pst_chain *ch, uint64_t sess_id,
     fs->timer->data = fs;
     pst__frt_attach(rt, fs);
     return fs;
+}
+
+void
+pst_fsess_set_log_budget(struct pst_fsess *fs, pst_fsess_level_fn fn)
+{
+    fs->level_fn = fn;
 }
 
 static void

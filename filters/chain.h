@@ -132,6 +132,14 @@ struct pst_fsess *pst_fsess_new(struct pst_frt *rt, struct pst_chain *ch,
                                 const struct pst_envelope *env,
                                 pst_fsess_cb cb, void *arg);
 void pst_fsess_free(struct pst_fsess *fs);
+/*
+ * pst_fsess_set_log_budget - the info lines modules log in the command
+ * phases (HELO, MAIL, RCPT), which a client can repeat at will, take the
+ * level fn(arg) gives (arg: pst_fsess_new's), so the host's per-session
+ * budget of command lines counts them too; fn NULL: as logged.
+ */
+typedef enum pst_log_level (*pst_fsess_level_fn)(void *arg);
+void pst_fsess_set_log_budget(struct pst_fsess *fs, pst_fsess_level_fn fn);
 /* pst_fsess_set_env - from now the filters read env (the host's, valid
  * until the next call): a transaction's envelope, then the session's. */
 void pst_fsess_set_env(struct pst_fsess *fs, const struct pst_envelope *env);

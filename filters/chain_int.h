@@ -65,6 +65,7 @@ struct pst_fsess {
     const struct pst_envelope *env;
     pst_fsess_cb cb;
     void *cbarg;
+    pst_fsess_level_fn level_fn;    /* the host's log budget, or NULL */
     struct pst_fctx *fcs;           /* one per chain entry */
     uv_timer_t *timer;              /* deadline; freed by its close cb */
 

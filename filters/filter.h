@@ -269,6 +269,10 @@ int pst_fctx_reply(struct pst_fctx *fc, int code, const char *enh,
 /* pst_fctx_fail - the filter could not do its job (why is logged): its
  * failure mode applies whatever verdict it returns. */
 void pst_fctx_fail(struct pst_fctx *fc, const char *why);
+/* pst_fctx_log - one log line, with the session (and queue) id, the filter
+ * and the phase. An info line of the HELO, MAIL or RCPT phase counts
+ * toward the session's budget of command lines (logging.session_lines):
+ * past it, it is written at debug level. */
 void pst_fctx_log(struct pst_fctx *fc, enum pst_log_level lvl,
                   const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -195,6 +195,40 @@ flush(struct pst_session *s)
     wreq_send(s, w);
 }
 
+/* ---- the log budget ---- */
+
+enum pst_log_level
+pst__smtp_cmd_level(struct pst_session *s)
+{
+    unsigned budget = s->conf->log.session_lines;
+    if (s->log_used < budget) {
+        s->log_used++;
+        return PST_LOG_INFO;
+    }
+    if (s->log_used == budget) {
+        /* said once each time the budget runs out */
+        SLOG(PST_LOG_INFO, s, "event=log_budget lines=%u action=debug "
+             "hint=\"more command lines of this session before its next "
+             "accepted message are logged at debug level\"", budget);
+        s->log_used++;
+    }
+    s->log_suppressed++;
+    return PST_LOG_DEBUG;
+}
+
+/* The filters' lines of the command phases share the budget. */
+static enum pst_log_level
+filter_line_level(void *arg)
+{
+    return pst__smtp_cmd_level(arg);
+}
+
+void
+pst__smtp_cmd_refill(struct pst_session *s)
+{
+    s->log_used = 0;
+}
+
 /* ---- state and timers ---- */
 
 /* cmd_wait - from now the client has command_timeout for its next command. */
@@ -696,8 +730,12 @@ session_close(struct pst_session *s, const char *why)
     if (s->closing)
         return;
     s->closing = true;
-    SLOG(PST_LOG_INFO, s, "event=disconnect reason=\"%s\" errors=%u", why,
-         s->errors);
+    if (s->log_suppressed > 0)
+        SLOG(PST_LOG_INFO, s, "event=disconnect reason=\"%s\" errors=%u "
+             "log_suppressed=%" PRIu64, why, s->errors, s->log_suppressed);
+    else
+        SLOG(PST_LOG_INFO, s, "event=disconnect reason=\"%s\" errors=%u",
+             why, s->errors);
     if (s->st != ST_COMMIT)
         pst__tx_free(s);            /* no 250 given: the message goes */
     pst_dns_cancel(s->dnsq);
@@ -808,6 +846,7 @@ session_begin(struct pst_session *s)
         pst_fsess_set_mime_limits(s->fs, &s->conf->mime.limits);
         pst_fsess_want_mime(s->fs,
                             s->conf->mime.policy == PST_MIME_POLICY_REJECT);
+        pst_fsess_set_log_budget(s->fs, filter_line_level);
     }
     if (s->conf->smtp.reverse_dns && srv->dns) {
         pst__smtp_state(s, ST_LOOKUP);

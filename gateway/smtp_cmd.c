@@ -117,7 +117,7 @@ check_helo(struct pst_session *s, const struct pst_cmd *c,
     a->u.helo.ehlo = c->verb == PST_CMD_EHLO;
     sanitize_helo(a->u.helo.name, c->arg, n);
     char q[300];
-    SLOG(PST_LOG_INFO, s, "event=helo verb=%s name=%s",
+    SLOG(pst__smtp_cmd_level(s), s, "event=helo verb=%s name=%s",
          a->u.helo.ehlo ? "EHLO" : "HELO",
          pst_log_quote(q, sizeof(q), c->arg, n));
     return true;
@@ -380,7 +380,7 @@ proceed_rcpt(struct pst_session *s, struct pst__args *a)
     r->orcpt = a->u.rcpt.rp.orcpt[0] ? pst_xstrdup(a->u.rcpt.rp.orcpt) : NULL;
     if (to && r->orcpt == NULL)     /* routed elsewhere: keep the original */
         r->orcpt = pst_sf_orcpt(p->addr);
-    SLOG(PST_LOG_INFO, s, "event=rcpt to=%s",
+    SLOG(pst__smtp_cmd_level(s), s, "event=rcpt to=%s",
          pst_log_quote(q, sizeof(q), p->addr, strlen(p->addr)));
     pst__smtp_reply(s, RP_RCPT_OK, NULL);
 }

@@ -59,7 +59,7 @@ pst__tx_new(struct pst_session *s, const struct pst_path *sender,
     e->helo = s->helo ? pst_xstrdup(s->helo) : NULL;
     e->auth_login = s->auth_login ? pst_xstrdup(s->auth_login) : NULL;
     s->tx = tx;
-    SLOG(PST_LOG_INFO, s, "event=mail from=%s size=%" PRIu64,
+    SLOG(pst__smtp_cmd_level(s), s, "event=mail from=%s size=%" PRIu64,
          pst_log_quote(q, sizeof(q), sender->addr, strlen(sender->addr)),
          mp->size);
     if (s->fs) {
@@ -359,6 +359,7 @@ on_commit(void *arg, int status)
         SLOG(PST_LOG_INFO, s, "event=status result=queued code=250 "
              "size=%" PRIu64 " rcpts=%zu", tx->dot.out_bytes,
              tx->env.nrcpts);
+        pst__smtp_cmd_refill(s);
         pst__smtp_reply(s, RP_QUEUED, tx->qid);
         pst_stats_message(PST_MSG_ACCEPTED,
                           tx->held ? "quarantined" : "queued",

@@ -182,6 +182,9 @@ struct pst_session {
     bool reading;
     unsigned errors;
     uint64_t cmd_deadline;          /* loop ms: the next command is due */
+    unsigned log_used;              /* command lines logged at info since
+                                       the last accepted message */
+    uint64_t log_suppressed;        /* and those past the budget */
 
     char *in;                       /* in_cap: PST_IN_SMALL or PST_IN_CAP */
     size_t in_pos, in_len, in_cap;
@@ -241,6 +244,18 @@ struct pst_session {
  * errors. */
 void pst__smtp_reply(struct pst_session *s, enum pst_reply r,
                      const char *arg);
+/*
+ * pst__smtp_cmd_level - the level of a command's success line (event=helo,
+ * mail, rcpt, and the filters' info lines of those phases): info while the session has logged fewer than
+ * logging.session_lines of them since its last accepted message, debug
+ * past that (counted, and summed up by the disconnect line). The client
+ * decides how many commands it sends; this bounds what it writes to the
+ * log between two messages.
+ */
+enum pst_log_level pst__smtp_cmd_level(struct pst_session *s);
+/* pst__smtp_cmd_refill - a message was accepted: the budget is whole
+ * again. */
+void pst__smtp_cmd_refill(struct pst_session *s);
 /* pst__smtp_state - the one place the session's state changes; entering
  * ST_CMD from another state starts the command timeout. */
 void pst__smtp_state(struct pst_session *s, enum pst__sst st);

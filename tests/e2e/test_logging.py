@@ -3,7 +3,8 @@ full of quotes, backslashes, control bytes, UTF-8 and invalid UTF-8 in
 EHLO names, unknown commands and addresses) run against a postern logging
 key=value lines and one logging JSON; every JSON line parses with Python's
 json as one object, and the two logs carry the same events with the same
-fields and the same decoded values."""
+fields and the same decoded values. And logging.session_lines, the
+budget of a session's command lines at info level."""
 
 import json
 import re
@@ -109,6 +110,84 @@ class JSONLogs(PosternTestCase):
         mail = [o for o in objs if o.get("event") == "mail"][0]
         self.assertEqual(mail["from"], "s\u00e9nder@example.org")
         self.assertTrue(all('"event":' in l for l in js))
+
+
+class SessionLogBudget(PosternTestCase):
+    """logging.session_lines: a client decides how many commands it sends,
+    not how many lines they write at info level. Past the budget its
+    command lines (helo, mail, rcpt) go to debug, once noted; an accepted
+    message makes the budget whole again; the disconnect line says how
+    many were held back. Lines that record what became of a message are
+    not budgeted, nor are refusals (each counts toward limits.errors)."""
+
+    BUDGET = 10
+
+    def info_events(self, p, sess):
+        out = []
+        for line in p.log().decode().splitlines():
+            m = re.search(r" (info|debug) sess=%s .*?event=(\w+)" % sess,
+                          line)
+            if m:
+                out.append((m.group(1), m.group(2)))
+        return out
+
+    def run_session(self, level):
+        # a filter that logs at RCPT: its lines share the budget
+        p = self.postern({"logging": {"level": level,
+                                      "session_lines": self.BUDGET},
+                          "filters": [{"module": "headers", "rules": [
+                              {"recipient": r"^b@example\.org$",
+                               "replace": "c@example.org"}]}]})
+        c = p.client()
+        c.greeting()
+        # a client that reads its replies: 100 EHLO, 11 MAIL/RCPT/RSET
+        c.send(b"EHLO x\r\n" * 100)
+        c.replies(100)
+        for _ in range(11):
+            c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>"
+                   b"\r\nRSET\r\n")
+            c.replies(3)
+        # the message's MAIL and RCPT lines are still past the budget; its
+        # acceptance makes it whole again
+        harness.check_reply(c.transaction(
+            "a@example.org", "b@example.org", message("budget")), 250)
+        c.ehlo()
+        c.ehlo()
+        c.quit()
+        m = p.wait_for_log(r"sess=(\w+) event=disconnect reason=\"quit\" "
+                           r"errors=0 log_suppressed=(\d+)")
+        return p, m.group(1).decode(), int(m.group(2))
+
+    def test_budget_at_info(self):
+        p, sess, suppressed = self.run_session("info")
+        ev = self.info_events(p, sess)
+        cmd = [e for e in ev
+               if e[1] in ("helo", "mail", "rcpt", "envelope_rewrite")]
+        # 100 EHLO, 11 MAIL/RCPT (with the filter's line), the message's
+        # 3 lines before it, 2 EHLO after it: the first 10 and the last 2
+        # at info
+        self.assertEqual(suppressed, 100 + 3 * 11 + 3 - self.BUDGET)
+        self.assertEqual(cmd, [("info", "helo")] * self.BUDGET +
+                         [("info", "helo")] * 2)
+        self.assertEqual([e for e in ev if e[1] == "log_budget"],
+                         [("info", "log_budget")])
+        # what became of the message is logged whatever the budget
+        for e in ("data", "status", "connect", "disconnect"):
+            self.assertIn(("info", e), ev)
+        self.assertRegex(p.log().decode(),
+                         r"event=log_budget lines=%d action=debug" %
+                         self.BUDGET)
+
+    def test_held_back_lines_are_at_debug(self):
+        p, sess, suppressed = self.run_session("debug")
+        ev = self.info_events(p, sess)
+        self.assertEqual(len([e for e in ev if e == ("debug", "helo")]), 90)
+        self.assertEqual(len([e for e in ev if e[1] in ("mail", "rcpt")
+                              and e[0] == "debug"]), 24)
+        self.assertEqual(len([e for e in ev if e == ("debug",
+                                                     "envelope_rewrite")]),
+                         12)
+        self.assertEqual(suppressed, 126)
 
 
 if __name__ == "__main__":
