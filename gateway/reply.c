@@ -58,8 +58,6 @@ static const struct {
     [RP_NO_SPACE] = {452, "4.3.1", "Insufficient system storage"},
     [RP_DATA_AFTER_BDAT] = {503, "5.5.1", "Error: DATA after BDAT"},
     [RP_BDAT_AFTER_DATA] = {503, "5.5.1", "Error: BDAT after DATA"},
-    [RP_BINARY_NEEDS_BDAT] = {503, "5.6.1",
-                             "Error: BODY=BINARYMIME needs BDAT"},
     [RP_BDAT_NO_SIZE] = {421, "4.5.4",
                          "%s Error: BDAT size unreadable, closing connection"},
     [RP_TIMEOUT] = {421, "4.4.2", "%s Error: timeout exceeded"},

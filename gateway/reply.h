@@ -52,7 +52,6 @@ enum pst_reply {
     RP_NO_SPACE,
     RP_DATA_AFTER_BDAT,
     RP_BDAT_AFTER_DATA,
-    RP_BINARY_NEEDS_BDAT,
     RP_BDAT_NO_SIZE,                 /* %s: hostname */
     RP_TIMEOUT,                      /* %s: hostname */
     RP_TOO_MANY_ERRORS,              /* %s: hostname */

@@ -168,6 +168,11 @@ class CommandsTest(PosternTestCase):
             c.cmd("MAIL FROM:<a@@example.org>", 501, "5.1.7")
             c.cmd("MAIL FROM:<a@example.org", 501)
             c.cmd("MAIL FROM:<a@example.org> FROBNICATE=1", 555, "5.5.4")
+            # BINARYMIME is not offered (docs/SMTP.md)
+            self.assertNotIn("BINARYMIME", c.ehlo_reply.text.upper())
+            r = c.cmd("MAIL FROM:<a@example.org> BODY=BINARYMIME", 555,
+                      "5.5.4")
+            self.assertIn("BODY=BINARYMIME", r.text)
             c.cmd("MAIL FROM:<a@example.org> BODY=8BITMIME", 250, "2.1.0")
             c.cmd("RCPT", 501, "5.5.4")
             c.cmd("RCPT FROM:<b@example.net>", 501, "5.5.4")
