@@ -19,7 +19,8 @@ client's pipelined commands (or its TLS ClientHello, on an implicit-TLS
 listener) in one write; an IPv4-mapped header address; a LOCAL header
 served as the proxy's own connection; a header that never comes, or a bad
 one, closed; a reload that turns a listener into a PROXY listener and
-back; the reverse lookup and SPF of the header's client (dnsmasq)."""
+back; a drain that closes a connection still waiting for its header;
+the reverse lookup and SPF of the header's client (dnsmasq)."""
 
 import os
 import re
@@ -504,6 +505,19 @@ class ProxyDirect(PosternTestCase):
             m.get("postern_proxy_connections_total", result="timeout"), 1)
         self.assertEqual(
             m.get("postern_proxy_connections_total", result="invalid"), 1)
+
+    def test_drain_closes_a_connection_waiting_for_its_header(self):
+        c = self.proxy()
+        # accepted (nothing is logged before the header)
+        wait_for(lambda: prom.scrape(self.mport).get(
+            "postern_sessions_open",
+            listener="127.0.0.1:%d" % self.p.listen_port) == 1, 10,
+            "the connection accepted")
+        os.kill(self.p.pid, signal.SIGTERM)
+        self.assertTrue(c.closed(5))
+        self.assertEqual(c.buf, b"")
+        self.p.wait_for_log(r"event=disconnect reason=\"drain\"")
+        self.assertEqual(self.p.stop(), 0)
 
     def test_reload_applies_to_new_connections(self):
         old = self.proxy()
