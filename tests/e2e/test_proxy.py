@@ -167,13 +167,16 @@ class ProxyBehindHAProxy(PosternTestCase):
             "b")
         self.fe2 = harness.free_port()
         self.fe1 = harness.free_port()
-        chk = "check inter 300ms rise 1 fall 3"
+        # checks every second, each given 5 s (a loaded machine, a
+        # sanitizer build), down only after 3 failures in a row
+        chk = "check inter 1s rise 1 fall 3"
         self.ha = HAProxy(self.tmp, """
 defaults
     mode tcp
     timeout connect 5s
     timeout client 60s
     timeout server 60s
+    timeout check 5s
 
 frontend v2
     bind 127.0.0.1:%(fe2)d
