@@ -16,7 +16,8 @@ proxies is closed.
 
 Without haproxy, a proxy's connection made here: the header and the
 client's pipelined commands (or its TLS ClientHello, on an implicit-TLS
-listener) in one write; an IPv4-mapped header address; a LOCAL header
+listener) in one write; an IPv4-mapped header address; IPv6 header
+clients counted per limits.ipv6_prefix; a LOCAL header
 served as the proxy's own connection; a header that never comes, or a bad
 one, closed; a reload that turns a listener into a PROXY listener and
 back; a drain that closes a connection still waiting for its header;
@@ -366,7 +367,7 @@ class ProxyDirect(PosternTestCase):
         self.tport = harness.free_port()
         self.p = self.postern({
             "relay": {"trusted_networks": [CLIENT_OK + "/32"]},
-            "limits": {"proxy_timeout": 1},
+            "limits": {"proxy_timeout": 1, "sessions_per_ip": 2},
             "metrics": {"enabled": True, "port": self.mport},
             "tls": {"certificates": [
                 {"cert": os.path.join(CERTS, "a.pem"),
@@ -425,6 +426,30 @@ class ProxyDirect(PosternTestCase):
         rcv = received(self.p.wait_for_maildir(1)[0])
         self.assertIn("[%s]" % CLIENT_OK, rcv)
         self.assertNotIn("IPv6", rcv)
+
+    def test_ipv6_clients_counted_per_prefix(self):
+        # limits.sessions_per_ip = 2, limits.ipv6_prefix = 64: the header's
+        # IPv6 clients are counted per /64, as on a listener without a proxy
+        def hello(src):
+            c = self.proxy()
+            c.send(v2_header(src, 1234, dst="2001:db8::25"))
+            return c, c.reply()
+        held = []
+        for src in ("2001:db8::1", "2001:db8::2"):
+            c, r = hello(src)
+            harness.check_reply(r, 220)
+            held.append(c)
+        c, r = hello("2001:db8::3")
+        harness.check_reply(r, 421, "4.7.0")
+        c, r = hello("2001:db8:0:1::1")
+        harness.check_reply(r, 220)
+        c.ehlo()
+        c.cmd("MAIL FROM:<s@example.org>", 250)
+        c.cmd("RCPT TO:<%s>" % REMOTE, 554, "5.7.1")    # not trusted
+        c.quit()
+        self.p.wait_for_log(r"event=reject phase=connect code=421 "
+                            r"reason=sessions_per_ip sessions=3")
+        self.p.wait_for_log(r"event=connect ip=2001:db8:0:1::1 port=1234 ")
 
     def test_local_is_the_proxys_own_connection(self):
         c = self.proxy()
