@@ -73,7 +73,8 @@ struct pst_auth {
     struct pst_strmap *senders;     /* address or @domain -> logins (char *) */
     char dummy[CRYPT_OUTPUT_SIZE];
 
-    unsigned max_ip, max_login, window, v6prefix;
+    unsigned max_ip, max_login, v6prefix;
+    uint64_t window_ms;             /* auth.failure_window */
     struct ftable ip_fails;         /* per client (IPv6: per prefix) */
     struct ftable user_fails;       /* per login in the password file */
     struct ftable nouser_fails;     /* per login not in it */
@@ -248,11 +249,13 @@ pst_auth_sender_ok(const struct pst_auth *a, const char *login,
 
 /* One client's or login's failures since start; in its table's list,
  * oldest start first (entries are only ever added at the tail, with the
- * loop's monotonic time). */
+ * loop's monotonic time). Kept in milliseconds: in whole seconds a
+ * counter's window would end anywhere from 0 to 1 s early (a window of
+ * 1 s could end at once). */
 struct fails {
     struct fails *prev, *next;
     unsigned count;
-    uint64_t start;                 /* seconds, loop time */
+    uint64_t start;                 /* ms, loop time */
     size_t klen;
     unsigned char key[];
 };
@@ -294,7 +297,7 @@ static struct fails *
 ft_get(struct pst_auth *a, struct ftable *t, const void *key, size_t klen,
        uint64_t now)
 {
-    while (t->head && now - t->head->start >= a->window)
+    while (t->head && now - t->head->start >= a->window_ms)
         ft_drop(t, t->head);
     return pst_strmap_get(t->m, key, klen);
 }
@@ -341,12 +344,6 @@ login_table(struct pst_auth *a, const char *login)
                                             : &a->nouser_fails;
 }
 
-static uint64_t
-now_s(const struct pst_auth *a)
-{
-    return uv_now(a->loop) / 1000;
-}
-
 /* ---- the pool ---- */
 
 static void
@@ -390,7 +387,7 @@ job_done(struct pst_pool_job *pj, bool ran)
     struct job *j = (struct job *)pj;
     struct pst_auth *a = j->a;
     if (ran && !a->closing) {
-        uint64_t now = now_s(a);
+        uint64_t now = uv_now(a->loop);
         struct ftable *lt = login_table(a, j->login);
         size_t ll = strlen(j->login);
         a->checks++;
@@ -413,7 +410,7 @@ int
 pst_auth_check(struct pst_auth *a, uint64_t sid, const struct pst_ip *ip,
                const char *login, const char *password)
 {
-    uint64_t now = now_s(a);
+    uint64_t now = uv_now(a->loop);
     unsigned char b[PST_IP_KEY_MAX];
     struct fails *fi = ft_get(a, &a->ip_fails, b,
                               pst_ip_key(ip, a->v6prefix, b), now);
@@ -487,7 +484,7 @@ pst_auth_reload(struct pst_auth *a, const struct pst_conf *c,
             memcpy(a->dummy, t->dummy, sizeof(a->dummy));
         a->max_ip = c->auth.max_failures_per_ip;
         a->max_login = c->auth.max_failures_per_login;
-        a->window = c->auth.failure_window;
+        a->window_ms = (uint64_t)c->auth.failure_window * 1000;
         pst_info("event=auth_reloaded users=%zu sender_map=%s",
                  pst_strmap_count(a->users), a->senders ? "yes" : "no");
     }
@@ -515,7 +512,7 @@ pst_auth_new(struct pst_auth **out, uv_loop_t *loop, const struct pst_conf *c,
     a->v6prefix = c->limits.ipv6_prefix;
     a->max_ip = c->auth.max_failures_per_ip;
     a->max_login = c->auth.max_failures_per_login;
-    a->window = c->auth.failure_window;
+    a->window_ms = (uint64_t)c->auth.failure_window * 1000;
     rc = load_passwords(a, c->auth.password_file, err);
     if (rc == 0 && c->auth.sender_login_map) {
         a->senders = pst_strmap_new();
