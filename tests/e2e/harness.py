@@ -831,17 +831,19 @@ class Postern:
         lines = self.log(whole=True).decode("utf-8", "replace").splitlines()
         return "\n".join(lines[-n:])
 
-    def wait_for_log(self, pattern, timeout=10.0):
+    def wait_for_log(self, pattern, timeout=10.0, count=1):
         """Wait until pattern (bytes or str regex) matches the current run's
-        log; returns the match."""
+        log (count times at least); returns the count-th match. A client that
+        has its reply may be ahead of the log line: postern may write the
+        reply before it logs."""
         if isinstance(pattern, str):
             pattern = pattern.encode()
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            m = rx.search(self.log())
-            if m:
-                return m
+            ms = list(rx.finditer(self.log()))
+            if len(ms) >= count:
+                return ms[count - 1]
             if time.monotonic() > deadline:
                 raise AssertionError("log never matched %r; tail:\n%s"
                                      % (pattern, self.log_tail()))

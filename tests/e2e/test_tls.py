@@ -14,7 +14,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
+import threading
 import unittest
 
 import harness
@@ -195,31 +195,72 @@ class StartTLSTest(PosternTestCase):
             self.assertNotEqual(r.returncode, 0, out[-2000:])
             # the client really offered the old version and postern said no
             self.assertIn(b"alert protocol version", out, out[-2000:])
-        self.assertEqual(
-            len(re.findall(rb"op=handshake error=\"[^\"]*unsupported "
-                           rb"protocol", self.p.log())), 2, self.p.log_tail())
+        # postern sends its alert before it logs: s_client can be gone
+        # before the line is written
+        refused = rb"op=handshake error=\"[^\"]*unsupported protocol"
+        self.p.wait_for_log(refused, count=2)
+        self.assertEqual(len(re.findall(refused, self.p.log())), 2,
+                         self.p.log_tail())
 
     def test_renegotiation_refused(self):
         """s_client asks to renegotiate for an 'R' line; postern answers
-        with a no_renegotiation alert and never renegotiates."""
+        with a no_renegotiation alert and never renegotiates. s_client
+        takes a line as its command only when the line is all it reads at
+        once, so each line is written once the answer to the one before
+        it has been printed (a fixed pause was not enough on a loaded
+        machine: EHLO and R were read together and R went to postern)."""
         argv = ["openssl", "s_client", "-connect",
                 "%s:%d" % (self.p.host, self.p.listen_port),
                 "-starttls", "smtp", "-crlf", "-tls1_2", "-msg"]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
+        out = bytearray()
+        grew = threading.Condition()
+
+        def read():
+            while True:
+                chunk = proc.stdout.read1(65536)
+                with grew:
+                    if not chunk:
+                        out.extend(b"<EOF>")
+                    out.extend(chunk)
+                    grew.notify_all()
+                if not chunk:
+                    return
+
+        def wait_for(pattern, start=0, timeout=30):
+            """Wait until s_client has printed pattern (after offset
+            start)."""
+            with grew:
+                grew.wait_for(lambda: re.search(pattern, out[start:]) or
+                              out.endswith(b"<EOF>"), timeout)
+                self.assertTrue(re.search(pattern, out[start:]),
+                                "no %r from s_client: %r"
+                                % (pattern, bytes(out[-3000:])))
+
+        def send(line):
+            with grew:
+                mark = len(out)
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            return mark
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         try:
-            for line, pause in ((b"EHLO x\n", 0.5), (b"R\n", 1.0)):
-                proc.stdin.write(line)
-                proc.stdin.flush()
-                time.sleep(pause)
-            out = proc.communicate(timeout=20)[0]
+            wait_for(rb"Protocol  : TLSv1\.2")
+            wait_for(rb"\n250 [^\n]*\n", send(b"EHLO x\n"))
+            wait_for(rb"warning no_renegotiation", send(b"R\n"))
+            proc.stdin.close()
+            proc.wait(timeout=30)
+            reader.join(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        out = bytes(out)
         self.assertIn(b"RENEGOTIATING", out, out[-3000:])
-        self.assertIn(b"warning no_renegotiation", out, out[-3000:])
         # one ServerHello only: the renegotiation never happened
         self.assertEqual(len(re.findall(rb", ServerHello\n", out)), 1,
                          out[-3000:])
@@ -262,9 +303,10 @@ class TLSPolicyTest(PosternTestCase):
         c = p.client()
         c.start()
         c.cmd("STARTTLS", 220)
-        t0 = time.monotonic()
-        self.assertTrue(c.closed(5))
-        self.assertLess(time.monotonic() - t0, 3)
+        # the 1 s handshake deadline ends it (the log says which
+        # deadline), not the 300 s command deadline: no wall-clock bound,
+        # a loaded machine may be slow to run the timer
+        self.assertTrue(c.closed(60))
         p.wait_for_log(rb"event=timeout state=tls_handshake")
 
     def test_no_starttls_without_certs(self):
@@ -318,13 +360,12 @@ class ImplicitTLSTest(PosternTestCase):
         c = SMTPClient("127.0.0.1", self.tls_port)
         self.assertEqual(c.pending(0.3), b"")
         c.send(b"EHLO x\r\n")
-        self.assertTrue(c.closed(5))
+        self.assertTrue(c.closed(60))
 
     def test_implicit_handshake_deadline(self):
         c = SMTPClient("127.0.0.1", self.tls_port)
-        t0 = time.monotonic()
-        self.assertTrue(c.closed(5))
-        self.assertLess(time.monotonic() - t0, 3)
+        self.assertTrue(c.closed(60))
+        self.p.wait_for_log(rb"event=timeout state=tls_handshake")
 
 
 if __name__ == "__main__":
