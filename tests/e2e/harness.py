@@ -15,7 +15,8 @@ Python standard library only. What it offers:
   PosternTestCase                 unittest base class: a temp dir per test,
                                   every process cleaned up by PID, temp dir
                                   and logs kept in $POSTERN_TEST_LOGS/<test id>/
-                                  when the test fails
+                                  when the test fails; tmpfs(), a small file
+                                  system of the test's own
 
 Every process and server the harness starts is registered and ended by PID
 in tearDown, and again at interpreter exit if a test forgot. postern is also
@@ -1533,6 +1534,30 @@ class PosternTestCase(unittest.TestCase):
         s = FakeDownstream(*args, **kw)
         self._servers.append(s)
         return s
+
+    def tmpfs(self, size, name="fs"):
+        """A tmpfs of size bytes mounted at self.tmp/name, this test's own
+        (free space nothing else changes); fails if it cannot mount (the
+        e2e tests run as root). The cleanup ends this test's processes
+        first (they hold files on it), then unmounts."""
+        path = os.path.join(self.tmp, name)
+        os.mkdir(path)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o",
+                            "size=%d,mode=0755" % size, "tmpfs", path],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, "cannot mount a tmpfs on %s (the "
+                         "test needs root): %s" % (path, r.stderr))
+
+        def unmount():
+            try:
+                self._cleanup_processes()
+            finally:
+                self._posterns, self._servers = [], []
+                if subprocess.run(["umount", path],
+                                  capture_output=True).returncode != 0:
+                    subprocess.run(["umount", "-l", path], check=True)
+        self.addCleanup(unmount)
+        return path
 
     def _cleanup_processes(self):
         """Stop every postern (checked: exit 0, no sanitizer report) and

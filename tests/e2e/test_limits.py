@@ -1,8 +1,9 @@
 """Limits and timeouts end to end: max sessions and sessions per client
 (421 4.7.0 greeting, then close), errors per session (421 4.7.0),
-recipients per message (452 4.5.3), the spool's free-space floor (452 4.3.1
-at MAIL, for a SIZE= that does not fit, and after the final dot when the
-floor is crossed while the text streams, the file removed), the command
+recipients per message (452 4.5.3), the spool's free-space floor on a
+tmpfs of the test's own (452 4.3.1 at MAIL, for a SIZE= that does not fit,
+and after the final dot when the floor is crossed while the text streams,
+the file removed), the command
 deadline (idle and a command dripped a byte at a time), the DATA deadline
 (one byte every second), and a slowloris crowd that is bounded in count and
 in time while normal clients still finish."""
@@ -16,6 +17,7 @@ import unittest
 from harness import ConnectionClosed, PosternTestCase, dot_stuff, message
 
 OUTSIDER = "127.0.0.2"
+MIB = 1 << 20
 
 
 def free_bytes(path):
@@ -107,24 +109,37 @@ class SessionLimitTest(PosternTestCase):
 
 
 class DiskSpaceTest(PosternTestCase):
+    """The spool on a tmpfs of the test's own: the free space the floor is
+    measured against changes only with what postern writes (on the shared
+    disk, other programs made it move by more than the test's margins)."""
+
+    FS_SIZE = 64 * MIB
+
+    def setUp(self):
+        super().setUp()
+        self.fs = self.tmpfs(self.FS_SIZE)
+        self.postern_overrides = {
+            "queue": {"directory": os.path.join(self.fs, "spool")}}
+
     def test_floor_at_mail(self):
-        floor = free_bytes(self.tmp) + (1 << 30)
-        p = self.postern({"limits": {"disk_free_min": floor}})
+        # more than the file system holds
+        p = self.postern({"limits": {"disk_free_min": self.FS_SIZE + MIB}})
         c = p.session()
         self.assertReply(c.cmd("MAIL FROM:<s@x.test>"), 452, "4.3.1")
         c.quit()
 
     def test_size_and_streaming(self):
-        mib = 1 << 20
-        # leave 16 MiB above the floor: a 32 MiB SIZE= cannot fit, and a
-        # 32 MiB message sent without SIZE= crosses the floor while it
-        # streams (the margin also takes postern's first log segment and
-        # what tests running beside this one write meanwhile)
-        floor = free_bytes(self.tmp) - 16 * mib
-        p = self.postern({"limits": {"disk_free_min": floor,
-                                     "message_size": 64 * mib}})
+        # the free space with the spool open, then the floor 8 MiB below
+        # it: a 32 MiB SIZE= cannot fit, and a 32 MiB message sent without
+        # SIZE= crosses the floor while it streams. The spool prepares its
+        # next log segment in the background, so segments are 1 MiB here:
+        # one made after the measure takes that much of the margin.
+        p = self.postern({"queue": {"segment_size": MIB}})
+        floor = free_bytes(self.fs) - 8 * MIB
+        p.restart({"limits": {"disk_free_min": floor,
+                              "message_size": 64 * MIB}})
         c = p.session()
-        self.assertReply(c.cmd("MAIL FROM:<s@x.test> SIZE=%d" % (32 * mib)),
+        self.assertReply(c.cmd("MAIL FROM:<s@x.test> SIZE=%d" % (32 * MIB)),
                          452, "4.3.1")
         self.assertReply(c.cmd("MAIL FROM:<s@x.test> SIZE=1000"), 250)
         c.cmd("RCPT TO:<r@x.test>", 250)
