@@ -159,21 +159,28 @@ class DiskSpaceTest(PosternTestCase):
 
 
 class TimeoutTest(PosternTestCase):
+    # No upper bound on when a deadline fires (a loaded machine runs the
+    # timer late): each test's deadline is far shorter than the defaults
+    # (300 s for a command, 180 s for a DATA block, 1800 s for all of
+    # DATA), and a reply waited for in time tells the deadline under test
+    # from the others.
+
     def test_idle_command(self):
         p = self.postern({"limits": {"command_timeout": 2}})
         c = p.session()
         t0 = time.monotonic()
-        r = c.reply(timeout=10)
+        r = c.reply(timeout=60)
         took = time.monotonic() - t0
         self.assertReply(r, 421, "4.4.2")
         self.assertIn("timeout", r.text)
-        self.assertTrue(c.closed(5))
+        self.assertTrue(c.closed(30))
         self.assertGreater(took, 1.5)
-        self.assertLess(took, 5)
 
     def test_command_dripped(self):
         """A command sent a byte every 0.4 s does not restart the command
-        clock: the session ends at command_timeout."""
+        clock: the session ends at command_timeout, while the command is
+        still dripping (a clock restarted by each byte would let the whole
+        command arrive, and NOOP would be answered 250)."""
         p = self.postern({"limits": {"command_timeout": 2}})
         c = p.session()
         t0 = time.monotonic()
@@ -187,12 +194,10 @@ class TimeoutTest(PosternTestCase):
             if data:
                 got = data
                 break
-            if time.monotonic() - t0 > 8:
-                break
         took = time.monotonic() - t0
         self.assertIsNotNone(got, "no reply while dripping a command")
         self.assertTrue(got.startswith(b"421 4.4.2"), got)
-        self.assertLess(took, 4)
+        self.assertGreater(took, 1.5)
 
     def test_data_dripped(self):
         """One byte every second keeps each block in time, but the whole
@@ -206,7 +211,9 @@ class TimeoutTest(PosternTestCase):
         t0 = time.monotonic()
         got = b""
         text = message()
-        for i in range(12):
+        # up to 30 bytes (30 s): data_timeout (4 s) ends it long before,
+        # and without it no deadline would while bytes keep coming
+        for i in range(30):
             try:
                 c.send(text[i:i + 1])
             except OSError:
@@ -217,7 +224,6 @@ class TimeoutTest(PosternTestCase):
         took = time.monotonic() - t0
         self.assertTrue(got.startswith(b"421 4.4.2"), got)
         self.assertGreater(took, 3)
-        self.assertLess(took, 7)
         self.assertEqual(p.spool_files("incoming"), [])
 
     def test_data_block(self):
@@ -228,25 +234,31 @@ class TimeoutTest(PosternTestCase):
         c.cmd("DATA", 354)
         c.send(b"Subject: x\r\n\r\npartial")
         t0 = time.monotonic()
-        self.assertReply(c.reply(timeout=10), 421, "4.4.2")
-        self.assertLess(time.monotonic() - t0, 4)
-        self.assertTrue(c.closed(5))
+        self.assertReply(c.reply(timeout=60), 421, "4.4.2")
+        self.assertGreater(time.monotonic() - t0, 1.5)
+        self.assertTrue(c.closed(30))
 
 
 class SlowlorisTest(PosternTestCase):
     CROWD = 40
+    DEADLINE = 10       # s: command_timeout and data_timeout for the crowd
 
     def test_crowd(self):
         """A crowd of dripping clients from 127.0.0.2: at most
         sessions_per_ip of them get a session, every one of those is
         disconnected by the deadlines, and normal clients from 127.0.0.1
-        complete transactions meanwhile with small latency."""
+        complete transactions meanwhile: all of them while the crowd still
+        holds its sessions (a server that a dripping client held up would
+        serve them only once the deadlines had freed it). Orders, not
+        latencies, so a loaded machine cannot fail it: the normal clients
+        have the crowd's whole deadline."""
         p = self.postern({"limits": {"sessions_per_ip": 10,
-                                     "command_timeout": 3,
-                                     "data_block_timeout": 2,
-                                     "data_timeout": 3}})
-        stop = time.monotonic() + 20
-        results = {"greeted": 0, "refused": 0, "ended": []}
+                                     "command_timeout": self.DEADLINE,
+                                     "data_block_timeout": self.DEADLINE - 2,
+                                     "data_timeout": self.DEADLINE}})
+        # only reached if postern never ends a crowd session
+        stop = time.monotonic() + 6 * self.DEADLINE
+        results = {"greeted": 0, "refused": 0, "held": []}
         lock = threading.Lock()
 
         def loris(i):
@@ -257,6 +269,8 @@ class SlowlorisTest(PosternTestCase):
             except OSError:
                 return
             t0 = time.monotonic()
+            by_postern = False
+            first = b""
             try:
                 first = s.recv(512)
                 with lock:
@@ -276,21 +290,32 @@ class SlowlorisTest(PosternTestCase):
                         s.sendall(b"X")
                         data = s.recv(4096)
                         if data == b"" or b"421" in data:
+                            by_postern = True
                             break
                     except socket.timeout:
                         continue
                     except OSError:
+                        by_postern = True
                         break
             finally:
                 with lock:
-                    results["ended"].append(time.monotonic() - t0)
+                    if first.startswith(b"220"):
+                        results["held"].append((time.monotonic() - t0,
+                                                by_postern))
                 s.close()
 
         threads = [threading.Thread(target=loris, args=(i,))
                    for i in range(self.CROWD)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        # the crowd has its sessions (and its refusals) first
+        deadline = time.monotonic() + 30
+        while True:
+            with lock:
+                answered = results["greeted"] + results["refused"]
+            if answered == self.CROWD or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         latencies = []
         for i in range(10):
             t0 = time.monotonic()
@@ -302,18 +327,26 @@ class SlowlorisTest(PosternTestCase):
             c.expect(250, "2.0.0")
             c.quit()
             latencies.append(time.monotonic() - t0)
+        with lock:
+            held_then = results["greeted"] - len(results["held"])
         for t in threads:
-            t.join(30)
+            t.join(30 + 6 * self.DEADLINE)
         print("\nslowloris: %d of %d crowd sessions greeted, %d refused, "
               "longest held %.1f s; 10 normal transactions max %.0f ms"
               % (results["greeted"], self.CROWD, results["refused"],
-                 max(results["ended"]), max(latencies) * 1e3))
+                 max((h for h, _ in results["held"]), default=0),
+                 max(latencies) * 1e3))
         self.assertFalse(any(t.is_alive() for t in threads))
-        self.assertLessEqual(results["greeted"], 10)
         self.assertEqual(results["greeted"] + results["refused"], self.CROWD)
-        # every crowd session was ended by postern long before `stop`
-        self.assertLess(max(results["ended"]), 8, results["ended"])
-        self.assertLess(max(latencies), 1.0, latencies)
+        self.assertLessEqual(results["greeted"], 10)
+        self.assertGreater(results["greeted"], 0)
+        # the normal clients were served while the whole crowd was held
+        self.assertEqual(held_then, results["greeted"],
+                         "crowd sessions ended before the normal clients "
+                         "were done")
+        # every crowd session was ended by postern (421 or close), none
+        # by the test giving up
+        self.assertTrue(all(b for _, b in results["held"]), results["held"])
         p.wait_for_maildir(10)
 
 
