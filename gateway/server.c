@@ -186,6 +186,22 @@ listener_new(struct pst_server *srv, const struct pst_listener_conf *lc,
     return l;
 }
 
+/*
+ * close_back - what sessions use closes once the last of them has gone
+ * (stopping): the queue (control, manager, spool) and the filter
+ * runtime, since no session is left to resume.
+ */
+static void
+close_back(struct pst_server *srv)
+{
+    if (srv->queue)
+        pst_queue_close(srv->queue);
+    srv->queue = NULL;
+    srv->spool = NULL;
+    pst_frt_close(srv->frt);
+    srv->frt = NULL;
+}
+
 static void
 server_stop(struct pst_server *srv, const char *why)
 {
@@ -214,14 +230,8 @@ server_stop(struct pst_server *srv, const char *why)
         pst_auth_close(srv->auth);
         srv->auth = NULL;
     }
-    if (srv->nsessions == 0) {
-        if (srv->queue)
-            pst_queue_close(srv->queue);
-        srv->queue = NULL;
-        srv->spool = NULL;
-        pst_frt_close(srv->frt);    /* no session is left to resume */
-        srv->frt = NULL;
-    }
+    if (srv->nsessions == 0)
+        close_back(srv);
 }
 
 /* Once a second: tell the metrics endpoint the loop is alive. */
@@ -530,14 +540,8 @@ pst_server_session_gone(struct pst_server *srv)
         return;
     }
     /* when stopping, the spool closes once the last session has gone */
-    if (srv->stopping && srv->nsessions == 0) {
-        if (srv->queue)
-            pst_queue_close(srv->queue);
-        srv->queue = NULL;
-        srv->spool = NULL;
-        pst_frt_close(srv->frt);    /* no session is left to resume */
-        srv->frt = NULL;
-    }
+    if (srv->stopping && srv->nsessions == 0)
+        close_back(srv);
 }
 
 int
