@@ -92,6 +92,9 @@ struct pst_tls_conf {
     char *min_version;              /* "TLSv1.2" (default) or "TLSv1.3" */
     char *ciphers;                  /* TLS 1.2 cipher list */
     char *ciphersuites;             /* TLS 1.3 suites */
+    bool session_tickets;           /* resumption by tickets (default on) */
+    unsigned session_timeout;       /* seconds a session can be resumed;
+                                       ticket keys rotate as often */
 };
 
 struct pst_auth_conf {

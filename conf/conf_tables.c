@@ -536,6 +536,10 @@ static const struct pst__directive tls_table[] = {
     WORD("min_version", pst_tls_conf, min_version, "TLSv1.2", tls_versions),
     STR("ciphers", pst_tls_conf, ciphers, NULL, 0, NULL),
     STR("ciphersuites", pst_tls_conf, ciphersuites, NULL, 0, NULL),
+    BOOL("session_tickets", pst_tls_conf, session_tickets, true),
+    /* RFC 8446 4.6.1: a ticket lives seven days at most */
+    UINT("session_timeout", pst_tls_conf, session_timeout, 3600, 60,
+         7 * DAY),
     END,
 };
 

@@ -64,9 +64,12 @@ pst_gen_unref(struct pst_gen *g)
 }
 
 /* gen_new - what conf builds in the gateway: the relay policy (it reads
- * the recipient files) and the TLS certificates. NULL with err filled. */
+ * the recipient files) and the TLS certificates (tickets sealed with the
+ * process's keys k, the same in every generation). NULL with err
+ * filled. */
 static struct pst_gen *
-gen_new(struct pst_conf *conf, unsigned number, struct pst_err *err)
+gen_new(struct pst_conf *conf, unsigned number, struct pst_tls_tickets *k,
+        struct pst_err *err)
 {
     struct pst_gen *g = pst_xcalloc(1, sizeof(*g));
     g->refs = 1;
@@ -74,7 +77,7 @@ gen_new(struct pst_conf *conf, unsigned number, struct pst_err *err)
     g->conf = pst_conf_ref(conf);
     if (pst_policy_new(&g->policy, conf, err) < 0 ||
         (conf->tls.ncerts > 0 &&
-         pst_tls_ctx_new(&g->tls, &conf->tls, err) < 0)) {
+         pst_tls_ctx_new(&g->tls, &conf->tls, k, err) < 0)) {
         pst_gen_unref(g);
         return NULL;
     }
@@ -451,7 +454,7 @@ server_reload(struct pst_server *srv)
              srv->gen->number);
     struct pst_conf *c = pst_conf_load(path, &err);
     if (c != NULL) {
-        g = gen_new(c, srv->gen->number + 1, &err);
+        g = gen_new(c, srv->gen->number + 1, srv->tickets, &err);
         pst_conf_unref(c);
     }
     if (g != NULL) {
@@ -567,10 +570,12 @@ pst_server_run(struct pst_conf *conf)
         pst_err_free(&err);
         return 1;
     }
-    srv.gen = gen_new(conf, 1, &err);
+    srv.tickets = pst_tls_tickets_new();
+    srv.gen = gen_new(conf, 1, srv.tickets, &err);
     if (srv.gen == NULL) {
         pst_err("event=fatal op=config error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
+        pst_tls_tickets_free(srv.tickets);
         return 1;
     }
     srv.ipcount = pst_ipcount_new(conf->limits.ipv6_prefix);
@@ -581,6 +586,7 @@ pst_server_run(struct pst_conf *conf)
         pst_err("event=fatal op=auth error=\"%s\"", pst_err_first(&err));
         pst_err_free(&err);
         pst_gen_unref(srv.gen);
+        pst_tls_tickets_free(srv.tickets);
         pst_ipcount_free(srv.ipcount);
         pst_strmap_free(srv.by_id, NULL);
         return 1;
@@ -685,6 +691,7 @@ pst_server_run(struct pst_conf *conf)
     pst_mhttp_stop(srv.mhttp);
     free(srv.listeners);
     pst_gen_unref(srv.gen);
+    pst_tls_tickets_free(srv.tickets);  /* after the last generation */
     pst_ipcount_free(srv.ipcount);
     pst_strmap_free(srv.by_id, NULL);
     pst_info("event=stopped status=%d", status);
@@ -698,6 +705,7 @@ early_fail:
     uv_run(srv.loop, UV_RUN_DEFAULT);
     uv_loop_close(srv.loop);
     pst_gen_unref(srv.gen);
+    pst_tls_tickets_free(srv.tickets);
     pst_ipcount_free(srv.ipcount);
     pst_strmap_free(srv.by_id, NULL);
     return 1;

@@ -31,6 +31,7 @@ struct pst_dns;
 struct pst_policy;
 struct pst_ipcount;
 struct pst_tls_ctx;
+struct pst_tls_tickets;
 struct pst_auth;
 struct pst_strmap;
 struct pst_metric;
@@ -60,6 +61,7 @@ struct pst_listener {
 struct pst_server {
     uv_loop_t *loop;
     struct pst_gen *gen;            /* the current generation (one ref) */
+    struct pst_tls_tickets *tickets; /* TLS ticket keys: every generation's */
     struct pst_queue *queue;        /* spool, queue manager, control */
     struct pst_spool *spool;        /* the queue's: receives messages */
     struct pst_frt *frt;            /* filter worker pool (filters/chain.h) */

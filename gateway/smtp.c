@@ -512,11 +512,14 @@ tls_established(struct pst_session *s)
     snprintf(desc, sizeof(desc), "using %s with cipher %s (%d/%d bits)",
              pst_tls_version(s->tls), pst_tls_cipher(s->tls), bits, bits);
     s->tls_desc = pst_xstrdup(desc);
+    bool resumed = pst_tls_resumed(s->tls);
     char q[300];
-    SLOG(PST_LOG_INFO, s, "event=tls version=%s cipher=%s bits=%d sni=%s",
+    SLOG(PST_LOG_INFO, s,
+         "event=tls version=%s cipher=%s bits=%d sni=%s resumed=%s",
          pst_tls_version(s->tls), pst_tls_cipher(s->tls), bits,
-         sni ? pst_log_quote(q, sizeof(q), sni, strlen(sni)) : "-");
-    pst_stats_tls(true);
+         sni ? pst_log_quote(q, sizeof(q), sni, strlen(sni)) : "-",
+         resumed ? "yes" : "no");
+    pst_stats_tls(true, resumed);
     pst__smtp_state(s, ST_CMD);
     pst__tx_free(s);
     pst__bdat_refuse_end(s);
@@ -548,7 +551,7 @@ tls_handshake_step(struct pst_session *s)
         char e[256];
         SLOG(PST_LOG_INFO, s, "event=tls_error op=handshake error=\"%s\"",
              pst_tls_error(e, sizeof(e)));
-        pst_stats_tls(false);
+        pst_stats_tls(false, false);
         s->quitting = true;         /* close once the alert is out */
         if (s->out_inflight == 0)
             session_close(s, "TLS handshake failed");

@@ -63,15 +63,22 @@ pst_stats_proxy(const char *result)
 }
 
 void
-pst_stats_tls(bool ok)
+pst_stats_tls(bool ok, bool resumed)
 {
-    static struct pst_metric *m[2];
+    static struct pst_metric *m[2], *r;
     if (m[ok] == NULL)
         m[ok] = pst_metric_counter("postern_tls_handshakes_total",
                                    "TLS handshakes with SMTP clients, by "
                                    "result.",
                                    "result", ok ? "ok" : "failed", NULL);
+    if (r == NULL)
+        r = pst_metric_counter("postern_tls_resumed_total",
+                               "TLS handshakes with SMTP clients that "
+                               "resumed a session (of result ok).",
+                               NULL);
     pst_metric_add(m[ok], 1);
+    if (ok && resumed)
+        pst_metric_add(r, 1);
 }
 
 void

@@ -26,8 +26,9 @@ void pst_stats_listener(const char *address, unsigned port,
  * client ("proxied") or was the proxy's own ("local"), or the connection
  * was closed ("untrusted", "invalid", "timeout"). */
 void pst_stats_proxy(const char *result);
-/* pst_stats_tls - one TLS handshake ended (ok or failed). */
-void pst_stats_tls(bool ok);
+/* pst_stats_tls - one TLS handshake ended (ok or failed); resumed: it
+ * resumed an earlier session. */
+void pst_stats_tls(bool ok, bool resumed);
 /* pst_stats_auth - one AUTH exchange ended (success or failure). */
 void pst_stats_auth(bool ok);
 /* pst_stats_message - the outcome of one message after its data; reason

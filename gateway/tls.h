@@ -16,6 +16,16 @@
  * being the default and the others chosen by the SNI name the client
  * sends (matched against each certificate's names, wildcards included).
  *
+ * Resumption (RFC 5077 tickets in TLS 1.2, RFC 8446 4.6.1 in TLS 1.3):
+ * stateless tickets only, no server-side session cache, so memory does
+ * not grow with the clients. The ticket keys are the process's (struct
+ * pst_tls_tickets: random, never written anywhere) and shared by every
+ * generation's contexts, so a ticket issued before a SIGHUP reload
+ * resumes after it. A key encrypts tickets for tls.session_timeout
+ * seconds, then the next one takes over and it only decrypts, for as long
+ * again: a ticket is good for its whole lifetime, and no key opens one
+ * after twice that.
+ *
  * Threads: everything here runs on the loop thread. Memory: a session's
  * BIOs hold at most what the session feeds (it stops reading above
  * PST_TLS_IN_MAX pending) and what it has not yet taken.
@@ -23,7 +33,9 @@
 #ifndef PST_GATEWAY_TLS_H
 #define PST_GATEWAY_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "conf/conf.h"
@@ -32,10 +44,21 @@
 
 struct pst_tls_ctx;
 struct pst_tls;
+struct pst_tls_tickets;
 
-/* pst_tls_ctx_new - load every certificate pair of c; errors into err. */
+/* pst_tls_tickets_new - the process's ticket keys (the first is made on
+ * first use); they must outlive every context made with them. */
+struct pst_tls_tickets *pst_tls_tickets_new(void);
+void pst_tls_tickets_free(struct pst_tls_tickets *k);
+/* pst__tls_tickets_clock - tests: the clock (seconds) keys age by;
+ * default CLOCK_MONOTONIC. */
+void pst__tls_tickets_clock(struct pst_tls_tickets *k,
+                            uint64_t (*now)(void *), void *arg);
+
+/* pst_tls_ctx_new - load every certificate pair of c; tickets sealed with
+ * k (which c->session_tickets may leave unused); errors into err. */
 int pst_tls_ctx_new(struct pst_tls_ctx **out, const struct pst_tls_conf *c,
-                    struct pst_err *err);
+                    struct pst_tls_tickets *k, struct pst_err *err);
 void pst_tls_ctx_free(struct pst_tls_ctx *x);
 
 /* pst_tls_new - a server-side TLS state for one session. */
@@ -69,6 +92,8 @@ const char *pst_tls_version(const struct pst_tls *t);
 const char *pst_tls_cipher(const struct pst_tls *t);
 int pst_tls_bits(const struct pst_tls *t);
 const char *pst_tls_sni(const struct pst_tls *t);
+/* pst_tls_resumed - the handshake resumed an earlier session (a ticket). */
+bool pst_tls_resumed(const struct pst_tls *t);
 /* pst_tls_error - the last OpenSSL error as text (for logs), into buf. */
 const char *pst_tls_error(char *buf, size_t n);
 
