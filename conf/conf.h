@@ -169,6 +169,8 @@ struct pst_delivery_conf {
     char *tls_ca_file;              /* verify: CA bundle (PEM) */
     char *tls_cert_file;            /* client certificate, optional */
     char *tls_key_file;
+    unsigned tls_session_cache;     /* sessions kept to resume; 0: none */
+    unsigned tls_session_timeout;   /* seconds one is kept at most */
     enum pst_8bit eight_bit;
     unsigned connect_timeout;       /* RFC 5321 4.5.3.2 client timeouts */
     unsigned greeting_timeout;

@@ -630,6 +630,10 @@ static const struct pst__directive delivery_table[] = {
     PATH("tls_ca_file", pst_delivery_conf, tls_ca_file, NULL, PST__F_EXISTS),
     PATH("tls_cert", pst_delivery_conf, tls_cert_file, NULL, PST__F_EXISTS),
     PATH("tls_key", pst_delivery_conf, tls_key_file, NULL, PST__F_EXISTS),
+    UINT("tls_session_cache", pst_delivery_conf, tls_session_cache, 1000, 0,
+         1000000),
+    UINT("tls_session_timeout", pst_delivery_conf, tls_session_timeout, 3600,
+         60, 7 * DAY),
     ENUM("eight_bit", pst_delivery_conf, eight_bit, PST_8BIT_CONVERT,
          eight_bit_words),
     /* RFC 5321 4.5.3.2 minimums */

@@ -40,6 +40,7 @@
 #include "core/util.h"
 #include "queue/smtp_client.h"
 #include "queue/spool_int.h"
+#include "queue/tls_sessions.h"
 #include "core/pool.h"
 
 #define MAX_CANDIDATES 64
@@ -151,6 +152,7 @@ struct pst_deliver {
     const struct pst_conf *conf;
     struct pst_dns *dns;
     SSL_CTX *ssl;
+    struct pst_tls_sessions *sessions; /* to resume; NULL: cache off */
     LIST_HEAD(, dest) dests;
     LIST_HEAD(, req) reqs;
     pst_deliver_submit submit;
@@ -976,6 +978,7 @@ dest_get(struct pst_deliver *d, const struct pst_route_conf *rc,
     if (ds->path != NULL && ds->kind != D_MAILDIR)
         ds->o.tls = PST_DTLS_NONE;      /* a local socket */
     ds->o.ssl_ctx = d->ssl;
+    ds->o.sessions = d->sessions;
     if (rc && rc->auth_user) {
         ds->o.auth_user = rc->auth_user;
         ds->o.auth_password = rc->auth_password;
@@ -1167,6 +1170,8 @@ client_ctx(const struct pst_delivery_conf *dc, struct pst_err *err)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     /* verification is judged after the handshake, by policy */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    pst_smtpc_ssl_ctx_init(ctx);    /* sessions go to the dest's cache */
+    SSL_CTX_set_timeout(ctx, (long)dc->tls_session_timeout);
     if (dc->tls_ca_file) {
         if (SSL_CTX_load_verify_locations(ctx, dc->tls_ca_file, NULL) != 1) {
             pst_err_add(err, NULL, 0, "delivery.tls_ca_file %s: cannot load",
@@ -1215,6 +1220,9 @@ pst_deliver_new(struct pst_deliver **dp, uv_loop_t *loop,
         rc = -EINVAL;
         goto fail;
     }
+    if (conf->delivery.tls_session_cache > 0)
+        d->sessions = pst_tls_sessions_new(conf->delivery.tls_session_cache,
+                                           conf->delivery.tls_session_timeout);
     ns = pst_xcalloc(conf->resolver.nnameservers + 1, sizeof(*ns));
     for (size_t i = 0; i < conf->resolver.nnameservers; i++)
         ns[i] = conf->resolver.nameservers[i].address;
@@ -1231,6 +1239,7 @@ fail:
     free(ns);
     if (d->ssl)
         SSL_CTX_free(d->ssl);
+    pst_tls_sessions_free(d->sessions);
     free(d);
     return rc;
 }
@@ -1312,6 +1321,8 @@ pst_deliver_free(struct pst_deliver *d)
     d->dns = NULL;
     SSL_CTX_free(d->ssl);
     d->ssl = NULL;
+    pst_tls_sessions_free(d->sessions);  /* connections closed: unused */
+    d->sessions = NULL;
     if (d->mjobs > 0) {
         d->zombie = true;
         return;

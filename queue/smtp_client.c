@@ -33,6 +33,13 @@
  * everything still open. Texts name the hop and the command:
  * "mx[1.2.3.4] said: 550 5.1.1 ... (in reply to RCPT TO)".
  *
+ * TLS sessions: a connection offers the session o->sessions holds for
+ * its server (key: "name[address]:port sni-name") and stores each one the
+ * server gives (OpenSSL's new-session callback, which for TLS 1.3 runs
+ * when a ticket arrives after the handshake); a session that fails to
+ * resume, or whose certificate then fails the verify policy, is dropped.
+ * After pst_smtpc_close nothing is stored: the cache may go first.
+ *
  * Limits: a reply line is cut at PST_SMTPC_LINE octets (the rest ignored);
  * a reply longer than reply_lines_max lines is a protocol error.
  */
@@ -51,10 +58,12 @@
 #include <sys/un.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/tbuf.h"
 #include "core/util.h"
 #include "queue/mime8.h"
+#include "queue/tls_sessions.h"
 #include "queue/wire.h"
 
 #define PST_SMTPC_LINE 2048
@@ -118,6 +127,10 @@ struct pst_smtpc {
     SSL *ssl;
     BIO *rbio, *wbio;
     bool tls_on;
+    bool tls_resumed;
+    bool tls_failed;                /* a TLS error: its session is dropped */
+    unsigned port;                  /* TCP: the server's */
+    char skey[600];                 /* peer, port, tls_name: its sessions */
 
     /* input */
     char in[PST_SMTPC_INMAX];
@@ -162,6 +175,7 @@ static void c_fail(struct pst_smtpc *c, enum pst_smtpc_res res,
                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void next_txn(struct pst_smtpc *c);
 static void body_more(struct pst_smtpc *c);
+static void tls_forget(struct pst_smtpc *c);
 
 /* ---- small helpers ---- */
 
@@ -235,6 +249,7 @@ flush(struct pst_smtpc *c)
                               (int)PST_MIN(c->out.len - off, 1u << 30));
             if (n <= 0) {
                 c->out.len = 0;
+                tls_forget(c);
                 c_fail(c, PST_SMTPC_TEMP, "TLS write to %s failed",
                        c->peer);
                 return;
@@ -287,8 +302,14 @@ on_closed(uv_handle_t *h)
     struct pst_smtpc *c = h->data;
     if (--c->open_handles > 0)
         return;
-    if (c->ssl)
+    if (c->ssl) {
+        /* SSL_free makes the session of a connection not shut down
+         * unresumable; one that ended without a TLS error stays good
+         * (SMTP ends with QUIT, rarely with close_notify) */
+        if (!c->tls_failed)
+            SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
         SSL_free(c->ssl);   /* frees the BIOs */
+    }
     pst_tbuf_free(&c->out);
     free(c->batch);
     free(c->retry);
@@ -553,6 +574,54 @@ after_ehlo(struct pst_smtpc *c)
     ready(c);
 }
 
+/* tls_count - one handshake done by the delivery client (metrics). */
+static void
+tls_count(bool resumed)
+{
+    static struct pst_metric *all, *res;
+    if (all == NULL) {
+        all = pst_metric_counter("postern_delivery_tls_handshakes_total",
+                                 "TLS handshakes done by the delivery "
+                                 "client.", NULL);
+        res = pst_metric_counter("postern_delivery_tls_resumed_total",
+                                 "TLS handshakes of the delivery client "
+                                 "that resumed a session.", NULL);
+    }
+    pst_metric_add(all, 1);
+    if (resumed)
+        pst_metric_add(res, 1);
+}
+
+/* on_new_session - OpenSSL has a session from the server (after the
+ * handshake in TLS 1.2, with each ticket in TLS 1.3): keep it for the
+ * next connection. 0: OpenSSL keeps no reference for us. */
+static int
+on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct pst_smtpc *c = SSL_get_app_data(ssl);
+    if (c != NULL && c->o->sessions != NULL && c->skey[0])
+        pst_tls_sessions_put(c->o->sessions, c->skey, sess);
+    return 0;
+}
+
+void
+pst_smtpc_ssl_ctx_init(SSL_CTX *ctx)
+{
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+                                            SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+}
+
+/* tls_forget - a TLS error: the server's session is not offered again
+ * (RFC 5246 7.2.2), the next connection starts a new one. */
+static void
+tls_forget(struct pst_smtpc *c)
+{
+    c->tls_failed = true;
+    if (c->o->sessions != NULL && c->skey[0])
+        pst_tls_sessions_drop(c->o->sessions, c->skey);
+}
+
 static bool
 tls_verify_ok(struct pst_smtpc *c, char *why, size_t n)
 {
@@ -578,14 +647,19 @@ handshake(struct pst_smtpc *c)
     if (rc == 1) {
         char why[200];
         c->tls_on = true;
+        c->tls_resumed = SSL_session_reused(c->ssl) == 1;
+        tls_count(c->tls_resumed);
         if (c->o->tls == PST_DTLS_VERIFY && !tls_verify_ok(c, why,
                                                             sizeof(why))) {
+            tls_forget(c);          /* judged again by a full handshake */
             c_fail(c, PST_SMTPC_TEMP, "4.7.5 certificate of %s not "
                    "trusted: %s", c->peer, why);
             return;
         }
-        pst_debug("event=tls_client peer=%s version=%s cipher=%s", c->peer,
-                  SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+        pst_debug("event=tls_client peer=%s version=%s cipher=%s "
+                  "resumed=%s", c->peer, SSL_get_version(c->ssl),
+                  SSL_get_cipher_name(c->ssl),
+                  c->tls_resumed ? "yes" : "no");
         send_ehlo(c);
         return;
     }
@@ -595,6 +669,7 @@ handshake(struct pst_smtpc *c)
     char err[160];
     ERR_error_string_n(ERR_get_error(), err, sizeof(err));
     ERR_clear_error();
+    tls_forget(c);
     c_fail(c, PST_SMTPC_TEMP, "4.7.5 TLS handshake with %s failed: %s",
            c->peer, err);
 }
@@ -609,6 +684,16 @@ start_tls(struct pst_smtpc *c)
     c->wbio = BIO_new(BIO_s_mem());
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
     SSL_set_connect_state(c->ssl);
+    SSL_set_app_data(c->ssl, c);
+    if (o->sessions != NULL && c->is_tcp) {
+        snprintf(c->skey, sizeof(c->skey), "%s:%u %s", c->peer, c->port,
+                 o->tls_name ? o->tls_name : "-");
+        SSL_SESSION *sess = pst_tls_sessions_get(o->sessions, c->skey);
+        if (sess != NULL) {
+            SSL_set_session(c->ssl, sess);
+            SSL_SESSION_free(sess);
+        }
+    }
     if (o->tls_name != NULL) {
         struct pst_ip ip;
         if (pst_ip_parse(&ip, o->tls_name) == 0) {
@@ -1270,6 +1355,8 @@ tls_input(struct pst_smtpc *c, const char *p, size_t n)
         flush_wbio(c);
         if (e == SSL_ERROR_WANT_READ)
             break;
+        if (e != SSL_ERROR_ZERO_RETURN)     /* not a close_notify */
+            tls_forget(c);
         c_fail(c, PST_SMTPC_TEMP, "TLS error with %s", c->peer);
         return;
     }
@@ -1379,6 +1466,9 @@ pst_smtpc_open(uv_loop_t *loop, const struct pst_smtpc_opts *o,
         pst_ip_from_sockaddr(&ip, sa);
         snprintf(c->peer, sizeof(c->peer), "%s[%s]", peer,
                  pst_ip_str(&ip, ips, sizeof(ips)));
+        c->port = sa->sa_family == AF_INET
+                      ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+                      : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
         uv_tcp_init(loop, &c->h.tcp);
         c->h.handle.data = c;
         c->is_tcp = true;
@@ -1435,6 +1525,7 @@ pst_smtpc_close(struct pst_smtpc *c)
     c->sent_cb = NULL;
     c->gone_cb = NULL;
     c->m = NULL;
+    c->ov.sessions = NULL;          /* may be freed before the QUIT ends */
     if (c->st == S_DEAD)
         return;
     if (c->st == S_READY && !c->broken) {
@@ -1451,4 +1542,10 @@ bool
 pst_smtpc_tls(const struct pst_smtpc *c)
 {
     return c->tls_on;
+}
+
+bool
+pst_smtpc_tls_resumed(const struct pst_smtpc *c)
+{
+    return c->tls_resumed;
 }

@@ -33,6 +33,8 @@
 
 #define PST_SMTPC_TEXT 256
 
+struct pst_tls_sessions;
+
 /* What one hop is: copied by the caller's destination, shared by all its
  * connections (the pointer must outlive them). */
 struct pst_smtpc_opts {
@@ -41,7 +43,10 @@ struct pst_smtpc_opts {
     enum pst_dtls tls;              /* resolved: never INHERIT */
     const char *tls_name;           /* certificate name to check (verify)
                                        and SNI; NULL: no SNI, IP check */
-    SSL_CTX *ssl_ctx;               /* NULL: tls must be none */
+    SSL_CTX *ssl_ctx;               /* NULL: tls must be none; set up
+                                       by pst_smtpc_ssl_ctx_init */
+    struct pst_tls_sessions *sessions; /* sessions to resume (queue/
+                                       tls_sessions.h); NULL: none */
     const char *auth_user;          /* NULL: no AUTH */
     const char *auth_password;
     bool auth_plaintext;
@@ -122,5 +127,13 @@ void pst_smtpc_on_gone(struct pst_smtpc *c, pst_smtpc_gone_cb cb, void *arg);
 void pst_smtpc_close(struct pst_smtpc *c);
 /* pst_smtpc_tls - the connection is encrypted (for logs and tests). */
 bool pst_smtpc_tls(const struct pst_smtpc *c);
+/* pst_smtpc_tls_resumed - its TLS session was resumed, not new. */
+bool pst_smtpc_tls_resumed(const struct pst_smtpc *c);
+/*
+ * pst_smtpc_ssl_ctx_init - what the engine needs of a client SSL_CTX: the
+ * sessions the servers give are handed to the connection's
+ * o->sessions (OpenSSL keeps none itself). Call once per context.
+ */
+void pst_smtpc_ssl_ctx_init(SSL_CTX *ctx);
 
 #endif

@@ -1013,6 +1013,7 @@ class Session:
         self.commands = []          # every command line (bytes, no CRLF)
         self.transactions = []
         self.tls = False
+        self.tls_resumed = False    # the client resumed a TLS session
         self.closed = False
 
 
@@ -1359,6 +1360,7 @@ class FakeDownstream:
                 if reply and reply[:1] == "2":
                     io.start_tls(self.tls_context)
                     s.tls = True
+                    s.tls_resumed = io.sock.session_reused
                     s.helo = None
                     t = None
             else:

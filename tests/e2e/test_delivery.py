@@ -18,6 +18,7 @@ import time
 import unittest
 
 import harness
+import prom
 from harness import PosternTestCase, message
 
 FAST = {"retry_min": 1, "retry_max": 2, "dead_host_backoff": 1,
@@ -568,6 +569,44 @@ class Tls(PosternTestCase):
         send(p, ["a@dest.test"])
         [t] = ds.wait_for_transactions(1, timeout=15)
         self.assertTrue(t.session.tls)
+
+    def resumption_run(self, ds, name, **delivery):
+        """Three messages, one at a time, each on its own connection to
+        ds under tls = verify; the downstream's view of each TLS session
+        (resumed or not) and postern's delivery TLS metrics."""
+        mport = harness.free_port()
+        p = self.postern({
+            "queue": {"directory": os.path.join(self.tmp, name)},
+            "metrics": {"enabled": True, "port": mport},
+            "delivery": dict(FAST, messages_per_connection=1,
+                             tls_ca_file=self.ca[0], routes=[
+                                 {"domain": "dest.test",
+                                  "route": ds.route(), "tls": "verify",
+                                  "tls_name": "mx.dest.test"}],
+                             **delivery)})
+        for i in range(3):
+            send(p, ["r%d@dest.test" % i])
+            ds.wait_for_transactions(i + 1, timeout=15)
+        tls = [s for s in ds.sessions if s.tls and s.transactions]
+        self.assertEqual(len(tls), 3)
+        m = prom.scrape(mport)
+        p.stop()
+        return ([s.tls_resumed for s in tls],
+                m.get("postern_delivery_tls_handshakes_total"),
+                m.get("postern_delivery_tls_resumed_total"))
+
+    def test_next_connection_resumes_the_session(self):
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            self.ctx.minimum_version = self.ctx.maximum_version = version
+            ds = self.tls_downstream()
+            self.assertEqual(self.resumption_run(ds, version.name),
+                             ([False, True, True], 3, 2), version)
+
+    def test_session_cache_off(self):
+        ds = self.tls_downstream()
+        self.assertEqual(self.resumption_run(ds, "spool",
+                                             tls_session_cache=0),
+                         ([False, False, False], 3, 0))
 
     def test_verify_wrong_name_defers(self):
         ds = self.tls_downstream()
