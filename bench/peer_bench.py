@@ -226,11 +226,9 @@ class Postern:
         self.bin = os.path.abspath(os.path.join(build, "bin", "postern"))
         self.proc = None
 
-    def start(self, tmp, sink_port):
-        self.port = free_port()
-        conf = os.path.join(tmp, "postern.conf")
-        with open(conf, "w") as f:
-            f.write("""hostname = "bench.test";
+    def config(self, tmp, sink_port):
+        """The config file (tls_bench.py adds a tls section)."""
+        return """hostname = "bench.test";
 %s
 listeners = ( { address = "127.0.0.1"; port = %d; } );
 limits = { sessions = 4000; sessions_per_ip = 4000; };
@@ -239,7 +237,13 @@ queue = { directory = "%s/spool"; };
 delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
              destination_concurrency = 20; };
 logging = { level = "info"; };
-""" % (user_line(), self.port, tmp, sink_port))
+""" % (user_line(), self.port, tmp, sink_port)
+
+    def start(self, tmp, sink_port):
+        self.port = free_port()
+        conf = os.path.join(tmp, "postern.conf")
+        with open(conf, "w") as f:
+            f.write(self.config(tmp, sink_port))
         os.chmod(tmp, 0o755)
         self.log = open(os.path.join(tmp, "postern.log"), "wb")
         self.proc = subprocess.Popen([self.bin, "-c", conf],
