@@ -29,11 +29,7 @@ CERTS = None
 
 def setUpModule():
     global CERTS
-    CERTS = make_certs()
-    # a reload reads them as postern's user (after the privilege drop)
-    os.chmod(CERTS, 0o755)
-    for name in os.listdir(CERTS):
-        os.chmod(os.path.join(CERTS, name), 0o644)
+    CERTS = make_certs(readable=True)   # a reload reads them too
 
 
 def tearDownModule():
