@@ -17,10 +17,11 @@
  * runs asynchronously; meanwhile the session stops reading and processing,
  * and resumes with whatever the client pipelined behind the message.
  *
- * Bounds: the input buffer is PST_IN_SMALL between messages (a command
- * line is at most PST_LINE_MAX_ANY) and PST_IN_CAP while text streams
- * (DATA never accumulates: it streams to the spool), back to small once
- * what it holds fits; the decoded-output scratch (PST_SCRATCH) exists only
+ * Bounds: the input buffer is none while nothing is buffered between
+ * messages (an idle session holds no input buffer), PST_IN_SMALL while a
+ * command line is incomplete (at most PST_LINE_MAX_ANY) and PST_IN_CAP
+ * while text streams (DATA never accumulates: it streams to the spool),
+ * back to small or none once what it holds fits; the decoded-output scratch (PST_SCRATCH) exists only
  * while a message is open. Replies: no command is taken while the replies
  * in flight and those not yet written reach PST_OUT_HIGH, checked before
  * each command, so they never exceed it by more than one command's
@@ -418,6 +419,10 @@ in_want(const struct pst_session *s)
     return pst__smtp_streaming(s) ? PST_IN_CAP : PST_IN_SMALL;
 }
 
+/* An idle session holds no input buffer: s->in points here (empty,
+ * in_cap 0) until the next read allocates one (on_alloc). */
+static char in_none[1];
+
 /*
  * in_fit - size the input buffer for the state: grown while text streams,
  * small again once what it holds fits. A new buffer each time (not
@@ -432,9 +437,27 @@ in_fit(struct pst_session *s)
         return;
     char *in = pst_xmalloc(want);
     memcpy(in, s->in, s->in_len);
-    free(s->in);
+    if (s->in != in_none)
+        free(s->in);
     s->in = in;
     s->in_cap = want;
+}
+
+/* in_settle - after a pass over the input: none left and no text
+ * streaming, the buffer goes (a greeted session waiting for its client
+ * costs its struct and handles, not 4 KiB more; the next read, or
+ * tls_fill, allocates it again); else in_fit. */
+static void
+in_settle(struct pst_session *s)
+{
+    if (s->in_len == 0 && !pst__smtp_streaming(s)) {
+        if (s->in != in_none)
+            free(s->in);
+        s->in = in_none;
+        s->in_cap = 0;
+        return;
+    }
+    in_fit(s);
 }
 
 /* Read only when the input can be used: not while a commit is in flight,
@@ -620,7 +643,7 @@ pst__smtp_process(struct pst_session *s)
         s->in_len -= s->in_pos;
         s->in_pos = 0;
     }
-    in_fit(s);
+    in_settle(s);
     flush(s);
     if (s->closing)
         return;
@@ -706,7 +729,8 @@ pst__smtp_free(struct pst_session *s)
     pst_envelope_free(&s->facts);
     free(s->auth_login);
     pst_tbuf_free(&s->out);
-    free(s->in);
+    if (s->in != in_none)
+        free(s->in);
     free(s->helo);
     free(s->client_name);
     free(s->ptr_name);
@@ -928,8 +952,8 @@ pst_session_accept(struct pst_listener *l)
     s->conf = s->gen->conf;
     s->lc = l->lc;
     s->id = srv->id_base + srv->id_next++;
-    s->in = pst_xmalloc(PST_IN_SMALL);
-    s->in_cap = PST_IN_SMALL;
+    s->in = in_none;                /* allocated by the first read */
+    s->in_cap = 0;
     pst_tbuf_init(&s->out);
     pst_envelope_init(&s->facts);
     s->st = ST_CMD;

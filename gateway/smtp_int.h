@@ -186,7 +186,8 @@ struct pst_session {
                                        the last accepted message */
     uint64_t log_suppressed;        /* and those past the budget */
 
-    char *in;                       /* in_cap: PST_IN_SMALL or PST_IN_CAP */
+    char *in;                       /* in_cap: PST_IN_SMALL or PST_IN_CAP,
+                                       or 0 with nothing buffered */
     size_t in_pos, in_len, in_cap;
     bool skip_line;                 /* discarding an overlong command */
     struct pst_tbuf out;            /* replies not yet written */

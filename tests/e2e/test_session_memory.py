@@ -2,9 +2,11 @@
 its replies costs: postern's resident memory (VmRSS) under 40 such
 clients, each sending 64 KiB of `EHLO x` lines per round for several
 rounds, must stay within the per-session bound docs/ARCHITECTURE.md gives;
-and the sessions keep serving once their clients read again."""
+and the sessions keep serving once their clients read again. Sessions left
+idle after a burst, and sessions idle after EHLO, stay small."""
 
 import os
+import resource
 import select
 import socket
 import sys
@@ -194,6 +196,67 @@ class IdleAfterBurstTest(PosternTestCase):
         for c in clients:
             c.cmd("NOOP", 250, "2.0.0")
         self.p.wait_for_delivered(self.SESSIONS + 1, timeout=60)
+
+
+class IdleSessionsTest(PosternTestCase):
+    """An idle session holds no input buffer: SESSIONS clients are greeted,
+    say EHLO, read the reply and stay silent. docs/ARCHITECTURE.md: 2.7 KiB
+    each (its struct with the libuv handles, the names it keeps); when each
+    kept its 4 KiB input buffer between commands it was 6.7 KiB, above
+    IDLE_KIB."""
+    SESSIONS = 1500
+    IDLE_KIB = 4.5
+    postern_overrides = {"limits": {"sessions": SESSIONS + 10,
+                                    "sessions_per_ip": SESSIONS + 10}}
+
+    def setUp(self):
+        super().setUp()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = self.SESSIONS + 200
+        self.assertGreaterEqual(hard, want, "RLIMIT_NOFILE's hard limit")
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE,
+                            (soft, hard))
+        self.p = self.postern(env=allocator_env())
+
+    def reply(self, s):
+        got = b""
+        while not (got.endswith(b"\r\n") and
+                   got.split(b"\r\n")[-2][3:4] == b" "):
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, "closed after %r" % got)
+            got += chunk
+        return got
+
+    def test_idle_sessions_hold_no_input_buffer(self):
+        pid = self.p.pid
+        # one session first: what the allocator keeps from then on is not
+        # the idle sessions' cost
+        with self.p.session() as c:
+            c.cmd("EHLO warm.test", 250)
+            c.quit()
+        base = vm_kib(pid, "VmRSS")
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        deadline = time.monotonic() + 120
+        for _ in range(self.SESSIONS):
+            self.assertLess(time.monotonic(), deadline, "%d sessions "
+                            "greeted in 120 s" % len(socks))
+            s = socket.create_connection((self.p.host, self.p.listen_port),
+                                         timeout=20)
+            socks.append(s)
+            self.assertTrue(self.reply(s).startswith(b"220 "))
+            s.sendall(b"EHLO idle.test\r\n")
+            self.assertTrue(self.reply(s).startswith(b"250"))
+        grown = vm_kib(pid, "VmRSS") - base
+        sys.stderr.write("%d idle sessions: VmRSS +%d KiB (%.1f KiB per "
+                         "session)\n" % (self.SESSIONS, grown,
+                                          grown / self.SESSIONS))
+        self.assertLess(grown, self.SESSIONS * self.IDLE_KIB,
+                        "%.1f KiB per idle session" % (grown / self.SESSIONS))
+        socks[0].sendall(b"NOOP\r\n")         # they still answer
+        self.assertTrue(self.reply(socks[0]).startswith(b"250 2.0.0"))
 
 
 if __name__ == "__main__":
