@@ -200,9 +200,11 @@ struct pst_mime_parser {
     unsigned part_cap;
 
     /* the deepest part's header block */
-    struct pst_tbuf field;          /* the field being read */
+    struct pst_tbuf field;          /* the field being read, line ends
+                                       included */
     bool field_open;
     uint64_t field_off;
+    unsigned field_eol;             /* EOL_* of its last line */
     struct pst_hdr_field *fv;       /* finished fields of the block */
     unsigned nfv, fvcap;
     uint64_t block_bytes;
@@ -391,7 +393,7 @@ field_finish(struct pst_mime_parser *p)
     struct pst_mime_part *part = top(p)->part;
     struct pst__arena *a = p->msg->arena;
     const char *raw = p->field.p;
-    size_t n = p->field.len, i = 0, j;
+    size_t len = p->field.len, n = len - eol_len(p->field_eol), i = 0, j;
 
     if (!p->field_open)
         return;
@@ -406,8 +408,9 @@ field_finish(struct pst_mime_parser *p)
     }
     struct pst_hdr_field *f = &p->fv[p->nfv++];
     f->offset = p->field_off;
-    f->raw = ar_strndup(a, raw, n);
+    f->raw = ar_strndup(a, raw, len);
     f->raw_len = n;
+    f->len = len;
     f->name = ar_strndup(a, raw, i);
     /* Unfold: drop line ends, trim blanks around. */
     char *v = ar_alloc(a, n - j + 1);
@@ -912,8 +915,9 @@ header_line(struct pst_mime_parser *p, const uint8_t *s, size_t n,
             return HL_DONE;
         }
         if (header_budget(p, n + eol_len(eol))) {
-            pst_tbuf_add(&p->field, &"\r\n"[2 - p->prev_eol], p->prev_eol);
             pst_tbuf_add(&p->field, s, n);
+            pst_tbuf_add(&p->field, eol_bytes(eol), eol_len(eol));
+            p->field_eol = eol;
         }
         return HL_DONE;
     }
@@ -936,6 +940,8 @@ header_line(struct pst_mime_parser *p, const uint8_t *s, size_t n,
         if (header_budget(p, n + eol_len(eol))) {
             pst_tbuf_reset(&p->field);
             pst_tbuf_add(&p->field, s, n);
+            pst_tbuf_add(&p->field, eol_bytes(eol), eol_len(eol));
+            p->field_eol = eol;
             p->field_open = true;
             p->field_off = p->line_start;
         }

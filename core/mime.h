@@ -130,14 +130,18 @@ const char *pst_mime_flag_name(unsigned bit);
 struct pst_hdr_field {
     const char *name;               /* as written, NUL-terminated */
     const char *raw;                /* the field's octets from the name to
-                                       the end of its last line (that line
-                                       end excluded; folds kept) */
-    size_t raw_len;
+                                       the end of its last line (folds
+                                       kept), then that line's end */
+    size_t raw_len;                 /* octets of raw without the line end */
     const char *value;              /* unfolded: line ends removed, blanks
                                        around trimmed; may hold NUL */
     size_t value_len;
     const char *decoded;            /* UTF-8, encoded words decoded */
     uint64_t offset;                /* of raw in the stream */
+    size_t len;                     /* octets of raw with its line end: the
+                                       field is [offset, offset + len) of
+                                       the stream (len == raw_len when the
+                                       text ended in it) */
 };
 
 struct pst_mime_part {

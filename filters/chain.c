@@ -483,14 +483,39 @@ call_hook(struct pst_fsess *fs, struct pst_fctx *fc, bool *skip)
 static void
 on_deadline(uv_timer_t *t);
 
-/* What a phase needs before its first hook. */
+/* hdr_complete - the model's root header is complete: its blank line
+ * (or a line that is no field) came, or the parse is finished. */
+static bool
+hdr_complete(const struct pst_fsess *fs)
+{
+    return fs->mime != NULL ||
+           (fs->mp != NULL && pst_mime_headers_done(fs->mp));
+}
+
+/* finish_parse - all the text is in: the parse ends. */
+static void
+finish_parse(struct pst_fsess *fs)
+{
+    if (fs->mp != NULL) {
+        fs->mime = pst_mime_finish(fs->mp);
+        fs->mp = NULL;
+    }
+}
+
+/* What a phase needs before its first hook: the header view (at the end
+ * of the text, a header the text ended in is complete once the parse
+ * ends), the model. */
 static void
 enter_phase(struct pst_fsess *fs)
 {
-    if (fs->phase == PST_FP_HEADERS)
-        pst__view_build(fs);
+    if (fs->phase == PST_FP_HEADERS && !fs->view_built) {
+        if (!hdr_complete(fs))
+            finish_parse(fs);       /* PST_FP_EOM: the text is all in */
+        pst__view_build(fs, fs->mime ? fs->mime->root
+                                     : pst_mime_root(fs->mp));
+    }
     if (fs->phase == PST_FP_MESSAGE)
-        pst_fsess_msg_model(fs);
+        finish_parse(fs);
 }
 
 /*
@@ -743,14 +768,15 @@ pst_fsess_msg_begin(struct pst_fsess *fs, bool smtputf8)
         fs->fcs[i].state = sz ? pst_xcalloc(1, sz) : NULL;
         want_mime |= fs->ch->e[i].f->on_message != NULL;
     }
-    /* the MIME tree is built only when someone looks at it */
+    /* the header is parsed for every message (the view is its fields);
+     * the rest only when someone looks at the tree or the bodies */
     bool want_body = false;
     for (size_t i = 0; i < fs->ch->n; i++)
         want_body |= fs->ch->e[i].f->on_body != NULL;
     static const struct pst_mime_callbacks body_cb = {NULL, on_body, NULL};
-    if (want_mime || want_body)
-        fs->mp = pst_mime_parser_new(fs->mime_limits,
-                                     want_body ? &body_cb : NULL, fs);
+    fs->mime_full = want_mime || want_body;
+    fs->mp = pst_mime_parser_new(fs->mime_limits,
+                                 want_body ? &body_cb : NULL, fs);
 }
 
 void
@@ -762,10 +788,9 @@ pst_fsess_want_mime(struct pst_fsess *fs, bool on)
 const struct pst_msg *
 pst_fsess_msg_model(struct pst_fsess *fs)
 {
-    if (fs->mp != NULL) {
-        fs->mime = pst_mime_finish(fs->mp);
-        fs->mp = NULL;
-    }
+    if (!fs->mime_full)
+        return NULL;                /* the header only was parsed */
+    finish_parse(fs);
     return fs->mime;
 }
 
@@ -774,8 +799,7 @@ pst_fsess_msg_data(struct pst_fsess *fs, const void *p, size_t n)
 {
     if (!fs->in_msg)
         return;
-    pst__hdr_collect(fs, p, n);
-    if (fs->mp != NULL)
+    if (fs->mp != NULL && (fs->mime_full || !pst_mime_headers_done(fs->mp)))
         pst_mime_feed(fs->mp, p, n);
     fs->msg_bytes += n;
 }
@@ -813,7 +837,7 @@ pst_fsess_msg_end(struct pst_fsess *fs)
 bool
 pst_fsess_headers_ready(const struct pst_fsess *fs)
 {
-    if (!fs->in_msg || fs->hdr_ran || fs->pending || !fs->hdr_done ||
+    if (!fs->in_msg || fs->hdr_ran || fs->pending || !hdr_complete(fs) ||
         fs->accepted)
         return false;
     for (size_t i = 0; i < fs->ch->n; i++)
@@ -831,7 +855,8 @@ pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
         return -EBUSY;
     if (ph == PST_FP_MESSAGE)
         ph = PST_FP_EOM;            /* message and eom run together */
-    if (ph == PST_FP_HEADERS && (!fs->in_msg || fs->hdr_ran))
+    if (ph == PST_FP_HEADERS && (!fs->in_msg || fs->hdr_ran ||
+                                 !hdr_complete(fs)))
         return -EINVAL;
     free(fs->arg);
     fs->arg = arg ? pst_xstrdup(arg) : NULL;

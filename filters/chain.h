@@ -38,8 +38,6 @@
 #include "queue/edits.h"
 
 #define PST_FCHAIN_MAX 32           /* modules in one chain */
-#define PST_FHDR_MAX (256 * 1024)   /* header bytes filters see and edit */
-#define PST_FHDR_FIELDS_MAX 1000    /* header fields filters see */
 #define PST_FPOOL_QUEUE_MAX 4096    /* offloaded jobs waiting or running */
 #define PST_FDEADLINE_DEFAULT 30000 /* ms */
 #define PST_FILTER_WORKERS 4        /* pool threads of a gateway loop */
@@ -144,8 +142,9 @@ void pst_fsess_set_log_budget(struct pst_fsess *fs, pst_fsess_level_fn fn);
  * until the next call): a transaction's envelope, then the session's. */
 void pst_fsess_set_env(struct pst_fsess *fs, const struct pst_envelope *env);
 bool pst_fsess_pending(const struct pst_fsess *fs);
-/* the limits of the MIME tree the chain builds for on_message (the
- * config generation's; must outlive fs). Default: the parser's. */
+/* the limits of the message model the chain builds: its header, which
+ * is the filters' header view, and the tree for on_message (the config
+ * generation's; must outlive fs). Default: the parser's. */
 void pst_fsess_set_mime_limits(struct pst_fsess *fs,
                                const struct pst_mime_limits *lim);
 /*
@@ -160,7 +159,9 @@ void pst_fsess_want_mime(struct pst_fsess *fs, bool on);
  * Owned by the chain until pst_fsess_msg_end.
  */
 const struct pst_msg *pst_fsess_msg_model(struct pst_fsess *fs);
-/* pst_fsess_run - arg: HELO name, sender, recipient, or NULL. */
+/* pst_fsess_run - arg: HELO name, sender, recipient, or NULL.
+ * PST_FP_HEADERS: -EINVAL outside a message, once it ran, or before the
+ * header is complete. */
 int pst_fsess_run(struct pst_fsess *fs, enum pst_fphase ph, const char *arg,
                   struct pst_fres *res);
 /* a message starts (before running PST_FP_MAIL) and ends (after commit,

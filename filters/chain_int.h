@@ -31,7 +31,8 @@ struct pst_chain {
     size_t n;
 };
 
-/* One header field of the view (see filter.h struct pst_hdr). */
+/* One header field of the view (see filter.h struct pst_hdr): a model
+ * field's strings, or its own once edited. */
 struct pst__vhdr {
     struct pst_hdr pub;
     uint64_t off, len;              /* original bytes, for orig >= 0 */
@@ -83,9 +84,9 @@ struct pst_fsess {
     bool in_msg, smtputf8, accepted;
     enum pst_verdict disp;          /* CONTINUE, QUARANTINE or DISCARD */
     const char *disp_filter;        /* the module that set it */
-    struct pst_tbuf hbuf;           /* header bytes as received */
-    bool hdr_done, hdr_trunc, view_built, edited;
-    uint64_t hdr_end;               /* fields are [0, hdr_end) */
+    bool hdr_trunc, view_built, edited;
+    const struct pst_mime_part *hroot; /* the model's root: the view's */
+    uint64_t hdr_end;               /* its fields are [0, hdr_end) */
     uint64_t msg_bytes;
     struct pst__vhdr *v;
     size_t nv, cv;
@@ -93,11 +94,14 @@ struct pst_fsess {
     size_t nbr;
     bool hdr_ran;                   /* headers phase run while streaming */
     struct pst_fres hdr_res;        /* its refusal, given at the end */
-    struct pst_mime_parser *mp;     /* when a module has on_message, or
-                                       the host asked for the model */
+    struct pst_mime_parser *mp;     /* every message's, until finished */
+    bool mime_full;                 /* fed the whole text: a module has
+                                       on_message or on_body, or the host
+                                       asked for the model; else only
+                                       the header (for the view) */
     bool host_mime;                 /* pst_fsess_want_mime */
     const struct pst_mime_limits *mime_limits; /* NULL: defaults */
-    struct pst_msg *mime;           /* its model, from the message phase */
+    struct pst_msg *mime;           /* the finished parse */
     char qid[32];                   /* of the message being received */
     pst_ftext_open_fn text_open;    /* pst_fsess_msg_stored */
     void *text_arg;
@@ -121,10 +125,8 @@ void pst__filters_thread_init(void);
 void pst__filters_thread_fini(void);
 
 /* edit.c */
-void pst__view_build(struct pst_fsess *fs);
+void pst__view_build(struct pst_fsess *fs, const struct pst_mime_part *root);
 void pst__view_free(struct pst_fsess *fs);
-void pst__hdr_collect(struct pst_fsess *fs, const unsigned char *p,
-                      size_t n);
 
 /* chain.c */
 void pst__fsess_resume(struct pst_fsess *fs, enum pst_verdict v);

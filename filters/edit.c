@@ -2,14 +2,27 @@
  * edit.c - the edit engine: the header view filters see, the edits they
  * ask for, and the edit blob the spool commits.
  *
- * The header section is collected while the text streams (at most
- * PST_FHDR_MAX bytes; a longer header is seen only in part and cannot be
- * edited: edits return -E2BIG). At the first message phase it is split
- * into fields, each pointing at its original bytes. An edit changes the
- * view at once (so the next filter sees it) and marks the field; nothing
- * is written into the original. pst_fsess_edits walks the final view and
- * writes "keep original range" for every untouched field and the new text
- * for the rest (queue/edits.h), so untouched fields stay byte-identical.
+ * The view is the model's header: the fields of the root part as
+ * core/mime.c parsed them (the one parse of a message header; chain.c
+ * runs the parser over at least the header of every message). Each field
+ * points at the model's name, value and raw octets (its line end
+ * included) and knows where they are in the text; what the parser does
+ * not take for a field (an mbox "From " line, a continuation with no field
+ * before it, a line starting with ':') is not in the view, and a line that
+ * is no field ends the header, as it does for the model and for readers.
+ * The view's bounds are the model's (mime.limits.header_bytes and
+ * header_fields); a header past them, whose last fields the model
+ * dropped, is seen only in part and cannot be edited (edits return
+ * -E2BIG), nor can one whose fields end past PST_EDITS_HDR_MAX.
+ *
+ * An edit changes the view at once (so the next filter sees it) and marks
+ * the field; nothing is written into the original. pst_fsess_edits walks
+ * the final view beside the model's fields and writes "keep original
+ * range" for every untouched field and for the octets between fields
+ * (the lines the parser passed over stay where they were), and the new
+ * text for the rest (queue/edits.h), so untouched fields stay
+ * byte-identical. A field added at the end of the header goes after the
+ * model's last field.
  *
  * New field text is folded at blanks to lines of at most 78 characters
  * where possible (no line beyond 998), and unless the message is SMTPUTF8
@@ -26,42 +39,6 @@
 
 #define FOLD_AT 78
 #define LINE_MAX_HARD 998
-
-/* ---- collecting ---- */
-
-void
-pst__hdr_collect(struct pst_fsess *fs, const unsigned char *p, size_t n)
-{
-    if (fs->hdr_done || n == 0)
-        return;
-    size_t old = fs->hbuf.len;
-    size_t take = n;
-    if (old + take > PST_FHDR_MAX) {
-        take = PST_FHDR_MAX - old;
-    }
-    pst_tbuf_add(&fs->hbuf, p, take);
-    /* look for the empty line: CRLF at offset 0, or CRLFCRLF */
-    const unsigned char *b = (const unsigned char *)fs->hbuf.p;
-    size_t len = fs->hbuf.len;
-    if (len >= 2 && b[0] == '\r' && b[1] == '\n') {
-        fs->hdr_done = true;
-        fs->hdr_end = 0;
-        return;
-    }
-    size_t from = old >= 3 ? old - 3 : 0;
-    for (size_t i = from; i + 4 <= len; i++) {
-        if (b[i] == '\r' && b[i + 1] == '\n' && b[i + 2] == '\r' &&
-            b[i + 3] == '\n') {
-            fs->hdr_done = true;
-            fs->hdr_end = i + 2;
-            return;
-        }
-    }
-    if (take < n) {
-        fs->hdr_done = true;
-        fs->hdr_trunc = true;
-    }
-}
 
 /* log_name - a field name for the log: quoted and escaped (a name taken
  * from the message may hold anything up to its colon, line ends too). */
@@ -84,77 +61,32 @@ view_insert(struct pst_fsess *fs, size_t at)
     return &fs->v[at];
 }
 
-/* Unfold raw[0..n) after the colon: drop CRLFs, trim blanks at both ends. */
-static char *
-unfold(const char *raw, size_t n)
-{
-    char *o = pst_xmalloc(n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (raw[i] == '\r' || raw[i] == '\n')
-            continue;
-        o[k++] = raw[i];
-    }
-    size_t s = 0;
-    while (s < k && (o[s] == ' ' || o[s] == '\t'))
-        s++;
-    while (k > s && (o[k - 1] == ' ' || o[k - 1] == '\t'))
-        k--;
-    memmove(o, o + s, k - s);
-    o[k - s] = '\0';
-    return o;
-}
-
-/* pst__view_build - split the collected header into fields (once). */
+/* pst__view_build - the view of the header of root, the model's root part
+ * with its fields complete (once). */
 void
-pst__view_build(struct pst_fsess *fs)
+pst__view_build(struct pst_fsess *fs, const struct pst_mime_part *root)
 {
     if (fs->view_built)
         return;
     fs->view_built = true;
-    const char *b = (const char *)fs->hbuf.p;
-    size_t end = fs->hdr_done && !fs->hdr_trunc ? fs->hdr_end : fs->hbuf.len;
-    if (!fs->hdr_done) {
-        /* the text ended inside the header: all of it is header */
-        fs->hdr_end = fs->hbuf.len;
-        end = fs->hdr_end;
-    }
-    size_t i = 0;
-    int idx = 0;
-    while (i < end && fs->nv < PST_FHDR_FIELDS_MAX) {
-        size_t st = i;
-        /* the field runs to a line end not followed by a blank */
-        for (;;) {
-            const char *lf = memchr(b + i, '\n', end - i);
-            if (lf == NULL) {
-                i = end;
-                break;
-            }
-            i = (size_t)(lf - b) + 1;
-            if (i >= end || (b[i] != ' ' && b[i] != '\t'))
-                break;
-        }
-        if (fs->hdr_trunc && i == end && (end == 0 || b[end - 1] != '\n'))
-            break;                  /* cut by the limit: not a field */
+    fs->hroot = root;
+    fs->hdr_end = 0;
+    for (unsigned i = 0; i < root->nfields; i++) {
+        const struct pst_hdr_field *f = &root->fields[i];
         struct pst__vhdr *v = view_insert(fs, fs->nv);
-        const char *colon = memchr(b + st, ':', i - st);
-        size_t nl = colon ? (size_t)(colon - (b + st)) : 0;
-        while (nl && (b[st + nl - 1] == ' ' || b[st + nl - 1] == '\t'))
-            nl--;
-        v->own_name = pst_xstrndup(b + st, nl);
-        v->own_value = colon ? unfold(colon + 1, (size_t)(b + i - colon - 1))
-                             : pst_xstrdup("");
-        v->pub.name = v->own_name;
-        v->pub.name_len = nl;
-        v->pub.value = v->own_value;
-        v->pub.raw = b + st;
-        v->pub.raw_len = i - st;
-        v->pub.orig = idx++;
-        v->off = st;
-        v->len = i - st;
+        v->pub.name = f->name;
+        v->pub.name_len = strlen(f->name);
+        v->pub.value = f->value;
+        v->pub.raw = f->raw;
+        v->pub.raw_len = f->len;
+        v->pub.orig = (int)i;
+        v->off = f->offset;
+        v->len = f->len;
+        fs->hdr_end = f->offset + f->len;
     }
-    if (fs->nv >= PST_FHDR_FIELDS_MAX && i < end)
-        fs->hdr_trunc = true;
+    fs->hdr_trunc = (root->flags & (PST_MIME_F_HEADER_BYTES |
+                                    PST_MIME_F_HEADER_FIELDS)) != 0 ||
+                    fs->hdr_end > PST_EDITS_HDR_MAX;
 }
 
 void
@@ -173,8 +105,8 @@ pst__view_free(struct pst_fsess *fs)
     free(fs->br);
     fs->br = NULL;
     fs->nbr = 0;
-    pst_tbuf_free(&fs->hbuf);
-    fs->hdr_done = fs->hdr_trunc = fs->view_built = fs->edited = false;
+    fs->hroot = NULL;
+    fs->hdr_trunc = fs->view_built = fs->edited = false;
     fs->hdr_end = 0;
 }
 
@@ -427,6 +359,18 @@ set_field(struct pst_fctx *fc, struct pst__vhdr *v, const char *name,
     return 0;
 }
 
+/* fields_max - how many fields the view may hold: the model's bound on
+ * a header block, so an edited header is one the model could read. */
+static size_t
+fields_max(const struct pst_fsess *fs)
+{
+    struct pst_mime_limits d;
+    if (fs->mime_limits)
+        return fs->mime_limits->header_fields;
+    pst_mime_limits_default(&d);
+    return d.header_fields;
+}
+
 static int
 hdr_add(struct pst_fctx *fc, const char *name, const char *value, bool top,
         bool raw)
@@ -436,7 +380,7 @@ hdr_add(struct pst_fctx *fc, const char *name, const char *value, bool top,
         return rc;
     if (!pst_hdr_name_valid(name) || value == NULL || !value_valid(value))
         return -EINVAL;
-    if (fc->fs->nv >= PST_FHDR_FIELDS_MAX)
+    if (fc->fs->nv >= fields_max(fc->fs))
         return -E2BIG;
     struct pst__vhdr tmp = {0};
     rc = set_field(fc, &tmp, name, value, raw);
@@ -526,7 +470,7 @@ pst_part_replace(struct pst_fctx *fc, uint64_t off, uint64_t len,
                  const void *data, size_t n)
 {
     struct pst_fsess *fs = fc->fs;
-    if (!in_msg_phase(fc) || !fs->hdr_done || off < fs->hdr_end ||
+    if (!in_msg_phase(fc) || off < fs->hroot->body_start ||
         off + len < off || off + len > fs->msg_bytes)
         return -EINVAL;
     if (n > PST_EDITS_MAX / 2)
@@ -629,63 +573,88 @@ pst_env_set_rcpt(struct pst_fctx *fc, const char *addr)
 
 /* ---- the blob ---- */
 
+/* keep - original octets [off, off + len) go out as they are: joined to
+ * the pending range *k when they follow it, else that one is written. */
+static int
+keep(struct pst_tbuf *b, uint64_t k[2], uint64_t off, uint64_t len)
+{
+    int rc = 0;
+    if (len == 0)
+        return 0;
+    if (k[1] && k[0] + k[1] == off) {
+        k[1] += len;
+        return 0;
+    }
+    if (k[1])
+        rc = pst_edits_put_keep(b, k[0], k[1]);
+    k[0] = off;
+    k[1] = len;
+    return rc;
+}
+
+/*
+ * header_edits - the header section as the view has it: the view's
+ * fields in order, each kept or written anew, and the octets between the
+ * model's fields (no field: kept where they were) before the field they
+ * preceded, even when that field was removed.
+ */
+static int
+header_edits(struct pst_fsess *fs, struct pst_tbuf *b)
+{
+    const struct pst_mime_part *root = fs->hroot;
+    uint64_t k[2] = {0, 0};         /* pending keep range: off, len */
+    uint64_t end = 0;               /* of the last model field passed */
+    unsigned j = 0;                 /* the next model field */
+    int rc = pst_edits_put_hdr(b, fs->hdr_end);
+    for (size_t i = 0; rc == 0 && i <= fs->nv; i++) {
+        const struct pst__vhdr *v = i < fs->nv ? &fs->v[i] : NULL;
+        unsigned upto = v == NULL        ? root->nfields
+                        : v->pub.orig >= 0 ? (unsigned)v->pub.orig + 1
+                                           : j;
+        for (; rc == 0 && j < upto; j++) {
+            const struct pst_hdr_field *f = &root->fields[j];
+            rc = keep(b, k, end, f->offset - end);
+            end = f->offset + f->len;
+        }
+        if (v == NULL || rc < 0)
+            break;
+        if (v->pub.orig >= 0 && !v->pub.changed) {
+            rc = keep(b, k, v->off, v->len);
+            continue;
+        }
+        if (k[1])
+            rc = pst_edits_put_keep(b, k[0], k[1]);
+        k[1] = 0;
+        if (rc == 0)
+            rc = pst_edits_put_text(b, v->pub.raw, v->pub.raw_len);
+    }
+    if (rc == 0 && k[1])
+        rc = pst_edits_put_keep(b, k[0], k[1]);
+    return rc;
+}
+
 /* pst_fsess_edits - see chain.h. */
 int
 pst_fsess_edits(struct pst_fsess *fs, struct pst_tbuf *out)
 {
-    if (!fs->in_msg || !fs->edited)
+    if (!fs->in_msg || !fs->edited || !fs->view_built)
+        return 0;
+    /* the header is as received when every model field is still there,
+     * in place and unchanged, and nothing was added */
+    bool same = fs->nv == fs->hroot->nfields;
+    for (size_t i = 0; same && i < fs->nv; i++)
+        same = fs->v[i].pub.orig == (int)i && !fs->v[i].pub.changed;
+    if (same && fs->nbr == 0)
         return 0;
     struct pst_tbuf b = {0};
     int rc = pst_edits_begin(&b);
-    bool same = true;
-    uint64_t next = 0;
-    for (size_t i = 0; i < fs->nv; i++) {
-        const struct pst__vhdr *v = &fs->v[i];
-        if (v->pub.orig < 0 || v->pub.changed || v->off != next) {
-            same = false;
-            break;
-        }
-        next = v->off + v->len;
-    }
-    if (next != fs->hdr_end)
-        same = false;
-    if (!same) {
-        uint64_t ko = 0, kl = 0;    /* pending keep range, merged */
-        rc = pst_edits_put_hdr(&b, fs->hdr_end);
-        for (size_t i = 0; rc == 0 && i < fs->nv; i++) {
-            const struct pst__vhdr *v = &fs->v[i];
-            if (v->pub.orig >= 0 && !v->pub.changed) {
-                if (kl && ko + kl == v->off) {
-                    kl += v->len;
-                    continue;
-                }
-                if (kl)
-                    rc = pst_edits_put_keep(&b, ko, kl);
-                ko = v->off;
-                kl = v->len;
-                continue;
-            }
-            if (kl)
-                rc = pst_edits_put_keep(&b, ko, kl);
-            kl = 0;
-            if (rc == 0)
-                rc = pst_edits_put_text(&b, v->pub.raw, v->pub.raw_len);
-        }
-        if (rc == 0 && kl)
-            rc = pst_edits_put_keep(&b, ko, kl);
-    }
+    if (rc == 0 && !same)
+        rc = header_edits(fs, &b);
     for (size_t i = 0; rc == 0 && i < fs->nbr; i++)
         rc = pst_edits_put_body(&b, fs->br[i].off, fs->br[i].len,
                                 fs->br[i].data, fs->br[i].n);
-    if (rc < 0) {
-        pst_tbuf_free(&b);
-        return rc;
-    }
-    if (same && fs->nbr == 0) {
-        pst_tbuf_free(&b);
-        return 0;
-    }
-    pst_tbuf_add(out, b.p, b.len);
+    if (rc == 0)
+        pst_tbuf_add(out, b.p, b.len);
     pst_tbuf_free(&b);
-    return 1;
+    return rc < 0 ? rc : 1;
 }

@@ -16,7 +16,10 @@
  *   on_mail      MAIL FROM accepted by the gateway (sender, "" for <>)
  *   on_rcpt      RCPT TO accepted by the gateway (this recipient)
  *   on_headers   the header is complete (while the body still streams,
- *                or at the final dot): the fields as edited so far
+ *                or at the final dot): the fields as edited so far. They
+ *                are the message model's (core/mime.c parses the header
+ *                once): a line that is no field ends the header for
+ *                filters as for the model and for readers
  *   on_message   after on_headers: the MIME tree of the message as
  *                received (core/mime.h; offsets are into the original
  *                text, usable with pst_part_replace). The chain builds
@@ -115,7 +118,8 @@
 #include "core/textsrc.h"
 #include "core/util.h"
 
-#define PST_FILTER_API 4
+/* 5: struct pst_hdr_field (core/mime.h) gained len */
+#define PST_FILTER_API 5
 #define PST_FREPLY_TEXT_MAX 200
 
 enum pst_verdict {
@@ -151,7 +155,9 @@ struct pst_hdr {
     const char *value;              /* unfolded (CRLF removed), leading
                                        blanks removed, not decoded */
     const char *raw;                /* whole field as it will be sent:
-                                       "Name: value" folded, ending CRLF */
+                                       "Name: value" folded, ending with
+                                       its line end (CRLF; none if the
+                                       text ended in the field) */
     size_t raw_len;
     int orig;                       /* index in the received header, or -1
                                        for a field a filter added */

@@ -886,6 +886,204 @@ test_headers_early(void **state)
     pst_fsess_free(fs);
 }
 
+/*
+ * The header view filters see and edit is the model's header (core/mime.c
+ * parses it once): the same fields, from the same octets, in every case
+ * where a second reading could disagree. A module records the view at
+ * on_headers, adds a field at the end of the header (and may remove one),
+ * and, when it also has on_message, checks each field of the view against
+ * the model's root fields.
+ */
+struct vcase {
+    const char *name;
+    const char *text;
+    const char *fields;             /* the view's names, "," between */
+    const char *remove;             /* a field the module removes */
+    const char *out;                /* the text with the edits applied */
+};
+
+static const struct vcase *vc;
+static char v_names[256];
+static struct {
+    char raw[128];
+    size_t n;
+} v_raw[16];
+static size_t v_n;
+static int v_checked;
+static char v_why[128];                /* the view is not the model */
+
+static enum pst_verdict
+v_headers(struct pst_fctx *fc)
+{
+    v_names[0] = '\0';
+    v_n = pst_hdr_count(fc);
+    assert_true(v_n < PST_ARRAY_LEN(v_raw));
+    for (size_t i = 0; i < v_n; i++) {
+        const struct pst_hdr *h = pst_hdr_at(fc, i);
+        assert_int_equal(h->orig, (int)i);
+        assert_int_equal(h->name_len, strlen(h->name));
+        snprintf(v_names + strlen(v_names), sizeof(v_names) - strlen(v_names),
+                 "%s%s", i ? "," : "", h->name);
+        assert_true(h->raw_len < sizeof(v_raw[i].raw));
+        memcpy(v_raw[i].raw, h->raw, h->raw_len);
+        v_raw[i].n = h->raw_len;
+    }
+    if (vc->remove) {
+        long i = pst_hdr_find(fc, vc->remove, 0);
+        assert_true(i >= 0);
+        assert_int_equal(pst_hdr_remove(fc, (size_t)i), 0);
+    }
+    assert_int_equal(pst_hdr_add(fc, "X-Added", "v", false), 0);
+    return PST_CONTINUE;
+}
+
+/* Each field of the view is the model's field: same name, and its raw
+ * octets (ending with the field's line end) are the model's, where the
+ * model says they are in the text. */
+static enum pst_verdict
+v_message(struct pst_fctx *fc, const struct pst_mime_part *root)
+{
+    const char *t = vc->text;
+    v_checked++;
+    if (root->nfields != v_n) {
+        snprintf(v_why, sizeof(v_why), "the model has %u fields, the view %zu",
+                 root->nfields, v_n);
+        return PST_CONTINUE;
+    }
+    for (unsigned i = 0; i < root->nfields; i++) {
+        const struct pst_hdr_field *f = &root->fields[i];
+        size_t end = (size_t)f->offset + f->raw_len;
+        size_t eol = t[end] == '\n' ? 1 : t[end] == '\r' && t[end + 1] == '\n'
+                                              ? 2 : 0;
+        if (v_raw[i].n != f->raw_len + eol ||
+            memcmp(v_raw[i].raw, t + f->offset, v_raw[i].n) != 0 ||
+            memcmp(v_raw[i].raw, f->raw, f->raw_len) != 0)
+            snprintf(v_why, sizeof(v_why), "field %u: the view's octets are "
+                     "not the model's", i);
+    }
+    return PST_CONTINUE;
+}
+
+static const struct pst_filter vmod = {
+    .name = "v",
+    PST_FILTER_ABI,
+    .on_headers = v_headers,
+    .on_message = v_message,
+};
+
+/* the same module without on_message: no model is asked for */
+static const struct pst_filter vmod_hdr = {
+    .name = "vh",
+    PST_FILTER_ABI,
+    .on_headers = v_headers,
+};
+
+static const struct vcase vcases[] = {
+    {"plain", "Subject: s\r\nTo: t\r\n\r\nbody\r\n", "Subject,To", NULL,
+     "Subject: s\r\nTo: t\r\nX-Added: v\r\n\r\nbody\r\n"},
+    {"a folded line that looks like a field name",
+     "Subject: s\r\nX-Fo\r\n o: bar\r\nTo: t\r\n\r\nbody\r\n", "Subject",
+     NULL,
+     "Subject: s\r\nX-Added: v\r\nX-Fo\r\n o: bar\r\nTo: t\r\n\r\nbody\r\n"},
+    {"a line with no colon ends the header",
+     "Subject: s\r\nno field here\r\nTo: t\r\n\r\nbody\r\n", "Subject",
+     NULL,
+     "Subject: s\r\nX-Added: v\r\nno field here\r\nTo: t\r\n\r\nbody\r\n"},
+    {"no blank line: the text ends in the header",
+     "Subject: s\r\nTo: t\r\n", "Subject,To", NULL,
+     "Subject: s\r\nTo: t\r\nX-Added: v\r\n"},
+    {"obs-fold: a continuation of blanks only",
+     "Subject: a\r\n \r\n b\r\nTo: t\r\n\r\nx\r\n", "Subject,To", NULL,
+     "Subject: a\r\n \r\n b\r\nTo: t\r\nX-Added: v\r\n\r\nx\r\n"},
+    {"blanks before the colon (obs-syntax)",
+     "Subject \t: s\r\n\r\nx\r\n", "Subject", "Subject",
+     "X-Added: v\r\n\r\nx\r\n"},
+    {"a name with a blank inside is no field",
+     "To: t\r\nBad Name: v\r\n\r\nx\r\n", "To", NULL,
+     "To: t\r\nX-Added: v\r\nBad Name: v\r\n\r\nx\r\n"},
+    {"a name with 8-bit octets is no field",
+     "S\xc3\xbc" "bject: s\r\nTo: t\r\n\r\nx\r\n", "", NULL,
+     "X-Added: v\r\nS\xc3\xbc" "bject: s\r\nTo: t\r\n\r\nx\r\n"},
+    {"a bare CR is data", "Subject: a\rTo: t\r\n\r\nx\r\n", "Subject", NULL,
+     "Subject: a\rTo: t\r\nX-Added: v\r\n\r\nx\r\n"},
+    {"a bare LF ends a line",
+     "Subject: a\nTo: t\r\n\r\nx\r\n", "Subject,To", "Subject",
+     "To: t\r\nX-Added: v\r\n\r\nx\r\n"},
+    {"an mbox From line is no field, and stays",
+     "From a@b.example Mon Jan  1 00:00:00 2024\r\nSubject: s\r\nTo: t\r\n"
+     "\r\nx\r\n", "Subject,To", "Subject",
+     "From a@b.example Mon Jan  1 00:00:00 2024\r\nTo: t\r\nX-Added: v\r\n"
+     "\r\nx\r\n"},
+    {"a line that starts with a colon is no field, and stays",
+     "A: 1\r\n:x\r\nB: 2\r\n\r\nx\r\n", "A,B", "A",
+     ":x\r\nB: 2\r\nX-Added: v\r\n\r\nx\r\n"},
+    {"a continuation before any field, and stays",
+     " orphan\r\nSubject: s\r\n\r\nx\r\n", "Subject", NULL,
+     " orphan\r\nSubject: s\r\nX-Added: v\r\n\r\nx\r\n"},
+    {"an empty header", "\r\nbody\r\n", "", NULL,
+     "X-Added: v\r\n\r\nbody\r\n"},
+};
+
+static void
+test_view_is_the_model(void **state)
+{
+    struct fx *f = *state;
+    struct pst_err err = {0};
+    struct pst_chain *hdr_only = pst_chain_new();
+    int bad = 0;
+    assert_int_equal(pst_chain_append(f->ch, &vmod, NULL, 0,
+                                      PST_FAIL_TEMPFAIL, &err), 0);
+    assert_int_equal(pst_chain_append(hdr_only, &vmod_hdr, NULL, 0,
+                                      PST_FAIL_TEMPFAIL, &err), 0);
+    for (size_t k = 0; k < PST_ARRAY_LEN(vcases); k++) {
+        vc = &vcases[k];
+        size_t n = strlen(vc->text);
+        for (int mode = 0; mode < 2; mode++) {
+            /* 0: with the model, fed octet by octet; 1: header only,
+             * fed whole, the headers phase run as soon as it is ready */
+            struct pst_fsess *fs =
+                mode == 0 ? sess(f, 90)
+                          : pst_fsess_new(f->rt, hdr_only, 91, &f->env,
+                                          on_result, f);
+            struct pst_fres r;
+            v_names[0] = '\0';
+            v_checked = 0;
+            v_why[0] = '\0';
+            pst_fsess_msg_begin(fs, false);
+            if (mode == 0) {
+                for (size_t i = 0; i < n; i++)
+                    pst_fsess_msg_data(fs, vc->text + i, 1);
+            } else {
+                pst_fsess_msg_data(fs, vc->text, n);
+                if (pst_fsess_headers_ready(fs))
+                    assert_int_equal(
+                        pst_fsess_run(fs, PST_FP_HEADERS, NULL, &r), 0);
+            }
+            r = run(f, fs, PST_FP_EOM);
+            assert_int_equal(r.verdict, PST_CONTINUE);
+            assert_int_equal(v_checked, mode == 0);
+            struct pst_tbuf blob = {0}, out = {0};
+            assert_int_equal(pst_fsess_edits(fs, &blob), 1);
+            assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, vc->text,
+                                                 n, &out), 0);
+            pst_tbuf_add(&out, "", 1);
+            /* every disagreement is printed, then the test fails */
+            if (strcmp(v_names, vc->fields) != 0 || v_why[0] ||
+                strcmp((char *)out.p, vc->out) != 0) {
+                print_error("%s (mode %d): fields \"%s\" (want \"%s\") %s\n"
+                            "out:\n%s\nwant:\n%s\n", vc->name, mode, v_names,
+                            vc->fields, v_why, (char *)out.p, vc->out);
+                bad++;
+            }
+            pst_tbuf_free(&blob);
+            pst_tbuf_free(&out);
+            pst_fsess_free(fs);
+        }
+    }
+    assert_int_equal(bad, 0);
+    pst_chain_free(hdr_only);
+}
+
 /* The applier on its own: header ops and body ranges, streamed. */
 static void
 test_edits_apply(void **state)
@@ -934,6 +1132,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_on_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mime_tree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_early, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_is_the_model, setup,
+                                        teardown),
         cmocka_unit_test(test_edits_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

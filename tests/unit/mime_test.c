@@ -313,6 +313,8 @@ test_structure(void **state)
                                         "boundary=\"outer\""));
     assert_int_equal(f->offset, s + f->offset - s);
     assert_memory_equal(s + f->offset, f->raw, f->raw_len);
+    assert_int_equal(f->len, f->raw_len + 2);      /* and its CRLF */
+    assert_memory_equal(s + f->offset, f->raw, f->len);
     pst_msg_free(m);
 
     /* digest defaults, message/rfc822 numbering, LF only */
@@ -648,6 +650,24 @@ test_fields(void **state)
     assert_int_equal(r->cte, PST_CTE_UNKNOWN);
     assert_string_equal(r->content_id, "<id@x>");
     pst_msg_free(m);
+
+    /* each field's extent: its octets with its line end (CRLF, LF, or
+     * none where the text ended in it), fed in every fragmentation */
+    static const char ext[] = "A: 1\r\n 2\r\nB: 3\n\tx\nFrom x\r\nC: 4\r";
+    for (size_t step = 0; step < 4; step++) {
+        m = parse(ext, sizeof(ext) - 1, step, NULL, NULL);
+        r = m->root;
+        assert_int_equal(r->nfields, 3);
+        static const size_t off[] = {0, 10, 26}, len[] = {10, 8, 5},
+                            raw[] = {8, 7, 4};
+        for (unsigned i = 0; i < 3; i++) {
+            assert_int_equal(r->fields[i].offset, off[i]);
+            assert_int_equal(r->fields[i].len, len[i]);
+            assert_int_equal(r->fields[i].raw_len, raw[i]);
+            assert_memory_equal(r->fields[i].raw, ext + off[i], len[i]);
+        }
+        pst_msg_free(m);
+    }
 
     static const char bad[] = "Content-Type: text\r\n\r\n";
     m = parse(bad, strlen(bad), 0, NULL, NULL);
