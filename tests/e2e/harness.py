@@ -49,9 +49,13 @@ if not POSTERN_BIN:
 POSTERN_BIN = os.path.abspath(POSTERN_BIN)
 TEST_LOGS = os.environ.get("POSTERN_TEST_LOGS", "")
 
-READY_TIMEOUT = 15.0
-STOP_TIMEOUT = 15.0
-CLIENT_TIMEOUT = 10.0
+# Bounds on waits for what must happen, not measures: generous, so that a
+# loaded CI machine (2 cores, ctest -j2, sanitizer builds, a busy disk's
+# fsync) is not mistaken for a hang; they only make a real hang slower to
+# report.
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+CLIENT_TIMEOUT = 30.0
 HOSTNAME = "postern.test"
 
 # Lines in a postern log that mean a sanitizer found something.
@@ -438,7 +442,7 @@ class SMTPClient:
         out, self.buf = self.buf, b""
         return out
 
-    def closed(self, wait=2.0):
+    def closed(self, wait=10.0):
         """True if the server closes the connection within `wait` seconds
         (any bytes it sends first are discarded)."""
         deadline = time.monotonic() + wait
@@ -832,7 +836,7 @@ class Postern:
         lines = self.log(whole=True).decode("utf-8", "replace").splitlines()
         return "\n".join(lines[-n:])
 
-    def wait_for_log(self, pattern, timeout=10.0, count=1):
+    def wait_for_log(self, pattern, timeout=30.0, count=1):
         """Wait until pattern (bytes or str regex) matches the current run's
         log (count times at least); returns the count-th match. A client that
         has its reply may be ahead of the log line: postern may write the
@@ -893,7 +897,7 @@ class Postern:
     def maildir_count(self, maildir=None):
         return len(self.maildir_paths(maildir=maildir))
 
-    def wait_for_maildir(self, n, timeout=10.0, settle=0.0, maildir=None):
+    def wait_for_maildir(self, n, timeout=30.0, settle=0.0, maildir=None):
         """Wait until DIR/new/ holds at least n files; then, if settle > 0,
         wait that long more and re-read (so extras show up). Returns the
         files' bytes, oldest first."""
@@ -925,7 +929,7 @@ class Postern:
     def wait_for_delivered(self, n, **kw):
         return [Delivered(b) for b in self.wait_for_maildir(n, **kw)]
 
-    def queue_list(self, timeout=10.0):
+    def queue_list(self, timeout=30.0):
         """The queue as the running gateway lists it (the control socket's
         LIST JSON): a list of message dicts. Small messages live in the
         log's segments, not in files of their own, so this - not a
@@ -1167,7 +1171,7 @@ class FakeDownstream:
     def accepted(self):
         return [t for t in self.transactions if t.accepted]
 
-    def wait_for_transactions(self, n, timeout=10.0, accepted_only=False):
+    def wait_for_transactions(self, n, timeout=30.0, accepted_only=False):
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -1182,7 +1186,7 @@ class FakeDownstream:
                         % (len(got), n, timeout))
                 self.cond.wait(min(left, 0.1))
 
-    def wait_for_sessions(self, n, timeout=10.0):
+    def wait_for_sessions(self, n, timeout=30.0):
         deadline = time.monotonic() + timeout
         with self.cond:
             while len(self.sessions) < n:
@@ -1537,6 +1541,12 @@ class PosternTestCase(unittest.TestCase):
         self._servers.append(s)
         return s
 
+    def dnsmasq(self, records, domains=("test",)):
+        """A Dnsmasq serving records, stopped at cleanup."""
+        d = Dnsmasq(self.tmp, records, domains)
+        self.addCleanup(d.stop)
+        return d
+
     def tmpfs(self, size, name="fs"):
         """A tmpfs of size bytes mounted at self.tmp/name, this test's own
         (free space nothing else changes); fails if it cannot mount (the
@@ -1654,38 +1664,52 @@ class Dnsmasq:
     No upstream, no /etc/hosts. Stopped by PID at cleanup."""
 
     def __init__(self, tmp, records, domains=("test",)):
-        self.port = free_port()
-        args = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-                "--no-resolv", "--no-hosts", "--bind-interfaces",
-                "--listen-address=127.0.0.1", "--pid-file=", "--user=",
-                "--port=%d" % self.port]
-        args += ["--local=/%s/" % d for d in domains] + list(records)
-        self.log_path = os.path.join(tmp, "dnsmasq-%d.log" % self.port)
-        self.proc = spawn(args, self.log_path)
-        self._wait_ready()
+        # the port was free when picked; another process may bind it
+        # before dnsmasq does, which then exits: start it again elsewhere
+        for attempt in range(5):
+            self.port = free_port()
+            args = ["dnsmasq", "--keep-in-foreground",
+                    "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                    "--bind-interfaces", "--listen-address=127.0.0.1",
+                    "--pid-file=", "--user=", "--port=%d" % self.port]
+            args += ["--local=/%s/" % d for d in domains] + list(records)
+            self.log_path = os.path.join(tmp, "dnsmasq-%d.log" % self.port)
+            self.proc = spawn(args, self.log_path)
+            if self._wait_ready():
+                return
+            _forget_proc(self.proc)
+        raise RuntimeError("dnsmasq could not bind a free port in 5 "
+                           "attempts: see %s" % self.log_path)
 
-    def _wait_ready(self, timeout=5.0):
+    def _wait_ready(self, timeout=30.0):
+        """True once dnsmasq answers; False if it exited (its port was
+        taken: the log says so)."""
         # a query for "test" A: any answer (even NXDOMAIN) means it serves
         q = (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
              b"\x04test\x00\x00\x01\x00\x01")
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
+                with open(self.log_path, "rb") as f:
+                    if b"Address already in use" in f.read():
+                        return False
                 raise RuntimeError("dnsmasq exited: see %s" % self.log_path)
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             u.settimeout(0.2)
             try:
                 u.sendto(q, ("127.0.0.1", self.port))
                 u.recvfrom(512)
-                return
+                return True
             except OSError:
                 if time.monotonic() > deadline:
                     raise
             finally:
                 u.close()
 
-    def resolver(self, timeout=500, tries=1):
-        """The `resolver` config section that uses this server."""
+    def resolver(self, timeout=5000, tries=2):
+        """The `resolver` config section that uses this server (postern's
+        default timeout and tries: a loaded machine may be slow to
+        answer, and a short single try would turn that into a tempfail)."""
         return {"nameservers": ["127.0.0.1:%d" % self.port],
                 "timeout": timeout, "tries": tries}
 

@@ -586,7 +586,7 @@ class ProxyLookups(PosternTestCase):
     (Received) and SPF (a record that passes the proxy fails the client)."""
 
     def test_reverse_lookup_and_spf_see_the_client(self):
-        dns = harness.Dnsmasq(self.tmp, [
+        dns = self.dnsmasq([
             "--ptr-record=2.0.0.127.in-addr.arpa,client.proxied.test",
             "--host-record=client.proxied.test,127.0.0.2",
             "--ptr-record=10.0.0.127.in-addr.arpa,proxy.proxied.test",
@@ -596,7 +596,7 @@ class ProxyLookups(PosternTestCase):
         ])
         p = self.postern({
             "relay": {"trusted_networks": [], "domains": ["dest.test"]},
-            "resolver": dns.resolver(timeout=2000),
+            "resolver": dns.resolver(),
             "filters": [{"module": "spf"}],
         }, start=False)
         p.config["listeners"][0].update(

@@ -20,7 +20,7 @@ class ReverseDns(PosternTestCase):
         c.quit()
 
     def test_confirmed_and_unconfirmed_names(self):
-        dns = harness.Dnsmasq(self.tmp, [
+        dns = self.dnsmasq([
             # 127.0.0.2 -> good.rdns.test -> 127.0.0.2: confirmed
             "--ptr-record=2.0.0.127.in-addr.arpa,good.rdns.test",
             "--host-record=good.rdns.test,127.0.0.2",
