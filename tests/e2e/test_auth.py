@@ -399,14 +399,19 @@ class TimingAndLoadTest(AuthBase):
             unknown.append(t)
         c.quit()
         k, u = statistics.median(known), statistics.median(unknown)
-        # answered without a hash, an unknown login would take ~0.1 ms
+        # answered without a hash, an unknown login would take ~0.1 ms, a
+        # hundredth of a known one; the two are interleaved, so the
+        # machine's load weighs on both alike, and the ratio's bounds are
+        # wide for a loaded machine all the same
         self.assertGreater(u, 0.004, (known, unknown))
-        self.assertGreater(u, 0.4 * k, (known, unknown))
-        self.assertLess(u, 2.5 * k, (known, unknown))
+        self.assertGreater(u, 0.25 * k, (known, unknown))
+        self.assertLess(u, 4 * k, (known, unknown))
 
     def test_concurrent_auths_keep_latency(self):
         """40 clients authenticating over and over (yescrypt, ~14 ms of CPU
-        each) while another session measures NOOP round trips."""
+        each) while another session measures NOOP round trips. The NOOPs
+        are measured against the AUTHs of the same moment, not against a
+        clock: a loaded machine slows both alike."""
         probe = self.p.session()
         base = []
         for _ in range(20):
@@ -415,6 +420,7 @@ class TimingAndLoadTest(AuthBase):
             base.append(time.monotonic() - t0)
         stop = time.monotonic() + 4.0
         done = {"ok": 0, "bad": 0}
+        auth_lat = []
         lock = threading.Lock()
 
         def hammer():
@@ -423,8 +429,10 @@ class TimingAndLoadTest(AuthBase):
             c = self.p.client(port=self.plain_port)
             c.start()
             while time.monotonic() < stop:
+                t0 = time.monotonic()
                 r = c.cmd("AUTH PLAIN " + plain("alice", "wrong"))
                 with lock:
+                    auth_lat.append(time.monotonic() - t0)
                     done["ok" if r.code == 535 else "bad"] += 1
             c.quit()
 
@@ -443,16 +451,19 @@ class TimingAndLoadTest(AuthBase):
         probe.quit()
         lat.sort()
         p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
-        print("\nauth load: %d checks in 4 s (%d bad), NOOP p50 %.2f ms "
-              "p99 %.2f ms max %.2f ms (idle p50 %.2f ms)"
-              % (done["ok"], done["bad"], p50 * 1e3, p99 * 1e3,
+        a50 = statistics.median(auth_lat)
+        print("\nauth load: %d checks in 4 s (%d bad), AUTH p50 %.1f ms; "
+              "NOOP p50 %.2f ms p99 %.2f ms max %.2f ms (idle p50 %.2f ms)"
+              % (done["ok"], done["bad"], a50 * 1e3, p50 * 1e3, p99 * 1e3,
                  lat[-1] * 1e3, statistics.median(base) * 1e3))
         self.assertEqual(done["bad"], 0)
         self.assertGreater(done["ok"], 40)
-        # were the hashes computed on the loop, each NOOP would wait behind
-        # the queued checks: 40 x ~14 ms
-        self.assertLess(p50, 0.05, lat)
-        self.assertLess(p99, 0.3, lat)
+        # were the hashes computed on the loop, a NOOP would wait behind
+        # the checks read before it (up to 40 x ~14 ms), about as long as
+        # an AUTH waits for its turn on the two workers: on workers, a
+        # NOOP is answered at once (measured: ~1/1000 of an AUTH)
+        self.assertLess(p50, a50 / 10, (a50, lat))
+        self.assertLess(p99, a50, (a50, lat))
 
 
 class PasswordFileTest(PosternTestCase):

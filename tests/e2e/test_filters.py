@@ -17,7 +17,6 @@ import email
 import email.policy
 import os
 import subprocess
-import threading
 import time
 import unittest
 
@@ -246,7 +245,8 @@ class ConditionsAndLimits(PosternTestCase):
         p = self._backtrack(None)
         t0 = time.monotonic()
         r = send(p, message([b"Subject: " + b"a" * 40 + b"b"]), final=451)
-        self.assertLess(time.monotonic() - t0, 5)
+        # without match_limit the backtracking would take hours
+        self.assertLess(time.monotonic() - t0, 60)
         self.assertTrue(r.text.startswith("4.3.0"), r)
         p.wait_for_log("event=filter_fail filter=headers")
         time.sleep(0.3)
@@ -317,34 +317,30 @@ class ExternalModule(PosternTestCase):
         self.assertEqual(str(m["Subject"]), "suspect offer")
 
     def test_pending_while_others_flow(self):
-        p = self.example(slow_ms=3000)
-        result = {}
-
-        def slow():
-            t0 = time.monotonic()
-            send(p, message([b"Subject: slow one"]))
-            result["slow"] = time.monotonic() - t0
-
-        t = threading.Thread(target=slow)
-        t.start()
-        time.sleep(0.2)
-        t0 = time.monotonic()
+        """Three quick messages are all taken while a slow verdict pends:
+        told by the order of the replies, not by a clock (the slow verdict
+        takes 8 s, which the quick ones have on a loaded machine; were they
+        behind it, its reply would come first)."""
+        p = self.example(slow_ms=8000)
+        slow = p.session()
+        slow.cmd("MAIL FROM:<sender@example.com>", 250)
+        slow.cmd("RCPT TO:<user@example.org>", 250)
+        slow.cmd("DATA", 354)
+        slow.send(message([b"Subject: slow one"]) + b".\r\n")
         for i in range(3):
             send(p, message([b"Subject: quick %d" % i]))
-        quick = time.monotonic() - t0
-        t.join(20)
-        self.assertLess(quick, 2.5)             # not behind the slow one
-        self.assertGreaterEqual(result["slow"], 2.9)
-        self.assertFalse(t.is_alive())
+        self.assertEqual(slow.pending(0.1), b"", "the quick ones came after "
+                         "the slow one")
+        slow.expect(250)
+        slow.quit()
         got = [parse(d.body) for d in p.wait_for_delivered(4)]
         slow_msgs = [m for m in got if str(m["Subject"]) == "slow one"]
         self.assertEqual(slow_msgs[0]["X-Example-Slow"], "done")
 
     def test_deadline(self):
         p = self.example(slow_ms=6000, deadline=0.3)
-        t0 = time.monotonic()
+        # the deadline's 451 (the slow answer would be a 250, 6 s on)
         r = send(p, message([b"Subject: slow one"]), final=451)
-        self.assertLess(time.monotonic() - t0, 4.5)
         self.assertTrue(r.text.startswith("4.3.0"), r)
         p.wait_for_log("why=\"deadline of 300 ms passed\"")
 
@@ -363,18 +359,19 @@ class ExternalModule(PosternTestCase):
         p.wait_for_delivered(1)
 
     def test_headers_phase_while_the_body_streams(self):
-        p = self.example(slow_ms=800)
+        p = self.example(slow_ms=3000)
         c = p.session()
         c.cmd("MAIL FROM:<a@example.com>", 250)
         c.cmd("RCPT TO:<b@example.org>", 250)
         c.cmd("DATA", 354)
         t0 = time.monotonic()
         c.send(b"Subject: slow upload\r\n\r\n")   # the header, complete
-        time.sleep(0.5)                 # the verdict pends meanwhile
+        time.sleep(2.5)                 # the verdict pends meanwhile
         c.send(b"x" * 70 + b"\r\n" + b".\r\n")
         c.expect(250)
-        # the wait overlapped the upload: one delay, not delay + upload
-        self.assertLess(time.monotonic() - t0, 1.25)
+        # the wait overlapped the upload: one delay (3 s), not delay +
+        # upload (5.5 s); the margin is for a loaded machine
+        self.assertLess(time.monotonic() - t0, 4.5)
         # a refusal at the header is given after the final dot
         c.cmd("MAIL FROM:<a@example.com>", 250)
         c.cmd("RCPT TO:<b@example.org>", 250)

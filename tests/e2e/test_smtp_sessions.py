@@ -243,14 +243,14 @@ class GracefulStopTest(PosternTestCase):
         busy.cmd("DATA", 354)
         # larger than the spool keeps in memory: a file in incoming/
         busy.send(b"Subject: half\r\n\r\n" + (b"h" * 998 + b"\r\n") * 200)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while not self.p.spool_files("incoming") and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertTrue(self.p.spool_files("incoming"))
-        t0 = time.monotonic()
         self.assertEqual(self.p.stop(), 0)
-        self.assertLess(time.monotonic() - t0, 5)
+        # the 1 s drain ended it, not the busy client (which never ends)
+        self.assertIn(b"event=stopping reason=drain_timeout", self.p.log())
         # the idle client is told (421) and disconnected
         r = idle.reply()
         self.assertEqual(r.code, 421, r.raw)
