@@ -422,7 +422,9 @@ test_backtracking_limit(void **state)
         " replace = \"x\"; }); });");
     uint64_t t0 = uv_hrtime();
     hx_message(h, m, false);
-    assert_true(uv_hrtime() - t0 < 1000000000ull);
+    /* without the match limit the backtracking would take hours; 30 s
+     * is for a loaded machine */
+    assert_true(uv_hrtime() - t0 < 30000000000ull);
     assert_int_equal(h->res.verdict, PST_TEMPFAIL);
     assert_int_equal(h->res.code, 451);
     hx_free(h);

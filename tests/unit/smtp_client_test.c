@@ -990,6 +990,52 @@ free_tcp_port(void)
     return ntohs(sa.sin_port);
 }
 
+/* smtp-sink on a free loopback port, waited for until it takes a
+ * connection. The port was free when picked, but any process may bind it
+ * before smtp-sink does; smtp-sink then exits, and is started again on
+ * another port. */
+static pid_t
+start_sink(unsigned *port)
+{
+    char addr[64];
+    for (int attempt = 0; attempt < 5; attempt++) {
+        *port = free_tcp_port();
+        snprintf(addr, sizeof(addr), "127.0.0.1:%u", *port);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execlp("smtp-sink", "smtp-sink", "-u", "nobody", "-c", addr,
+                   "10", (char *)NULL);
+            _exit(127);
+        }
+        assert_true(pid > 0);
+        /* bounded by count and by time: 300 x 100 ms at most */
+        for (int i = 0; i < 300; i++) {
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                /* 127: no smtp-sink at all, which no retry mends */
+                assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 127);
+                pid = 0;
+                break;
+            }
+            struct sockaddr_in sa;
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            uv_ip4_addr("127.0.0.1", (int)*port, &sa);
+            int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+            close(fd);
+            if (rc == 0)
+                return pid;
+            usleep(100000);
+        }
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            fail_msg("smtp-sink on port %u never took a connection", *port);
+        }
+    }
+    fail_msg("smtp-sink could not bind a free port in 5 attempts");
+    return -1;
+}
+
 struct reuse {
     uv_loop_t loop;
     struct pst_smtpc_opts o;
@@ -1036,34 +1082,19 @@ test_smtp_sink_reuse(void **state)
 {
     struct reuse x;
     struct sockaddr_in sa;
-    char addr[64];
-    unsigned port = free_tcp_port();
+    unsigned port;
     (void)state;
-
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execlp("smtp-sink", "smtp-sink", "-u", "nobody", "-c", addr, "10",
-               (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        uv_ip4_addr("127.0.0.1", (int)port, &sa);
-        int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-        close(fd);
-        if (rc == 0)
-            break;
-        usleep(50000);
-    }
+    pid_t pid = start_sink(&port);
+    uv_ip4_addr("127.0.0.1", (int)port, &sa);
     memset(&x, 0, sizeof(x));
     uv_loop_init(&x.loop);
     x.o.helo = "postern.test";
     x.o.tls = PST_DTLS_NONE;
     x.o.rcpts_per_txn = 100;
     x.o.reply_lines_max = 100;
-    x.o.t_connect = x.o.t_greeting = x.o.t_helo = x.o.t_mail = 5;
-    x.o.t_rcpt = x.o.t_data = x.o.t_block = x.o.t_final = 5;
+    /* generous: smtp-sink on a loaded machine may be slow to answer */
+    x.o.t_connect = x.o.t_greeting = x.o.t_helo = x.o.t_mail = 30;
+    x.o.t_rcpt = x.o.t_data = x.o.t_block = x.o.t_final = 30;
     pst_envelope_init(&x.env);
     x.env.sender = strdup("s@example.org");
     pst_envelope_add_rcpt(&x.env, "r@example.net");

@@ -333,6 +333,29 @@ alive(int pid)
     return kill(pid, 0) == 0;
 }
 
+/* Wait (up to 30 s) until the helper pid, killed, is a zombie: its
+ * sockets are closed then, as the pool's next look at them must see. The
+ * pool reaps its helpers itself, so the test does not wait for them. */
+static void
+wait_dead(int pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    for (int i = 0; i < 3000; i++) {
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            return;                 /* reaped already */
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')');
+        if (rp && rp[1] == ' ' && rp[2] == 'Z')
+            return;
+        usleep(10000);
+    }
+    fail_msg("helper %d still alive 30 s after SIGKILL", pid);
+}
+
 static void
 test_pool(void **state)
 {
@@ -371,7 +394,8 @@ test_pool(void **state)
     /* kill both: each is replaced before it is used again */
     kill(pids[0], SIGKILL);
     kill(pids[1], SIGKILL);
-    usleep(100000);
+    wait_dead(pids[0]);
+    wait_dead(pids[1]);
     spf_run(p, AF_INET, ip, "a@example.com", "h.example", "mx.test", &out);
     assert_int_equal(out.result, SPF_R_TEMPERROR);
     assert_false(out.helper_failed);
@@ -381,9 +405,8 @@ test_pool(void **state)
     spf_pool_stats(p, &st);
     assert_int_equal(st.helper_restarts, 2);
     assert_int_equal(st.helpers_alive, 2);
-    /* the last reference stops them */
+    /* the last reference stops them (and reaps them before it returns) */
     spf_pool_unref(p);
-    usleep(50000);
     assert_false(alive(pids2[0]));
     assert_false(alive(pids2[1]));
 }
