@@ -29,6 +29,7 @@ import copy
 import errno
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -178,17 +179,43 @@ def require_ipv6(test):
                     "no IPv6 loopback (::1) here; tools/setup checks for it")
 
 
+def _quiet_ports():
+    """The ports below the kernel's ephemeral range (ip_local_port_range):
+    no connect() on the machine takes one of those as its local port, so
+    a port found free there stays free for the listener that binds it
+    next, whatever the other tests connect meanwhile; (0, -1) if the
+    range leaves too few below it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (10000, low - 1) if low - 1 - 10000 >= 4096 else (0, -1)
+
+
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
 def free_port(host="127.0.0.1"):
     """A TCP port currently free on host (never the same one twice in this
-    process, so that parallel starts in one test do not collide)."""
+    process, so that parallel starts in one test do not collide), taken at
+    random below the ephemeral range when there is room (_quiet_ports):
+    a port the kernel hands out for bind(0) may be any client's local port
+    a moment later, and a listener then fails with EADDRINUSE."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    lo, hi = _quiet_ports()
     for _ in range(200):
-        s = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
+        if lo > 0:
+            port = _port_rng.randint(lo, hi)
+            if port in _handed_out or not _port_free(family, host, port):
+                continue
+        else:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            finally:
+                s.close()
         if port not in _handed_out:
             _handed_out.add(port)
             return port
