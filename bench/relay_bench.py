@@ -6,7 +6,12 @@ downstream delivery, and postern's CPU time per message.
     bench/relay_bench.py BUILD_DIR [MESSAGES] [SESSIONS] [SIZE] [EXTRA_CONF]
 
 EXTRA_CONF: a file appended to the generated config (a `filters`
-section: bench/attach_policy.conf runs the attachments module).
+section: bench/attach_policy.conf runs the attachments module). If it
+names @DNS_PORT@, dnsmasq is started on a free loopback port with an SPF
+record for bench.test that passes 127.0.0.1, and the port put there
+(bench/filters_on.conf: headers, spf and attachments; filters_off.conf:
+the same resolver, no filters). The CPU time counted is postern's and its
+child processes' (the spf module's helpers).
 
 Not run by ctest. Ports are free loopback ports; every process started is
 ended by PID.
@@ -46,6 +51,42 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid):
+    """CPU of pid and of its live children (the spf helpers)."""
+    total = cpu_seconds(pid)
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                kids = f.read().split()
+        except OSError:
+            continue
+        for k in kids:
+            try:
+                total += cpu_seconds(int(k))
+            except OSError:
+                pass
+    return total
+
+
+def start_dnsmasq(tmp, procs):
+    """dnsmasq on a free loopback port answering bench.test's SPF record;
+    its port."""
+    port = free_port()
+    d = subprocess.Popen(
+        ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+         "--port=%d" % port, "--listen-address=127.0.0.1",
+         "--bind-interfaces", "--pid-file="] +
+        (["--user=nobody"] if os.geteuid() == 0 else []) + [
+         "--txt-record=bench.test,v=spf1 ip4:127.0.0.0/8 -all",
+         "--local-ttl=3600"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(d)
+    time.sleep(0.5)
+    if d.poll() is not None:
+        raise SystemExit("dnsmasq did not start")
+    return port
+
+
 def main():
     build = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
@@ -58,6 +99,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="relay-bench-")
     procs = []
     try:
+        if "@DNS_PORT@" in extra:
+            extra = extra.replace("@DNS_PORT@",
+                                  str(start_dnsmasq(tmp, procs)))
         sink_port, port = free_port(), free_port()
         sink = subprocess.Popen(["smtp-sink", "-u", "nobody",
                                  "127.0.0.1:%d" % sink_port, "1000"],
@@ -85,7 +129,7 @@ logging = { level = "info"; };
                                 conf], stdout=log, stderr=log)
         procs.append(pst)
         wait_port(port)
-        cpu0 = cpu_seconds(pst.pid)
+        cpu0 = tree_cpu_seconds(pst.pid)
         t0 = time.monotonic()
         subprocess.run(["smtp-source", "-c", "-l", str(size), "-m", str(n),
                         "-s", str(sessions), "-f", "from@bench.test",
@@ -102,12 +146,19 @@ logging = { level = "info"; };
                 break
             time.sleep(0.05)
         t_all = time.monotonic() - t0
-        cpu = cpu_seconds(pst.pid) - cpu0
+        cpu = tree_cpu_seconds(pst.pid) - cpu0
+        with open(path, "rb") as f:
+            logtext = f.read()
+        spf = {r.decode(): len(re.findall(rb"event=spf identity=\S+ result="
+                                          + r + rb"\b", logtext))
+               for r in re.findall(rb"event=spf identity=\S+ result=(\w+)",
+                                   logtext)}
         print("messages=%d size=%d sessions=%d accepted_in=%.2fs "
               "(%.0f/s) relayed_in=%.2fs (%.0f/s) delivered=%d "
               "postern_cpu=%.2fs (%.3f ms/msg)"
               % (n, size, sessions, t_in, n / t_in, t_all, done / t_all,
-                 done, cpu, cpu * 1000 / max(done, 1)))
+                 done, cpu, cpu * 1000 / max(done, 1)) +
+              ("".join(" spf_%s=%d" % kv for kv in sorted(spf.items()))))
     finally:
         for p in reversed(procs):
             p.terminate()
