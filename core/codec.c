@@ -473,6 +473,37 @@ pst_b64_enc_final(struct pst_b64_enc *e, void *out)
     return (size_t)(o - (uint8_t *)out);
 }
 
+/* pst_b64_encode - see codec.h. */
+size_t
+pst_b64_encode(const void *in, size_t n, char *out)
+{
+    struct pst_b64_enc e;
+    pst_b64_enc_init(&e, 0);
+    size_t o = pst_b64_enc_update(&e, in, n, out);
+    o += pst_b64_enc_final(&e, out + o);
+    out[o] = '\0';
+    return o;
+}
+
+/* pst_b64_decode - see codec.h: the streaming decoder, once the input is
+ * known to be strict (then it writes exactly the octets counted here). */
+ssize_t
+pst_b64_decode(const char *in, size_t n, void *out, size_t outsz)
+{
+    size_t pads = n > 0 && in[n - 1] == '=' ? 1 + (n > 1 && in[n - 2] == '=')
+                                            : 0;
+    if (n % 4 != 0 || n / 4 * 3 - pads > outsz)
+        return -1;
+    for (size_t i = 0; i < n - pads; i++)
+        if (b64_tab[(unsigned char)in[i]] >= 64)
+            return -1;              /* a blank, a '=' inside, not base64 */
+    struct pst_b64_dec d;
+    pst_b64_dec_init(&d);
+    size_t o = pst_b64_dec_update(&d, in, n, out);
+    pst_b64_dec_final(&d, out);
+    return d.bad ? -1 : (ssize_t)o;
+}
+
 /* ---- quoted-printable encoder ---- */
 
 #define QP_LINE 76

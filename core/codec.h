@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 enum pst_cte {
     PST_CTE_7BIT,                   /* also the default when absent */
@@ -143,6 +144,20 @@ void pst_qp_enc_init(struct pst_qp_enc *e, bool binary);
 size_t pst_qp_enc_update(struct pst_qp_enc *e, const void *in, size_t n,
                          void *out);
 size_t pst_qp_enc_final(struct pst_qp_enc *e, void *out);
+
+/* ---- one-shot base64, for protocol strings (not bodies) ---- */
+/*
+ * pst_b64_encode - n octets as one line of base64, no line end, into out
+ * (room for PST_B64_ENC_OUT(n) + 1), NUL-terminated; returns its length.
+ */
+size_t pst_b64_encode(const void *in, size_t n, char *out);
+/*
+ * pst_b64_decode - strict base64 (RFC 4648 4, as SASL wants it, RFC 4954
+ * 4): the alphabet only, no blanks, a length in whole quads, padding only
+ * at the end. Decodes into out (outsz octets) and returns the length, or
+ * -1 when the input is not strict base64 or its octets do not fit.
+ */
+ssize_t pst_b64_decode(const char *in, size_t n, void *out, size_t outsz);
 
 /* pst_hexval - the value of hex digit c (either case), or -1. */
 int pst_hexval(int c);

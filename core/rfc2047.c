@@ -100,17 +100,6 @@ ew_scan(const char *s, const char *end, struct ew *w)
     return false;
 }
 
-static int
-hexv(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c &= ~0x20;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Append the payload bytes of w to raw; false if the base64 is broken. */
 static bool
 ew_payload(const struct ew *w, struct pst_tbuf *raw)
@@ -122,8 +111,8 @@ ew_payload(const struct ew *w, struct pst_tbuf *raw)
             if (c == '_') {
                 c = ' ';
             } else if (c == '=' && i + 2 < w->textlen &&
-                       hexv(w->text[i + 1]) >= 0 && hexv(w->text[i + 2]) >= 0) {
-                c = hexv(w->text[i + 1]) << 4 | hexv(w->text[i + 2]);
+                       pst_hexval(w->text[i + 1]) >= 0 && pst_hexval(w->text[i + 2]) >= 0) {
+                c = pst_hexval(w->text[i + 1]) << 4 | pst_hexval(w->text[i + 2]);
                 i += 2;
             }
             pst_tbuf_addc(raw, c);
@@ -328,9 +317,9 @@ pct_decode(const char *s, size_t n, struct pst_tbuf *out)
 {
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexv(s[i + 1]) >= 0 &&
-            hexv(s[i + 2]) >= 0) {
-            pst_tbuf_addc(out, hexv(s[i + 1]) << 4 | hexv(s[i + 2]));
+        if (s[i] == '%' && i + 2 < n && pst_hexval(s[i + 1]) >= 0 &&
+            pst_hexval(s[i + 2]) >= 0) {
+            pst_tbuf_addc(out, pst_hexval(s[i + 1]) << 4 | pst_hexval(s[i + 2]));
             i += 2;
         } else {
             if (s[i] == '%')

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/log.h"
 
 #define FOLD_AT 78
@@ -174,25 +175,6 @@ needs_encoding(const char *w, size_t n)
     return n >= 2 && w[0] == '=' && w[1] == '?';
 }
 
-static const char b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void
-b64_add(struct pst_tbuf *o, const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= s[i + 2];
-        char q[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63],
-                     i + 1 < n ? b64[v >> 6 & 63] : '=',
-                     i + 2 < n ? b64[v & 63] : '='};
-        pst_tbuf_add(o, q, 4);
-    }
-}
-
 /* Encode s[0..n) as encoded words of at most 75 characters, split only
  * between UTF-8 characters, separated by a blank. */
 static void
@@ -209,8 +191,9 @@ encode_words(struct pst_tbuf *o, const char *s, size_t n)
                 take--;
         if (!first)
             pst_tbuf_add(o, " ", 1);
+        char w[PST_B64_ENC_OUT(45) + 1];
         pst_tbuf_add(o, "=?UTF-8?B?", 10);
-        b64_add(o, (const unsigned char *)s + i, take);
+        pst_tbuf_add(o, w, pst_b64_encode(s + i, take, w));
         pst_tbuf_add(o, "?=", 2);
         first = false;
         i += take;

@@ -570,58 +570,6 @@ pst_auth_close(struct pst_auth *a)
 
 /* ---- SASL helpers ---- */
 
-static int
-b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-ssize_t
-pst_b64_decode(const char *in, size_t n, char *out, size_t outsz)
-{
-    size_t o = 0;
-    if (n % 4 != 0)
-        return -1;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4], pad = 0;
-        for (int k = 0; k < 4; k++) {
-            unsigned char c = (unsigned char)in[i + k];
-            if (c == '=' && i + 4 == n && k >= 2) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            if (pad)                /* data after '=' */
-                return -1;
-            v[k] = b64val(c);
-            if (v[k] < 0)
-                return -1;
-        }
-        unsigned long w = ((unsigned long)v[0] << 18) |
-                          ((unsigned long)v[1] << 12) |
-                          ((unsigned long)v[2] << 6) | (unsigned long)v[3];
-        size_t take = 3 - (size_t)pad;
-        if (o + take > outsz)
-            return -1;
-        out[o++] = (char)(w >> 16);
-        if (take > 1)
-            out[o++] = (char)(w >> 8 & 0xff);
-        if (take > 2)
-            out[o++] = (char)(w & 0xff);
-    }
-    return (ssize_t)o;
-}
-
 int
 pst_sasl_plain(const char *p, size_t n, char *login, char *password)
 {

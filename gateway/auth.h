@@ -92,7 +92,5 @@ void pst_auth_stats(struct pst_auth *a, struct pst_auth_stats *st);
  * or authzid names someone other than authcid.
  */
 int pst_sasl_plain(const char *p, size_t n, char *login, char *password);
-/* pst_b64_decode - RFC 4648 base64 with padding; -1 if invalid or too long. */
-ssize_t pst_b64_decode(const char *in, size_t n, char *out, size_t outsz);
 
 #endif

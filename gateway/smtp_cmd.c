@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/strmap.h"
 #include "core/util.h"
 #include "gateway/policy.h"

@@ -57,6 +57,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "core/codec.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/net.h"
@@ -506,17 +507,10 @@ ready(struct pst_smtpc *c)
 }
 
 static void
-b64(const char *in, size_t n, char *out, size_t outsz)
-{
-    EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
-    out[outsz - 1] = '\0';
-}
-
-static void
 start_auth(struct pst_smtpc *c)
 {
     const struct pst_smtpc_opts *o = c->o;
-    char raw[600], enc[820];
+    char raw[600], enc[PST_B64_ENC_OUT(sizeof(raw)) + 1];
 
     if (!c->tls_on && !o->auth_plaintext) {
         c_fail(c, PST_SMTPC_TEMP, "4.7.0 not sending AUTH to %s: the "
@@ -533,7 +527,7 @@ start_auth(struct pst_smtpc *c)
         memcpy(raw + 1, o->auth_user, ul);
         raw[1 + ul] = '\0';
         memcpy(raw + 2 + ul, o->auth_password, pl);
-        b64(raw, ul + pl + 2, enc, sizeof(enc));
+        pst_b64_encode(raw, ul + pl + 2, enc);
         pst_tbuf_printf(&c->out, "AUTH PLAIN %s\r\n", enc);
         c->st = S_AUTH_PLAIN;
     } else if (c->auth_login) {
@@ -1189,15 +1183,15 @@ on_reply(struct pst_smtpc *c)
         break;
     case S_AUTH_LOGIN_USER:
     case S_AUTH_DONE: {
-        char enc[820];
         const char *v = c->st == S_AUTH_LOGIN_USER ? c->o->auth_user
                                                    : c->o->auth_password;
+        char enc[PST_B64_ENC_OUT(600) + 1]; /* start_auth bounded them */
         if (c->rcode != 334) {
             reply_text(c, t, sizeof(t), "AUTH");
             c_fail(c, PST_SMTPC_TEMP, "%s", t);
             return;
         }
-        b64(v, strlen(v), enc, sizeof(enc));
+        pst_b64_encode(v, strlen(v), enc);
         pst_tbuf_printf(&c->out, "%s\r\n", enc);
         c->st = c->st == S_AUTH_LOGIN_USER ? S_AUTH_DONE : S_AUTH_LOGIN_PASS;
         flush(c);

@@ -77,35 +77,6 @@ teardown(void **state)
 }
 
 static void
-test_b64(void **state)
-{
-    static const struct {
-        const char *in, *want;      /* want NULL: invalid */
-    } cases[] = {
-        {"", ""},         {"YQ==", "a"},     {"YWI=", "ab"},
-        {"YWJj", "abc"},  {"YWJjZA==", "abcd"},
-        {"YQ=", NULL},    {"YQ", NULL},      {"Y===", NULL},
-        {"YQ==YQ==", NULL}, {"YW!j", NULL},  {"=YWJ", NULL},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char out[64];
-        ssize_t n = pst_b64_decode(cases[i].in, strlen(cases[i].in), out,
-                                   sizeof(out));
-        if (cases[i].want == NULL) {
-            if (n >= 0)
-                fail_msg("'%s': want invalid, got %zd", cases[i].in, n);
-            continue;
-        }
-        if (n != (ssize_t)strlen(cases[i].want) ||
-            memcmp(out, cases[i].want, (size_t)n) != 0)
-            fail_msg("'%s': want '%s', got %zd", cases[i].in, cases[i].want,
-                     n);
-    }
-    char small[2];
-    assert_true(pst_b64_decode("YWJj", 4, small, sizeof(small)) < 0);
-}
-
-static void
 test_sasl_plain(void **state)
 {
     static const struct {
@@ -496,7 +467,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_b64),
         cmocka_unit_test(test_sasl_plain),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_ipv6_prefix),

@@ -300,6 +300,45 @@ test_roundtrip(void **state)
     }
 }
 
+/* The strict one-shot decoder (SASL) and the one-line encoder. */
+static void
+test_base64_strict(void **state)
+{
+    static const struct {
+        const char *in, *want;      /* want NULL: invalid */
+    } cases[] = {
+        {"", ""},         {"YQ==", "a"},     {"YWI=", "ab"},
+        {"YWJj", "abc"},  {"YWJjZA==", "abcd"},
+        {"YQ=", NULL},    {"YQ", NULL},      {"Y===", NULL},
+        {"YQ==YQ==", NULL}, {"YW!j", NULL},  {"=YWJ", NULL},
+        {"YW Jj", NULL},  {"YWJj\r\n", NULL}, {"YW=j", NULL},
+        {"====", NULL},   {"YWJjZA=\n", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+        ssize_t n = pst_b64_decode(cases[i].in, strlen(cases[i].in), out,
+                                   sizeof(out));
+        if (cases[i].want == NULL) {
+            if (n >= 0)
+                fail_msg("'%s': want invalid, got %zd", cases[i].in, n);
+            continue;
+        }
+        if (n != (ssize_t)strlen(cases[i].want) ||
+            memcmp(out, cases[i].want, (size_t)n) != 0)
+            fail_msg("'%s': want '%s', got %zd", cases[i].in, cases[i].want,
+                     n);
+    }
+    char small[2];
+    assert_true(pst_b64_decode("YWJj", 4, small, sizeof(small)) < 0);
+    assert_int_equal(pst_b64_decode("YWI=", 4, small, sizeof(small)), 2);
+    /* the one-line encoder is its inverse */
+    char enc[PST_B64_ENC_OUT(5) + 1];
+    assert_int_equal(pst_b64_encode("\0ab\0c", 5, enc), 8);
+    assert_string_equal(enc, "AGFiAGM=");
+    assert_int_equal(pst_b64_encode("", 0, enc), 0);
+    assert_string_equal(enc, "");
+}
+
 int
 main(void)
 {
@@ -309,6 +348,7 @@ main(void)
         cmocka_unit_test(test_identity),
         cmocka_unit_test(test_cte_parse),
         cmocka_unit_test(test_base64_encode),
+        cmocka_unit_test(test_base64_strict),
         cmocka_unit_test(test_qp_encode),
         cmocka_unit_test(test_roundtrip),
     };
