@@ -21,6 +21,9 @@ concurrency and per mode; each run on a fresh postern and smtp-sink.
     bench/cost_bench.py BUILD_DIR [--mode strace] [--messages 2000]
                         [--concurrency 20,100] [--size 1024]
                         [--out DIR]         (keep the raw outputs there)
+                        [--log-level info]  (postern's logging.level)
+                        [--conf FILE]       (settings appended to the
+                                             config, e.g. a filter chain)
 
 Run as root (postern then runs as the postern account, as in
 peer_bench.py). Not run by ctest.
@@ -87,9 +90,37 @@ def parse_strace(path):
     return calls
 
 
-def run(build, mode, n, conc, size, keep):
+def parse_callgrind(text):
+    """{function: instructions} from callgrind_annotate's listing."""
+    fn = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*?)(?: \[.*\])?$",
+                     line)
+        if m and "PROGRAM TOTALS" not in line:
+            name = m.group(2).split(":", 1)[-1]
+            fn[name] = fn.get(name, 0) + int(m.group(1).replace(",", ""))
+    return fn
+
+
+def tweak(srv, log_level, conf_file):
+    """postern's bench config with another log level, and the settings of
+    conf_file (e.g. a filter chain) appended."""
+    base = srv.config
+
+    def config(tmp, sink_port):
+        text = base(tmp, sink_port).replace('level = "info"',
+                                            'level = "%s"' % log_level)
+        if conf_file:
+            with open(conf_file) as f:
+                text += f.read()
+        return text
+    srv.config = config
+
+
+def run(build, mode, n, conc, size, keep, log_level="info", conf_file=None):
     tmp = tempfile.mkdtemp(prefix="cost-bench-")
     srv = Callgrind(build) if mode == "callgrind" else pb.Postern(build)
+    tweak(srv, log_level, conf_file)
     sink, helper, out = None, None, {}
     try:
         sink = pb.Sink(tmp)
@@ -151,13 +182,15 @@ def run(build, mode, n, conc, size, keep):
             if not dumps:
                 raise RuntimeError("no callgrind dump")
             ann = subprocess.run(
-                ["callgrind_annotate", "--inclusive=no", "--threshold=95",
+                ["callgrind_annotate", "--inclusive=no", "--threshold=100",
+                 "--auto=no",
                  max(dumps, key=os.path.getmtime)],
                 capture_output=True, text=True, timeout=600)
             out["callgrind"] = ann.stdout
             m = re.search(r"^\s*([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS",
                           ann.stdout, re.M)
             out["ir"] = int(m.group(1).replace(",", "")) if m else 0
+            out["fn"] = parse_callgrind(ann.stdout)
         return out
     finally:
         if helper:
@@ -186,6 +219,11 @@ def main():
     ap.add_argument("--concurrency", default="20,100")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--out")
+    ap.add_argument("--log-level", default="info",
+                    help="postern's logging.level (default info)")
+    ap.add_argument("--conf", help="a file of settings appended to "
+                    "postern's config (e.g. a filters list; @DNS_PORT@ is not "
+                    "filled in: relay_bench.py runs the DNS-using cases)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("cost_bench.py: run as root (see peer_bench.py)")
@@ -197,11 +235,16 @@ def main():
         if a.mode == "callgrind":
             # instructions of the messages alone: a run of N minus a run
             # of N/10 (start-up, shutdown and warm-up cancel out)
-            small = run(a.build, a.mode, a.messages // 10, c, a.size, None)
-        r = run(a.build, a.mode, a.messages, c, a.size, a.out)
+            small = run(a.build, a.mode, a.messages // 10, c, a.size, None,
+                        a.log_level, a.conf)
+        r = run(a.build, a.mode, a.messages, c, a.size, a.out, a.log_level,
+                a.conf)
         if a.mode == "callgrind":
-            r["ir_per_msg"] = (r["ir"] - small["ir"]) / (
-                a.messages - a.messages // 10)
+            per = a.messages - a.messages // 10
+            r["ir_per_msg"] = (r["ir"] - small["ir"]) / per
+            r["fn_per_msg"] = sorted(
+                ((k, (v - small["fn"].get(k, 0)) / per)
+                 for k, v in r["fn"].items()), key=lambda x: -x[1])
         print("== %d messages, %d in flight, mode %s: postern CPU %.3f ms/msg"
               " (%.1f s)" % (a.messages, c, a.mode, r["cpu_ms"], r["wall"]))
         if "calls" in r:
@@ -219,7 +262,11 @@ def main():
         if "ir_per_msg" in r:
             print("instructions per message (callgrind Ir): %.0f"
                   % r["ir_per_msg"])
-            print(r["callgrind"][:6000])
+            print("top functions, instructions per message (the same "
+                  "difference):")
+            for k, v in r["fn_per_msg"][:40]:
+                print("  %8.0f %5.1f%%  %s" % (v, 100 * v / r["ir_per_msg"],
+                                             k))
 
 
 if __name__ == "__main__":
