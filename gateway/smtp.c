@@ -14,8 +14,10 @@
  * dotstream decoder, BDAT chunks by length), appending replies to one
  * output buffer that is written once per batch, so a pipelined transaction
  * gets its replies in one write. At the end of a message the spool commit
- * runs asynchronously; meanwhile the session stops reading and processing,
- * and resumes with whatever the client pipelined behind the message.
+ * runs asynchronously; meanwhile the session processes nothing (what the
+ * client pipelines behind the message is read into the input, up to its
+ * bound, and an EOF is kept for when that input is done: input_done) and
+ * resumes with it once the commit is answered.
  *
  * Bounds: the input buffer is none while nothing is buffered between
  * messages (an idle session holds no input buffer), PST_IN_SMALL while a
@@ -37,7 +39,7 @@
  * nothing that depends on it - limits, filters, the lookup, the greeting -
  * has started). ST_CMD and ST_AUTH read lines, ST_DATA and ST_BDAT read
  * text; ST_LOOKUP, ST_FILTER, ST_AUTH_CHECK and ST_COMMIT wait for the
- * resolver, a filter, the auth pool or the spool and read nothing (their
+ * resolver, a filter, the auth pool or the spool and take no input (their
  * own bounds time them); ST_TLS feeds a handshake.
  *
  * Ownership: the session is freed only from the close callback of its last
@@ -114,8 +116,8 @@ on_write(uv_write_t *req, int status)
     }
     if (s->closing)
         return;
-    if (s->quitting && s->out_inflight == 0) {
-        session_close(s, "quit");
+    if (s->quitting && s->out_inflight == 0 && s->st != ST_COMMIT) {
+        session_close(s, s->peer_eof ? "eof" : "quit");
         return;
     }
     /* output drained below the mark: take input again */
@@ -133,17 +135,37 @@ wreq_new(struct pst_session *s, size_t n)
     return w;
 }
 
-/* wreq_send - hand w to libuv; a failure closes the session. */
+/* wreq_send - hand w's bytes from off on to libuv; a failure closes the
+ * session. */
 static void
-wreq_send(struct pst_session *s, struct wreq *w)
+wreq_send(struct pst_session *s, struct wreq *w, size_t off)
 {
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    uv_buf_t b = uv_buf_init(w->data + off, (unsigned)(w->len - off));
+    w->len -= off;
     if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write) < 0) {
         free(w);
         session_close(s, "write error");
         return;
     }
     s->out_inflight += w->len;
+}
+
+/*
+ * try_send - write what the kernel takes now, when nothing is queued
+ * before it: no request, no callback, and libuv does not touch the
+ * socket's epoll registration (a completed uv_write re-arms it: one
+ * epoll_ctl per reply). Returns the octets written; on an error none, and
+ * the write request the caller then makes reports it (on_write), as
+ * before: nothing is closed under the caller.
+ */
+static size_t
+try_send(struct pst_session *s, char *p, size_t n)
+{
+    if (s->out_inflight > 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(p, (unsigned)n);
+    int k = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    return k > 0 ? (size_t)k : 0;
 }
 
 /* Send whatever ciphertext the TLS layer has produced. */
@@ -155,7 +177,12 @@ tls_send(struct pst_session *s)
         return;
     struct wreq *w = wreq_new(s, n);
     w->len = pst_tls_take(s->tls, w->data, n);
-    wreq_send(s, w);
+    size_t k = try_send(s, w->data, w->len);
+    if (k == w->len) {
+        free(w);
+        return;
+    }
+    wreq_send(s, w, k);
 }
 
 /* out_trim - a reply buffer that grew (a burst of pipelined commands)
@@ -189,11 +216,14 @@ flush(struct pst_session *s)
         tls_send(s);
         return;
     }
-    struct wreq *w = wreq_new(s, s->out.len);
-    memcpy(w->data, s->out.p, s->out.len);
+    size_t k = try_send(s, s->out.p, s->out.len);
+    if (k < s->out.len) {
+        struct wreq *w = wreq_new(s, s->out.len - k);
+        memcpy(w->data, s->out.p + k, w->len);
+        wreq_send(s, w, 0);
+    }
     s->out.len = 0;
     out_trim(s);
-    wreq_send(s, w);
 }
 
 /* ---- the log budget ---- */
@@ -460,12 +490,16 @@ in_settle(struct pst_session *s)
     in_fit(s);
 }
 
-/* Read only when the input can be used: not while a commit is in flight,
- * the input buffer is full, or replies pile up unread (PIPELINING abuse). */
+/* Read only when the input can be used: not while the input buffer is
+ * full or replies pile up unread (PIPELINING abuse), nor before the
+ * greeting or during an AUTH check. A commit in flight does not stop
+ * reading: what the client pipelines behind its message waits in the
+ * input (bounded by its size) until the commit's reply, and the socket's
+ * epoll registration is not changed twice per message. */
 static void
 update_reading(struct pst_session *s)
 {
-    bool want = !s->closing && !s->quitting && s->st != ST_COMMIT &&
+    bool want = !s->closing && !s->quitting && !s->peer_eof &&
                 s->st != ST_LOOKUP && s->st != ST_AUTH_CHECK &&
                 out_pending(s) < PST_OUT_HIGH && s->in_len < in_want(s) &&
                 (s->tls == NULL ||
@@ -583,6 +617,24 @@ tls_handshake_step(struct pst_session *s)
     tls_established(s);
 }
 
+/* input_done - the client's EOF came during a commit: once the input read
+ * before it is processed as far as it goes (a state that waits for input,
+ * not for a verdict), the replies given are written and the session
+ * closes; a message left open is lost, as on any EOF. */
+static void
+input_done(struct pst_session *s)
+{
+    if (s->st != ST_CMD && s->st != ST_DATA && s->st != ST_BDAT &&
+        s->st != ST_AUTH && s->st != ST_TLS)
+        return;                     /* a filter or the auth pool first */
+    if (s->st == ST_DATA || s->st == ST_BDAT)
+        SLOG(PST_LOG_INFO, s, "event=lost_connection state=%s",
+             s->st == ST_DATA ? "data" : "bdat");
+    s->quitting = true;
+    if (s->out_inflight == 0)
+        session_close(s, "eof");
+}
+
 void
 pst__smtp_process(struct pst_session *s)
 {
@@ -651,8 +703,13 @@ pst__smtp_process(struct pst_session *s)
         s->tls_start = false;
         tls_begin(s);
     }
-    if (s->quitting && s->out_inflight == 0) {
-        session_close(s, "quit");
+    if (s->peer_eof && !s->quitting && s->st != ST_COMMIT &&
+        out_pending(s) < PST_OUT_HIGH)
+        input_done(s);              /* nothing more will come */
+    if (s->closing)
+        return;
+    if (s->quitting && s->out_inflight == 0 && s->st != ST_COMMIT) {
+        session_close(s, s->peer_eof ? "eof" : "quit");
         return;
     }
     arm_timer(s);
@@ -682,6 +739,13 @@ static void
 on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     struct pst_session *s = st->data;
+    if (n == UV_EOF && s->st == ST_COMMIT) {
+        /* the client may have half-closed behind its message (and a
+         * QUIT): its replies are still due (libuv stopped reading) */
+        s->peer_eof = true;
+        s->reading = false;
+        return;
+    }
     if (n < 0) {
         if (s->st == ST_DATA || s->st == ST_BDAT)
             SLOG(PST_LOG_INFO, s, "event=lost_connection state=%s",
@@ -704,6 +768,12 @@ on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
             proxy_step(s);
             return;
         }
+    }
+    if (s->st == ST_COMMIT) {
+        /* pipelined behind the message: it waits for the commit's reply
+         * (on_commit processes it), up to the input's bound */
+        update_reading(s);
+        return;
     }
     pst__smtp_process(s);
 }

@@ -180,6 +180,8 @@ struct pst_session {
     bool quitting;                  /* QUIT answered: close after flush */
     bool draining;                  /* 421 4.3.2 once no transaction is open */
     bool reading;
+    bool peer_eof;                  /* the client's EOF came during a
+                                     * commit: seen once its input is done */
     unsigned errors;
     uint64_t cmd_deadline;          /* loop ms: the next command is due */
     unsigned log_used;              /* command lines logged at info since
