@@ -6,9 +6,11 @@
  * through OpenSSL memory BIOs once STARTTLS succeeded (the bytes that
  * arrived before the handshake are discarded: nothing a man in the middle
  * injected in plaintext is read as a reply). Output is gathered in one
- * buffer and written with one uv_write per flush: a pipelined MAIL, RCPT...
- * DATA group is one write, and the body goes out in PST_SMTPC_CHUNK pieces
- * (TCP_NODELAY is set: no Nagle stall on the final dot).
+ * buffer and written with one write per flush (uv_try_write, a uv_write for
+ * what the kernel does not take at once): a pipelined MAIL, RCPT... DATA
+ * group is one write, and the body goes out in pieces of at least
+ * PST_SMTPC_CHUNK, the last with the final dot (TCP_NODELAY is set: no
+ * Nagle stall on it).
  *
  * Body transform (on output): for a hop without 8BITMIME, the
  * quoted-printable downgrade of queue/mime8.c, then the text cut into
@@ -261,11 +263,22 @@ flush(struct pst_smtpc *c)
         flush_wbio(c);
         return;
     }
-    char *d = pst_xmalloc(c->out.len);
-    memcpy(d, c->out.p, c->out.len);
-    size_t n = c->out.len;
+    /* what the kernel takes now is written without a request (nothing is
+     * queued before it): no copy, no callback, and libuv leaves the
+     * socket's epoll registration alone; the rest is queued (on an error,
+     * all of it: on_write reports it, never under the caller) */
+    size_t off = 0, n = c->out.len;
     c->out.len = 0;
-    raw_write(c, d, n);
+    if (c->writes == 0) {
+        uv_buf_t b = uv_buf_init(c->out.p, (unsigned)n);
+        int k = uv_try_write(&c->h.stream, &b, 1);
+        off = k > 0 ? (size_t)k : 0;
+    }
+    if (off < n) {
+        char *d = pst_xmalloc(n - off);
+        memcpy(d, c->out.p + off, n - off);
+        raw_write(c, d, n - off);
+    }
 }
 
 static void
@@ -943,7 +956,8 @@ on_text(struct pst_smtpc *c, ssize_t n)
     else
         pst_wire_bytes(&c->wire, c->rbuf, (size_t)n);
     set_timer(c, c->o->t_block);
-    flush(c);
+    if (c->out.len >= PST_SMTPC_CHUNK)
+        flush(c);                   /* else with the next piece, or the dot */
     if (c->writes == 0 && c->st == S_BODY)
         body_more(c);
 }
