@@ -331,55 +331,92 @@ pct_decode(const char *s, size_t n, struct pst_tbuf *out)
 }
 
 static void
-add_param(struct pst_params *ps, const char *name, size_t namelen,
-          const char *val, size_t vallen)
+push_param(struct pst_param **v, unsigned *n, const char *name,
+           size_t namelen, const char *val, size_t vallen)
 {
-    for (unsigned i = 0; i < ps->n; i++)
-        if (strlen(ps->v[i].name) == namelen &&
-            pst_strncaseeq(ps->v[i].name, name, namelen)) {
-            ps->bad = true;         /* duplicate: the first wins */
-            return;
-        }
-    ps->v = pst_xrealloc(ps->v, (ps->n + 1) * sizeof(*ps->v));
+    *v = pst_xrealloc(*v, (*n + 1) * sizeof(**v));
     char *nm = pst_xstrndup(name, namelen);
     for (char *c = nm; *c; c++)
         *c = (char)pst_tolower((unsigned char)*c);
-    ps->v[ps->n].name = nm;
-    ps->v[ps->n].value = pst_xstrndup(val, vallen);
-    ps->n++;
+    (*v)[*n].name = nm;
+    (*v)[*n].value = pst_xstrndup(val, vallen);
+    (*n)++;
 }
 
-/* Join the RFC 2231 form of the parameter named like r[k]. */
+/* The value of a name: the first one is used, a later one is an
+ * alternative (and a duplicate is bad) unless alt says it is one already. */
 static void
-join_2231(struct pst_params *ps, struct rawp *r, unsigned nr, unsigned k)
+add_param(struct pst_params *ps, const char *name, size_t namelen,
+          const char *val, size_t vallen, bool alt)
 {
-    struct pst_tbuf bytes, utf;
+    for (unsigned i = 0; !alt && i < ps->n; i++)
+        if (strlen(ps->v[i].name) == namelen &&
+            pst_strncaseeq(ps->v[i].name, name, namelen)) {
+            ps->bad = true;         /* duplicate: the first wins */
+            alt = true;
+        }
+    if (alt && vallen > ps->alt_room) {
+        ps->limit = true;           /* the copies' bound (rfc2047.h) */
+    } else if (alt) {
+        ps->alt_room -= vallen;
+        push_param(&ps->alt, &ps->nalt, name, namelen, val, vallen);
+    } else
+        push_param(&ps->v, &ps->n, name, namelen, val, vallen);
+}
+
+/* Whether ri is a section of the RFC 2231 form of rk's name (the lone
+ * name* is section -1). */
+static bool
+same_form(const struct rawp *ri, const struct rawp *rk)
+{
+    return ri->namelen == rk->namelen && (ri->section >= 0 || ri->ext) &&
+           pst_strncaseeq(ri->attr, rk->attr, rk->namelen);
+}
+
+/*
+ * One joining of the RFC 2231 form named like r[k] into utf: each section
+ * from its pick-th occurrence (its last when it has fewer), sections 0,
+ * 1, ... up to a gap, or with past_gaps every section present in order
+ * of number. *more: a section has an occurrence past pick. Returns false
+ * when the form is broken (a section twice, a bad escape or charset).
+ */
+static bool
+join_one(struct rawp *r, unsigned nr, unsigned k, unsigned pick,
+         bool past_gaps, bool *more, struct pst_tbuf *utf)
+{
+    struct pst_tbuf bytes;
     char cs[CHARSET_MAX + 1];
     size_t cslen = 0;
     bool ok = true;
 
     pst_tbuf_init(&bytes);
-    pst_tbuf_init(&utf);
-    /* name* alone, or sections 0, 1, ... in order of number */
     int want = r[k].section < 0 ? -1 : 0;
     for (;;) {
+        if (past_gaps) {            /* the next section present */
+            int next = -1;
+            for (unsigned i = 0; i < nr; i++)
+                if (same_form(&r[i], &r[k]) && r[i].section >= want &&
+                    (next < 0 || r[i].section < next))
+                    next = r[i].section;
+            if (next < 0)
+                break;
+            want = next;
+        }
         struct rawp *sec = NULL;
+        unsigned seen = 0;
         for (unsigned i = 0; i < nr; i++) {
-            if (r[i].namelen != r[k].namelen || r[i].section != want ||
-                (r[i].section < 0 && !r[i].ext) ||
-                !pst_strncaseeq(r[i].attr, r[k].attr, r[k].namelen))
+            if (!same_form(&r[i], &r[k]) || r[i].section != want)
                 continue;
-            if (sec && !r[i].used) {
-                ok = false;         /* the same section twice */
-                r[i].used = true;
-                continue;
-            }
-            if (!sec)
-                sec = &r[i];
             r[i].used = true;
+            if (seen++ <= pick)
+                sec = &r[i];
         }
         if (sec == NULL)
             break;
+        if (seen > 1)
+            ok = false;             /* the same section twice */
+        if (seen > pick + 1)
+            *more = true;
         const char *v = sec->val;
         size_t vl = sec->vallen;
         if (sec->ext && want <= 0) {
@@ -404,25 +441,63 @@ join_2231(struct pst_params *ps, struct rawp *r, unsigned nr, unsigned k)
             break;
         want++;
     }
-    /* A section beyond a gap is left unused: note it. */
-    for (unsigned i = 0; i < nr; i++)
-        if (!r[i].used && r[i].namelen == r[k].namelen &&
-            (r[i].section >= 0 || r[i].ext) &&
-            pst_strncaseeq(r[i].attr, r[k].attr, r[k].namelen)) {
-            ok = false;
-            r[i].used = true;
-        }
     if (cslen == 0 ||
-        pst_charset_to_utf8(cs, cslen, bytes.p, bytes.len, &utf) < 0) {
+        pst_charset_to_utf8(cs, cslen, bytes.p, bytes.len, utf) < 0) {
         if (cslen)
             ok = false;
-        pst_utf8_sanitize(bytes.p, bytes.len, &utf);
+        pst_utf8_sanitize(bytes.p, bytes.len, utf);
     }
-    if (!ok)
-        ps->bad = true;
-    add_param(ps, r[k].attr, r[k].namelen, utf.p ? utf.p : "", utf.len);
     pst_tbuf_free(&bytes);
-    pst_tbuf_free(&utf);
+    return ok;
+}
+
+/* Every joining of the RFC 2231 form past pick 0 is an alternative; past
+ * JOINS_MAX of them the rest are not kept (limit). */
+#define JOINS_MAX 8
+
+/* Add the joinings of the RFC 2231 form named like r[k]: the first is
+ * used unless alt; *more as join_one's after the last one added. */
+static void
+add_joins(struct pst_params *ps, struct rawp *r, unsigned nr, unsigned k,
+          bool past_gaps, bool alt)
+{
+    bool more = true;
+    for (unsigned pick = 0; more; pick++) {
+        if (pick == JOINS_MAX) {
+            ps->limit = true;
+            break;
+        }
+        struct pst_tbuf utf;
+        pst_tbuf_init(&utf);
+        more = false;
+        if (!join_one(r, nr, k, pick, past_gaps, &more, &utf))
+            ps->bad = true;
+        add_param(ps, r[k].attr, r[k].namelen, utf.p ? utf.p : "", utf.len,
+                  alt || pick > 0);
+        pst_tbuf_free(&utf);
+    }
+}
+
+/*
+ * Join the RFC 2231 form of the parameter named like r[k]. A section
+ * given twice makes one joining per occurrence (the first used, the
+ * others alternatives); a section beyond a gap ends the value used, and
+ * the joining of every section present, past the gaps, is an
+ * alternative. (A name's other form, "name*" beside "name*0", is joined
+ * on its own: a duplicate, kept in alt by add_param.)
+ */
+static void
+join_2231(struct pst_params *ps, struct rawp *r, unsigned nr, unsigned k)
+{
+    add_joins(ps, r, nr, k, false, false);
+    if (r[k].section < 0)
+        return;
+    for (unsigned i = 0; i < nr; i++)
+        if (!r[i].used && r[i].section >= 0 && same_form(&r[i], &r[k])) {
+            ps->bad = true;         /* a section beyond a gap */
+            add_joins(ps, r, nr, k, true, true);
+            return;
+        }
 }
 
 /* pst_params_parse - parse a parameter list, joining RFC 2231 sections. */
@@ -434,6 +509,7 @@ pst_params_parse(const char *s, size_t n, unsigned max, struct pst_params *ps)
     unsigned nr = 0;
 
     memset(ps, 0, sizeof(*ps));
+    ps->alt_room = 3 * n;           /* UTF-8 may triple bad octets */
     while (s < end) {
         s = pst_skip_cfws(s, end);
         if (s < end && *s == ';') {
@@ -505,24 +581,24 @@ pst_params_parse(const char *s, size_t n, unsigned max, struct pst_params *ps)
     for (unsigned i = 0; i < nr; i++)
         if (!r[i].used && (r[i].section >= 0 || r[i].ext))
             join_2231(ps, r, nr, i);
+    unsigned n2231 = ps->n;
     for (unsigned i = 0; i < nr; i++) {
         if (r[i].used)
             continue;
-        bool have = false;
+        bool dup = false, shadow = false;
         for (unsigned j = 0; j < i; j++)
             if (!r[j].used && r[j].attrlen == r[i].attrlen &&
                 pst_strncaseeq(r[j].attr, r[i].attr, r[i].attrlen))
-                have = ps->bad = true;  /* duplicate: the first wins */
-        for (unsigned j = 0; j < ps->n; j++)
+                dup = ps->bad = true;   /* duplicate: the first wins */
+        for (unsigned j = 0; j < n2231; j++)
             if (strlen(ps->v[j].name) == r[i].namelen &&
                 pst_strncaseeq(ps->v[j].name, r[i].attr, r[i].namelen))
-                have = true;
-        if (have)
-            continue;               /* an RFC 2231 form of it exists */
+                shadow = true;          /* its RFC 2231 form is used */
         struct pst_tbuf u;
         pst_tbuf_init(&u);
         pst_utf8_sanitize(r[i].val, r[i].vallen, &u);
-        add_param(ps, r[i].attr, r[i].attrlen, u.p ? u.p : "", u.len);
+        add_param(ps, r[i].attr, r[i].attrlen, u.p ? u.p : "", u.len,
+                  dup || shadow);
         pst_tbuf_free(&u);
     }
     for (unsigned i = 0; i < nr; i++)
@@ -548,6 +624,11 @@ pst_params_free(struct pst_params *ps)
         free(ps->v[i].name);
         free(ps->v[i].value);
     }
+    for (unsigned i = 0; i < ps->nalt; i++) {
+        free(ps->alt[i].name);
+        free(ps->alt[i].value);
+    }
     free(ps->v);
+    free(ps->alt);
     memset(ps, 0, sizeof(*ps));
 }

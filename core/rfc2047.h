@@ -44,17 +44,24 @@ void pst_rfc2047_decode(const char *in, size_t n, unsigned max_words,
  * MIME parameters (RFC 2045 5.1, RFC 2231). The input is the text after
  * the type/subtype or disposition token. Names are lowercased; values are
  * unquoted (quoted-pair escapes removed) and UTF-8. RFC 2231 sections
- * name*0, name*1*, ... are joined in order (a gap ends the value), the
+ * name*0, name*1*, ... are joined in order (a gap ends the value used), the
  * extended ones percent-decoded and converted from the charset named in
  * the first section; the language is dropped. When a name has both a
  * plain and an RFC 2231 form, the RFC 2231 form is used (it is the one
  * written for readers that understand it). Comments are skipped. An
  * unquoted value with blanks in it is taken up to the next ';' (common
- * sender bug). The first of duplicate names wins.
+ * sender bug). The first of duplicate names wins. The values that lost
+ * are kept in `alt`: a duplicate's, a plain form an RFC 2231 one
+ * replaced, "name*" beside "name*0", the joining with a repeated
+ * section's other occurrence, the joining of every section past a gap.
+ * Readers differ on which wins, so a filter that judges a name
+ * (attachments) looks at every one.
  *
- * At most max raw parameters are read (`limit` set beyond). `bad` is set
- * for syntax errors, broken continuations, duplicates, bad percent
- * escapes and charsets that are not allowed.
+ * At most max raw parameters are read, at most 8 joinings of one RFC
+ * 2231 form made, and the values in alt take at most three times the
+ * input's octets (`limit` set beyond: then not every value a reader might
+ * take is here). `bad` is set for syntax errors, broken continuations,
+ * duplicates, bad percent escapes and charsets that are not allowed.
  */
 struct pst_param {
     char *name;
@@ -62,8 +69,11 @@ struct pst_param {
 };
 
 struct pst_params {
-    struct pst_param *v;
+    struct pst_param *v;            /* one per name: the value used */
     unsigned n;
+    struct pst_param *alt;          /* the other values given for a name */
+    unsigned nalt;
+    size_t alt_room;                /* octets alt may still take */
     bool limit;
     bool bad;
 };

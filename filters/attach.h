@@ -136,11 +136,15 @@ bool att_mismatch(const char *declared, const char *detected);
 size_t att_name_normalise(const char *in, size_t n, char *out);
 
 /* Names of one part: Content-Disposition filename and Content-Type name
- * of every such field (duplicates included), RFC 2231 and RFC 2047
- * decoded, normalised, without repeats. */
+ * of every such field (duplicates included), every value given for them
+ * (pst_params_parse's used and alt values), RFC 2231 and RFC 2047
+ * decoded, normalised, without repeats. `over`: the part has names
+ * beyond these (more than ATT_NAMES_MAX, or parameters past the parser's
+ * bounds), judged as an inspection limit (att_consider_names). */
 struct att_names {
     char *v[ATT_NAMES_MAX];
     unsigned n;
+    bool over;
 };
 void att_part_names(const struct pst_mime_part *p, struct att_names *out);
 void att_names_add(struct att_names *ns, const char *name, size_t n);
@@ -188,6 +192,11 @@ struct att_scan {
 /* att_consider - judge f for item it, keeping the strictest outcome. */
 void att_consider(const struct att_conf *c, struct att_item *it,
                   const struct att_file *f, const char *shown);
+/* att_consider_names - judge f under each of the item's names (as an
+ * unnamed file when it has none); names beyond those read give
+ * archives.on_limit ("name-limit"). f->name is left set. */
+void att_consider_names(const struct att_conf *c, struct att_item *it,
+                        struct att_file *f);
 /* att_special - an outcome from a setting (encrypted, limits, errors). */
 void att_special(struct att_item *it, enum att_action a, const char *why,
                  const char *shown);

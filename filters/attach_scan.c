@@ -129,12 +129,15 @@ att_names_add(struct att_names *ns, const char *name, size_t n)
 {
     char buf[ATT_NAME_MAX + 1];
     size_t k = att_name_normalise(name, n, buf);
-    if (k == 0 || ns->n >= ATT_NAMES_MAX)
+    if (k == 0)
         return;
     for (unsigned i = 0; i < ns->n; i++)
         if (strcmp(ns->v[i], buf) == 0)
             return;
-    ns->v[ns->n++] = pst_xstrndup(buf, k);
+    if (ns->n == ATT_NAMES_MAX)
+        ns->over = true;            /* not judged by name: a limit */
+    else
+        ns->v[ns->n++] = pst_xstrndup(buf, k);
 }
 
 void
@@ -143,6 +146,7 @@ att_names_free(struct att_names *ns)
     for (unsigned i = 0; i < ns->n; i++)
         free(ns->v[i]);
     ns->n = 0;
+    ns->over = false;
 }
 
 static void
@@ -153,58 +157,6 @@ add_decoded(struct att_names *ns, const char *v, size_t n)
     pst_rfc2047_decode(v, n, 64, &d, NULL);
     att_names_add(ns, d.p ? d.p : "", d.len);
     pst_tbuf_free(&d);
-}
-
-/*
- * Plain `key=value` parameters of a field, every occurrence: readers
- * differ on which of two `filename=` wins, so both count. (RFC 2231 forms
- * come from pst_params_parse.)
- */
-static void
-raw_params(const char *s, size_t n, const char *key, struct att_names *ns)
-{
-    size_t kl = strlen(key), i = 0;
-    bool q = false;
-    while (i < n) {
-        if (s[i] == '"')
-            q = !q;
-        else if (s[i] == '\\' && q)
-            i++;
-        if (q || s[i++] != ';')
-            continue;
-        while (i < n && (s[i] == ' ' || s[i] == '\t'))
-            i++;
-        if (n - i <= kl || !pst_strncaseeq(s + i, key, kl))
-            continue;
-        size_t j = i + kl;
-        while (j < n && (s[j] == ' ' || s[j] == '\t'))
-            j++;
-        if (j >= n || s[j] != '=')
-            continue;
-        j++;
-        while (j < n && (s[j] == ' ' || s[j] == '\t'))
-            j++;
-        struct pst_tbuf v;
-        pst_tbuf_init(&v);
-        if (j < n && s[j] == '"') {
-            for (j++; j < n && s[j] != '"'; j++) {
-                if (s[j] == '\\' && j + 1 < n)
-                    j++;
-                pst_tbuf_add(&v, s + j, 1);
-            }
-        } else {
-            size_t e = j;
-            while (e < n && s[e] != ';')
-                e++;
-            while (e > j && (s[e - 1] == ' ' || s[e - 1] == '\t'))
-                e--;
-            pst_tbuf_add(&v, s + j, e - j);
-            j = e;
-        }
-        add_decoded(ns, v.p ? v.p : "", v.len);
-        pst_tbuf_free(&v);
-        i = j;
-    }
 }
 
 /* att_part_names - see attach.h. */
@@ -221,16 +173,22 @@ att_part_names(const struct pst_mime_part *p, struct att_names *out)
         else
             continue;
         const char *s = f->value, *end = s + f->value_len;
-        /* parameters start after the type or disposition token */
+        /* parameters start after the type or disposition token; every
+         * value given for the name counts (readers differ on which of
+         * two wins), the one used and the others */
         const char *semi = memchr(s, ';', f->value_len);
         struct pst_params ps = {0};
         if (semi) {
             pst_params_parse(semi, (size_t)(end - semi), 64, &ps);
-            const char *v = pst_params_get(&ps, key);
-            if (v)
-                add_decoded(out, v, strlen(v));
+            for (unsigned k = 0; k < ps.n + ps.nalt; k++) {
+                const struct pst_param *pm =
+                    k < ps.n ? &ps.v[k] : &ps.alt[k - ps.n];
+                if (strcmp(pm->name, key) == 0)
+                    add_decoded(out, pm->value, strlen(pm->value));
+            }
+            if (ps.limit)
+                out->over = true;   /* values past the parser's bounds */
             pst_params_free(&ps);
-            raw_params(semi, (size_t)(end - semi), key, out);
         }
     }
 }
@@ -455,6 +413,22 @@ att_consider(const struct att_conf *c, struct att_item *it,
         return;
     keep(it, c->rules[r].action, r, c->rules[r].label,
          c->rules[r].has_size, shown);
+}
+
+/* att_consider_names - see attach.h. */
+void
+att_consider_names(const struct att_conf *c, struct att_item *it,
+                   struct att_file *f)
+{
+    if (it->names.n == 0)
+        att_consider(c, it, f, "");
+    for (unsigned i = 0; i < it->names.n; i++) {
+        f->name = it->names.v[i];
+        att_consider(c, it, f, f->name);
+    }
+    if (it->names.over)
+        att_special(it, c->ar.on_limit, "name-limit",
+                    it->names.n ? it->names.v[0] : "");
 }
 
 /* att_special - see attach.h. */
@@ -1109,16 +1083,13 @@ att_scan_item(struct att_scan *s, struct att_item *it)
     }
     struct att_file f = {NULL, it->declared, run_magic ? detected : NULL,
                          it->size, true, false};
-    if (it->names.n == 0)
-        att_consider(c, it, &f, "");
-    for (unsigned i = 0; i < it->names.n; i++) {
-        f.name = it->names.v[i];
-        att_consider(c, it, &f, f.name);
-    }
+    att_consider_names(c, it, &f);
     for (unsigned i = 0; i < found.n; i++) {
         struct att_file u = {found.v[i], NULL, NULL, 0, false, false};
         att_consider(c, it, &u, found.v[i]);
     }
+    if (found.over)                 /* uuencoded names beyond those kept */
+        att_special(it, c->ar.on_limit, "name-limit", found.v[0]);
     unsigned fmt = run_magic ? ar_format(detected) & c->ar.formats : 0;
     if (fmt)
         scan_archive(s, it, fmt, head, hn);

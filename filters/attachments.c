@@ -719,12 +719,7 @@ judge_static(const struct att_conf *c, struct att_item *it)
     struct att_file f = {NULL, it->declared,
                          it->detected[0] ? it->detected : NULL, it->size,
                          true, false};
-    if (it->names.n == 0)
-        att_consider(c, it, &f, "");
-    for (unsigned i = 0; i < it->names.n; i++) {
-        f.name = it->names.v[i];
-        att_consider(c, it, &f, f.name);
-    }
+    att_consider_names(c, it, &f);
     for (unsigned i = 0; i < it->uu.n; i++) {
         struct att_file u = {it->uu.v[i], NULL, NULL, 0, false, false};
         att_consider(c, it, &u, it->uu.v[i]);

@@ -118,8 +118,9 @@
 #include "core/textsrc.h"
 #include "core/util.h"
 
-/* 5: struct pst_hdr_field (core/mime.h) gained len */
-#define PST_FILTER_API 5
+/* 5: struct pst_hdr_field (core/mime.h) gained len; 6: struct pst_params
+ * (core/rfc2047.h), in each struct pst_mime_part, gained alt */
+#define PST_FILTER_API 6
 #define PST_FREPLY_TEXT_MAX 200
 
 enum pst_verdict {

@@ -5,7 +5,9 @@ part by part (sha256 of each part's bytes) with what was sent.
 
 Covers: every way a client can name a file (quoted, token, Content-Type
 name only, RFC 2231 with charsets and continuations, RFC 2047 inside
-quotes, any letter case, folded, duplicated parameters), the U+202E
+quotes, any letter case, folded, duplicated parameters - every name a
+reader might take is judged, a part with more names than are read takes
+the limit's action), the U+202E
 "exe.pdf" trick, trailing dots and blanks, uuencoded blocks in text, parts
 nested in multipart/related and in an attached message/rfc822 (also one
 sent base64-encoded); a PE
@@ -269,6 +271,73 @@ class Attachments(PosternTestCase):
         self.assertEqual(len(m.get_all("X-Postern-Attachments")), 1)
         self.p.wait_for_log("event=attachment action=strip section=5 "
                             "file=\"q1.exe\" rule=exe")
+
+    def test_every_name_judged(self):
+        """A part that names itself more than once - a second filename, a
+        plain and an RFC 2231 form that disagree, two RFC 2231 forms, a
+        repeated or gapped continuation, folded or not, a comment before
+        the name: mail clients differ on which name they show and save,
+        so every one is judged, and the allowed .txt covers nothing."""
+        data = b"not really an executable\r\n" * 4
+        cd = b"Content-Disposition: attachment; "
+        forms = [
+            ([cd + b"filename=\"a.txt\"; filename=\"evil1.exe\""],
+             "evil1.exe"),
+            ([cd + b"filename=\"a.txt\";\r\n filename=\"evil2.exe\""],
+             "evil2.exe"),
+            ([cd + b"filename=\"a.txt\"; filename*=UTF-8''evil3.exe"],
+             "evil3.exe"),
+            ([cd + b"\r\n filename*=UTF-8''a.txt;\r\n filename=\"evil4.exe\""],
+             "evil4.exe"),
+            ([cd + b"filename*=UTF-8''a.txt; filename*0=\"evil5.exe\""],
+             "evil5.exe"),
+            ([cd + b"filename*=UTF-8''a.txt; filename*=UTF-8''evil6.exe"],
+             "evil6.exe"),
+            ([cd + b"filename*0=\"a.txt\"; filename*0=\"evil7.exe\""],
+             "evil7.exe"),
+            ([cd + b"filename*0=\"a.txt\"; filename*2=\"evil8.exe\""],
+             "a.txtevil8.exe"),
+            ([cd + b"filename=\"a.txt\"; (x) filename=\"evil9.exe\""],
+             "evil9.exe"),
+            ([b"Content-Type: application/octet-stream; name=\"a.txt\";\r\n"
+              b" name*=UTF-8''evil10.exe", cd + b"filename=\"a.txt\""],
+             "evil10.exe"),
+        ]
+        kept = [TEXT, attachment([cd + b"filename=\"a.txt\";\r\n"
+                                  b" filename*=UTF-8''b.txt"], data)]
+        parts = kept + [attachment(h, data) for h, _ in forms]
+        msg = multipart(parts)
+        d = self.deliver(msg)
+        condemned = list(range(len(kept), len(parts)))
+        self.check_stripped(msg, d.body, BOUNDARY, condemned,
+                            [n for _, n in forms])
+        summary = str(parse(d.body)["X-Postern-Attachments"])
+        for _, n in forms:
+            self.assertIn('stripped "%s" (rule exe)' % n, summary)
+        self.assertNotIn("a.txt\"", summary)
+        # reject: the name that rejects is judged beside the allowed one
+        r = send(self.p, multipart([TEXT, attachment(
+            [cd + b"filename*=UTF-8''a.txt;\r\n filename=\"run.vbs\""],
+            b"MsgBox 1\r\n")]), final=554)
+        self.assertEqual(r.text, '5.7.1 Message refused: attachment '
+                         '"run.vbs" is not allowed (rule script)')
+        # more names than are read: the inspection limit's action
+        many = b"".join(b"; filename=\"n%d.txt\"" % i for i in range(8))
+        r = send(self.p, multipart([TEXT, attachment(
+            [b"Content-Disposition: attachment" + many
+             + b"; filename=\"evil.exe\""], data)]), final=554)
+        self.assertIn("(policy name-limit)", r.text)
+        self.p.wait_for_log("action=reject section=2 file=\"n0.txt\" "
+                            "policy=name-limit")
+        # so do more uuencoded names in one text part than are kept
+        uu = b"".join(b"begin 644 u%d.%s\r\nM5&AI<R!I<R!A\r\n`\r\nend\r\n"
+                      % (i, b"exe" if i == 8 else b"txt") for i in range(9))
+        r = send(self.p, multipart([part(
+            [b"Content-Type: text/plain"], b"See:\r\n\r\n" + uu)]),
+            final=554)
+        self.assertIn("(policy name-limit)", r.text)
+        time.sleep(0.3)
+        self.assertEqual(self.p.maildir_count(), 1)
 
     def test_uuencode_and_nested(self):
         uu = (b"Here it is:\r\n\r\nbegin 644 uu.exe\r\n"

@@ -198,6 +198,14 @@ LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
     for (unsigned i = 0; i < ps.n; i++)
         if (!pst_utf8_valid(ps.v[i].value, strlen(ps.v[i].value)))
             abort();
+    size_t alt = 0;                 /* alt: UTF-8 too, and bounded */
+    for (unsigned i = 0; i < ps.nalt; i++) {
+        alt += strlen(ps.alt[i].value);
+        if (!pst_utf8_valid(ps.alt[i].value, strlen(ps.alt[i].value)))
+            abort();
+    }
+    if (alt > 3 * n)
+        abort();
     pst_params_free(&ps);
 
     codecs(d, n);

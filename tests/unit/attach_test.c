@@ -103,6 +103,27 @@ test_part_names(void **state)
          "semi;colon.exe"},
         {"Content-Disposition: attachment; filename=\"esc\\\"q.exe\"",
          "esc\"q.exe"},
+        /* two RFC 2231 forms of one name: a reader may take either */
+        {"Content-Disposition: attachment; filename*=UTF-8''a.pdf; "
+         "filename*0=\"b.exe\"", "a.pdf|b.exe"},
+        {"Content-Disposition: attachment; filename*=UTF-8''a.pdf; "
+         "filename=\"p.exe\"; filename*0*=UTF-8''c.bat", "a.pdf|p.exe|c.bat"},
+        /* folded duplicates; a plain form beside the RFC 2231 one */
+        {"Content-Disposition: attachment; filename=\"a.txt\";\r\n"
+         " filename=\"evil.exe\"", "a.txt|evil.exe"},
+        {"Content-Disposition: attachment; filename*=UTF-8''a.txt;\r\n"
+         "\tfilename=\"evil.exe\"", "a.txt|evil.exe"},
+        {"Content-Disposition: attachment; filename*=UTF-8''a.txt; "
+         "filename*=UTF-8''b.txt; filename*=UTF-8''c.exe",
+         "a.txt|b.txt|c.exe"},
+        /* a repeated section; a section past a gap */
+        {"Content-Disposition: attachment; filename*0=\"a\"; "
+         "filename*0=\"evil\"; filename*1=\".exe\"", "a.exe|evil.exe"},
+        {"Content-Disposition: attachment; filename*0=\"a.txt\"; "
+         "filename*2=\".exe\"", "a.txt|a.txt.exe"},
+        /* a comment before the name */
+        {"Content-Disposition: attachment; filename=\"a.txt\"; (c) "
+         "filename=\"evil.exe\"", "a.txt|evil.exe"},
         {"Content-Type: text/plain", ""},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -127,7 +148,41 @@ test_part_names(void **state)
         }
         if (!same)
             fail_msg("%zu: got \"%s\", want \"%s\"", i, g2, want);
+        assert_false(ns.over);
     }
+}
+
+/* Names beyond those read are noted (judged as an inspection limit). */
+static void
+test_part_names_over(void **state)
+{
+    char hdr[1900] = "Content-Disposition: attachment";
+    struct att_names ns;
+    for (int i = 0; i < ATT_NAMES_MAX; i++)
+        snprintf(hdr + strlen(hdr), sizeof(hdr) - strlen(hdr),
+                 "; filename=\"n%d.txt\"", i);
+    names_of(hdr, &ns);
+    assert_int_equal(ns.n, ATT_NAMES_MAX);
+    assert_false(ns.over);
+    att_names_free(&ns);
+    strcat(hdr, "; filename=\"n0.txt\"");      /* a repeat is no new name */
+    names_of(hdr, &ns);
+    assert_false(ns.over);
+    att_names_free(&ns);
+    strcat(hdr, "; filename=\"evil.exe\"");
+    names_of(hdr, &ns);
+    assert_int_equal(ns.n, ATT_NAMES_MAX);
+    assert_true(ns.over);
+    att_names_free(&ns);
+    assert_false(ns.over);
+    /* parameters past the parser's bound */
+    strcpy(hdr, "Content-Disposition: attachment; filename=\"a.txt\"");
+    for (int i = 0; i < 64; i++)
+        snprintf(hdr + strlen(hdr), sizeof(hdr) - strlen(hdr), "; x%d=1", i);
+    strcat(hdr, "; filename=\"evil.exe\"");
+    names_of(hdr, &ns);
+    assert_true(ns.over);
+    att_names_free(&ns);
 }
 
 static void
@@ -404,6 +459,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normalise),
         cmocka_unit_test(test_part_names),
+        cmocka_unit_test(test_part_names_over),
         cmocka_unit_test(test_uuencode),
         cmocka_unit_test(test_mismatch),
         cmocka_unit_test(test_judge),

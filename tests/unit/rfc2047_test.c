@@ -123,6 +123,8 @@ test_params(void **state)
         {"2231 wins over plain",
          "; filename=\"plain\"; filename*=UTF-8''x", "filename=x", false, false,
          0},
+        {"two 2231 forms", "; filename*=UTF-8''a.pdf; filename*0=\"b.exe\"",
+         "filename=a.pdf", true, false, 0},
         {"2231 unknown charset", "; n*=x-bogus''%41", "n=A", true, false, 0},
         {"2231 bad escape", "; n*=UTF-8''%ZZ", "n=%ZZ", true, false, 0},
         {"2231 no quotes", "; n*=abc", "n=abc", true, false, 0},
@@ -168,6 +170,80 @@ test_params(void **state)
     }
 }
 
+/* The values that lost, in the order given: a duplicate's, a plain form
+ * an RFC 2231 one replaced, a name's second RFC 2231 form. */
+static void
+test_params_alt(void **state)
+{
+    static const struct {
+        const char *in, *want, *alt;
+    } t[] = {
+        {"; b=1; b=2; B=3", "b=1", "b=2|b=3"},
+        {"; filename=\"plain\"; filename*=UTF-8''x", "filename=x",
+         "filename=plain"},
+        {"; filename*=UTF-8''a.pdf; filename*0=\"b.exe\"", "filename=a.pdf",
+         "filename=b.exe"},
+        {"; filename*0=\"b.exe\"; filename*=UTF-8''a.pdf", "filename=b.exe",
+         "filename=a.pdf"},
+        /* every section present, past the gap */
+        {"; filename*0=\"a\"; filename*2=\"c\"", "filename=a", "filename=ac"},
+        {"; filename*0*=UTF-8''%C3%A9; filename*2=\".exe\"",
+         "filename=\xc3\xa9", "filename=\xc3\xa9.exe"},
+        {"; filename*1=\"evil.exe\"", "filename=", "filename=evil.exe"},
+        /* a repeated section: one joining per occurrence */
+        {"; filename*0=\"a\"; filename*0=\"b\"; filename*1=\".exe\"",
+         "filename=a.exe", "filename=b.exe"},
+        {"; n*0=a; n*1=x; n*1=y; n*1=z; n*0=b", "n=ax", "n=by|n=bz"},
+        {"; filename*=UTF-8''a.txt; filename*=UTF-8''b.exe", "filename=a.txt",
+         "filename=b.exe"},
+        /* plain ones around an RFC 2231 one, folded */
+        {"; filename=\"a.txt\";\r\n filename*=UTF-8''b.pdf;\r\n\t"
+         "filename=\"c.exe\"", "filename=b.pdf",
+         "filename=a.txt|filename=c.exe"},
+        {"; a=1; b=2", "a=1|b=2", ""},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct pst_params ps;
+        char got[256] = "", alt[256] = "";
+        pst_params_parse(t[i].in, strlen(t[i].in), 64, &ps);
+        for (unsigned k = 0; k < ps.n + ps.nalt; k++) {
+            const struct pst_param *p =
+                k < ps.n ? &ps.v[k] : &ps.alt[k - ps.n];
+            char *o = k < ps.n ? got : alt;
+            snprintf(o + strlen(o), 256 - strlen(o), "%s%s=%s",
+                     o[0] ? "|" : "", p->name, p->value);
+        }
+        pst_params_free(&ps);
+        if (strcmp(got, t[i].want) != 0 || strcmp(alt, t[i].alt) != 0)
+            fail_msg("%s: got \"%s\" alt \"%s\", want \"%s\" alt \"%s\"",
+                     t[i].in, got, alt, t[i].want, t[i].alt);
+    }
+    /* at most 8 joinings of one form: past them, limit */
+    char in[400] = "";
+    for (int i = 0; i < 9; i++)
+        snprintf(in + strlen(in), sizeof(in) - strlen(in), "; n*0=v%d", i);
+    struct pst_params ps;
+    pst_params_parse(in, strlen(in), 64, &ps);
+    assert_int_equal(ps.n + ps.nalt, 8);
+    assert_true(ps.limit && ps.bad);
+    pst_params_free(&ps);
+    in[strlen(in) - strlen("; n*0=v8")] = '\0';
+    pst_params_parse(in, strlen(in), 64, &ps);
+    assert_int_equal(ps.n + ps.nalt, 8);
+    assert_false(ps.limit);
+    pst_params_free(&ps);
+    /* the copies in alt take at most three times the input */
+    char big[600] = "; n*1=";
+    memset(big + strlen(big), 'x', 300);
+    strcat(big, "; n*0=a; n*0=b; n*0=c; n*0=d; n*0=e; n*0=f");
+    pst_params_parse(big, strlen(big), 64, &ps);
+    assert_int_equal(ps.n, 1);
+    assert_int_equal(strlen(ps.v[0].value), 301);
+    assert_int_equal(ps.nalt, 3);
+    assert_true(ps.limit);
+    pst_params_free(&ps);
+}
+
 static void
 test_charsets(void **state)
 {
@@ -207,6 +283,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoded_words),
         cmocka_unit_test(test_params),
+        cmocka_unit_test(test_params_alt),
         cmocka_unit_test(test_charsets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
