@@ -6,8 +6,9 @@
  * new transaction, 421, HELO fallback, LMTP per-recipient replies,
  * dot-stuffing, folding of long lines, the quoted-printable downgrade,
  * SMTPUTF8 and SIZE refusals before MAIL, TLS required but not offered,
- * a greeting timeout, connection reuse, and replies out of place (a 2xx
- * to DATA or STARTTLS, a 3xx after MAIL, RCPT or the end of data, a RSET
+ * a greeting timeout, a body backed up behind a server that stops reading
+ * (written in part, the rest queued), connection reuse, and replies out
+ * of place (a 2xx to DATA or STARTTLS, a 3xx after MAIL, RCPT or the end of data, a RSET
  * refused, replies sent before their command): protocol errors that
  * defer, never deliver.
  */
@@ -43,7 +44,8 @@ struct srv {
     unsigned port;
     script_fn script;
     const char *greeting;           /* NULL: none (hang) */
-    char rx[1 << 20];               /* everything received */
+    char *rx;                       /* everything received */
+    size_t rxcap;
     size_t rxlen;
     size_t parsed;
     bool in_data;
@@ -54,7 +56,21 @@ struct srv {
     const char *dot_replies[8];     /* per reply after the dot */
     unsigned dot_idx;
     bool lmtp;
+    int rcvbuf;                     /* SO_RCVBUF of its sockets, or 0 */
+    unsigned pause_ms;              /* stop reading this long after 354 */
+    uv_timer_t pause_t;
 };
+
+static void srv_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void srv_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
+
+static void
+srv_resume(uv_timer_t *t)
+{
+    struct srv *s = t->data;
+    if (s->have_conn)
+        uv_read_start((uv_stream_t *)&s->conn, srv_alloc, srv_read);
+}
 
 static void
 srv_send(struct srv *s, const char *text)
@@ -135,6 +151,12 @@ srv_line(struct srv *s, const char *l)
         s->n_data++;
         s->in_data = true;
         srv_reply(s, "354 go ahead");
+        if (s->pause_ms) {
+            /* the client's writes back up: its socket takes part of a
+             * piece, the rest waits in a write request */
+            uv_read_stop((uv_stream_t *)&s->conn);
+            uv_timer_start(&s->pause_t, srv_resume, s->pause_ms, 0);
+        }
     } else if (strcmp(l, "RSET") == 0) {
         srv_reply(s, "250 2.0.0 Ok");
     } else if (strcmp(l, "QUIT") == 0) {
@@ -151,7 +173,7 @@ srv_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     struct srv *s = h->data;
     (void)hint;
-    *b = uv_buf_init(s->rx + s->rxlen, (unsigned)(sizeof(s->rx) - s->rxlen));
+    *b = uv_buf_init(s->rx + s->rxlen, (unsigned)(s->rxcap - 1 - s->rxlen));
 }
 
 static void
@@ -210,6 +232,11 @@ srv_start(struct srv *s, uv_loop_t *loop)
     uv_tcp_init(loop, &s->lsock);
     s->lsock.data = s;
     assert_int_equal(uv_tcp_bind(&s->lsock, (struct sockaddr *)&sa, 0), 0);
+    if (s->rcvbuf)
+        assert_int_equal(
+            uv_recv_buffer_size((uv_handle_t *)&s->lsock, &s->rcvbuf), 0);
+    uv_timer_init(loop, &s->pause_t);
+    s->pause_t.data = s;
     assert_int_equal(uv_listen((uv_stream_t *)&s->lsock, 8, srv_accept), 0);
     uv_tcp_getsockname(&s->lsock, (struct sockaddr *)&sa, &len);
     s->port = ntohs(sa.sin_port);
@@ -219,6 +246,7 @@ static void
 srv_stop(struct srv *s)
 {
     uv_close((uv_handle_t *)&s->lsock, NULL);
+    uv_close((uv_handle_t *)&s->pause_t, NULL);
     if (s->have_conn) {
         uv_close((uv_handle_t *)&s->conn, NULL);
         s->have_conn = false;
@@ -323,6 +351,8 @@ static void
 run_init(struct run *r, const char *text, size_t nrcpt)
 {
     memset(r, 0, sizeof(*r));
+    r->srv.rxcap = 16u << 20;
+    r->srv.rx = malloc(r->srv.rxcap);
     uv_loop_init(&r->loop);
     r->o.helo = "postern.test";
     r->o.tls = PST_DTLS_NONE;
@@ -368,6 +398,7 @@ static void
 run_done(struct run *r)
 {
     assert_int_equal(uv_loop_close(&r->loop), 0);
+    free(r->srv.rx);
     pst_envelope_free(&r->env);
     if (r->ctx)
         SSL_CTX_free(r->ctx);
@@ -410,6 +441,49 @@ test_pipelined_ok(void **state)
              strlen(body1));
     assert_string_equal(r.srv.rx, want);
     run_done(&r);
+}
+
+/* A body of 6 MB (more than the kernel's socket buffers take) to a server
+ * that stops reading for a while after its 354: the socket takes part of
+ * a piece and the rest is queued behind it; every octet arrives once and
+ * in order, dot-stuffed, then the final dot. */
+static void
+test_body_backpressure(void **state)
+{
+    struct run r;
+    enum { LINES = 130000 };
+    (void)state;
+    char *text = malloc(LINES * 64 + 64), *want = malloc(LINES * 66 + 64);
+    size_t tl = 0, wl = 0;
+    tl += (size_t)sprintf(text, "Subject: big\r\n\r\n");
+    for (unsigned i = 0; i < LINES; i++)
+        tl += (size_t)sprintf(text + tl, "%s%07u %s\r\n",
+                              i % 7 == 0 ? "." : "", i,
+                              "abcdefghijklmnopqrstuvwxyz0123456789");
+    /* the wire: dot-stuffed, then the dot */
+    for (size_t i = 0; i < tl; i++) {
+        if (text[i] == '.' && (i == 0 || text[i - 1] == '\n'))
+            want[wl++] = '.';
+        want[wl++] = text[i];
+    }
+    memcpy(want + wl, ".\r\n", 3);
+    wl += 3;
+    run_init(&r, text, 1);
+    r.o.t_block = r.o.t_final = 60;
+    r.srv.ext = "PIPELINING\nSIZE 100000000\n8BITMIME";
+    r.srv.rcvbuf = 4096;
+    r.srv.pause_ms = 300;
+    run_go(&r);
+    assert_int_equal(r.sent, 1);
+    expect(&r, 0, PST_SMTPC_OK, NULL);
+    const char *d = strstr(r.srv.rx, "DATA\r\n");
+    assert_non_null(d);
+    d += 6;
+    assert_int_equal(r.srv.rx + r.srv.rxlen - d, wl);
+    assert_memory_equal(d, want, wl);
+    run_done(&r);
+    free(text);
+    free(want);
 }
 
 static void
@@ -1123,6 +1197,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipelined_ok),
+        cmocka_unit_test(test_body_backpressure),
         cmocka_unit_test(test_rcpt_results),
         cmocka_unit_test(test_452_new_transaction),
         cmocka_unit_test(test_421_defers),
