@@ -51,6 +51,53 @@ line_pid(void)
     return p;
 }
 
+/*
+ * log_stamp - "YYYY-MM-DDTHH:MM:SS.mmmZ", now, into out (at least 40
+ * octets); returns its length. The calendar part is made once a second per
+ * thread: gmtime and strftime cost more than the rest of a line.
+ */
+static size_t
+log_stamp(char *out)
+{
+    static __thread time_t sec = -1;
+    static __thread char cal[32];
+    static __thread size_t cal_len;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    if (t.tv_sec != sec) {
+        struct tm tm;
+        gmtime_r(&t.tv_sec, &tm);
+        cal_len = strftime(cal, sizeof(cal), "%Y-%m-%dT%H:%M:%S", &tm);
+        sec = t.tv_sec;
+    }
+    unsigned ms = (unsigned)(t.tv_nsec / 1000000);
+    memcpy(out, cal, cal_len);
+    char *p = out + cal_len;
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p++ = 'Z';
+    *p = '\0';
+    return (size_t)(p - out);
+}
+
+/* log_tag - " postern[<pid>]: ", kept per thread for the pid it names. */
+static const char *
+log_tag(size_t *len)
+{
+    static __thread int pid;
+    static __thread char tag[40];
+    static __thread size_t tag_len;
+    int p = line_pid();
+    if (p != pid) {
+        tag_len = (size_t)snprintf(tag, sizeof(tag), " postern[%d]: ", p);
+        pid = p;
+    }
+    *len = tag_len;
+    return tag;
+}
+
 void
 pst_log_open(const char *ident, int syslog_on, int facility,
              enum pst_log_level min)
@@ -91,13 +138,8 @@ log_json(enum pst_log_level lvl, const char *fmt, va_list ap)
         syslog(prio[lvl], "%s", line);
         return;
     }
-    struct timespec t;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &t);
-    gmtime_r(&t.tv_sec, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", t.tv_nsec / 1000000);
-    n = pst_log_json(line, sizeof(line) - 1, ts, "postern", line_pid(),
+    log_stamp(ts);
+    size_t n = pst_log_json(line, sizeof(line) - 1, ts, "postern", line_pid(),
                      level_names[lvl], body);
     line[n++] = '\n';
     ssize_t rc = write(STDERR_FILENO, line, n);
@@ -127,15 +169,16 @@ pst_log(enum pst_log_level lvl, const char *fmt, ...)
         return;
     }
     if (!use_syslog) {
-        struct timespec ts;
-        struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-        n += snprintf(line + n, sizeof(line) - n, ".%03ldZ postern[%d]: ",
-                      ts.tv_nsec / 1000000, line_pid());
+        size_t tl;
+        const char *tag = log_tag(&tl);
+        n = log_stamp(line);
+        memcpy(line + n, tag, tl);
+        n += tl;
     }
-    n += snprintf(line + n, sizeof(line) - n, "%s ", level_names[lvl]);
+    size_t ll = strlen(level_names[lvl]);
+    memcpy(line + n, level_names[lvl], ll);
+    n += ll;
+    line[n++] = ' ';
     va_start(ap, fmt);
     int w = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     va_end(ap);

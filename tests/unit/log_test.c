@@ -3,14 +3,19 @@
  * values becomes one object with the same fields, decoded and re-escaped;
  * bare tokens go to "text"; a repeated key is suffixed; invalid UTF-8
  * becomes U+FFFD; an object too long for its buffer keeps whole fields
- * only and says it was truncated.
+ * only and says it was truncated. Text and JSON lines on stderr: the
+ * time stamp (to the millisecond, UTC, the second of the call), the pid,
+ * the level, the text.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -67,12 +72,80 @@ test_truncated(void **state)
     assert_null(strstr(out, "\"f19\""));
 }
 
+/* the second of "YYYY-MM-DDTHH:MM:SS.mmmZ" at p, checked in form */
+static time_t
+stamp_sec(const char *p)
+{
+    struct tm tm = {0};
+    const char *e = strptime(p, "%Y-%m-%dT%H:%M:%S", &tm);
+    assert_non_null(e);
+    assert_int_equal(e - p, 19);
+    assert_true(e[0] == '.' && e[1] >= '0' && e[1] <= '9' && e[2] >= '0' &&
+                e[2] <= '9' && e[3] >= '0' && e[3] <= '9' && e[4] == 'Z');
+    return timegm(&tm);
+}
+
+static void
+test_lines_on_stderr(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/log_test.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    pst_log_open("postern", 0, 0, PST_LOG_INFO);
+    time_t t0 = time(NULL);
+    pst_log(PST_LOG_INFO, "event=one n=%d", 1);
+    pst_log(PST_LOG_DEBUG, "event=hidden");
+    pst_log(PST_LOG_WARN, "event=two");
+    pst_log_set_format(PST_LOG_JSON);
+    pst_log(PST_LOG_ERR, "event=three");
+    pst_log_set_format(PST_LOG_TEXT);
+    time_t t1 = time(NULL);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[2048];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    close(fd);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    char tail[128];
+    char *line = buf, *nl;
+    /* text: "<stamp> postern[<pid>]: <level> <text>" */
+    static const char *const want[] = {"info event=one n=1", "warn event=two"};
+    for (int i = 0; i < 2; i++) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        time_t t = stamp_sec(line);
+        assert_true(t >= t0 && t <= t1);
+        snprintf(tail, sizeof(tail), " postern[%d]: %s", (int)getpid(),
+                 want[i]);
+        assert_string_equal(line + 24, tail);
+        line = nl + 1;
+    }
+    nl = strchr(line, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    assert_int_equal(strncmp(line, "{\"ts\":\"", 7), 0);
+    time_t t = stamp_sec(line + 7);
+    assert_true(t >= t0 && t <= t1);
+    snprintf(tail, sizeof(tail),
+             "Z\",\"prog\":\"postern\",\"pid\":\"%d\",\"level\":\"error\","
+             "\"event\":\"three\"}", (int)getpid());
+    assert_string_equal(line + 7 + 23, tail);
+    assert_string_equal(nl + 1, "");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_lines_on_stderr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
