@@ -80,6 +80,7 @@ static void proxy_fail(struct pst_session *s, const char *result,
 static void tls_handshake_step(struct pst_session *s);
 static void proxy_step(struct pst_session *s);
 static void arm_timer(struct pst_session *s);
+static void on_timeout(uv_timer_t *t);
 static void update_reading(struct pst_session *s);
 static void flush(struct pst_session *s);
 
@@ -278,10 +279,26 @@ pst__smtp_state(struct pst_session *s, enum pst__sst st)
     s->st = st;
 }
 
+/* timer_at - the session's timer fires at due (loop ms) at the latest. */
+static void
+timer_at(struct pst_session *s, uint64_t due, uint64_t now)
+{
+    s->timer_due = due;
+    uv_timer_start(&s->timer, on_timeout, due > now ? due - now : 1, 0);
+}
+
 static void
 on_timeout(uv_timer_t *t)
 {
     struct pst_session *s = t->data;
+    uint64_t now = uv_now(s->srv->loop);
+    s->timer_due = 0;
+    if (s->due == 0)
+        return;                     /* a wait that bounds itself */
+    if (s->due > now) {             /* the deadline moved on: not yet */
+        timer_at(s, s->due, now);
+        return;
+    }
     if (s->quitting) {
         session_close(s, "final reply not read");
         return;
@@ -309,41 +326,46 @@ on_timeout(uv_timer_t *t)
     update_reading(s);
 }
 
+/*
+ * arm_timer - the state's timeout, due from now. The timer is lazy: one
+ * armed for an earlier moment is left to fire then, and on_timeout arms it
+ * again for s->due if that has moved on, so a session that answers each
+ * command in time costs no timer operation per command. While the spool,
+ * the resolver, a filter or the auth pool is waited for (they bound
+ * themselves) there is no due, and a firing timer does nothing.
+ */
 static void
 arm_timer(struct pst_session *s)
 {
-    uint64_t ms;
     if (s->closing)
         return;
+    uint64_t now = uv_now(s->srv->loop);
     if (s->st == ST_COMMIT || s->st == ST_LOOKUP || s->st == ST_FILTER ||
         s->st == ST_AUTH_CHECK) {
-        /* the spool, the resolver, the filters and the auth pool bound
-         * these */
-        uv_timer_stop(&s->timer);
+        s->due = 0;
         return;
     }
     if (s->quitting) {              /* last reply must drain in time */
-        uv_timer_start(&s->timer, on_timeout, 10000, 0);
-        return;
-    }
-    uint64_t now = uv_now(s->srv->loop);
-    if (s->st == ST_CMD || s->st == ST_TLS || s->st == ST_AUTH ||
-        s->st == ST_PROXY) {
+        s->due = now + 10000;
+    } else if (s->st == ST_CMD || s->st == ST_TLS || s->st == ST_AUTH ||
+               s->st == ST_PROXY) {
         /* the whole command (or handshake, or PROXY header) must arrive in
          * time: a line dripped a byte at a time does not restart the
          * clock */
         uint64_t dl = s->st == ST_TLS     ? s->tls_deadline
                       : s->st == ST_PROXY ? s->proxy_deadline
                                           : s->cmd_deadline;
-        ms = dl > now ? dl - now : 1;
+        s->due = dl > now ? dl : now + 1;
     } else {
-        ms = (uint64_t)s->conf->limits.data_block_timeout * 1000;
+        uint64_t ms = (uint64_t)s->conf->limits.data_block_timeout * 1000;
         if (s->text_deadline <= now)
             ms = 1;
         else if (s->text_deadline - now < ms)
             ms = s->text_deadline - now;
+        s->due = now + ms;
     }
-    uv_timer_start(&s->timer, on_timeout, ms, 0);
+    if (s->timer_due == 0 || s->timer_due > s->due)
+        timer_at(s, s->due, now);
 }
 
 /* ---- input ---- */

@@ -184,6 +184,8 @@ struct pst_session {
                                      * commit: seen once its input is done */
     unsigned errors;
     uint64_t cmd_deadline;          /* loop ms: the next command is due */
+    uint64_t due;                   /* loop ms: the state's timeout, 0 none */
+    uint64_t timer_due;             /* loop ms the timer is armed for, or 0 */
     unsigned log_used;              /* command lines logged at info since
                                        the last accepted message */
     uint64_t log_suppressed;        /* and those past the budget */

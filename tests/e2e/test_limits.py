@@ -176,6 +176,23 @@ class TimeoutTest(PosternTestCase):
         self.assertTrue(c.closed(30))
         self.assertGreater(took, 1.5)
 
+    def test_commands_in_time_keep_the_session(self):
+        """Each command restarts the command clock: NOOPs a second apart
+        for more than twice command_timeout are all answered (the timer
+        armed before them fires and is armed again for the moved
+        deadline), then silence ends the session at command_timeout."""
+        p = self.postern({"limits": {"command_timeout": 4}})
+        c = p.session()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 9:
+            c.cmd("NOOP", 250, "2.0.0")
+            time.sleep(1)
+        t1 = time.monotonic()
+        r = c.reply(timeout=60)
+        self.assertReply(r, 421, "4.4.2")
+        self.assertGreater(time.monotonic() - t1, 2.5)
+        self.assertTrue(c.closed(30))
+
     def test_command_dripped(self):
         """A command sent a byte every 0.4 s does not restart the command
         clock: the session ends at command_timeout, while the command is
