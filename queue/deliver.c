@@ -225,12 +225,16 @@ part_free(struct part *p)
 }
 
 /* part_done - results are in p->rc (smtp) or set directly; the part goes,
- * and the req reports when it was the last. */
+ * and the req reports when it was the last - or, when others are still
+ * open, the part's results go to the queue at once (dl->progress). */
 static void
 part_done(struct part *p)
 {
     struct req *q = p->req;
 
+    if (q != NULL && q->parts_left > 1 && !q->d->closing &&
+        q->dl->progress != NULL)
+        q->dl->progress(q->dl, p->ri, p->n);
     if (p->reading) {
         /* the pool still reads into this part: free it when it returns */
         p->abandoned = true;

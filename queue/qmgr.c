@@ -15,10 +15,16 @@
  * pending, no report owed; its removal is synced soon, shared with
  * commits) or has one RCPT record per recipient tried and a RETRY record
  * appended and synced, and the message removed once no recipient is
- * pending. A crash between a transport's sync and the spool's sync
- * delivers the same copy again after restart: that is the duplicate
- * window (docs/SPOOL.md). Storage is the spool's: the manager asks for
- * operations on a message (queue/spool_int.h) and never opens its files.
+ * pending. An event-loop attempt split over several routes has each
+ * route's delivered recipients recorded on the loop as that part
+ * finishes (on_progress: no sync of their own), not when the slowest
+ * route is done. A crash between a transport's sync and the spool's
+ * record delivers the same copy again after restart: that is the
+ * duplicate window (docs/SPOOL.md). An attempt whose records could not be
+ * written (a full disk) leaves the entry `unrecorded`: the next attempt's
+ * records carry every recipient's state. Storage is the spool's: the
+ * manager asks for operations on a message (queue/spool_int.h) and never
+ * opens its files.
  *
  * Output for the control socket is control.c's: the manager hands out a
  * read-only view of each message (qmgr.h). Who is owed a delivery report
@@ -71,6 +77,9 @@ struct qent {
     enum pst_qstate state;
     bool delivering;            /* busy with a delivery (not an op) */
     bool delay_warned;          /* a delay report went out (this run) */
+    bool unrecorded;            /* an attempt's records could not be
+                                   written: the next records every
+                                   recipient's state */
 };
 
 TAILQ_HEAD(qentl, qent);
@@ -261,6 +270,8 @@ struct djob {
     size_t n;
     size_t *idx;
     struct pst_rcpt_result *res;
+    bool *early;                /* n: recorded and logged when its route
+                                   part finished (on_progress) */
     time_t now;
     uint64_t start_us;          /* monotonic, for the attempt histogram */
     unsigned attempts;          /* after this attempt */
@@ -342,6 +353,12 @@ record(struct djob *j)
         if (drc != 0)
             memset(&j->orig, 0, sizeof(j->orig));  /* report without it */
     }
+    /* an earlier attempt's records were cut off (disk full): what it
+     * found is known here only, so it goes first */
+    for (size_t i = 0; e->unrecorded && i < e->env.nrcpts; i++)
+        if (e->env.rcpts[i].state != PST_RCPT_PENDING)
+            pst__rec_rcpt(&b, (uint32_t)i, e->env.rcpts[i].state, j->now,
+                          e->rcpt_err[i]);
     for (size_t i = 0; i < j->n; i++) {
         const struct pst_rcpt_result *x = &j->res[i];
         enum pst_rcpt_state st = x->res == PST_DRES_OK     ? PST_RCPT_DELIVERED
@@ -446,13 +463,41 @@ count_delivery(struct pst_qmgr *qm, const char *route, const char *outcome)
     pst_tbuf_free(&k);
 }
 
+/* log_result - one recipient's result of attempt j: its log line and
+ * postern_deliveries_total (loop thread). */
+static void
+log_result(struct djob *j, size_t i)
+{
+    struct pst_qmgr *qm = j->qm;
+    const char *qid = j->e->qid;
+    const struct pst_rcpt *r = &j->e->env.rcpts[j->idx[i]];
+    const struct pst_rcpt_result *x = &j->res[i];
+    char q[300], t[300];
+
+    count_delivery(qm, x->route ? x->route : qm->o.default_route,
+                   x->res == PST_DRES_OK     ? "delivered"
+                   : x->res == PST_DRES_PERM ? "failed"
+                                             : "deferred");
+    pst_log_quote(q, sizeof(q), r->addr, strlen(r->addr));
+    pst_log_quote(t, sizeof(t), x->text, strlen(x->text));
+    if (x->res == PST_DRES_OK)
+        pst_info("msg=%s event=delivered to=%s relay=%s status=%s", qid, q,
+                 j->tp->name, t);
+    else if (x->res == PST_DRES_PERM)
+        pst_warn("msg=%s event=failed to=%s relay=%s status=%s", qid, q,
+                 j->tp->name, t);
+    else
+        pst_info("msg=%s event=deferred to=%s relay=%s attempts=%u "
+                 "delay=%u status=%s", qid, q, j->tp->name, j->attempts,
+                 j->delay, t);
+}
+
 static void
 djob_done(struct pst_pool_job *w, bool ran)
 {
     struct djob *j = (struct djob *)w;
     struct pst_qmgr *qm = j->qm;
     struct qent *e = j->e;
-    char q[300], t[300];
 
     qm->inflight--;
     e->delivering = false;
@@ -472,33 +517,25 @@ djob_done(struct pst_pool_job *w, bool ran)
     for (size_t i = 0; i < j->n; i++) {
         struct pst_rcpt *r = &e->env.rcpts[j->idx[i]];
         const struct pst_rcpt_result *x = &j->res[i];
-        count_delivery(qm, x->route ? x->route : qm->o.default_route,
-                       x->res == PST_DRES_OK     ? "delivered"
-                       : x->res == PST_DRES_PERM ? "failed"
-                                                 : "deferred");
-        pst_log_quote(q, sizeof(q), r->addr, strlen(r->addr));
-        pst_log_quote(t, sizeof(t), x->text, strlen(x->text));
+        if (!j->early[i])
+            log_result(j, i);
         if (x->res == PST_DRES_OK) {
             r->state = PST_RCPT_DELIVERED;
             set_text(&e->rcpt_err[j->idx[i]], NULL);
-            pst_info("msg=%s event=delivered to=%s relay=%s status=%s", e->qid,
-                     q, j->tp->name, t);
         } else if (x->res == PST_DRES_PERM) {
             r->state = PST_RCPT_FAILED;
             set_text(&e->rcpt_err[j->idx[i]], x->text);
-            pst_warn("msg=%s event=failed to=%s relay=%s status=%s", e->qid,
-                     q, j->tp->name, t);
         } else {
             set_text(&e->rcpt_err[j->idx[i]], x->text);
             set_text(&e->last_error, x->text);
-            pst_info("msg=%s event=deferred to=%s relay=%s attempts=%u "
-                     "delay=%u status=%s", e->qid, q, j->tp->name,
-                     j->attempts, j->delay, t);
         }
     }
     if (j->rec_err)
         pst_err("msg=%s event=spool_update_error error=\"%s\"", e->qid,
                 strerror(-j->rec_err));
+    /* an attempt that left the message queued: whether its records made
+     * it (else the next attempt's carry every recipient's state) */
+    e->unrecorded = j->rec_err != 0;
     if (!qm->closing) {
         struct pst_dsn_attempt at = attempt_of(j);
         if (pst__dsn_report(qm->sp, qm->o.hostname, e->qid, &at, j->expired,
@@ -525,6 +562,7 @@ out:
     pst__dsn_orig_free(&j->orig);
     free(j->idx);
     free(j->res);
+    free(j->early);
     free(j);
     schedule(qm);
 }
@@ -550,6 +588,45 @@ on_quick(uv_idle_t *h)
     struct pst_qmgr *qm = h->data;
     uv_idle_stop(h);
     quick_drain(qm);
+}
+
+/*
+ * d->progress of an event-loop transport (loop thread): a route part of
+ * the attempt has finished while a slower one goes on. Its recipients
+ * delivered are recorded now, without a sync of their own
+ * (pst__spool_note: a MARK or records in the page cache, which a crash of
+ * postern leaves, made durable by the next sync of their segment or the
+ * attempt's last record), so a kill meanwhile does not deliver their
+ * copies again; and they are logged now. Left to the attempt's end: a
+ * recipient owed a success report (its report follows its record) and
+ * failures and deferrals (trying them again duplicates nothing).
+ */
+static void
+on_progress(struct pst_delivery *d, const size_t *which, size_t n)
+{
+    struct djob *j = (struct djob *)((char *)d - offsetof(struct djob, d));
+    struct pst_dsn_attempt at = attempt_of(j);
+    size_t *rc = pst_xcalloc(n ? n : 1, sizeof(size_t)), k = 0;
+
+    for (size_t x = 0; x < n; x++) {
+        size_t i = which[x];
+        if (j->res[i].res != PST_DRES_OK || j->early[i] ||
+            pst__dsn_owed(&at, i, false) >= 0)
+            continue;
+        j->early[i] = true;
+        rc[k++] = j->idx[i];
+    }
+    if (k > 0) {
+        int err = pst__spool_note(j->sp, j->e->qid, &j->loc, rc, k, j->now);
+        if (err != 0)               /* the attempt's end records them */
+            pst_warn("msg=%s event=spool_update_error op=note "
+                     "error=\"%s\"", j->e->qid, strerror(-err));
+    }
+    /* logged once recorded: a kill after the line finds the record */
+    for (size_t x = 0; x < n; x++)
+        if (j->early[which[x]])
+            log_result(j, which[x]);
+    free(rc);
 }
 
 /* d->done of an event-loop transport: loop thread. */
@@ -597,12 +674,14 @@ start_delivery(struct pst_qmgr *qm, struct qent *e)
     j->route = qm->route;
     j->idx = pst_xcalloc(n, sizeof(size_t));
     j->res = pst_xcalloc(n, sizeof(*j->res));
+    j->early = pst_xcalloc(n ? n : 1, sizeof(bool));
     for (size_t i = 0; i < e->env.nrcpts; i++)
         if (e->env.rcpts[i].state == PST_RCPT_PENDING)
             j->idx[j->n++] = i;
     j->d = (struct pst_delivery){
         .loop = qm->loop, .qid = e->qid, .env = &e->env,
         .n = j->n, .idx = j->idx, .res = j->res, .done = on_delivered,
+        .progress = on_progress,
     };
     pst__spool_ref(qm->sp, &e->loc, &j->d.src);
     j->now = time(NULL);

@@ -114,11 +114,15 @@ pst__rec_frame(uint8_t *h, enum pst_rec_type type, uint32_t len,
 
 /* pst__mark_encode - see record.h. */
 void
-pst__mark_encode(uint8_t *out, enum pst_mark m, uint32_t seed)
+pst__mark_encode(uint8_t *out, enum pst_mark m, uint32_t rcpts,
+                 uint32_t seed)
 {
     uint8_t *p = out;
     memset(p, 0, PST_MARK_LEN);
     p[PST_REC_HDR_LEN] = (uint8_t)m;
+    if (m == PST_MARK_LIVE)
+        pst__le_put(p + PST_REC_HDR_LEN + 1,
+                    rcpts & ((UINT32_C(1) << PST_MARK_RCPTS) - 1), 3);
     pst__le_put(p + PST_REC_HDR_LEN + 4,
                 pst__rec_frame(p, PST_REC_MARK, 4, seed), 4);
 }
@@ -131,15 +135,21 @@ mark_shape(const uint8_t *p)
            pst__le_get(p + 4, 4) == 4;
 }
 
-/* pst__mark_decode - see record.h. */
+/* pst__mark_decode - see record.h. Recipients in a MARK that is not live
+ * are damage. */
 int
-pst__mark_decode(const uint8_t *p, uint32_t seed)
+pst__mark_decode(const uint8_t *p, uint32_t seed, uint32_t *rcpts)
 {
-    if (!mark_shape(p) || p[9] || p[10] || p[11] ||
+    uint32_t r = (uint32_t)pst__le_get(p + PST_REC_HDR_LEN + 1, 3);
+
+    if (!mark_shape(p) ||
         pst_crc32c(seed, p, PST_REC_HDR_LEN + 4) !=
             (uint32_t)pst__le_get(p + PST_REC_HDR_LEN + 4, 4) ||
-        p[PST_REC_HDR_LEN] > PST_MARK_MOVED)
+        p[PST_REC_HDR_LEN] > PST_MARK_MOVED ||
+        (p[PST_REC_HDR_LEN] != PST_MARK_LIVE && r != 0))
         return -1;
+    if (rcpts != NULL)
+        *rcpts = r;
     return p[PST_REC_HDR_LEN];
 }
 
@@ -705,7 +715,8 @@ pst__group_parse(const uint8_t *p, size_t avail, uint64_t off, uint32_t seed,
         return PST_GROUP_MORE;
     if (!mark_shape(p))
         return PST_GROUP_NONE;
-    *mark = pst__mark_decode(p, seed);
+    uint32_t marked = 0;
+    *mark = pst__mark_decode(p, seed, &marked);
     for (int k = 0;; k++) {
         uint8_t type;
         const uint8_t *pl;
@@ -746,6 +757,13 @@ pst__group_parse(const uint8_t *p, size_t avail, uint64_t off, uint32_t seed,
             s->good_end = off + align_group(at);
             s->file_size = s->good_end;
             s->rcpt_err = pst_xcalloc(s->env.nrcpts, sizeof(char *));
+            if (*mark == PST_MARK_LIVE)
+                for (size_t i = 0; i < s->env.nrcpts && i < PST_MARK_RCPTS;
+                     i++)
+                    if (marked & (UINT32_C(1) << i)) {
+                        s->env.rcpts[i].state = PST_RCPT_DELIVERED;
+                        s->marked |= UINT32_C(1) << i;
+                    }
             return PST_GROUP_OK;
         } else {
             goto fail;

@@ -55,7 +55,8 @@ enum pst_rec_type {
     PST_REC_STATE = 7,      /* u8:state i64:when str:reason */
     PST_REC_EDITS = 8,      /* filter edit blob (queue/edits.h), right
                                after ENVELOPE, before COMMIT */
-    PST_REC_MARK = 9,       /* u8:state u8[3]:0 - first of a group */
+    PST_REC_MARK = 9,       /* u8:state u24:recipients delivered - first
+                               of a group */
 };
 
 /* A group's MARK: the one record of a segment that is rewritten. */
@@ -65,6 +66,11 @@ enum pst_mark {
     PST_MARK_MOVED = 2,     /* copied to a message file, which wins */
 };
 #define PST_MARK_LEN 16u    /* 8 header + 4 payload + 4 crc */
+/* A live MARK also names the recipients delivered while the message's
+ * attempt goes on (bit i: recipient i), for the first PST_MARK_RCPTS
+ * recipients: what a route part that finished records of a message in
+ * the log (docs/SPOOL.md, "Duplicate window"). 0 in a done or moved one. */
+#define PST_MARK_RCPTS 24u
 /* Groups start and end on this boundary: a MARK never crosses a sector. */
 #define PST_GROUP_ALIGN 16u
 /* The largest group the log takes; a larger message is a file. */
@@ -96,11 +102,13 @@ void pst__rec_end_seed(struct pst_tbuf *b, size_t start, uint32_t seed);
  * return the crc of header and payload (payload at h + PST_REC_HDR_LEN). */
 uint32_t pst__rec_frame(uint8_t *h, enum pst_rec_type type, uint32_t len,
                         uint32_t seed);
-/* pst__mark_encode - the 16 bytes of a MARK record. */
-void pst__mark_encode(uint8_t *out, enum pst_mark m, uint32_t seed);
+/* pst__mark_encode - the 16 bytes of a MARK record; rcpts (live only)
+ * the recipients delivered, bit i recipient i < PST_MARK_RCPTS. */
+void pst__mark_encode(uint8_t *out, enum pst_mark m, uint32_t rcpts,
+                      uint32_t seed);
 /* pst__mark_decode - the state of the MARK at p, or -1 if it is not a
- * MARK or does not check out. */
-int pst__mark_decode(const uint8_t *p, uint32_t seed);
+ * MARK or does not check out; *rcpts (may be NULL) its recipients. */
+int pst__mark_decode(const uint8_t *p, uint32_t seed, uint32_t *rcpts);
 
 /* A bounded input cursor; any overrun sets err and yields zeros. */
 struct pst_rbuf {
@@ -139,6 +147,8 @@ struct pst_scan {
     char *last_error;
     enum pst_qstate state;
     time_t state_time;
+    uint32_t marked;        /* group: the recipients its live MARK says
+                               delivered (already so in env) */
 };
 
 enum pst_scan_result {
@@ -158,7 +168,8 @@ void pst__scan_free(struct pst_scan *s);
  * pst__group_parse - the group that starts at p (segment offset off, avail
  * bytes readable there), its records checked with seed. PST_GROUP_OK: s is
  * filled (release with pst__scan_free; good_end is the group's aligned
- * end), *mark its MARK's state or -1 if the MARK does not check out.
+ * end; the recipients a live MARK names are delivered in s->env), *mark
+ * its MARK's state or -1 if the MARK does not check out.
  * PST_GROUP_MORE: it runs past avail (read more; at the end of the segment
  * it is incomplete). PST_GROUP_NONE: no group starts here.
  */

@@ -9,7 +9,8 @@
  *
  * Threads. The loop thread appends to the head (pst__log_append) and is
  * the only writer of groups. Anyone holding a message's reference may
- * rewrite its MARK (pst__log_mark). The segment thread (seg_main) prepares
+ * rewrite its MARK (pst__log_mark): its state, and while it is live the
+ * recipients delivered so far. The segment thread (seg_main) prepares
  * the next head: a spare put back to use (a new header and salt) or a new
  * file, zero-filled and synced, so that an fdatasync of a batch writes
  * data and no metadata. The sync thread (spool.c) syncs the segments of
@@ -18,8 +19,9 @@
  * are unlinked beyond PST_SEG_SPARES.
  *
  * References: one per live message whose group is in the segment (taken
- * at append or recovery, dropped by the MARK that ends it), one while it
- * is the head. The last one queues it for reclaim.
+ * at append or recovery, released once the MARK that ends it is written -
+ * or when the message goes although it could not be), one while it is the
+ * head. The last one queues it for reclaim.
  *
  * Limits: a group is at most PST_GROUP_MAX bytes; a segment at least
  * PST_SEG_MIN; recovery reads through one buffer of 2 * PST_GROUP_MAX.
@@ -367,7 +369,7 @@ pst__log_append(struct pst_spool *sp, struct pst_spool_msg *m)
                                    pst__le_get((const uint8_t *)tail.p + 4, 4);
     uint8_t *b = m->buf;
     /* MARK, INFO, CHUNK: their offsets are known now */
-    pst__mark_encode(b, PST_MARK_LIVE, s->salt);
+    pst__mark_encode(b, PST_MARK_LIVE, 0, s->salt);
     uint8_t *info = b + PST_MARK_LEN;
     memcpy(info + PST_REC_HDR_LEN, m->qid, PST_QID_LEN);
     pst__le_put(info + PST_REC_HDR_LEN + 16, (uint64_t)(int64_t)m->created, 8);
@@ -406,34 +408,53 @@ pst__log_append(struct pst_spool *sp, struct pst_spool_msg *m)
 
 /* ---- MARKs ---- */
 
-/* pst__log_mark - see spool_int.h. */
+/* pst__log_mark - see spool_int.h. The MARK is 16 bytes at a 16-byte
+ * boundary of a block the segment's zero fill allocated: on a file system
+ * that overwrites in place the write copies into the page cache and cannot
+ * meet a full disk; should it fail, the MARK is as it was. */
 int
 pst__log_mark(struct pst_spool *sp, struct pst_seg *s, uint64_t off,
-              enum pst_mark mk, bool sync)
+              enum pst_mark mk, uint32_t rcpts, bool sync)
 {
     uint8_t b[PST_MARK_LEN];
     int rc;
 
-    pst__mark_encode(b, mk, s->salt);
+    pst__mark_encode(b, mk, rcpts, s->salt);
     rc = pst__pwrite_all(s->fd, b, sizeof(b), off);
-    if (rc == 0 && sync)
-        rc = pst__sync_fd(sp, s->fd, true);
-    if (rc == 0 && !sync) {
-        pthread_mutex_lock(&sp->mu);
-        /* the sync thread is woken by the first MARK waiting only: it
-         * then waits at most PST_REMOVAL_SYNC_WAIT_MS for a batch */
-        bool first = TAILQ_EMPTY(&sp->dirty) && !sp->removals;
-        s->dirty = true;
-        if (!s->queued) {
-            s->queued = true;
-            TAILQ_INSERT_TAIL(&sp->dirty, s, qlink);
-        }
-        if (first)
-            pthread_cond_signal(&sp->cv);
-        pthread_mutex_unlock(&sp->mu);
+    if (rc != 0) {
+        pst_err("event=spool_mark_error segment=%08X offset=%" PRIu64
+                " error=\"%s\"", s->id, off, strerror(-rc));
+        return rc;
     }
+    if (sync) {
+        if ((rc = pst__sync_fd(sp, s->fd, true)) != 0) {
+            /* as a failed batch sync: never appended to again */
+            atomic_store(&s->broken, true);
+            pst_err("event=spool_fsync_error segment=%08X error=\"%s\" "
+                    "op=mark", s->id, strerror(-rc));
+        }
+        return rc;
+    }
+    pthread_mutex_lock(&sp->mu);
+    /* the sync thread is woken by the first MARK waiting only: it then
+     * waits at most PST_REMOVAL_SYNC_WAIT_MS for a batch */
+    bool first = TAILQ_EMPTY(&sp->dirty) && !sp->removals;
+    s->dirty = true;
+    if (!s->queued) {
+        s->queued = true;
+        TAILQ_INSERT_TAIL(&sp->dirty, s, qlink);
+    }
+    if (first)
+        pthread_cond_signal(&sp->cv);
+    pthread_mutex_unlock(&sp->mu);
+    return 0;
+}
+
+/* pst__log_release - see spool_int.h. */
+void
+pst__log_release(struct pst_spool *sp, struct pst_seg *s)
+{
     seg_unref(sp, s);
-    return rc;
 }
 
 /* pst__log_reclaim - see spool_int.h. The sync thread's, and recovery's
@@ -526,7 +547,8 @@ found_group(struct lscan *ls, struct pst_seg *s, struct pst_scan *sc,
     if (!pst__qid_valid(sc->qid) ||
         pst_strmap_gets(ls->files, sc->qid) != NULL || dup) {
         uint8_t b[PST_MARK_LEN];
-        pst__mark_encode(b, dup ? PST_MARK_DONE : PST_MARK_MOVED, s->salt);
+        pst__mark_encode(b, dup ? PST_MARK_DONE : PST_MARK_MOVED, 0,
+                         s->salt);
         if (pst__pwrite_all(s->fd, b, sizeof(b), off) == 0)
             *wrote = true;
         pst_info("msg=%.16s event=spool_recover segment=%08X offset=%" PRIu64
@@ -543,7 +565,8 @@ found_group(struct lscan *ls, struct pst_seg *s, struct pst_scan *sc,
         .loc = {.area = PST_AREA_ACTIVE, .seg = s, .group_off = off,
                 .seed = s->salt, .data_off = sc->data_off,
                 .env_off = sc->env_off, .edits_off = sc->edits_off,
-                .size = sc->msg_size, .file_size = sc->good_end},
+                .size = sc->msg_size, .file_size = sc->good_end,
+                .marked = sc->marked},
         .env = sc->env, .rcpt_err = sc->rcpt_err, .recovered = true,
     };
     memcpy(e.qid, sc->qid, sizeof(e.qid));
@@ -604,7 +627,7 @@ scan_segment(struct lscan *ls, struct pst_seg *s)
             gap = pos;
             /* a MARK that checks out on a group that does not: the
              * group's write was torn by the crash */
-            torn = pst__mark_decode(ls->buf + at, s->salt) ==
+            torn = pst__mark_decode(ls->buf + at, s->salt, NULL) ==
                    PST_MARK_LIVE;
         }
         pos += PST_GROUP_ALIGN;

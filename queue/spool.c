@@ -27,7 +27,12 @@
  * The spool knows nothing of delivery. The front (queue/queue.c) gives it
  * a sink that is told of each recovered and each committed message (the
  * queue manager), and the manager asks for storage operations on them
- * (append records, finish, move, delete; spool_int.h).
+ * (append records, note a route's recipients, finish, move, delete;
+ * spool_int.h). Records are appended at the end of a file's last good
+ * record and a failed append is cut off again (append_at), so a torn
+ * record never has good ones after it. Noting recipients runs on the loop
+ * thread, like the receive path's writes: a MARK pwrite or an append into
+ * the page cache, no sync.
  *
  * Ownership: see spool.h. Limits: one 128 KiB buffer per message being
  * received (freed at commit); QIDs: 2^40 per run, 2^24 runs.
@@ -303,7 +308,8 @@ sync_main(void *arg)
                      * crash may still bring it back: a duplicate of the
                      * copy the client sends again after its 451 */
                     pst__log_mark(sp, m->seg, m->group_off, PST_MARK_DONE,
-                                  false);
+                                  0, false);
+                    pst__log_release(sp, m->seg);
                     m->seg = NULL;
                 } else if (m->renamed) {
                     unlinkat(m->hold ? sp->holdfd : sp->actfd, m->qid, 0);
@@ -918,9 +924,12 @@ recover_dir(struct pst_spool *sp, int dfd, const char *dname, bool held,
             rv->corrupt++;
             continue;
         }
+        bool cut = true;
         if (s.torn) {
-            /* cut the damaged update so later appends follow good records */
-            if (ftruncate(fd, (off_t)s.good_end) != 0 || fsync(fd) != 0)
+            /* cut the damaged update so later appends follow good records
+             * (if it cannot be, the first append cuts it or waits) */
+            cut = ftruncate(fd, (off_t)s.good_end) == 0;
+            if (!cut || fsync(fd) != 0)
                 pst_warn("msg=%s event=spool_truncate error=\"%s\"", name,
                          strerror(errno));
             else
@@ -936,7 +945,7 @@ recover_dir(struct pst_spool *sp, int dfd, const char *dname, bool held,
             .loc = {.area = held ? PST_AREA_HOLD : PST_AREA_ACTIVE,
                     .data_off = s.data_off, .env_off = s.env_off,
                     .edits_off = s.edits_off, .size = s.msg_size,
-                    .file_size = s.file_size},
+                    .file_size = s.file_size, .torn = !cut},
             .env = s.env, .rcpt_err = s.rcpt_err,
             .last_error = s.last_error, .attempts = s.attempts,
             .next_attempt = s.next_attempt, .state = s.state,
@@ -1230,8 +1239,10 @@ place_new_file(struct pst_spool *sp, const char *qid, int to,
 }
 
 /* A message leaves the log for a file in area `to`, with recs appended
- * after its COMMIT: the file durable first, then the group marked moved
- * (docs/SPOOL.md, "Segments hold messages until their first attempt"). */
+ * after its COMMIT - and before them the recipients its MARK says
+ * delivered, as RCPT records: the file durable first, then the group
+ * marked moved (docs/SPOOL.md, "Segments hold messages until their first
+ * attempt"). */
 static int
 copy_out(struct pst_spool *sp, const char *qid, struct pst_spool_loc *loc,
          enum pst_spool_area to, const struct pst_tbuf *recs)
@@ -1246,18 +1257,66 @@ copy_out(struct pst_spool *sp, const char *qid, struct pst_spool_loc *loc,
         return rc;
     rc = pst__file_from_group(g, glen, loc->seed, &out, &fo);
     free(g);
+    for (uint32_t i = 0; rc == 0 && i < PST_MARK_RCPTS; i++)
+        if (loc->marked & (UINT32_C(1) << i))
+            pst__rec_rcpt(&out, i, PST_RCPT_DELIVERED, time(NULL), NULL);
     if (rc == 0 && recs != NULL)
         pst_tbuf_add(&out, recs->p, recs->len);
     if (rc == 0)
         rc = place_new_file(sp, qid, area_fd(sp, to), out.p, out.len);
     if (rc == 0) {
-        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_MOVED, false);
+        /* the file wins over a group still live after a crash */
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_MOVED, 0,
+                      false);
+        pst__log_release(sp, loc->seg);
         *loc = (struct pst_spool_loc){
             .area = to, .data_off = fo.data_off, .env_off = fo.env_off,
             .edits_off = fo.edits_off, .size = fo.msg_size,
             .file_size = out.len};
     }
     pst_tbuf_free(&out);
+    return rc;
+}
+
+/*
+ * append_at - write recs into the message file at fd right after its
+ * last good record (loc->file_size), then fsync when sync. A write that
+ * fails or comes up short (a full disk), or a failed fsync, is cut off
+ * again: a torn record left in the middle would end the file at the next
+ * start, and every record appended after it - a recipient recorded
+ * delivered there would be delivered again. Should that cut fail too,
+ * loc->torn remembers it and the next append first cuts, or writes
+ * nothing: a record is only ever written right after a whole one, with
+ * nothing after it.
+ */
+static int
+append_at(struct pst_spool *sp, int fd, const char *qid,
+          struct pst_spool_loc *loc, const struct pst_tbuf *recs, bool sync)
+{
+    int rc;
+
+    if (loc->torn) {
+        if (ftruncate(fd, (off_t)loc->file_size) != 0) {
+            rc = -errno;
+            pst_err("msg=%s event=spool_truncate_error offset=%" PRIu64
+                    " error=\"%s\" action=not_appended", qid,
+                    loc->file_size, strerror(-rc));
+            return rc;
+        }
+        loc->torn = false;
+    }
+    rc = pst__pwrite_all(fd, recs->p, recs->len, loc->file_size);
+    if (rc == 0 && sync)
+        rc = fsync_fd(sp, fd);
+    if (rc == 0) {
+        loc->file_size += recs->len;
+        return 0;
+    }
+    if (ftruncate(fd, (off_t)loc->file_size) != 0) {
+        loc->torn = true;
+        pst_err("msg=%s event=spool_truncate_error offset=%" PRIu64
+                " error=\"%s\"", qid, loc->file_size, strerror(errno));
+    }
     return rc;
 }
 
@@ -1268,16 +1327,46 @@ pst__spool_append(struct pst_spool *sp, const char *qid,
 {
     if (loc->seg != NULL)
         return copy_out(sp, qid, loc, PST_AREA_ACTIVE, recs);
-    int rc, fd = openat(area_fd(sp, loc->area), qid,
-                        O_WRONLY | O_APPEND | O_CLOEXEC);
+    int rc, fd = openat(area_fd(sp, loc->area), qid, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    rc = pst_write_all(fd, recs->p, recs->len);
-    if (rc == 0)
-        rc = fsync_fd(sp, fd);
+    rc = append_at(sp, fd, qid, loc, recs, true);
     close(fd);
-    if (rc == 0)
-        loc->file_size += recs->len;
+    return rc;
+}
+
+/* pst__spool_note - see spool_int.h. */
+int
+pst__spool_note(struct pst_spool *sp, const char *qid,
+                struct pst_spool_loc *loc, const size_t *rcpts, size_t n,
+                time_t when)
+{
+    if (loc->seg != NULL) {
+        uint32_t m = loc->marked;
+        for (size_t i = 0; i < n; i++)
+            if (rcpts[i] < PST_MARK_RCPTS)
+                m |= UINT32_C(1) << rcpts[i];
+        if (m == loc->marked)
+            return 0;           /* beyond the MARK's recipients: the
+                                   attempt's end records them */
+        int rc = pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_LIVE,
+                               m, false);
+        if (rc == 0)
+            loc->marked = m;
+        return rc;
+    }
+    struct pst_tbuf b = {0};
+    for (size_t i = 0; i < n; i++)
+        pst__rec_rcpt(&b, (uint32_t)rcpts[i], PST_RCPT_DELIVERED, when,
+                      NULL);
+    int rc, fd = openat(area_fd(sp, loc->area), qid, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+    } else {
+        rc = append_at(sp, fd, qid, loc, &b, false);
+        close(fd);
+    }
+    pst_tbuf_free(&b);
     return rc;
 }
 
@@ -1294,7 +1383,8 @@ pst__spool_finished(struct pst_spool *sp, const char *qid,
                     const struct pst_spool_loc *loc)
 {
     if (loc->seg != NULL) {
-        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, false);
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, 0, false);
+        pst__log_release(sp, loc->seg);
         return;
     }
     if (unlinkat(area_fd(sp, loc->area), qid, 0) != 0)
@@ -1311,15 +1401,24 @@ int
 pst__spool_done(struct pst_spool *sp, const char *qid,
                 const struct pst_spool_loc *loc, const struct pst_tbuf *recs)
 {
-    if (loc->seg != NULL)
-        return pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE,
-                             true);
+    if (loc->seg != NULL) {
+        int rc = pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE,
+                               0, true);
+        pst__log_release(sp, loc->seg);
+        return rc;
+    }
     struct pst_spool_loc l = *loc;
     int rc = pst__spool_append(sp, qid, &l, recs);
+    if (rc != 0) {
+        /* nothing on disk says so: it goes all the same, its removal
+         * synced soon, as a message that finished quietly */
+        pst__spool_finished(sp, qid, loc);
+        return rc;
+    }
     /* the records say every recipient is done: a resurrected file would
      * deliver nothing */
     unlinkat(area_fd(sp, loc->area), qid, 0);
-    return rc;
+    return 0;
 }
 
 /* pst__spool_remove - see spool_int.h. */
@@ -1327,10 +1426,12 @@ void
 pst__spool_remove(struct pst_spool *sp, const char *qid,
                   const struct pst_spool_loc *loc)
 {
-    if (loc->seg != NULL)
-        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, false);
-    else
+    if (loc->seg != NULL) {
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, 0, false);
+        pst__log_release(sp, loc->seg);
+    } else {
         unlinkat(area_fd(sp, loc->area), qid, 0);
+    }
 }
 
 /* pst__spool_delete - see spool_int.h. */
@@ -1338,13 +1439,30 @@ int
 pst__spool_delete(struct pst_spool *sp, const char *qid,
                   const struct pst_spool_loc *loc)
 {
-    if (loc->seg != NULL)
-        return pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE,
-                             true);
+    int rc;
+
+    if (loc->seg != NULL) {
+        struct pst_seg *s = loc->seg;
+        if ((rc = pst__log_mark(sp, s, loc->group_off, PST_MARK_DONE, 0,
+                                false)) != 0)
+            return rc;          /* still live: the message stays */
+        if ((rc = pst__sync_fd(sp, s->fd, true)) != 0) {
+            atomic_store(&s->broken, true);
+            pst_err("msg=%s event=spool_fsync_error segment=%08X "
+                    "error=\"%s\" op=delete", qid, s->id, strerror(-rc));
+        }
+        pst__log_release(sp, s);
+        return 0;
+    }
     int dfd = area_fd(sp, loc->area);
     if (unlinkat(dfd, qid, 0) != 0)
         return -errno;
-    return fsync_fd(sp, dfd);
+    if ((rc = fsync_fd(sp, dfd)) != 0)
+        pst_err("msg=%s event=spool_fsync_error dir=%s error=\"%s\" "
+                "op=delete", qid, loc->area == PST_AREA_HOLD ? "hold"
+                                                            : "active",
+                strerror(-rc));
+    return 0;
 }
 
 /* pst__spool_move - see spool_int.h. */
@@ -1382,7 +1500,8 @@ pst__spool_set_corrupt(struct pst_spool *sp, const char *qid,
             }
             free(g);
         }
-        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, false);
+        pst__log_mark(sp, loc->seg, loc->group_off, PST_MARK_DONE, 0, false);
+        pst__log_release(sp, loc->seg);
         return;
     }
     int from = area_fd(sp, loc->area);

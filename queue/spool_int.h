@@ -38,7 +38,14 @@ struct pst_spool_loc {
     uint64_t env_off;           /* ENVELOPE record = end of the text */
     uint64_t edits_off;         /* EDITS record, 0 if none */
     uint64_t size;              /* message bytes */
-    uint64_t file_size;         /* file: its size; log: the group's end */
+    uint64_t file_size;         /* file: the end of its last good record
+                                   (where the next is appended); log: the
+                                   group's end */
+    uint32_t marked;            /* log: the recipients its MARK says
+                                   delivered (bit i: recipient i) */
+    bool torn;                  /* file: bytes past file_size may remain
+                                   from a failed append that could not be
+                                   cut off: cut them before appending */
 };
 
 /*
@@ -199,10 +206,21 @@ void pst__spool_set_sink(struct pst_spool *sp, pst_spool_sink sink,
  */
 /* pst__spool_append - append update records (RCPT, RETRY, STATE) and
  * sync them; a message in the log is first copied to a file in active/
- * (loc updated). */
+ * (loc updated). Records go right after the file's last good record, and
+ * a failed or short write is cut off again (docs/SPOOL.md, "Appending
+ * records"): a record is never written after one that is not whole. */
 int pst__spool_append(struct pst_spool *sp, const char *qid,
                       struct pst_spool_loc *loc,
                       const struct pst_tbuf *recs);
+/* pst__spool_note - n recipients (indexes into the envelope) were
+ * delivered while the rest of the attempt goes on: recorded at once,
+ * without a sync of their own - in the MARK of a message in the log (the
+ * first PST_MARK_RCPTS recipients; synced with the segment's next sync),
+ * as RCPT records appended to a file (synced by the attempt's last
+ * record). Loop thread: page-cache writes only. */
+int pst__spool_note(struct pst_spool *sp, const char *qid,
+                    struct pst_spool_loc *loc, const size_t *rcpts, size_t n,
+                    time_t when);
 /* pst__spool_finished - every recipient is done and nothing records it:
  * the message goes; the removal reaches the disk with the sync thread's
  * next sync, shared with the commits' (the duplicate window). For a
@@ -222,7 +240,9 @@ int pst__spool_done(struct pst_spool *sp, const char *qid,
  * that it is done (found so at recovery). */
 void pst__spool_remove(struct pst_spool *sp, const char *qid,
                        const struct pst_spool_loc *loc);
-/* pst__spool_delete - the operator's delete: gone, durably. */
+/* pst__spool_delete - the operator's delete: gone, durably. An error
+ * leaves the message as it was; a failed sync after it was gone is only
+ * logged (a crash may bring it back). */
 int pst__spool_delete(struct pst_spool *sp, const char *qid,
                       const struct pst_spool_loc *loc);
 /* pst__spool_move - into the hold area or back (loc->area updated),
@@ -246,11 +266,19 @@ int pst__log_recover(struct pst_spool *sp, const void *files,
  * set, with a reference on the segment), -EAGAIN (too large, or no
  * segment ready: commit it as a file) or -errno. */
 int pst__log_append(struct pst_spool *sp, struct pst_spool_msg *m);
-/* pst__log_mark - rewrite a group's MARK (any thread); the segment is
- * synced soon by the sync thread, or now when sync. Drops the message's
- * reference on the segment. */
+/* pst__log_mark - rewrite a group's MARK (any thread holding the
+ * message's reference): state m, and for a live one the recipients
+ * delivered (rcpts, bit i: recipient i). The segment is synced soon by
+ * the sync thread, or now when sync (a failed sync breaks it). An error
+ * writing it leaves the MARK as it was. The reference stays the caller's:
+ * see pst__log_release. */
 int pst__log_mark(struct pst_spool *sp, struct pst_seg *seg, uint64_t off,
-                  enum pst_mark m, bool sync);
+                  enum pst_mark m, uint32_t rcpts, bool sync);
+/* pst__log_release - the message leaves the segment (its MARK says so, or
+ * it goes although the MARK could not be written: a crash brings it back,
+ * a duplicate at worst): its reference goes; the last queues the segment
+ * for reclaim. */
+void pst__log_release(struct pst_spool *sp, struct pst_seg *seg);
 /* pst__log_reclaim - segments with no message left (sp->reclaim): their
  * MARKs synced, then kept as spares or unlinked (the sync thread). */
 void pst__log_reclaim(struct pst_spool *sp);

@@ -16,7 +16,9 @@
  * and LMTP clients): deliver is called on the loop thread, must not block,
  * and later (never from inside deliver) calls d->done(d) on the loop
  * thread once every recipient has a result. The queue then records the
- * results on a worker thread, as for a blocking transport. d stays valid
+ * results on a worker thread, as for a blocking transport; a transport
+ * that delivers an attempt in parts reports each part that finishes
+ * before the last through d->progress. d stays valid
  * until done is called; the reader does synchronous (page-cache) reads.
  * At shutdown route_free is called first and must complete (call done
  * for) every delivery still in flight before it returns.
@@ -71,6 +73,15 @@ struct pst_delivery {
                                        0: the queue's back-off */
     bool corrupt;                   /* set by the transport: a reader of
                                        its own found bad data (-EBADMSG) */
+    /* Optional (NULL: none), for event-loop transports: a part of the
+     * attempt has finished while others go on (a route answered before
+     * a slower one) - the n recipients which[] (indexes into res) have
+     * their results. Loop thread; not for the part that ends the
+     * attempt, which done reports (a part that fails at once while the
+     * attempt's parts are still being started may come here too). The
+     * queue records the delivered ones at once, so a crash meanwhile does
+     * not deliver their copies again; done still has every result. */
+    void (*progress)(struct pst_delivery *d, const size_t *which, size_t n);
 };
 
 struct pst_transport {

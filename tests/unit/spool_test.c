@@ -44,10 +44,12 @@
 #include "core/envelope.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "queue/qmgr.h"
 #include "queue/queue.h"
 #include "queue/reader.h"
 #include "queue/record.h"
 #include "queue/spool.h"
+#include "queue/spool_int.h"
 
 /*
  * Fault injection for fsync: the spool's calls resolve to this definition
@@ -100,6 +102,176 @@ fdatasync(int fd)
         return -1;
     }
     return real(fd);
+}
+
+/*
+ * Fault injection for writes, the same way: write(2), pwrite(2) and
+ * ftruncate(2) of the spool and the maildir resolve to these definitions,
+ * which forward to the C library unless a fault is armed for the path:
+ *   wf_short   the next write to a path with this infix writes its first
+ *              WF_SHORT bytes (a record header is 8), and the one after
+ *              fails with ENOSPC: a disk that fills in the middle of a
+ *              write (so many times)
+ *   wf_nospc   every write to a path with this infix whose bytes hold the
+ *              needle fails with ENOSPC (one recipient's maildir copy)
+ *   wf_trunc   ftruncate of a path with this infix fails with EIO (so
+ *              many times)
+ *   wf_mark    a 16-byte pwrite (a MARK) into a log segment fails with EIO
+ *              (so many times)
+ */
+#define WF_SHORT 5
+static pthread_mutex_t wf_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool wf_armed;
+static char wf_short[64], wf_nospc[64], wf_needle[64], wf_trunc[64];
+static int wf_short_left, wf_short_stage, wf_trunc_left, wf_mark_left;
+static int wf_short_done, wf_trunc_done, wf_mark_done;  /* injected */
+
+static bool
+fd_path_has(int fd, const char *infix)
+{
+    char l[64], p[512];
+    if (infix[0] == '\0')
+        return false;
+    snprintf(l, sizeof(l), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(l, p, sizeof(p) - 1);
+    if (n <= 0)
+        return false;
+    p[n] = '\0';
+    return strstr(p, infix) != NULL;
+}
+
+static void
+wf_clear(void)
+{
+    pthread_mutex_lock(&wf_mu);
+    wf_short[0] = wf_nospc[0] = wf_needle[0] = wf_trunc[0] = '\0';
+    wf_short_left = wf_short_stage = wf_trunc_left = wf_mark_left = 0;
+    wf_short_done = wf_trunc_done = wf_mark_done = 0;
+    atomic_store(&wf_armed, false);
+    pthread_mutex_unlock(&wf_mu);
+}
+
+static int
+wf_get(int *v)
+{
+    pthread_mutex_lock(&wf_mu);
+    int x = *v;
+    pthread_mutex_unlock(&wf_mu);
+    return x;
+}
+
+/* How much of a write of n bytes to let through: n, less (short), or -1
+ * (fail with *err). */
+static ssize_t
+wf_write(int fd, const void *buf, size_t n, bool positioned, int *err)
+{
+    ssize_t r = (ssize_t)n;
+
+    if (!atomic_load(&wf_armed))
+        return r;
+    pthread_mutex_lock(&wf_mu);
+    if (wf_short_left > 0 && fd_path_has(fd, wf_short)) {
+        if (wf_short_stage == 0 && n > WF_SHORT) {
+            r = WF_SHORT;
+            wf_short_stage = 1;
+        } else if (wf_short_stage == 1) {
+            r = -1;
+            *err = ENOSPC;
+            wf_short_stage = 0;
+            wf_short_left--;
+            wf_short_done++;
+        }
+    } else if (wf_needle[0] && fd_path_has(fd, wf_nospc) &&
+               memmem(buf, n, wf_needle, strlen(wf_needle)) != NULL) {
+        r = -1;
+        *err = ENOSPC;
+    } else if (positioned && n == PST_MARK_LEN && wf_mark_left > 0 &&
+               fd_path_has(fd, "/log/seg-")) {
+        r = -1;
+        *err = EIO;
+        wf_mark_left--;
+        wf_mark_done++;
+    }
+    pthread_mutex_unlock(&wf_mu);
+    return r;
+}
+
+static void
+wf_set(char *dst, const char *v)
+{
+    snprintf(dst, 64, "%s", v);
+}
+
+/* wf_arm - arm the faults (each NULL / 0: not armed). */
+static void
+wf_arm(const char *short_at, int nshort, const char *nospc_at,
+       const char *needle, const char *trunc_at, int ntrunc, int nmark)
+{
+    pthread_mutex_lock(&wf_mu);
+    wf_set(wf_short, short_at ? short_at : "");
+    wf_short_left = nshort;
+    wf_short_stage = 0;
+    wf_set(wf_nospc, nospc_at ? nospc_at : "");
+    wf_set(wf_needle, needle ? needle : "");
+    wf_set(wf_trunc, trunc_at ? trunc_at : "");
+    wf_trunc_left = ntrunc;
+    wf_mark_left = nmark;
+    atomic_store(&wf_armed, true);
+    pthread_mutex_unlock(&wf_mu);
+}
+
+ssize_t
+write(int fd, const void *buf, size_t n)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    int err = 0;
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT,
+                                                            "write");
+    ssize_t k = wf_write(fd, buf, n, false, &err);
+    if (k < 0) {
+        errno = err;
+        return -1;
+    }
+    return real(fd, buf, (size_t)k);
+}
+
+ssize_t
+pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    int err = 0;
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(
+            RTLD_NEXT, "pwrite");
+    ssize_t k = wf_write(fd, buf, n, true, &err);
+    if (k < 0) {
+        errno = err;
+        return -1;
+    }
+    return real(fd, buf, (size_t)k, off);
+}
+
+int
+ftruncate(int fd, off_t len)
+{
+    static int (*real)(int, off_t);
+    if (real == NULL)
+        real = (int (*)(int, off_t))dlsym(RTLD_NEXT, "ftruncate");
+    if (atomic_load(&wf_armed)) {
+        pthread_mutex_lock(&wf_mu);
+        bool fail = wf_trunc_left > 0 && fd_path_has(fd, wf_trunc);
+        if (fail) {
+            wf_trunc_left--;
+            wf_trunc_done++;
+        }
+        pthread_mutex_unlock(&wf_mu);
+        if (fail) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    return real(fd, len);
 }
 
 struct fx {
@@ -1046,6 +1218,133 @@ test_maildir_full_partial_then_retry(void **state)
     free(body);
 }
 
+/* ---- appending records on a full disk ---- */
+
+struct att {
+    struct fx *f;
+    const char *qid;
+    unsigned want, got;
+};
+
+static void
+att_view(void *arg, const struct pst_qview *v)
+{
+    ((struct att *)arg)->got = v->attempts;
+}
+
+/* Message qid has had `want` attempts (their results recorded, or not). */
+static bool
+pred_attempts(void *arg)
+{
+    struct att *a = arg;
+    a->got = 0;
+    pst__qmgr_view(pst__queue_qmgr(a->f->q), a->qid, att_view, a);
+    return a->got >= a->want;
+}
+
+/* Two attempts at a message file whose third recipient meets a full disk
+ * each time, after nshort torn appends (half written, then ENOSPC) and
+ * ntrunc failed ftruncates; the queue is paused after the second. */
+static void
+two_attempts(struct fx *f, struct sub *s, const char **rc, const char *body,
+             int nshort, int ntrunc)
+{
+    spool_open(f);
+    wf_arm("/spool/active/", nshort, "/mail/tmp/", "Delivered-To: p3@",
+           "/spool/active/", ntrunc, 0);
+    submit(f, s, "from@example.com", rc, 3, body, FILE_LEN);
+    assert_true(run_until(f, pred_done, s, 5000));
+    assert_int_equal(s->status, 0);
+    struct att a = {f, s->qid, 2, 0};
+    assert_true(run_until(f, pred_attempts, &a, 15000));
+    pst_queue_pause(f->q, true);
+}
+
+/* A full disk tears the records an attempt appends to a message file (a
+ * short write, then ENOSPC): they are cut off, and the next attempt's
+ * records - with what the torn ones said - follow the last good record.
+ * Before, the next records followed the torn one; at the next start the
+ * torn record ended the file, and p1 and p2, delivered by the first
+ * attempt, were delivered again. */
+static void
+test_torn_append_cut_off(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"p1@example.net", "p2@example.net",
+                        "p3@example.net"};
+    char *body = make_body(FILE_LEN, 9);
+    struct sub s;
+    struct pst_scan sc;
+
+    two_attempts(f, &s, rc, body, 1, 0);
+    assert_int_equal(wf_get(&wf_short_done), 1);
+    char *p = spath(f, "active", s.qid);
+    assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+    spool_close(f);
+    wf_clear();
+    /* a restart: p3 alone is delivered; p1 and p2 once, in all */
+    spool_open(f);
+    assert_true(run_until(f, pred_queue_empty, f, 10000));
+    check_maildir(f, "from@example.com", rc, 3, body, FILE_LEN);
+    spool_close(f);
+    /* what the restart read: no torn record; both attempts recorded */
+    assert_false(sc.torn);
+    assert_int_equal(sc.good_end, sc.file_size);
+    assert_int_equal(sc.attempts, 2);
+    assert_int_equal(sc.env.rcpts[0].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[1].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[2].state, PST_RCPT_PENDING);
+    pst__scan_free(&sc);
+    free(p);
+    free(body);
+}
+
+/* The torn records cannot even be cut off (ftruncate fails too): nothing
+ * is appended after them until they are - the second attempt records
+ * nothing, the third cuts them and records both attempts' results. */
+static void
+test_torn_append_cut_fails(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"p1@example.net", "p2@example.net",
+                        "p3@example.net"};
+    char *body = make_body(FILE_LEN, 10);
+    struct sub s;
+    struct pst_scan sc;
+    struct stat st;
+
+    two_attempts(f, &s, rc, body, 1, 2);
+    assert_int_equal(wf_get(&wf_trunc_done), 2);
+    char *p = spath(f, "active", s.qid);
+    /* the torn bytes, and no record after them */
+    assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+    assert_true(sc.torn);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(sc.attempts, 0);
+    assert_true(sc.good_end < (uint64_t)st.st_size);
+    pst__scan_free(&sc);
+    /* the third attempt: the cut works now */
+    struct att a = {f, s.qid, 3, 0};
+    pst_queue_pause(f->q, false);
+    assert_true(run_until(f, pred_attempts, &a, 15000));
+    pst_queue_pause(f->q, true);
+    assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+    assert_false(sc.torn);
+    assert_int_equal(sc.attempts, 3);
+    assert_int_equal(sc.env.rcpts[0].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[1].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[2].state, PST_RCPT_PENDING);
+    pst__scan_free(&sc);
+    spool_close(f);
+    wf_clear();
+    spool_open(f);
+    assert_true(run_until(f, pred_queue_empty, f, 10000));
+    check_maildir(f, "from@example.com", rc, 3, body, FILE_LEN);
+    spool_close(f);
+    free(p);
+    free(body);
+}
+
 /* ---- the log ---- */
 
 static char *
@@ -1273,7 +1572,7 @@ test_log_recovery(void **state)
         pst__scan_free(&s3);
         pst__scan_free(&sc);
         uint8_t torn[PST_MARK_LEN + 10] = {0};
-        pst__mark_encode(torn, PST_MARK_LIVE, salt);
+        pst__mark_encode(torn, PST_MARK_LIVE, 0, salt);
         torn[PST_MARK_LEN] = PST_REC_INFO;
         fd = open(seg, O_WRONLY);
         assert_int_equal(pwrite(fd, torn, sizeof(torn), (off_t)end),
@@ -1298,6 +1597,143 @@ test_log_recovery(void **state)
     assert_int_equal(st.held, 1);
     assert_int_equal(count_sub(f, f->mail, "new"), 2);
     spool_close(f);
+    free(seg);
+    free(body);
+}
+
+struct opdone {
+    bool done;
+    int status;
+};
+
+static void
+on_op(void *arg, int status, const char *text)
+{
+    struct opdone *o = arg;
+    (void)text;
+    o->status = status;
+    o->done = true;
+}
+
+static bool
+pred_op(void *arg)
+{
+    return ((struct opdone *)arg)->done;
+}
+
+/* op - an operator command on message qid, run to its end: its status. */
+static int
+op(struct fx *f, enum pst_qop which, const char *qid)
+{
+    struct opdone o = {0};
+    pst__qmgr_op(pst__queue_qmgr(f->q), which, qid, on_op, &o);
+    assert_true(run_until(f, pred_op, &o, 5000));
+    return o.status;
+}
+
+/* The messages' holds on the log's segments (and the head's). */
+static unsigned
+seg_refs(struct fx *f)
+{
+    struct pst_seg *sg;
+    unsigned n = 0;
+    pthread_mutex_lock(&f->sp->mu);
+    TAILQ_FOREACH(sg, &f->sp->segs, link)
+        n += atomic_load(&sg->refs);
+    pthread_mutex_unlock(&f->sp->mu);
+    return n;
+}
+
+/* A MARK that cannot be written (an I/O error) when the operator deletes
+ * a message in the log: the delete fails, and the message stays with its
+ * hold on the segment - before, the hold went all the same, and the
+ * segment could be put to another use under a message still queued. A
+ * sync that fails after the MARK was written: the message is gone (the
+ * error logged), its hold too. */
+static void
+test_log_mark_error_keeps_message(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"k@example.net"};
+    char *body = make_body(3000, 11);
+    struct sub a, b;
+    struct pst_queue_stats st;
+
+    spool_open(f);
+    pst_queue_pause(f->q, true);
+    submit(f, &a, "from@example.com", rc, 1, body, 3000);
+    submit(f, &b, "from@example.com", rc, 1, body, 3000);
+    assert_true(run_until(f, pred_done, &a, 5000));
+    assert_true(run_until(f, pred_done, &b, 5000));
+    assert_int_equal(a.status + b.status, 0);
+    assert_int_equal(seg_refs(f), 3);           /* two messages, the head */
+    wf_arm(NULL, 0, NULL, NULL, NULL, 0, 1);
+    assert_int_equal(op(f, PST_QOP_DELETE, a.qid), -EIO);
+    assert_int_equal(wf_get(&wf_mark_done), 1);
+    assert_int_equal(seg_refs(f), 3);
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 2);
+    wf_clear();
+    /* the MARK written, its segment's sync fails: deleted all the same */
+    snprintf(fsync_fail_match, sizeof(fsync_fail_match), "/log/seg-");
+    atomic_store(&fsync_fail_left, 1);
+    assert_int_equal(op(f, PST_QOP_DELETE, a.qid), 0);
+    assert_int_equal(atomic_load(&fsync_fail_left), 0);
+    assert_int_equal(seg_refs(f), 2);
+    pst_queue_stats(f->q, &st);
+    assert_int_equal(st.queued, 1);
+    /* b alone is delivered, once */
+    pst_queue_pause(f->q, false);
+    assert_true(run_until(f, pred_queue_empty, f, 5000));
+    check_maildir(f, "from@example.com", rc, 1, body, 3000);
+    assert_int_equal(seg_refs(f), 1);
+    spool_close(f);
+    free(body);
+}
+
+/* A live MARK that names recipients (a route part answered before a
+ * crash, docs/SPOOL.md "Duplicate window"): they are delivered, not tried
+ * again; when the message then leaves the log for a file, the file's
+ * records say so too. */
+static void
+test_log_mark_recipients(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"m1@example.net", "m2@example.net",
+                        "m3@example.net"};
+    char *body = make_body(3000, 12);
+    struct sub s;
+    struct pst_scan sc;
+
+    queue_paused(f, &s, 1, rc, 3, body, 3000);
+    char *seg = seg_path(f, 0);
+    long g = group_of(seg, s.qid);
+    assert_true(g > 0);
+    uint8_t mk[PST_MARK_LEN];
+    pst__mark_encode(mk, PST_MARK_LIVE, 1u << 1, seg_salt(seg));
+    int fd = open(seg, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, mk, sizeof(mk), g), (ssize_t)sizeof(mk));
+    close(fd);
+    /* m3 meets a full disk: the message leaves the log */
+    wf_arm(NULL, 0, "/mail/tmp/", "Delivered-To: m3@", NULL, 0, 0);
+    spool_open(f);
+    assert_true(wait_count(f, f->spool, "active", 1, 5000));
+    pst_queue_pause(f->q, true);
+    char *p = spath(f, "active", s.qid);
+    assert_int_equal(scan_file(p, &sc), PST_SCAN_OK);
+    assert_int_equal(sc.env.rcpts[0].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[1].state, PST_RCPT_DELIVERED);
+    assert_int_equal(sc.env.rcpts[2].state, PST_RCPT_PENDING);
+    pst__scan_free(&sc);
+    spool_close(f);
+    wf_clear();
+    spool_open(f);
+    assert_true(run_until(f, pred_queue_empty, f, 10000));
+    const char *got[] = {"m1@example.net", "m3@example.net"};
+    check_maildir(f, "from@example.com", got, 2, body, 3000);
+    spool_close(f);
+    free(p);
     free(seg);
     free(body);
 }
@@ -1586,6 +2022,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_maildir_full_partial_then_retry,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_to_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_append_cut_off, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_torn_append_cut_fails, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_log_commit_and_deliver, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_segments_reused, setup,
@@ -1593,6 +2033,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_log_defer_copies_out, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_mark_error_keeps_message,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_mark_recipients, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_log_corrupt_at_delivery, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reader_try_read, setup,
