@@ -660,6 +660,7 @@ input_done(struct pst_session *s)
 void
 pst__smtp_process(struct pst_session *s)
 {
+again:
     while (!s->closing && !s->quitting && !s->tls_start &&
            s->st != ST_COMMIT && s->st != ST_TLS && s->st != ST_LOOKUP &&
            s->st != ST_FILTER && s->st != ST_AUTH_CHECK &&
@@ -718,9 +719,16 @@ pst__smtp_process(struct pst_session *s)
         s->in_pos = 0;
     }
     in_settle(s);
+    bool held = out_pending(s) >= PST_OUT_HIGH;
     flush(s);
     if (s->closing)
         return;
+    /* The commands stopped at the replies' mark and the kernel took them
+     * all at once: no write completion (on_write) will come to go on
+     * with the input (or the TLS layer's), so go on now. A pass that
+     * takes no command produces no replies and ends it. */
+    if (held && s->out_inflight == 0)
+        goto again;
     if (s->tls_start) {
         s->tls_start = false;
         tls_begin(s);

@@ -8,12 +8,15 @@ idle after a burst, and sessions idle after EHLO, stay small."""
 import os
 import resource
 import select
+import shutil
 import socket
+import ssl
 import sys
 import time
 import unittest
 
 from harness import PosternTestCase, queue_id
+from test_tls import make_certs
 
 CLIENTS = 40
 ROUNDS = 4
@@ -150,6 +153,75 @@ class NonReaderMemoryTest(PosternTestCase):
         with self.p.session() as c:             # still serving
             c.cmd("NOOP", 250, "2.0.0")
             c.quit()
+
+
+class ReadingBurstTest(PosternTestCase):
+    """A client that pipelines more than the 32 KiB of replies postern
+    takes commands for at once, and reads as it goes, gets every reply, in
+    plaintext and under TLS: when the kernel takes a whole batch of
+    replies at once (no write request left to complete), the session goes
+    on with the commands still in its input. It once stopped there for
+    good: the input waited for a write completion that never came, and the
+    session hung until its timeout."""
+
+    def setUp(self):
+        super().setUp()
+        self.certs = make_certs()
+        self.addCleanup(shutil.rmtree, self.certs, True)
+        self.p = self.postern({"tls": {"certificates": [
+            {"cert": os.path.join(self.certs, "a.pem"),
+             "key": os.path.join(self.certs, "a.key")}]}})
+
+    def line(self, s, buf):
+        while b"\r\n" not in buf:
+            buf += s.recv(4096)
+        return buf
+
+    def burst(self, s, rnd):
+        # one read's worth of input (4 KiB) whose replies are about 17
+        # times as large: past the 32 KiB mark at once
+        n = 4096 // len(b"EHLO x\r\n")
+        s.sendall(b"EHLO x\r\n" * n + b"QUIT\r\n")
+        got = b""
+        deadline = time.monotonic() + 30
+        while b"221 2.0.0" not in got[-200:]:
+            self.assertLess(time.monotonic(), deadline,
+                            "round %d: stalled after %d EHLO replies of %d"
+                            % (rnd, got.count(b"250 "), n))
+            pending = isinstance(s, ssl.SSLSocket) and s.pending()
+            if pending or select.select([s], [], [], 1.0)[0]:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+        self.assertIn(b"221 2.0.0", got[-200:])
+        self.assertEqual(got.count(b"250-postern.test"), n)
+
+    def test_every_reply_to_a_burst_read_as_it_comes(self):
+        for rnd in range(5):
+            with socket.create_connection(("127.0.0.1", self.p.port),
+                                          30) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                self.line(s, b"")
+                self.burst(s, rnd)
+
+    def test_every_reply_to_a_burst_under_tls(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        for rnd in range(5):
+            with socket.create_connection(("127.0.0.1", self.p.port),
+                                          30) as raw:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                self.line(raw, b"")
+                raw.sendall(b"EHLO x\r\n")
+                got = b""
+                while b"\r\n250 " not in got:
+                    got += raw.recv(4096)
+                raw.sendall(b"STARTTLS\r\n")
+                self.assertTrue(self.line(raw, b"").startswith(b"220"))
+                with ctx.wrap_socket(raw) as s:
+                    self.burst(s, rnd)
 
 
 class IdleAfterBurstTest(PosternTestCase):
