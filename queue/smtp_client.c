@@ -150,6 +150,10 @@ struct pst_smtpc {
     struct pst_tbuf out;
     unsigned writes;                /* uv_write requests in flight */
 
+    /* the step's deadline (loop ms, 0: none) and the moment the timer is
+     * armed for (0: not armed for on_timeout): set_timer */
+    uint64_t due, timer_due;
+
     /* message */
     struct pst_smtpc_msg *m;
     size_t *batch;                  /* rcpt indexes of this transaction */
@@ -285,9 +289,18 @@ static void
 on_timeout(uv_timer_t *t)
 {
     struct pst_smtpc *c = t->data;
+    c->timer_due = 0;
     if (c->connect_err) {
         c_fail(c, PST_SMTPC_TEMP, "connect to %s failed: %s", c->peer,
                uv_strerror(c->connect_err));
+        return;
+    }
+    uint64_t now = uv_now(c->loop);
+    if (c->due == 0)
+        return;                     /* no step waits (idle) */
+    if (c->due > now) {             /* the deadline moved on: not yet */
+        c->timer_due = c->due;
+        uv_timer_start(&c->timer, on_timeout, c->due - now, 0);
         return;
     }
     static const char *const what[] = {
@@ -304,10 +317,25 @@ on_timeout(uv_timer_t *t)
            what[c->st]);
 }
 
+/* set_timer - the current step has secs from now. The timer is lazy: one
+ * armed for an earlier moment is left to fire then, and on_timeout arms it
+ * again for the moved deadline, so a step answered in time costs no timer
+ * operation. */
 static void
 set_timer(struct pst_smtpc *c, unsigned secs)
 {
-    uv_timer_start(&c->timer, on_timeout, (uint64_t)secs * 1000, 0);
+    c->due = uv_now(c->loop) + (uint64_t)secs * 1000;
+    if (c->timer_due == 0 || c->timer_due > c->due) {
+        c->timer_due = c->due;
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)secs * 1000, 0);
+    }
+}
+
+/* no_timer - no step waits: an armed timer does nothing when it fires. */
+static void
+no_timer(struct pst_smtpc *c)
+{
+    c->due = 0;
 }
 
 static void
@@ -514,7 +542,7 @@ ready(struct pst_smtpc *c)
     pst_smtpc_open_cb cb = c->open_cb;
     c->open_cb = NULL;
     c->st = S_READY;
-    uv_timer_stop(&c->timer);
+    no_timer(c);
     if (cb)
         cb(c->open_arg, c, 0, false, NULL);
 }
@@ -851,7 +879,7 @@ next_txn(struct pst_smtpc *c)
     }
     if (c->nbatch == 0) {
         c->st = S_READY;
-        uv_timer_stop(&c->timer);
+        no_timer(c);
         finish_msg(c, true);
         return;
     }
@@ -1486,6 +1514,7 @@ pst_smtpc_open(uv_loop_t *loop, const struct pst_smtpc_opts *o,
     if (rc < 0) {
         /* report from the loop, not from inside this call */
         c->connect_err = rc;
+        c->timer_due = 0;
         uv_timer_start(&c->timer, on_timeout, 0, 0);
     }
     return c;
@@ -1507,6 +1536,7 @@ pst_smtpc_send(struct pst_smtpc *c, struct pst_smtpc_msg *m,
     if (!check_msg(c)) {
         /* refused before MAIL: report from the loop, not from here */
         c->st = S_READY;
+        c->timer_due = 0;           /* armed for on_refused */
         uv_timer_start(&c->timer, on_refused, 0, 0);
         return;
     }

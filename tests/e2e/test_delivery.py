@@ -196,6 +196,30 @@ class RelayBasics(PosternTestCase):
         # nothing with the damaged text was accepted downstream
         self.assertEqual([t for t in ds.transactions if t.accepted], [])
 
+    def test_step_timeouts_each_from_its_command(self):
+        """Each reply has its own timeout from its command: the replies to
+        MAIL, RCPT and the final dot each 3 s after their command, within
+        the 5 s of their step but more than 5 s together, relay the
+        message (the timer armed for the greeting fires before the end
+        and is armed again for the moved deadline); a final reply later
+        than final_timeout defers the message with a timeout."""
+        slow = "@delay:3 "
+        ds = self.downstream(script={
+            "MAIL": slow + "250 2.1.0 Ok", "RCPT": slow + "250 2.1.5 Ok",
+            "DATA_END": [slow + "250 2.0.0 Ok", "@delay:30 250 2.0.0 Ok"]})
+        steps = {k: 5 for k in ("greeting_timeout", "helo_timeout",
+                                "mail_timeout", "rcpt_timeout",
+                                "data_timeout", "data_block_timeout",
+                                "final_timeout")}
+        p = self.postern({"delivery": dict(FAST, default_route=ds.route(),
+                                           idle_timeout=0, **steps)})
+        send(p, ["a@dest.test"])
+        wait_log(p, r'event=delivered to="a@dest.test"', timeout=30)
+        send(p, ["b@dest.test"])
+        found = wait_log(p, r"event=deferred[^\n]*", timeout=30)
+        self.assertIn("timeout", found[0])
+        self.assertIn("end of data", found[0])
+
     def test_destination_concurrency_bounds_connections(self):
         ds = self.downstream(script={"DATA_END": "@delay:0.3 250 2.0.0 Ok"})
         p = self.postern({"delivery": dict(FAST, default_route=ds.route(),
