@@ -83,6 +83,22 @@ def _forget_proc(p):
         _live_procs.pop(p.pid, None)
 
 
+def _thread_stacks(pid, path):
+    """Every thread's stack of a process that hangs, written to path (gdb
+    attached in batch mode; tools/setup installs it): what the process
+    waited on when a test gave up on it. Returns the text, or why not."""
+    try:
+        r = subprocess.run(["gdb", "-batch", "-nx", "-p", str(pid),
+                            "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=120)
+        text = r.stdout + r.stderr
+    except (OSError, subprocess.TimeoutExpired) as e:
+        text = "no stacks: %s" % e
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
 def _kill_proc(p):
     """SIGKILL one process we started, by PID, and reap it."""
     if p.poll() is None:
@@ -813,13 +829,16 @@ class Postern:
             try:
                 p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                stacks = _thread_stacks(p.pid, self.log_path + ".stacks")
                 _kill_proc(p)
                 self.proc = None
                 self.exit_codes.append(None)
                 if check:
                     raise AssertionError(
                         "postern did not exit %.0f s after SIGTERM (killed); "
-                        "log tail:\n%s" % (timeout, self.log_tail()))
+                        "log tail:\n%s\nthreads (%s.stacks):\n%s"
+                        % (timeout, self.log_tail(), self.log_path,
+                           stacks[-6000:]))
                 return None
         _forget_proc(p)
         self.proc = None
