@@ -212,8 +212,10 @@ srv_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     x->inlen += (size_t)n;
     size_t off = 0;
     char *nl;
-    while (!x->conn_closed &&
-           (nl = memchr(x->in + off, '\n', x->inlen - off)) != NULL) {
+    /* every line that arrived counts, also those behind the one that
+     * used the script up: the client may have sent a message's text and
+     * its "." in one write, and have its replies already */
+    while ((nl = memchr(x->in + off, '\n', x->inlen - off)) != NULL) {
         client_line(x, x->in + off, (size_t)(nl - (x->in + off)));
         off = (size_t)(nl - x->in) + 1;
     }
