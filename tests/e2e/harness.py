@@ -83,6 +83,25 @@ def _forget_proc(p):
         _live_procs.pop(p.pid, None)
 
 
+def unix_request(path, request, timeout=10):
+    """Send request on a new connection to the unix stream socket at path
+    and return everything read until the server closes (postern's control
+    socket, haproxy's stats socket)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
+
+
 def _thread_stacks(pid, path):
     """Every thread's stack of a process that hangs, written to path (gdb
     attached in batch mode; tools/setup installs it): what the process
@@ -878,6 +897,27 @@ class Postern:
         except FileNotFoundError:
             return b""
 
+    def reload(self, ok=True):
+        """SIGHUP, then wait for its outcome in the log (the next one) and
+        assert it: reloaded, or with ok=False reload_failed."""
+        rx = rb"event=(reloaded|reload_failed)"
+        before = len(re.findall(rx, self.log()))
+        os.kill(self.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while True:
+            found = re.findall(rx, self.log())
+            if len(found) > before:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("no reload outcome in the log:\n%s"
+                                     % self.log_tail())
+            time.sleep(0.05)
+        want = b"reloaded" if ok else b"reload_failed"
+        if found[-1] != want:
+            raise AssertionError("reload: %s, not %s; log tail:\n%s"
+                                 % (found[-1].decode(), want.decode(),
+                                    self.log_tail()))
+
     def log_tail(self, n=60):
         lines = self.log(whole=True).decode("utf-8", "replace").splitlines()
         return "\n".join(lines[-n:])
@@ -980,20 +1020,8 @@ class Postern:
         LIST JSON): a list of message dicts. Small messages live in the
         log's segments, not in files of their own, so this - not a
         directory listing - says what is queued."""
-        path = os.path.join(self.spool, "control.sock")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-            s.sendall(b"LIST JSON\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            s.close()
+        data = unix_request(os.path.join(self.spool, "control.sock"),
+                            b"LIST JSON\n", timeout)
         head, _, body = data.partition(b"\n")
         if not head.startswith(b"OK"):
             raise AssertionError("queue LIST: %r" % head)

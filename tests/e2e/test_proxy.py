@@ -119,17 +119,7 @@ class HAProxy:
 
     def servers(self):
         """{(backend, server): row} from `show stat`."""
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(10)
-        s.connect(self.sock)
-        s.sendall(b"show stat\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
+        data = harness.unix_request(self.sock, b"show stat\n")
         lines = data.decode().splitlines()
         head = lines[0].lstrip("# ").split(",")
         out = {}

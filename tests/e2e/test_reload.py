@@ -17,9 +17,7 @@
 import grp
 import os
 import re
-import signal
 import socket
-import time
 import unittest
 
 import harness
@@ -43,22 +41,6 @@ def tearDownModule():
 
 
 class Reload(PosternTestCase):
-
-    def reload(self, p, ok=True):
-        """SIGHUP, then wait for its outcome in the log (the n-th one)."""
-        before = len(re.findall(rb"event=(reloaded|reload_failed)", p.log()))
-        os.kill(p.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while True:
-            found = re.findall(rb"event=(reloaded|reload_failed)", p.log())
-            if len(found) > before:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("no reload outcome in the log:\n%s"
-                                     % p.log_tail())
-            time.sleep(0.05)
-        self.assertEqual(found[-1], b"reloaded" if ok else b"reload_failed",
-                         p.log_tail())
 
     def rewrite(self, p, overrides):
         p.config = harness.merge(p.config, overrides)
@@ -85,7 +67,7 @@ class Reload(PosternTestCase):
 
         self.rewrite(p, {"hostname": "new.test", "smtp": {"banner": "two"}})
         ns.got.clear()
-        self.reload(p)
+        p.reload()
         reloading = ns.wait_for("RELOADING=1")
         self.assertIn("MONOTONIC_USEC", reloading)
         self.assertEqual(ns.wait_for("READY=1").get("STATUS"), "serving")
@@ -119,7 +101,7 @@ class Reload(PosternTestCase):
         on_a.cmd("MAIL FROM:<s@example.org>", 250)
         on_b = p.session(port=pb)
         self.rewrite(p, {"listeners": lst(pb, pc)})
-        self.reload(p)
+        p.reload()
         self.assertTrue(refused("127.0.0.1", pa))
         for port in (pb, pc):
             c = p.session(port=port)
@@ -220,7 +202,7 @@ class Reload(PosternTestCase):
         self.rewrite(p, {"tls": {"certificates": [cert("b")]},
                          "filters": [{"module": "headers",
                                       "rules": [{"tag_subject": "[two]"}]}]})
-        self.reload(p)
+        p.reload()
         self.assertEqual(tls_cn(), "mx.b.test")
         self.assertEqual(auth("bob", "bob-pw", "bob@corp.test"), [235, 250])
         self.assertEqual(auth("alice", "alice-pw", "bob@corp.test"),
@@ -242,7 +224,7 @@ class Reload(PosternTestCase):
         lines = good.count("\n")
         with open(p.conf_path, "w") as f:
             f.write(good + 'bogus = 1;\nmime = { depth = 0; };\n')
-        self.reload(p, ok=False)
+        p.reload(ok=False)
         failed = [l for l in p.log().decode().splitlines()
                   if "event=reload_failed" in l]
         self.assertEqual(len(failed), 1)
@@ -268,7 +250,7 @@ class Reload(PosternTestCase):
         # a file that is valid again is taken
         with open(p.conf_path, "w") as f:
             f.write(good)
-        self.reload(p)
+        p.reload()
 
     def test_new_low_port_refused_clearly(self):
         # after the drop to postern's user (or never root), a port below
@@ -291,7 +273,7 @@ class Reload(PosternTestCase):
         p = self.postern()
         self.rewrite(p, {"listeners": p.config["listeners"] +
                          [{"address": "127.0.0.1", "port": low}]})
-        self.reload(p, ok=False)
+        p.reload(ok=False)
         line = [l for l in p.log().decode().splitlines()
                 if "event=reload_failed" in l][0]
         self.assertIn("listener 127.0.0.1 port %d: permission denied" % low,

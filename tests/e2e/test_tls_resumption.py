@@ -13,10 +13,8 @@ tests/unit/tls_test.c."""
 
 import os
 import re
-import signal
 import ssl
 import subprocess
-import time
 import unittest
 
 import harness
@@ -50,21 +48,6 @@ class Resumption(PosternTestCase):
     def setUp(self):
         super().setUp()
         self.ctx = client_ctx()     # Python resumes within one context
-
-    def reload(self, p):
-        """SIGHUP, then wait for its outcome (it must be taken)."""
-        before = len(re.findall(rb"event=(reloaded|reload_failed)", p.log()))
-        os.kill(p.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while True:
-            found = re.findall(rb"event=(reloaded|reload_failed)", p.log())
-            if len(found) > before:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("no reload outcome in the log:\n%s"
-                                     % p.log_tail())
-            time.sleep(0.05)
-        self.assertEqual(found[-1], b"reloaded", p.log_tail())
 
     def s_client(self, p, version, sess_flag, sess_file, sni=None):
         """One STARTTLS session with s_client, QUIT, and the line saying
@@ -115,7 +98,7 @@ class Resumption(PosternTestCase):
                              "New")
             self.assertEqual(self.s_client(p, version, "-sess_in", sess),
                              "Reused")
-            self.reload(p)
+            p.reload()
             self.assertEqual(self.s_client(p, version, "-sess_in", sess),
                              "Reused", "after a reload")
             want += [b"no", b"yes", b"yes"]
@@ -131,7 +114,7 @@ class Resumption(PosternTestCase):
         self.assertFalse(reused)
         self.assertTrue(sess.has_ticket)
         for _ in range(2):
-            self.reload(p)
+            p.reload()
             sess2, reused = self.python_session(p, sess)
             self.assertTrue(reused, "after a reload")
         # the SNI-chosen certificate's sessions resume too
@@ -164,7 +147,7 @@ class Resumption(PosternTestCase):
         p.config = harness.merge(p.config, {"tls": {"session_tickets":
                                                     True}})
         p.write_config()
-        self.reload(p)
+        p.reload()
         sess, _ = self.python_session(p)
         self.assertTrue(sess.has_ticket)
         _, reused = self.python_session(p, sess)
