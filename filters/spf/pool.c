@@ -25,12 +25,22 @@
  * mode), counted in helper_failures and helper_restarts. A helper found
  * dead while idle is replaced before use, so it costs no check.
  *
+ * Results are cached too (spf_cached): a check that ended with a result
+ * its DNS answers decide (not temperror, not a helper failure) is kept for
+ * the shortest life left of the answers it used (at most max_ttl), keyed
+ * by (client address, domain checked) - or, when an SPF record met on the
+ * way has a macro ('%' in a TXT answer: %{l}, %{h}, ... may make the
+ * result depend on more), by (client address, sender, HELO). A burst from
+ * one sender then costs no hand-off to a helper at all. Each pool (one per
+ * config generation) has its own, bounded like the answer cache.
+ *
  * The pool is reference-counted: the module holds one reference, every
  * check in flight another, so a reload that frees the module's config
  * leaves running checks their helpers. The last reference closes every
  * socket (a helper exits at end of input), waits up to STOP_WAIT_MS for
  * them, then kills what is left.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -52,6 +62,9 @@
 #define HELLO_WAIT_MS 5000
 #define STOP_WAIT_MS 2000
 
+/* the result cache's key spaces */
+enum { RK_DOMAIN = 1, RK_FULL = 2 };
+
 struct helper {
     pid_t pid;                      /* 0: none */
     int fd;
@@ -65,6 +78,7 @@ struct pmetrics {
     struct pst_metric *results[SPF_R_COUNT];
     struct pst_metric *failures, *restarts, *helpers, *queries, *limits;
     struct pst_metric *hits, *misses;
+    struct pst_metric *rhits, *rmisses;
 };
 
 struct spf_pool {
@@ -74,7 +88,8 @@ struct spf_pool {
     pthread_cond_t cv;
     struct spf_popts o;
     struct helper *h;
-    struct spf_cache *cache;
+    struct spf_cache *cache;        /* DNS answers */
+    struct spf_cache *results;      /* check results (RK_*) */
     struct spf_pstats st;           /* under mu */
 };
 
@@ -250,6 +265,12 @@ spf_pool_new(const struct spf_popts *opts, struct spf_pool **out, char *why,
     p->m.misses = pst_metric_counter(
         "postern_spf_cache_total", "SPF DNS questions by cache outcome.",
         "outcome", "miss", NULL);
+    p->m.rhits = pst_metric_counter(
+        "postern_spf_result_cache_total", "SPF checks by result cache "
+        "outcome.", "outcome", "hit", NULL);
+    p->m.rmisses = pst_metric_counter(
+        "postern_spf_result_cache_total", "SPF checks by result cache "
+        "outcome.", "outcome", "miss", NULL);
     p->m.limits = pst_metric_counter(
         "postern_spf_limit_permerrors_total",
         "SPF checks ended as permerror by an RFC 7208 4.6.4 limit or a "
@@ -264,6 +285,7 @@ spf_pool_new(const struct spf_popts *opts, struct spf_pool **out, char *why,
     p->o.rc.servers = opts->rc.servers ? pst_xstrdup(opts->rc.servers) : NULL;
     p->h = pst_xcalloc(opts->helpers, sizeof(*p->h));
     p->cache = spf_cache_new(opts->cache_entries, opts->cache_bytes);
+    p->results = spf_cache_new(opts->cache_entries, opts->cache_bytes);
     for (unsigned i = 0; i < opts->helpers; i++)
         p->h[i].fd = -1;
     *out = p;
@@ -309,6 +331,7 @@ spf_pool_unref(struct spf_pool *p)
     if (p->o.exe_fd >= 0)
         close(p->o.exe_fd);
     spf_cache_free(p->cache);
+    spf_cache_free(p->results);
     free(p->o.rc.servers);
     free(p->h);
     pthread_mutex_destroy(&p->mu);
@@ -439,18 +462,19 @@ identity_ok(const char *d)
            d[strlen(d) - 1] != '.';
 }
 
-/* the answer to q, from the cache or the name servers */
-static void
+/* the answer to q, from the cache or the name servers; returns how long
+ * a result built on it may be kept, in seconds (UINT32_MAX: for ever) */
+static uint32_t
 answer(struct spf_pool *p, const struct spf_query *q, int64_t deadline,
        struct spf_dns *d)
 {
     if (!spf_name_ok(q->name)) {
         spf_dns_simple(d, q->type, SPF_D_NXDOMAIN);
-        return;
+        return UINT32_MAX;
     }
     if (spf_cache_get(p->cache, q->type, q->name, d)) {
         pst_metric_add(p->m.hits, 1);
-        return;
+        return d->ttl;
     }
     pst_metric_add(p->m.misses, 1);
     spf_dns_fetch(&p->o.rc, q->type, q->name, deadline, d);
@@ -459,6 +483,70 @@ answer(struct spf_pool *p, const struct spf_query *q, int64_t deadline,
     pthread_mutex_unlock(&p->mu);
     pst_metric_add(p->m.queries, 1);
     spf_cache_put(p->cache, q->type, q->name, d);
+    return d->status == SPF_D_TEMPFAIL ? 0 : d->ttl;
+}
+
+/* the domain whose record is checked: the sender's, or the HELO name for
+ * the null sender; NULL if there is none to check (RFC 7208 4.3: result
+ * none) */
+static const char *
+checked_domain(const char *sender, const char *helo, const char *receiver)
+{
+    const char *at = strrchr(sender, '@');
+    const char *dom = sender[0] ? (at ? at + 1 : "") : helo;
+    if (!identity_ok(dom) || strlen(sender) > SPF_SENDER_MAX ||
+        strlen(helo) > SPF_NAME_MAX || strlen(receiver) > SPF_NAME_MAX)
+        return NULL;
+    return dom;
+}
+
+static void
+result_key(char *key, size_t n, int kind, int family, const uint8_t *addr,
+           const char *sender, const char *helo)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    inet_ntop(family, addr, ip, sizeof(ip));
+    if (kind == RK_DOMAIN)
+        snprintf(key, n, "%s|%s", ip, checked_domain(sender, helo, ""));
+    else
+        snprintf(key, n, "%s|%s|%s", ip, sender, helo);
+}
+
+#define RKEY_MAX (INET6_ADDRSTRLEN + SPF_SENDER_MAX + SPF_NAME_MAX + 4)
+
+/* spf_cached - see spf_int.h. */
+bool
+spf_cached(struct spf_pool *p, int family, const uint8_t *addr,
+           const char *sender, const char *helo, struct spf_out *out)
+{
+    char key[RKEY_MAX];
+    if (checked_domain(sender, helo, "") == NULL)
+        return false;
+    for (int kind = RK_DOMAIN; kind <= RK_FULL; kind++) {
+        result_key(key, sizeof(key), kind, family, addr, sender, helo);
+        if (spf_cache_get_blob(p->results, (uint16_t)kind, key, out,
+                               sizeof(*out)) == (long)sizeof(*out)) {
+            pst_metric_add(p->m.rhits, 1);
+            out->queries = 0;       /* none asked for this one */
+            return true;
+        }
+    }
+    pst_metric_add(p->m.rmisses, 1);
+    return false;
+}
+
+/* spf_count - see spf_int.h. */
+void
+spf_count(struct spf_pool *p, const struct spf_out *out)
+{
+    pthread_mutex_lock(&p->mu);
+    p->st.results[out->result]++;
+    if (out->helper_failed)
+        p->st.helper_failures++;
+    pthread_mutex_unlock(&p->mu);
+    pst_metric_add(p->m.results[out->result], 1);
+    if (out->helper_failed)
+        pst_metric_add(p->m.failures, 1);
 }
 
 /* spf_run - see spf_int.h. */
@@ -473,15 +561,14 @@ spf_run(struct spf_pool *p, int family, const uint8_t *addr,
     static _Thread_local struct spf_lim lim;
     struct spf_check c;
     int64_t deadline = spf_now_ms() + p->o.timeout_ms;
-    const char *at = strrchr(sender, '@');
-    const char *dom = sender[0] ? (at ? at + 1 : "") : helo;
+    uint32_t life = UINT32_MAX;     /* of the answers used, seconds */
+    bool macros = false;            /* an SPF record may have one */
     int idx, rc = 0;
 
     memset(out, 0, sizeof(*out));
     out->result = SPF_R_TEMPERROR;
     memset(&lim, 0, sizeof(lim));
-    if (!identity_ok(dom) || strlen(sender) > SPF_SENDER_MAX ||
-        strlen(helo) > SPF_NAME_MAX || strlen(receiver) > SPF_NAME_MAX) {
+    if (checked_domain(sender, helo, receiver) == NULL) {
         out->result = SPF_R_NONE;
         snprintf(out->why, sizeof(out->why), "no valid domain to check");
         goto count;
@@ -525,7 +612,9 @@ spf_run(struct spf_pool *p, int family, const uint8_t *addr,
         if (!spf_lim_pre(&lim, &q)) {
             spf_dns_simple(&d, q.type, SPF_D_STOP);
         } else {
-            answer(p, &q, deadline, &d);
+            life = PST_MIN(life, answer(p, &q, deadline, &d));
+            if (q.type == SPF_Q_TXT && memchr(d.frame, '%', d.flen))
+                macros = true;
             if (!spf_lim_post(&lim, &q, &d))
                 spf_dns_simple(&d, q.type, SPF_D_STOP);
         }
@@ -543,6 +632,13 @@ spf_run(struct spf_pool *p, int family, const uint8_t *addr,
         p->st.limit_permerrors++;
         pthread_mutex_unlock(&p->mu);
         pst_metric_add(p->m.limits, 1);
+    }
+    if (out->result != SPF_R_TEMPERROR && life > 0) {
+        char key[RKEY_MAX];
+        int kind = macros ? RK_FULL : RK_DOMAIN;
+        result_key(key, sizeof(key), kind, family, addr, sender, helo);
+        spf_cache_put_blob(p->results, (uint16_t)kind, key, out,
+                           sizeof(*out), PST_MIN(life, p->o.rc.max_ttl));
     }
     goto count;
 
@@ -567,14 +663,7 @@ broken:
     release(p, idx);
 
 count:
-    pthread_mutex_lock(&p->mu);
-    p->st.results[out->result]++;
-    if (out->helper_failed)
-        p->st.helper_failures++;
-    pthread_mutex_unlock(&p->mu);
-    pst_metric_add(p->m.results[out->result], 1);
-    if (out->helper_failed)
-        pst_metric_add(p->m.failures, 1);
+    spf_count(p, out);
 }
 
 void

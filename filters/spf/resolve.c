@@ -25,7 +25,8 @@
  * TTL (capped by max_ttl; TTL 0 is not cached; negative answers live for
  * the SOA's negative TTL, RFC 2308), least recently used first out when
  * it holds max_entries or max_bytes. TEMPFAIL is never cached. A burst of
- * mail from one domain costs one look-up per name.
+ * mail from one domain costs one look-up per name. The same code keeps
+ * the pool's cache of check results (pool.c), under keys of its own.
  */
 #include <ares.h>
 #include <arpa/nameser.h>
@@ -377,7 +378,8 @@ struct centry {
     int64_t expires;
     size_t bytes;
     char *name;
-    struct spf_dns *d;
+    void *val;                      /* a struct spf_dns, or a caller's */
+    size_t vlen;
 };
 
 struct spf_cache {
@@ -449,7 +451,7 @@ drop(struct spf_cache *c, struct centry *e)
     c->n--;
     c->bytes -= e->bytes;
     free(e->name);
-    free(e->d);
+    free(e->val);
     free(e);
 }
 
@@ -462,45 +464,48 @@ find(struct spf_cache *c, uint16_t type, const char *name)
     return NULL;
 }
 
-int
-spf_cache_get(struct spf_cache *c, uint16_t type, const char *name,
-              struct spf_dns *d)
+/* the value under (type, name) into val (at most cap bytes) and its
+ * expiry; its length, or -1 if there is none (or it has expired) */
+static long
+cache_get(struct spf_cache *c, uint16_t type, const char *name, void *val,
+          size_t cap, int64_t *expires)
 {
     int64_t now = spf_now_ms();
-    int rc = 0;
+    long n = -1;
     pthread_mutex_lock(&c->mu);
     struct centry *e = find(c, type, name);
     if (e != NULL && e->expires <= now) {
         drop(c, e);
         e = NULL;
     }
-    if (e != NULL) {
-        memcpy(d, e->d, offsetof(struct spf_dns, frame) + e->d->flen);
+    if (e != NULL && e->vlen <= cap) {
+        memcpy(val, e->val, e->vlen);
+        *expires = e->expires;
+        n = (long)e->vlen;
         lru_unlink(c, e);
         lru_front(c, e);
         c->hits++;
-        rc = 1;
     } else {
         c->misses++;
     }
     pthread_mutex_unlock(&c->mu);
-    return rc;
+    return n;
 }
 
-void
-spf_cache_put(struct spf_cache *c, uint16_t type, const char *name,
-              const struct spf_dns *d)
+static void
+cache_put(struct spf_cache *c, uint16_t type, const char *name,
+          const void *val, size_t vlen, int64_t expires)
 {
-    if (d->ttl == 0 || d->status == SPF_D_TEMPFAIL || c->max_n == 0)
+    if (c->max_n == 0)
         return;
-    size_t dsz = offsetof(struct spf_dns, frame) + d->flen;
     struct centry *e = pst_xcalloc(1, sizeof(*e));
     e->type = type;
     e->name = pst_xstrdup(name);
-    e->d = pst_xmalloc(sizeof(struct spf_dns));
-    memcpy(e->d, d, dsz);
-    e->bytes = sizeof(*e) + strlen(name) + 1 + dsz;
-    e->expires = spf_now_ms() + (int64_t)d->ttl * 1000;
+    e->val = pst_xmalloc(vlen);
+    memcpy(e->val, val, vlen);
+    e->vlen = vlen;
+    e->bytes = sizeof(*e) + strlen(name) + 1 + vlen;
+    e->expires = expires;
     pthread_mutex_lock(&c->mu);
     struct centry *old = find(c, type, name);
     if (old)
@@ -514,6 +519,46 @@ spf_cache_put(struct spf_cache *c, uint16_t type, const char *name,
     while (c->tail && (c->n > c->max_n || c->bytes > c->max_bytes))
         drop(c, c->tail);
     pthread_mutex_unlock(&c->mu);
+}
+
+/* spf_cache_get - see spf_int.h; d->ttl is what is left of its life */
+int
+spf_cache_get(struct spf_cache *c, uint16_t type, const char *name,
+              struct spf_dns *d)
+{
+    int64_t expires;
+    if (cache_get(c, type, name, d, sizeof(*d), &expires) < 0)
+        return 0;
+    int64_t left = expires - spf_now_ms();
+    d->ttl = left <= 0 ? 0 : (uint32_t)((left + 999) / 1000);
+    return 1;
+}
+
+void
+spf_cache_put(struct spf_cache *c, uint16_t type, const char *name,
+              const struct spf_dns *d)
+{
+    if (d->ttl == 0 || d->status == SPF_D_TEMPFAIL)
+        return;
+    cache_put(c, type, name, d, offsetof(struct spf_dns, frame) + d->flen,
+              spf_now_ms() + (int64_t)d->ttl * 1000);
+}
+
+/* spf_cache_get_blob, spf_cache_put_blob - see spf_int.h. */
+long
+spf_cache_get_blob(struct spf_cache *c, uint16_t kind, const char *key,
+                   void *val, size_t cap)
+{
+    int64_t expires;
+    return cache_get(c, kind, key, val, cap, &expires);
+}
+
+void
+spf_cache_put_blob(struct spf_cache *c, uint16_t kind, const char *key,
+                   const void *val, size_t vlen, uint32_t ttl)
+{
+    if (ttl > 0)
+        cache_put(c, kind, key, val, vlen, spf_now_ms() + (int64_t)ttl * 1000);
 }
 
 void

@@ -18,12 +18,14 @@
  *     pass = "accept"; none = "accept"; neutral = "accept";
  *     softfail = "accept"; fail = "reject"; temperror = "tempfail";
  *     permerror = "accept";      # each: accept, reject or tempfail
- *     cache_entries = 10000; cache_bytes = 4194304; max_ttl = 3600;
+ *     cache_entries = 10000; cache_bytes = 4194304; # answers, results
+ *     max_ttl = 3600;
  *     helper = "/usr/lib/postern/postern-spf"; # default: beside postern
  *   }
  *
  * The check runs at MAIL (on_mail, offloaded to the filter worker pool:
- * spf_run blocks on a helper process, pool.c). Its verdict is kept in the
+ * spf_run blocks on a helper process, pool.c), unless the pool's result
+ * cache has it: then at once, on the loop thread. Its verdict is kept in the
  * message state and given where reject_at says; "accept" only records.
  * A helper that crashes, hangs or misbehaves makes the result temperror
  * (the module's failure mode), logged with why and counted.
@@ -586,45 +588,43 @@ verdict_of(const struct mstate *m)
 
 static void
 log_check(struct pst_fctx *fc, const struct mstate *m, const struct check *ck,
-          const char *identity_kind, unsigned queries, enum action a)
+          const char *identity_kind, unsigned queries, bool cached,
+          enum action a)
 {
     char id[64];
     pst_log_quote(id, sizeof(id), m->sender, strlen(m->sender));
     pst_fctx_log(fc, ck->helper_failed ? PST_LOG_WARN : PST_LOG_INFO,
                  "event=spf identity=%s result=%s ip=%s sender=%s "
-                 "queries=%u action=%s%s%s%s",
+                 "queries=%u%s action=%s%s%s%s",
                  identity_kind, spf_result_name(ck->result), m->ip, id,
-                 queries,
+                 queries, cached ? " cached=yes" : "",
                  a == A_REJECT ? "reject" : a == A_TEMPFAIL ? "tempfail"
                                                             : "accept",
                  ck->why[0] ? " why=\"" : "", ck->why,
                  ck->why[0] ? "\"" : "");
 }
 
-static void
-done(void *arg)
+/* the outcome of the checks (ho: the HELO identity's, or NULL), logged,
+ * kept in the message state; the verdict to give at MAIL */
+static enum pst_verdict
+conclude(struct pst_fctx *fc, const struct spf_out *ho,
+         const struct spf_out *mf, bool cached)
 {
-    struct job *j = arg;
-    struct pst_fctx *fc = pst_fctx_lookup(j->ref);
-    if (fc == NULL) {
-        job_free(j);
-        return;
-    }
     struct sconf *c = pst_fctx_conf(fc);
     struct mstate *m = pst_fctx_state(fc);
     enum action ah = A_ACCEPT, am;
 
-    if (j->ho_run) {
-        take(&m->helo, &j->ho);
+    if (ho != NULL) {
+        take(&m->helo, ho);
         m->helo_checked = true;
         ah = c->policy[m->helo.result];
-        log_check(fc, m, &m->helo, "helo", j->ho.queries, ah);
+        log_check(fc, m, &m->helo, "helo", ho->queries, cached, ah);
     }
-    take(&m->mf, &j->mf);
+    take(&m->mf, mf);
     m->checked = true;
     am = c->policy[m->mf.result];
     log_check(fc, m, &m->mf, m->sender[0] ? "mailfrom" : "helo",
-              j->mf.queries, am);
+              mf->queries, cached, am);
     char id[SPF_SENDER_MAX + SPF_NAME_MAX + 16];
     if (ah > am) {
         m->act = ah;
@@ -636,13 +636,22 @@ done(void *arg)
         if (am != A_ACCEPT)
             set_reply(m, &m->mf, id);
     }
-    job_free(j);
     if (m->act != A_ACCEPT && c->where == W_MAIL) {
         pst_fctx_reply(fc, m->code, m->enh, m->text);
-        pst_fctx_resume(fc, verdict_of(m));
-        return;
+        return verdict_of(m);
     }
-    pst_fctx_resume(fc, PST_CONTINUE);
+    return PST_CONTINUE;
+}
+
+static void
+done(void *arg)
+{
+    struct job *j = arg;
+    struct pst_fctx *fc = pst_fctx_lookup(j->ref);
+    if (fc != NULL)
+        pst_fctx_resume(fc, conclude(fc, j->ho_run ? &j->ho : NULL, &j->mf,
+                                     false));
+    job_free(j);
 }
 
 static enum pst_verdict
@@ -665,12 +674,25 @@ spf_on_mail(struct pst_fctx *fc, const char *sender)
     snprintf(m->sender, sizeof(m->sender), "%s", sender);
     snprintf(m->helo_name, sizeof(m->helo_name), "%s", helo);
 
+    /* a result still good from an earlier check: no helper, no hand-off */
+    struct spf_out ho, mf;
+    bool with_helo = c->check_helo && sender[0];
+    const uint8_t *addr = env->client_ip.addr;
+    int family = env->client_ip.family;
+    if ((!with_helo || spf_cached(c->pool, family, addr, "", helo, &ho)) &&
+        spf_cached(c->pool, family, addr, sender, helo, &mf)) {
+        if (with_helo)
+            spf_count(c->pool, &ho);
+        spf_count(c->pool, &mf);
+        return conclude(fc, with_helo ? &ho : NULL, &mf, true);
+    }
+
     struct job *j = pst_xcalloc(1, sizeof(*j));
     spf_pool_ref(c->pool);
     j->pool = c->pool;
     j->ref = pst_fctx_ref(fc);
-    j->family = env->client_ip.family;
-    memcpy(j->addr, env->client_ip.addr, 16);
+    j->family = family;
+    memcpy(j->addr, addr, 16);
     j->sender = pst_xstrdup(sender);
     j->helo = pst_xstrdup(helo);
     j->receiver = pst_xstrdup(c->receiver);

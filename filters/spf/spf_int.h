@@ -53,11 +53,19 @@ struct spf_dns {
 struct spf_cache;
 struct spf_cache *spf_cache_new(size_t max_entries, size_t max_bytes);
 void spf_cache_free(struct spf_cache *c);
-/* 1 and *d filled from the cache, or 0 */
+/* 1 and *d filled from the cache (d->ttl: the seconds it has left), or 0 */
 int spf_cache_get(struct spf_cache *c, uint16_t type, const char *name,
                   struct spf_dns *d);
 void spf_cache_put(struct spf_cache *c, uint16_t type, const char *name,
                    const struct spf_dns *d);
+/* spf_cache_get_blob, spf_cache_put_blob - the same cache for other
+ * values (kind: the caller's key space): get copies at most cap bytes
+ * and returns the length, or -1 if there is none; put keeps vlen bytes
+ * for ttl seconds (0: not kept). */
+long spf_cache_get_blob(struct spf_cache *c, uint16_t kind, const char *key,
+                        void *val, size_t cap);
+void spf_cache_put_blob(struct spf_cache *c, uint16_t kind, const char *key,
+                        const void *val, size_t vlen, uint32_t ttl);
 void spf_cache_counts(struct spf_cache *c, uint64_t *hits, uint64_t *misses,
                       size_t *entries);
 
@@ -136,6 +144,16 @@ void spf_pool_unref(struct spf_pool *p);
 void spf_run(struct spf_pool *p, int family, const uint8_t *addr,
              const char *sender, const char *helo, const char *receiver,
              struct spf_out *out);
+/*
+ * spf_cached - the result of an earlier check of the same identity from
+ * the same address while it is still good (pool.c says when that is):
+ * true with out filled, or false. Quick (a lookup under a mutex): fit for
+ * the loop thread. Not counted as a check: spf_count does that.
+ */
+bool spf_cached(struct spf_pool *p, int family, const uint8_t *addr,
+                const char *sender, const char *helo, struct spf_out *out);
+/* spf_count - count a check's outcome (spf_run does it itself) */
+void spf_count(struct spf_pool *p, const struct spf_out *out);
 void spf_pool_stats(struct spf_pool *p, struct spf_pstats *st);
 /* pids of the live helpers (tests); returns how many */
 size_t spf_pool_pids(struct spf_pool *p, int *pids, size_t max);

@@ -44,6 +44,10 @@ RECORDS = [
     "--txt-record=loop2.test,v=spf1 include:loop.test -all",
     # the HELO identity of the null sender
     "--txt-record=helo.test,v=spf1 ip4:127.0.0.2 -all",
+    # a macro, every name it leads to answered (with a TTL)
+    "--txt-record=mac.test,v=spf1 exists:%{l}.ok.mac.test -all",
+    "--host-record=a.ok.mac.test,127.0.0.9",
+    "--host-record=b.ok.mac.test,127.0.0.9",
     # hostile macros: many expands in one term, long expansions
     "--txt-record=macros.test,v=spf1 exists:" + "%{l}" * 20 + ".%{d} -all",
     "--txt-record=long.test,v=spf1 exists:%{l}.%{l}.%{l}.%{l}.%{d} "
@@ -330,17 +334,91 @@ class Spf(PosternTestCase):
                          "pass.test now, try again later")
 
     def test_cache_one_lookup_per_name(self):
+        # two client addresses: two checks (results are cached per
+        # address), the second with every DNS answer from the cache
         mport = harness.free_port()
         p = self.start(extra={"metrics": {"enabled": True, "port": mport}})
-        for _ in range(5):
-            self.send(p, "a@pass.test")
-        self.delivered_for(p, 5)
+        for source in ["127.0.0.2", "127.0.0.3"]:
+            self.send(p, "a@inc.test", source=source)
+        self.delivered_for(p, 2)
         m = prom.scrape(mport)
-        self.assertEqual(m.get("postern_spf_checks_total", result="pass"), 5)
-        self.assertEqual(m.get("postern_spf_cache_total", outcome="hit"), 4)
-        self.assertEqual(m.get("postern_spf_cache_total", outcome="miss"), 1)
-        self.assertEqual(m.get("postern_spf_dns_queries_total"), 1)
+        self.assertEqual(m.get("postern_spf_checks_total", result="pass"), 2)
+        self.assertEqual(m.get("postern_spf_result_cache_total",
+                               outcome="miss"), 2)
+        self.assertGreaterEqual(m.get("postern_spf_cache_total",
+                                      outcome="hit"), 2)
+        self.assertEqual(m.get("postern_spf_cache_total", outcome="miss"), 2)
+        self.assertEqual(m.get("postern_spf_dns_queries_total"), 2)
         self.assertEqual(m.get("postern_spf_helpers"), 4)
+
+    def spf_metrics(self, mport):
+        m = prom.scrape(mport)
+        return (m.get("postern_spf_result_cache_total", outcome="hit"),
+                m.get("postern_spf_result_cache_total", outcome="miss"),
+                m.get("postern_spf_dns_queries_total"))
+
+    def test_result_cache(self):
+        mport = harness.free_port()
+        p = self.start(extra={"metrics": {"enabled": True, "port": mport}})
+        # one check for a burst from one address and domain, whatever the
+        # local part (pass.test's record has no macro); the same fields
+        for sender in ["a@pass.test", "b@pass.test", "a@pass.test"]:
+            _, final = self.send(p, sender)
+            harness.check_reply(final, 250, "2.0.0")
+        got = self.delivered_for(p, 3)
+        self.assertEqual(self.spf_metrics(mport), (2, 1, 1))
+        for raw in got:
+            [rs] = fields(raw, "Received-SPF")
+            self.assertTrue(rs.startswith("pass (postern.test: domain of "),
+                            rs)
+        p.wait_for_log(r"event=spf identity=mailfrom result=pass "
+                       r"ip=127\.0\.0\.2 sender=\"b@pass\.test\" queries=0 "
+                       r"cached=yes action=accept")
+        # another address is another check (and pass.test's record does
+        # not list this one)
+        self.send(p, "a@pass.test", source="127.0.0.3", rcpt_code=550,
+                  rcpt_enh="5.7.23")
+        self.assertEqual(self.spf_metrics(mport)[:2], (2, 2))
+        # a cached fail refuses as the first did
+        for _ in range(2):
+            r, _ = self.send(p, "z@fail.test", rcpt_code=550,
+                             rcpt_enh="5.7.23")
+            self.assertEqual(r.text, "5.7.23 SPF fail: fail.test does not "
+                             "designate 127.0.0.2 as a permitted sender")
+        self.assertEqual(self.spf_metrics(mport)[:2], (3, 3))
+        # a record with macros (%{l}): kept per sender, not per domain
+        for sender in ["a@mac.test", "b@mac.test", "a@mac.test"]:
+            _, final = self.send(p, sender)
+            harness.check_reply(final, 250, "2.0.0")
+        self.assertEqual(self.spf_metrics(mport)[:2], (4, 5))
+        # a reload starts a new pool with an empty cache
+        p.reload()
+        self.send(p, "a@pass.test")
+        self.assertEqual(self.spf_metrics(mport)[:2], (4, 6))
+
+    def test_result_cache_lives_as_long_as_its_answers(self):
+        mport = harness.free_port()
+        p = self.start({"max_ttl": 1},
+                       extra={"metrics": {"enabled": True, "port": mport}})
+        self.send(p, "a@pass.test")
+        self.send(p, "a@pass.test")
+        self.assertEqual(self.spf_metrics(mport), (1, 1, 1))
+        time.sleep(1.3)
+        self.send(p, "a@pass.test")
+        self.assertEqual(self.spf_metrics(mport), (1, 2, 2))
+
+    def test_temperror_is_not_cached(self):
+        mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        mute.bind(("127.0.0.1", 0))
+        self.addCleanup(mute.close)
+        mport = harness.free_port()
+        resolver = {"nameservers": ["127.0.0.1:%d" % mute.getsockname()[1]],
+                    "timeout": 300, "tries": 1}
+        p = self.start(resolver=resolver,
+                       extra={"metrics": {"enabled": True, "port": mport}})
+        for _ in range(2):
+            self.send(p, "a@pass.test", rcpt_code=451, rcpt_enh="4.7.24")
+        self.assertEqual(self.spf_metrics(mport)[:2], (0, 2))
 
     def test_hostile_macros_do_not_crash(self):
         p = self.start()
