@@ -12,4 +12,10 @@
 /* pst_crc32c - crc of len bytes at p, continuing from crc (0 to start). */
 uint32_t pst_crc32c(uint32_t crc, const void *p, size_t len);
 
+/* for the unit test: the table version, always (valid after a first
+ * pst_crc32c or pst__crc32c_hw call), and whether pst_crc32c uses the
+ * CPU's instruction instead */
+uint32_t pst__crc32c_table(uint32_t crc, const void *p, size_t len);
+int pst__crc32c_hw(void);
+
 #endif

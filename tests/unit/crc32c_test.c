@@ -47,12 +47,34 @@ test_incremental(void **state)
     }
 }
 
+/* the instruction and the table agree at every length and alignment,
+ * from any starting value */
+static void
+test_both_ways_agree(void **state)
+{
+    uint8_t b[300];
+    uint32_t seed = 0x12345678u;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(b); i++)
+        b[i] = (uint8_t)(i * 131u + 7u);
+    print_message("crc32c by %s\n",
+                  pst__crc32c_hw() ? "instruction" : "table");
+    for (size_t off = 0; off < 16; off++)
+        for (size_t n = 0; n + off <= sizeof(b); n++) {
+            assert_int_equal(pst_crc32c(seed, b + off, n),
+                             pst__crc32c_table(seed, b + off, n));
+            seed = seed * 1103515245u + 12345u;
+        }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_values),
         cmocka_unit_test(test_incremental),
+        cmocka_unit_test(test_both_ways_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
