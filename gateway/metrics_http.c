@@ -200,8 +200,10 @@ pst_mhttp_start(struct pst_mhttp **out, const struct pst_metrics_conf *mc,
     h->spool_dir = pst_xstrdup(spool_dir);
     atomic_store(&h->heartbeat_us, pst_monotonic_us());
     atomic_store(&h->disk_free_min, disk_free_min);
+    /* ITC: MHD_stop_daemon wakes the server's thread through its own
+     * channel, not by shutting the listening socket down under it */
     h->d = MHD_start_daemon(
-        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
             (v6 ? MHD_USE_IPv6 : 0),
         0, NULL, NULL, on_request, h,
         /* the logger first, or MHD says so on its own stderr */
