@@ -315,8 +315,8 @@ body_read(void *arg, void *buf, size_t len, struct pst_smtpc *c,
 {
     struct part *p = arg;
     /* a small message whose text is in the page cache (one just committed
-     * to the log, almost always) is read here: no round trip through the
-     * pool for a copy of a few KiB */
+     * to the log, almost always) is read here, with its filters' edits
+     * applied: no round trip through the pool for a copy of a few KiB */
     ssize_t n = pst_spool_reader_try_read(p->reader, buf, len);
     if (n != -EAGAIN) {
         p->rres = n;

@@ -11,10 +11,18 @@
  * A segment's fd is shared (pread only, never closed here): the message's
  * reference on its segment keeps it open while any reader exists.
  *
- * Memory: one buffer as large as the stored text, at most PST_SPOOL_WBUF
- * (a whole CHUNK record); one pread per CHUNK record. Errors are sticky:
- * after -EBADMSG (checksum) or -EIO every read returns the same error, and
- * pst_spool_reader_read(r, NULL, 0) reports it.
+ * Memory: one buffer as large as the stored text's records, at most
+ * PST_SPOOL_WBUF (a whole CHUNK record). A pread fills it with as many
+ * records as fit; the records it holds are taken from it, so a text whose
+ * records fit is read with one pread however many records it has, and
+ * read again (rewind) with none. Errors are sticky: after -EBADMSG
+ * (checksum) or -EIO every read returns the same error, and
+ * pst_spool_reader_read(r, NULL, 0) reports it (and reads nothing).
+ *
+ * pst_spool_reader_try_read takes a message with edits too when its
+ * records fit in the buffer: they are loaded whole from the page cache
+ * first (-EAGAIN, nothing consumed, if they are not all there), and the
+ * applier then works from memory, without a blocking read on the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +45,9 @@ struct pst_spool_reader {
     uint64_t off;           /* file offset of the next record */
     uint8_t *buf;
     size_t bufsize;
-    size_t have, pos;       /* payload bytes in buf + PST_REC_HDR_LEN */
+    uint64_t boff;          /* buf holds the file's [boff, boff + blen) */
+    size_t blen;
+    size_t have, pos;       /* the current record's payload: buf[pos, have) */
     int err;
     bool nowait;            /* reading for pst_spool_reader_try_read */
     uint8_t *edits;         /* EDITS payload, or NULL */
@@ -55,21 +65,27 @@ le32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
-/* Read and check the EDITS record at off and set up the edit applier. */
+/* Read and check the EDITS record at off and set up the edit applier:
+ * one pread when the record is short (a header edit's is a few dozen
+ * octets), a second for the rest of a longer one. */
 static int
 load_edits(struct pst_spool_reader *r, uint64_t off)
 {
-    uint8_t h[PST_REC_HDR_LEN];
-    int rc = pread_all(r->fd, h, sizeof(h), off);
+    uint8_t first[PST_REC_HDR_LEN + 1024];
+    size_t got;
+    int rc = pst__pread_upto(r->fd, first, sizeof(first), off, &got);
     if (rc != 0)
         return rc;
-    uint32_t len = le32(h + 4);
-    if (h[0] != PST_REC_EDITS || len == 0 || len > PST_REC_MAX)
+    if (got < PST_REC_HDR_LEN)
         return -EBADMSG;
-    uint8_t *p = pst_xmalloc(PST_REC_HDR_LEN + len + PST_REC_CRC_LEN);
-    memcpy(p, h, PST_REC_HDR_LEN);
-    rc = pread_all(r->fd, p + PST_REC_HDR_LEN, len + PST_REC_CRC_LEN,
-                   off + PST_REC_HDR_LEN);
+    uint32_t len = le32(first + 4);
+    if (first[0] != PST_REC_EDITS || len == 0 || len > PST_REC_MAX)
+        return -EBADMSG;
+    size_t total = PST_REC_HDR_LEN + (size_t)len + PST_REC_CRC_LEN;
+    uint8_t *p = pst_xmalloc(total);
+    memcpy(p, first, PST_MIN(got, total));
+    if (got < total)
+        rc = pread_all(r->fd, p + got, total - got, off + got);
     if (rc == 0 && pst_crc32c(r->seed, p, PST_REC_HDR_LEN + len) !=
                        le32(p + PST_REC_HDR_LEN + len))
         rc = -EBADMSG;
@@ -152,35 +168,66 @@ pread_cached(int fd, void *p, size_t n, uint64_t off)
     return -EAGAIN;
 }
 
-/* Load the next CHUNK record into buf: one pread of what is left of the
- * text's records (at most a buffer), then the record's own length. */
+/* Fill buf from the file at off: what is left of the text's records, at
+ * most a buffer. */
+static int
+load(struct pst_spool_reader *r, uint64_t off)
+{
+    size_t want = (size_t)PST_MIN(r->data_end - off, (uint64_t)r->bufsize);
+    int rc = r->nowait ? pread_cached(r->fd, r->buf, want, off)
+                       : pread_all(r->fd, r->buf, want, off);
+    r->blen = 0;
+    if (rc != 0)
+        return rc;
+    r->boff = off;
+    r->blen = want;
+    return 0;
+}
+
+/* The next CHUNK record, from buf when it holds the whole record, else
+ * after loading buf from its start; its CRC checked. */
 static int
 next_chunk(struct pst_spool_reader *r)
 {
-    uint8_t *h = r->buf;
-    size_t want = (size_t)PST_MIN(r->data_end - r->off, (uint64_t)r->bufsize);
-    if (want < PST_REC_OVERHEAD)
+    uint64_t bend = r->boff + r->blen;
+    size_t at;
+    uint32_t len;
+
+    if (r->data_end - r->off < PST_REC_OVERHEAD)
         return -EBADMSG;
-    int rc = r->nowait ? pread_cached(r->fd, h, want, r->off)
-                       : pread_all(r->fd, h, want, r->off);
-    if (rc != 0)
-        return rc;
-    uint32_t len = le32(h + 4);
+    if (r->blen == 0 || r->off < r->boff ||
+        r->off + PST_REC_OVERHEAD > bend ||
+        (uint64_t)le32(r->buf + (r->off - r->boff) + 4) + PST_REC_OVERHEAD >
+            bend - r->off) {
+        /* not (all) in buf; when buf already reaches the end of the
+         * text, the record claims more than there is */
+        if (r->blen && r->off >= r->boff && bend == r->data_end)
+            return -EBADMSG;
+        int rc = load(r, r->off);
+        if (rc != 0)
+            return rc;
+    }
+    at = (size_t)(r->off - r->boff);
+    const uint8_t *h = r->buf + at;
+    len = le32(h + 4);
     if (h[0] != PST_REC_CHUNK || h[1] || h[2] || h[3] ||
-        len > PST_CHUNK_MAX || (uint64_t)len + PST_REC_OVERHEAD > want)
+        len > PST_CHUNK_MAX ||
+        (uint64_t)len + PST_REC_OVERHEAD > r->blen - at)
         return -EBADMSG;
     if (pst_crc32c(r->seed, h, PST_REC_HDR_LEN + len) !=
         le32(h + PST_REC_HDR_LEN + len))
         return -EBADMSG;
     r->off += PST_REC_OVERHEAD + len;
-    r->pos = PST_REC_HDR_LEN;
-    r->have = PST_REC_HDR_LEN + len;
+    r->pos = at + PST_REC_HDR_LEN;
+    r->have = at + PST_REC_HDR_LEN + len;
     return 0;
 }
 
 ssize_t
 pst_spool_reader_read(struct pst_spool_reader *r, void *buf, size_t len)
 {
+    if (len == 0)
+        return r->err;              /* the sticky error; nothing read */
     if (r->ed != NULL && !r->err) {
         ssize_t k = pst_edits_reader_read(r->ed, buf, len);
         if (k < 0)
@@ -224,12 +271,27 @@ raw_read(void *arg, void *buf, size_t len)
 ssize_t
 pst_spool_reader_try_read(struct pst_spool_reader *r, void *buf, size_t len)
 {
-    if (r->ed != NULL || r->size > PST_SPOOL_WBUF)
+    if (r->ed == NULL) {
+        if (r->size > PST_SPOOL_WBUF)
+            return -EAGAIN;
+        r->nowait = true;
+        ssize_t n = raw_read(r, buf, len);
+        r->nowait = false;
+        return n;
+    }
+    /* edits: the applier reads the text from buf only, never the disk */
+    if (r->err)
+        return r->err;
+    if (r->data_end - r->data_off > r->bufsize)
         return -EAGAIN;
-    r->nowait = true;
-    ssize_t n = raw_read(r, buf, len);
-    r->nowait = false;
-    return n;
+    if (r->blen == 0 || r->boff != r->data_off) {
+        r->nowait = true;
+        int rc = load(r, r->data_off);
+        r->nowait = false;
+        if (rc != 0)
+            return rc == -EAGAIN ? rc : (r->err = rc);
+    }
+    return pst_spool_reader_read(r, buf, len);
 }
 
 int
@@ -237,7 +299,7 @@ pst_spool_reader_rewind(struct pst_spool_reader *r)
 {
     if (r->err)
         return r->err;
-    r->off = r->data_off;
+    r->off = r->data_off;           /* buf keeps what it holds */
     r->pos = r->have = 0;
     if (r->ed != NULL) {
         pst_edits_reader_close(r->ed);

@@ -18,15 +18,18 @@
  */
 struct pst_spool_reader;
 
-/* pst_spool_reader_read - up to len bytes; 0 at the end, or -errno. */
+/* pst_spool_reader_read - up to len bytes; 0 at the end, or -errno.
+ * len 0: the sticky error (0 if none), nothing read. */
 ssize_t pst_spool_reader_read(struct pst_spool_reader *r, void *buf,
                               size_t len);
 /*
  * pst_spool_reader_try_read - as pst_spool_reader_read, but only if the
  * bytes are in the page cache (preadv2 RWF_NOWAIT), so that it may run on
  * the loop: -EAGAIN, nothing consumed, when they would come from the disk,
- * and always for a message with edits or larger than one buffer (128 KiB):
- * read those with pst_spool_reader_read off the loop.
+ * and always for a message larger than one buffer (128 KiB; with edits:
+ * whose stored records are): read those with pst_spool_reader_read off
+ * the loop. A message with edits has its records loaded whole from the
+ * page cache by the first call, and is then edited from memory.
  */
 ssize_t pst_spool_reader_try_read(struct pst_spool_reader *r, void *buf,
                                   size_t len);

@@ -16,6 +16,7 @@ refused, and check-config errors with file and line.
 import email
 import email.policy
 import os
+import re
 import subprocess
 import time
 import unittest
@@ -211,6 +212,53 @@ class HeadersModule(PosternTestCase):
         m = parse(d.body)
         self.assertTrue(str(m["Subject"]).endswith(
             "caf\u00e9 (was external)"))
+
+
+class HeadersRelayed(PosternTestCase):
+    """The headers module's edits on a relayed message: what the delivery
+    client sends is the edited text, byte for byte, whether the message is
+    small (read and edited on the loop from one buffer) or larger than a
+    buffer (read off the loop); every untouched field and part as sent."""
+
+    RULES = {"module": "headers", "rules": [
+        {"remove": "^X-Originating-IP$"},
+        {"rewrite": "Subject", "match": r"^\s*\[SPAM\]\s*",
+         "replace": ""},
+        {"add": "X-Relayed-By", "value": "postern"},
+    ]}
+    HEAD = [b"From: a@example.com",
+            b"To: b@example.org,\r\n\t c@example.org",
+            b"X-Originating-IP: [192.0.2.1]",
+            b"Subject: [SPAM]  hello there",
+            b"Message-ID:  <1@example.com>",
+            b"MIME-Version: 1.0",
+            b"Content-Type: multipart/mixed; boundary=b1"]
+    EDITED = (b"From: a@example.com\r\n"
+              b"To: b@example.org,\r\n\t c@example.org\r\n"
+              b"Subject: hello there\r\n"
+              b"Message-ID:  <1@example.com>\r\n"
+              b"MIME-Version: 1.0\r\n"
+              b"Content-Type: multipart/mixed; boundary=b1\r\n"
+              b"X-Relayed-By: postern\r\n"
+              b"\r\n")
+
+    def test_edited_bytes_at_the_downstream(self):
+        ds = self.downstream()
+        p = self.postern({"filters": [self.RULES],
+                          "delivery": {"default_route": ds.route(),
+                                       "retry_min": 1, "retry_max": 2}})
+        big = b"".join(b"line %06d " % i + b"x" * 64 + b"\r\n"
+                       for i in range(4000))
+        bodies = [MIME_BODY,
+                  MIME_BODY[:-8] + big + b"--b1--\r\n"]    # > 128 KiB
+        self.assertGreater(len(bodies[1]), 300000)
+        for i, body in enumerate(bodies):
+            send(p, message(self.HEAD, body))
+            got = ds.wait_for_transactions(i + 1, timeout=30)[i].data
+            # postern's Received field first, then the edited message
+            first = re.match(rb"Received: .*?\r\n(?![ \t])", got, re.S)
+            self.assertIsNotNone(first, got[:200])
+            self.assertEqual(got[first.end():], self.EDITED + body)
 
 
 class ConditionsAndLimits(PosternTestCase):

@@ -44,6 +44,7 @@
 #include "core/envelope.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "queue/edits.h"
 #include "queue/qmgr.h"
 #include "queue/queue.h"
 #include "queue/reader.h"
@@ -1826,6 +1827,99 @@ test_reader_try_read(void **state)
     free(small);
 }
 
+/* The page-cache-only read of a message with filter edits (the relay's
+ * case): the edited text, exactly what the applier makes of the stored
+ * one, in one call, and again after a rewind; the blocking read gives the
+ * same; asking for the sticky error (len 0) consumes nothing. */
+static void
+test_reader_try_read_edits(void **state)
+{
+    struct fx *f = *state;
+    const char *rc[] = {"r@example.net"};
+    char *small = make_body(3000, 2);
+    size_t hdr_end = (size_t)(strstr(small, "\r\n\r\n") - small) + 2;
+    struct pst_tbuf blob = {0}, want = {0};
+    struct pst_spool_msg *m;
+    struct pst_envelope e;
+    struct sub s;
+
+    /* a field added on top, Subject replaced, five body octets replaced */
+    pst_edits_begin(&blob);
+    pst_edits_put_hdr(&blob, hdr_end);
+    pst_edits_put_text(&blob, "X-Added: yes\r\n", 14);
+    size_t subj = (size_t)(strstr(small, "Subject:") - small);
+    pst_edits_put_keep(&blob, 0, subj);
+    pst_edits_put_text(&blob, "Subject: edited\r\n", 17);
+    pst_edits_put_body(&blob, hdr_end + 2 + 100, 5, "EDIT", 4);
+    assert_int_equal(pst_edits_apply_mem(blob.p, blob.len, small, 3000,
+                                         &want), 0);
+    assert_int_equal(want.len, 3000 + 14 + 17 - 15 - 1);
+
+    spool_open(f);
+    pst_queue_pause(f->q, true);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(pst_spool_msg_new(f->sp, &m, s.qid), 0);
+    assert_int_equal(pst_spool_msg_write(m, small, 3000), 0);
+    assert_int_equal(pst_spool_msg_set_edits(m, blob.p, blob.len), 0);
+    envelope(&e, "from@example.com", rc, 1);
+    pst_spool_msg_commit(m, &e, on_commit, &s);
+    pst_envelope_free(&e);
+    assert_true(run_until(f, pred_done, &s, 5000));
+    assert_int_equal(s.status, 0);
+
+    char *seg = seg_path(f, 0);
+    long g = group_of(seg, s.qid);
+    size_t len;
+    char *b = slurp(seg, &len);
+    struct pst_scan sc;
+    int mark;
+    uint32_t salt = seg_salt(seg);
+    assert_int_equal(pst__group_parse((uint8_t *)b + g, len - (size_t)g,
+                                      (uint64_t)g, salt, &sc, &mark),
+                     PST_GROUP_OK);
+    assert_true(sc.edits_off > 0);
+    int fd = open(seg, O_RDONLY);
+    assert_true(fd >= 0);
+    struct pst_spool_ref ref = {.fd = fd, .seed = salt,
+                                .data_off = sc.data_off,
+                                .data_end = sc.env_off, .size = sc.msg_size,
+                                .edits_off = sc.edits_off};
+    struct pst_spool_reader *r;
+    char out[8192];
+    assert_int_equal(pst__reader_open(&r, &ref, s.qid), 0);
+    assert_int_equal(pst_spool_reader_size(r), want.len);
+    assert_int_equal(pst_spool_reader_read(r, NULL, 0), 0);
+    for (int round = 0; round < 2; round++) {
+        ssize_t n = pst_spool_reader_try_read(r, out, sizeof(out));
+        assert_int_equal(n, (ssize_t)want.len);
+        assert_memory_equal(out, want.p, want.len);
+        assert_int_equal(pst_spool_reader_try_read(r, out, sizeof(out)), 0);
+        assert_int_equal(pst_spool_reader_rewind(r), 0);
+    }
+    /* in small pieces, and by the blocking read */
+    size_t got = 0;
+    ssize_t n;
+    while ((n = pst_spool_reader_try_read(r, out + got, 7)) > 0)
+        got += (size_t)n;
+    assert_int_equal(n, 0);
+    assert_int_equal(got, want.len);
+    assert_memory_equal(out, want.p, want.len);
+    pst__reader_close(r);
+    assert_int_equal(pst__reader_open(&r, &ref, s.qid), 0);
+    assert_int_equal(pst_spool_reader_read(r, out, sizeof(out)),
+                     (ssize_t)want.len);
+    assert_memory_equal(out, want.p, want.len);
+    pst__reader_close(r);
+    close(fd);
+    pst__scan_free(&sc);
+    free(b);
+    free(seg);
+    spool_close(f);
+    pst_tbuf_free(&blob);
+    pst_tbuf_free(&want);
+    free(small);
+}
+
 /* Lifetime over after a failed attempt: recorded failed, kept in hold/. */
 static void
 test_expire_to_hold(void **state)
@@ -2040,6 +2134,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_log_corrupt_at_delivery, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reader_try_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reader_try_read_edits, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_control, setup, teardown),
     };
