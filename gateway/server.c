@@ -127,6 +127,8 @@ listen_one(struct pst_server *srv, struct pst_listener *l)
     l->open = true;
     rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, flags);
     if (rc == 0)
+        rc = pst_session_sock_options(&l->tcp);
+    if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
     return rc;
 }

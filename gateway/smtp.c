@@ -1039,6 +1039,21 @@ proxy_step(struct pst_session *s)
     session_begin(s);
 }
 
+/* pst_session_sock_options - see smtp.h. */
+int
+pst_session_sock_options(uv_tcp_t *t)
+{
+    /* The kernel's send buffer is part of what a client that does not
+     * read its replies can make us fill: left to autotuning it grows to
+     * megabytes, each a run of commands we parse and answer for nothing.
+     * Replies are small, so a fixed one bounds that work and memory. */
+    int sndbuf = PST_SOCK_SNDBUF;
+    int rc = uv_tcp_nodelay(t, 1);
+    if (rc == 0)
+        rc = uv_send_buffer_size((uv_handle_t *)t, &sndbuf);
+    return rc;
+}
+
 void
 pst_session_accept(struct pst_listener *l)
 {
@@ -1075,13 +1090,9 @@ pst_session_accept(struct pst_listener *l)
         session_close(s, "accept failed");
         return;
     }
-    uv_tcp_nodelay(&s->tcp, 1);
-    /* The kernel's send buffer is part of what a client that does not
-     * read its replies can make us fill: left to autotuning it grows to
-     * megabytes, each a run of commands we parse and answer for nothing.
-     * Replies are small, so a fixed one bounds that work and memory. */
-    int sndbuf = PST_SOCK_SNDBUF;
-    uv_send_buffer_size((uv_handle_t *)&s->tcp, &sndbuf);
+#ifndef __linux__
+    pst_session_sock_options(&s->tcp);     /* Linux: inherited from the listener */
+#endif
     pst_metric_add(l->m_total, 1);
     s->m_open = l->m_open;
     pst_metric_add(s->m_open, 1);

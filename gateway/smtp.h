@@ -6,6 +6,10 @@
 
 #include "gateway/server.h"
 
+/* pst_session_sock_options - the socket options of a session's socket
+ * (no Nagle; a fixed send buffer), set on each listener: Linux gives them
+ * to every socket it accepts. 0 or a libuv error. */
+int pst_session_sock_options(uv_tcp_t *t);
 /* pst_session_accept - accept a connection waiting on l and greet it. */
 void pst_session_accept(struct pst_listener *l);
 /*

@@ -6,10 +6,12 @@ and the sessions keep serving once their clients read again. Sessions left
 idle after a burst, and sessions idle after EHLO, stay small."""
 
 import os
+import re
 import resource
 import select
 import shutil
 import socket
+import subprocess
 import ssl
 import sys
 import time
@@ -329,6 +331,19 @@ class IdleSessionsTest(PosternTestCase):
                         "%.1f KiB per idle session" % (grown / self.SESSIONS))
         socks[0].sendall(b"NOOP\r\n")         # they still answer
         self.assertTrue(self.reply(socks[0]).startswith(b"250 2.0.0"))
+
+    def test_sessions_have_a_fixed_send_buffer(self):
+        # the listener's SO_SNDBUF (32 KiB, doubled by Linux) is every
+        # accepted socket's, autotuning off: what a non-reader can make
+        # postern fill stays bounded
+        with self.p.session() as c:
+            c.cmd("EHLO fixed.test", 250)
+            out = subprocess.run(
+                ["ss", "-tmnH", "state", "established",
+                 "( sport = :%d )" % self.p.listen_port],
+                capture_output=True, text=True, check=True, timeout=20).stdout
+            self.assertEqual(re.findall(r"\btb(\d+)", out), ["65536"], out)
+            c.quit()
 
 
 if __name__ == "__main__":
