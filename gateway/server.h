@@ -81,6 +81,8 @@ struct pst_server {
     unsigned nsessions;
     uint64_t id_base;               /* random per start: ids unique in logs */
     uint64_t id_next;
+    int64_t space_free;             /* the spool disk's free bytes, */
+    uint64_t space_at;              /* looked up at this loop ms */
     bool stopping;
 };
 

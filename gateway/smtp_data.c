@@ -35,6 +35,12 @@
 #include "gateway/smtp_int.h"
 #include "gateway/stats.h"
 
+/* a free-space look-up is reused this long, while what it found is more
+ * than SPACE_SLACK above what is asked: more than the spool can write in
+ * that time */
+#define SPACE_FRESH_MS 100
+#define SPACE_SLACK ((uint64_t)256 << 20)
+
 /* ---- the transaction ---- */
 
 void
@@ -90,12 +96,24 @@ pst__tx_free(struct pst_session *s)
 bool
 pst__space_ok(struct pst_session *s, uint64_t need)
 {
+    struct pst_server *srv = s->srv;
+    uint64_t min = s->conf->limits.disk_free_min;
+    uint64_t now = uv_now(srv->loop);
+    /* far above the floor, a look-up less than SPACE_FRESH_MS old will
+     * do (a statvfs per MAIL was one system call in 46 per relayed
+     * message); near it, every check looks again */
+    bool fresh = srv->space_at != 0 && now - srv->space_at < SPACE_FRESH_MS &&
+                 srv->space_free >= 0 &&
+                 (uint64_t)srv->space_free >= min + need + SPACE_SLACK;
+    if (!fresh) {
+        srv->space_free = pst_spool_free_bytes(srv->spool);
+        srv->space_at = now ? now : 1;
+    }
     /* an unknown free space (statvfs failed) is not a refusal: the writes
      * themselves will say ENOSPC */
-    int64_t fr = pst_spool_free_bytes(s->srv->spool);
+    int64_t fr = srv->space_free;
     if (fr < 0)
         return true;
-    uint64_t min = s->conf->limits.disk_free_min;
     return (uint64_t)fr >= min && (uint64_t)fr - min >= need;
 }
 
