@@ -67,6 +67,7 @@ struct part {
     void *rbuf;
     size_t rlen;
     ssize_t rres;
+    bool sent;                      /* handed to a connection before */
     struct pst_smtpc *rc_conn;
     pst_smtpc_read_done rdone;
     bool reading;
@@ -420,9 +421,10 @@ conn_send(struct conn *cn, struct part *p)
             dest_kick(ds);
             return;
         }
-    } else {
+    } else if (p->sent) {
         pst_spool_reader_rewind(p->reader);
     }
+    p->sent = true;
     p->msg.qid = p->req->dl->qid;
     p->msg.env = p->req->dl->env;
     p->msg.rcpts = p->rc;
@@ -1156,6 +1158,12 @@ pst_deliver_start(struct pst_deliver *d, struct pst_delivery *dl,
         if (ds->kind == D_MAILDIR) {
             maildir_start(p);
             continue;
+        }
+        if (dl->reader != NULL) {
+            /* the queue's reader (the edits checked at its open): this
+             * part's, instead of a second one over the same text */
+            p->reader = dl->reader;
+            dl->reader = NULL;
         }
         TAILQ_INSERT_TAIL(&ds->parts, p, link);
         dest_kick(ds);

@@ -303,6 +303,8 @@ fail_all(struct djob *j, int rc)
 static void
 reader_finish(struct djob *j)
 {
+    if (j->r == NULL)
+        return;                     /* the transport took it */
     ssize_t rc = pst_spool_reader_read(j->r, NULL, 0);  /* sticky error */
     pst__reader_close(j->r);
     j->r = NULL;
@@ -634,6 +636,8 @@ static void
 on_delivered(struct pst_delivery *d)
 {
     struct djob *j = (struct djob *)((char *)d - offsetof(struct djob, d));
+    if (d->reader == NULL)
+        j->r = NULL;                /* taken: the transport closed it */
     reader_finish(j);
     if (d->corrupt)
         j->corrupt = true;

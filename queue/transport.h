@@ -20,7 +20,9 @@
  * that delivers an attempt in parts reports each part that finishes
  * before the last through d->progress. d stays valid
  * until done is called; the reader does synchronous (page-cache) reads.
- * At shutdown route_free is called first and must complete (call done
+ * The transport may take d->reader (setting it to NULL) for its first
+ * use of the text, and then closes it itself; it opens any other reader
+ * it needs from d->src. At shutdown route_free is called first and must complete (call done
  * for) every delivery still in flight before it returns.
  */
 #ifndef PST_QUEUE_TRANSPORT_H

@@ -260,6 +260,33 @@ class HeadersRelayed(PosternTestCase):
             self.assertIsNotNone(first, got[:200])
             self.assertEqual(got[first.end():], self.EDITED + body)
 
+    def test_two_routes_get_the_same_edited_bytes(self):
+        # one attempt, two parts: one reads through the queue's reader,
+        # the other through its own; a maildir part through a third
+        ds1, ds2 = self.downstream(), self.downstream()
+        p = self.postern({"filters": [self.RULES],
+                          "delivery": {"default_route": ds1.route(),
+                                       "retry_min": 1, "retry_max": 2,
+                                       "routes": [
+                                           {"domain": "two.test",
+                                            "route": ds2.route()},
+                                           {"domain": "box.test",
+                                            "route": "maildir:" +
+                                            self.tmp + "/box"}]}})
+        send(p, message(self.HEAD, MIME_BODY),
+             rcpts=("a@one.test", "b@two.test", "c@box.test"))
+        got = [ds.wait_for_transactions(1, timeout=30)[0].data
+               for ds in (ds1, ds2)]
+        box = p.wait_for_maildir(1, maildir=self.tmp + "/box")[0]
+        self.assertTrue(box.startswith(b"Return-Path: <sender@example.com>"
+                                       b"\r\nDelivered-To: c@box.test\r\n"),
+                        box[:100])
+        got.append(box[box.index(b"Received: "):])
+        for data in got:
+            first = re.match(rb"Received: .*?\r\n(?![ \t])", data, re.S)
+            self.assertIsNotNone(first, data[:200])
+            self.assertEqual(data[first.end():], self.EDITED + MIME_BODY)
+
 
 class ConditionsAndLimits(PosternTestCase):
 
