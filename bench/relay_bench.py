@@ -9,7 +9,8 @@ downstream delivery, and postern's CPU time per message.
 --generator uv sends with bench/smtp_uv_load.c (one libuv loop, the same
 job as smtp-source at about 30% less CPU per message) instead of
 smtp-source; --ceiling sends straight into smtp-sink, no postern (the
-no-gateway rate of the same generator, in the same run's conditions).
+no-gateway rate of the same generator, in the same run's conditions, and
+smtp-sink's own CPU per message: what receiving alone costs).
 
 EXTRA_CONF: a file appended to the generated config (a `filters`
 section: bench/attach_policy.conf runs the attachments module). If it
@@ -113,12 +114,16 @@ def ceiling(kind, build, n, sessions, size):
                             stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
+        cpu0 = cpu_seconds(sink.pid)
         t0 = time.monotonic()
         subprocess.run(generator_cmd(kind, build, port, n, sessions, size),
                        check=True, stdout=subprocess.DEVNULL)
         t = time.monotonic() - t0
+        cpu = cpu_seconds(sink.pid) - cpu0
+        # what a server that only receives and discards costs per message
         print("ceiling generator=%s messages=%d size=%d sessions=%d "
-              "in=%.2fs (%.0f/s)" % (kind, n, size, sessions, t, n / t))
+              "in=%.2fs (%.0f/s) sink_cpu=%.2fs (%.3f ms/msg)"
+              % (kind, n, size, sessions, t, n / t, cpu, cpu * 1000 / n))
     finally:
         sink.terminate()
         sink.wait(10)
