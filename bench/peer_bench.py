@@ -441,12 +441,18 @@ def fsync_probe(k=21):
     return statistics.median(lat)
 
 
+# the load generator: smtp-source, or bench/smtp_uv_load.c (--generator uv:
+# the same job on one libuv loop, cheaper per message) at this path
+UV_LOAD = None
+
+
 def smtp_source(port, n, conc, size, timeout):
-    """Run smtp-source; returns its CPU seconds (user+system)."""
+    """Run the load generator; returns its CPU seconds (user+system)."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(["smtp-source", "-s", str(conc), "-l", str(size),
-                    "-m", str(n), "-f", "from@bench.test",
-                    "-t", "to@sink.test", "127.0.0.1:%d" % port],
+    cmd = [UV_LOAD, "-d", str(timeout)] if UV_LOAD else ["smtp-source"]
+    subprocess.run(cmd + ["-s", str(conc), "-l", str(size),
+                          "-m", str(n), "-f", "from@bench.test",
+                          "-t", "to@sink.test", "127.0.0.1:%d" % port],
                    check=True, timeout=timeout, stdout=subprocess.DEVNULL)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -543,7 +549,14 @@ def main():
     ap.add_argument("--total-timeout", type=int, default=3600)
     ap.add_argument("--no-strace", action="store_true")
     ap.add_argument("--servers", default="postern,Postfix,ceiling")
+    ap.add_argument("--generator", choices=("source", "uv"),
+                    default="source",
+                    help="smtp-source, or bench/smtp_uv_load.c (built as "
+                    "BUILD/bin/smtp_uv_load)")
     a = ap.parse_args()
+    global UV_LOAD
+    if a.generator == "uv":
+        UV_LOAD = os.path.join(a.build, "bin", "smtp_uv_load")
     if os.geteuid() != 0:
         sys.exit("peer_bench.py: must run as root (Postfix's master)")
     for tool in ("smtp-source", "smtp-sink", "postfix", "strace"):
