@@ -105,20 +105,31 @@ def generator_cmd(kind, build, port, n, sessions, size):
             "-t", "to@sink.test", "127.0.0.1:%d" % port]
 
 
-def ceiling(kind, build, n, sessions, size):
-    """The generator straight into smtp-sink."""
-    port = free_port()
-    sink = subprocess.Popen(["smtp-sink", "-u", "nobody",
+def start_sink(port):
+    return subprocess.Popen(["smtp-sink", "-u", "nobody",
                              "127.0.0.1:%d" % port, "1000"],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def drive(kind, build, port, n, sessions, size, cpu_of):
+    """The generator's run against port once it listens: when it started
+    (monotonic), how long it took, and cpu_of() at its start."""
+    wait_port(port)
+    cpu0 = cpu_of()
+    t0 = time.monotonic()
+    subprocess.run(generator_cmd(kind, build, port, n, sessions, size),
+                   check=True, stdout=subprocess.DEVNULL)
+    return t0, time.monotonic() - t0, cpu0
+
+
+def ceiling(kind, build, n, sessions, size):
+    """The generator straight into smtp-sink."""
+    port = free_port()
+    sink = start_sink(port)
     try:
-        wait_port(port)
-        cpu0 = cpu_seconds(sink.pid)
-        t0 = time.monotonic()
-        subprocess.run(generator_cmd(kind, build, port, n, sessions, size),
-                       check=True, stdout=subprocess.DEVNULL)
-        t = time.monotonic() - t0
+        _, t, cpu0 = drive(kind, build, port, n, sessions, size,
+                           lambda: cpu_seconds(sink.pid))
         cpu = cpu_seconds(sink.pid) - cpu0
         # what a server that only receives and discards costs per message
         print("ceiling generator=%s messages=%d size=%d sessions=%d "
@@ -158,10 +169,7 @@ def main():
             extra = extra.replace("@DNS_PORT@",
                                   str(start_dnsmasq(tmp, procs)))
         sink_port, port = free_port(), free_port()
-        sink = subprocess.Popen(["smtp-sink", "-u", "nobody",
-                                 "127.0.0.1:%d" % sink_port, "1000"],
-                                stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        sink = start_sink(sink_port)
         procs.append(sink)
         wait_port(sink_port)
         conf = os.path.join(tmp, "postern.conf")
@@ -183,12 +191,8 @@ logging = { level = "info"; };
         pst = subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
                                 conf], stdout=log, stderr=log)
         procs.append(pst)
-        wait_port(port)
-        cpu0 = tree_cpu_seconds(pst.pid)
-        t0 = time.monotonic()
-        subprocess.run(generator_cmd(kind, build, port, n, sessions, size),
-                       check=True, stdout=subprocess.DEVNULL)
-        t_in = time.monotonic() - t0
+        t0, t_in, cpu0 = drive(kind, build, port, n, sessions, size,
+                               lambda: tree_cpu_seconds(pst.pid))
         rx = re.compile(rb"event=delivered")
         path = os.path.join(tmp, "postern.log")
         deadline = time.monotonic() + 300
