@@ -206,3 +206,23 @@ pst_rand_seed(void)
         s = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
     return s | 1;
 }
+
+/* pst_line_span - see util.h. */
+size_t
+pst_line_span(const char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        size_t w = n - off < 256 ? n - off : 256;
+        const char *cr = memchr(p + off, '\r', w);
+        if (cr != NULL)
+            w = (size_t)(cr - (p + off));
+        const char *lf = memchr(p + off, '\n', w);
+        if (lf != NULL)
+            return (size_t)(lf - p);
+        if (cr != NULL)
+            return (size_t)(cr - p);
+        off += w;
+    }
+    return n;
+}

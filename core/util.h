@@ -71,6 +71,11 @@ uint64_t pst_rand64(uint64_t *state);
 /* pst_rand_seed - a nonzero seed (getrandom, else the clock and pid). */
 uint64_t pst_rand_seed(void);
 
+/* pst_line_span - how many octets of p[0..n) come before the first CR or
+ * LF (n if there is none). memchr's vector scan in 256-octet windows: a
+ * text without one of the two (all bare LFs, say) costs no rescans. */
+size_t pst_line_span(const char *p, size_t n);
+
 /* ASCII-only case helpers: SMTP verbs and domains are ASCII. */
 int pst_strcaseeq(const char *a, const char *b);
 int pst_strncaseeq(const char *a, const char *b, size_t n);

@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "core/util.h"
+
 enum { ST_BOL, ST_DOT, ST_DOTCR, ST_MID, ST_CR };
 
 void
@@ -92,9 +94,7 @@ pst_dot_feed(struct pst_dot *d, const char *in, size_t len, char *out,
             d->st = ST_MID;
             continue;
         case ST_MID: {
-            size_t j = i;
-            while (j < len && in[j] != '\r' && in[j] != '\n')
-                j++;
+            size_t j = i + pst_line_span(in + i, len - i);
             if (j > i) {
                 memcpy(out + o, in + i, j - i);
                 o += j - i;

@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "core/util.h"
+
 void
 pst_wire_init(struct pst_wire *w, pst_wire_out out, void *arg)
 {
@@ -67,9 +69,7 @@ pst_wire_bytes(struct pst_wire *w, const void *data, size_t n)
             }
         }
         /* a run of line content at once */
-        const char *q = p;
-        while (q < end && *q != '\r' && *q != '\n')
-            q++;
+        const char *q = p + pst_line_span(p, (size_t)(end - p));
         put(w, p, (size_t)(q - p));
         p = q;
         if (p == end)

@@ -145,6 +145,36 @@ test_rand(void **state)
     assert_true(first != again);
 }
 
+/* pst_line_span against a byte loop: every position of CR/LF, across
+ * the 256-octet windows, and texts with only one kind or neither */
+static void
+test_line_span(void **state)
+{
+    static char b[1100];
+    uint64_t seed = 7;
+    (void)state;
+    for (int round = 0; round < 2000; round++) {
+        size_t n = (size_t)(pst_rand64(&seed) % sizeof(b));
+        int kinds = round % 4;      /* none, CR only, LF only, both */
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = pst_rand64(&seed) % (round % 8 < 4 ? 600 : 9);
+            b[i] = (r == 0 && (kinds & 1))   ? '\r'
+                   : (r == 1 && (kinds & 2)) ? '\n'
+                                             : (char)('a' + r % 26);
+        }
+        for (size_t from = 0; from <= n; from += 1 + from / 3) {
+            size_t want = 0;
+            while (from + want < n && b[from + want] != '\r' &&
+                   b[from + want] != '\n')
+                want++;
+            assert_int_equal(pst_line_span(b + from, n - from), want);
+        }
+    }
+    assert_int_equal(pst_line_span("", 0), 0);
+    assert_int_equal(pst_line_span("\r\n", 2), 0);
+    assert_int_equal(pst_line_span("ab\ncd\r", 6), 2);
+}
+
 int
 main(void)
 {
@@ -152,6 +182,7 @@ main(void)
         cmocka_unit_test(test_map_lines),
         cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_rand),
+        cmocka_unit_test(test_line_span),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
