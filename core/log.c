@@ -2,21 +2,32 @@
  * log.c - line-at-a-time logging to stderr or syslog, as key=value text
  * or as JSON objects (log.h).
  *
- * Each line is formatted into one buffer and written with one write(2), so
- * lines from the loop and from worker threads never interleave. A JSON
+ * Each line is formatted into one buffer and reaches stderr whole, so
+ * lines from the loop and from worker threads never interleave. The loop
+ * thread batches (pst_log_batch): its lines collect in one PIPE_BUF-sized
+ * buffer, written with one write(2) when the next line would not fit, when
+ * the loop is about to wait (pst_log_flush from a prepare handle), on an
+ * error-level line, when another thread logs (the batch goes out first,
+ * so the order of the lines is the order of the calls) and at exit. Each
+ * write is at most PIPE_BUF octets of whole lines, so a pipe shared with
+ * other writers never splits one. A JSON
  * line is made from the same key=value text the callers compose, so both
  * formats carry the same fields; it is bounded by PST_LOG_JSON_MAX (an
  * object that would be longer drops its last fields and says so).
  */
 #include "core/log.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,10 +45,111 @@ static const char *level_names[] = {"error", "warn", "info", "debug"};
  * costs about ten lines; a forked child starts again from 0 */
 static atomic_int log_pid;
 
+/* the batch: whole lines of the batching thread not yet written; out_mu
+ * orders every thread's stderr output behind it */
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static char batch[PIPE_BUF];
+static size_t batch_len;
+static __thread bool batching;
+
 static void
-forget_pid(void)
+fork_prepare(void)
 {
+    pthread_mutex_lock(&out_mu);
+}
+
+static void
+fork_parent(void)
+{
+    pthread_mutex_unlock(&out_mu);
+}
+
+/* a forked child writes none of its parent's lines, and learns its pid */
+static void
+fork_child(void)
+{
+    batch_len = 0;
+    batching = false;
     atomic_store(&log_pid, 0);
+    pthread_mutex_unlock(&out_mu);
+}
+
+/* write_all - iov to stderr, resumed after a short write or EINTR; a
+ * failing stderr loses the lines (there is nowhere to say so). */
+static void
+write_all(struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(STDERR_FILENO, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+}
+
+/* flush_locked - the batch out (out_mu held). */
+static void
+flush_locked(void)
+{
+    if (batch_len > 0) {
+        struct iovec iov = {batch, batch_len};
+        write_all(&iov, 1);
+        batch_len = 0;
+    }
+}
+
+/* emit - one whole line (newline included) to stderr: into the batch if
+ * this thread batches and the line is below error level, else out now,
+ * behind whatever the batch holds. */
+static void
+emit(enum pst_log_level lvl, const char *line, size_t n)
+{
+    pthread_mutex_lock(&out_mu);
+    if (batching && lvl != PST_LOG_ERR && n <= sizeof(batch)) {
+        if (batch_len + n > sizeof(batch))
+            flush_locked();
+        memcpy(batch + batch_len, line, n);
+        batch_len += n;
+        pthread_mutex_unlock(&out_mu);
+        return;
+    }
+    /* one write while it stays within PIPE_BUF, whole lines each */
+    if (batch_len + n > sizeof(batch))
+        flush_locked();
+    struct iovec iov[2] = {{batch, batch_len}, {(char *)line, n}};
+    if (batch_len > 0)
+        write_all(iov, 2);
+    else
+        write_all(iov + 1, 1);
+    batch_len = 0;
+    pthread_mutex_unlock(&out_mu);
+}
+
+void
+pst_log_flush(void)
+{
+    pthread_mutex_lock(&out_mu);
+    flush_locked();
+    pthread_mutex_unlock(&out_mu);
+}
+
+void
+pst_log_batch(bool on)
+{
+    if (!on)
+        pst_log_flush();
+    batching = on;
 }
 
 static int
@@ -103,8 +215,10 @@ pst_log_open(const char *ident, int syslog_on, int facility,
              enum pst_log_level min)
 {
     static atomic_flag once = ATOMIC_FLAG_INIT;
-    if (!atomic_flag_test_and_set(&once))
-        pthread_atfork(NULL, NULL, forget_pid);
+    if (!atomic_flag_test_and_set(&once)) {
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
+        atexit(pst_log_flush);
+    }
     use_syslog = syslog_on;
     min_level = min;
     if (use_syslog)
@@ -142,8 +256,7 @@ log_json(enum pst_log_level lvl, const char *fmt, va_list ap)
     size_t n = pst_log_json(line, sizeof(line) - 1, ts, "postern", line_pid(),
                      level_names[lvl], body);
     line[n++] = '\n';
-    ssize_t rc = write(STDERR_FILENO, line, n);
-    (void)rc;
+    emit(lvl, line, n);
 }
 
 int
@@ -191,8 +304,7 @@ pst_log(enum pst_log_level lvl, const char *fmt, ...)
         return;
     }
     line[n++] = '\n';
-    ssize_t rc = write(STDERR_FILENO, line, n);
-    (void)rc;
+    emit(lvl, line, n);
 }
 
 char *

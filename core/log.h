@@ -14,6 +14,7 @@
 #ifndef PST_CORE_LOG_H
 #define PST_CORE_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum pst_log_level { PST_LOG_ERR, PST_LOG_WARN, PST_LOG_INFO, PST_LOG_DEBUG };
@@ -35,6 +36,19 @@ void pst_log_set_format(enum pst_log_format f);
 size_t pst_log_json(char *out, size_t outsz, const char *ts, const char *prog,
                     int pid, const char *level, const char *text);
 int pst_log_enabled(enum pst_log_level lvl);
+/*
+ * pst_log_batch - on: the calling thread's lines below error level wait in
+ * a bounded buffer (PIPE_BUF octets of whole lines) for pst_log_flush, for
+ * the next line that would not fit, for an error-level line or for
+ * another thread's line, whichever comes first; the order of all lines
+ * stays the order of the calls. Off: the buffer is flushed first. For the
+ * loop thread, which flushes before every wait (core/log.c). Text and JSON
+ * lines on stderr only: syslog is not batched. The buffer is also flushed
+ * at exit(3).
+ */
+void pst_log_batch(bool on);
+/* pst_log_flush - write what the batch holds, now. */
+void pst_log_flush(void);
 void pst_log(enum pst_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

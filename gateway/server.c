@@ -213,6 +213,8 @@ server_stop(struct pst_server *srv, const char *why)
     if (srv->stopping)
         return;
     srv->stopping = true;
+    /* the way out may wait on threads: every line goes out as it comes */
+    pst_log_batch(false);
     pst_info("event=stopping reason=%s sessions=%u", why, srv->nsessions);
     if (!srv->draining)
         pst_notify_stopping("stopping");
@@ -237,6 +239,14 @@ server_stop(struct pst_server *srv, const char *why)
     }
     if (srv->nsessions == 0)
         close_back(srv);
+}
+
+/* Before the loop waits: the lines of this turn go out, one write. */
+static void
+on_log_flush(uv_prepare_t *p)
+{
+    (void)p;
+    pst_log_flush();
 }
 
 /* Once a second: tell the metrics endpoint the loop is alive. */
@@ -674,11 +684,17 @@ pst_server_run(struct pst_conf *conf)
         pst_stats_config(true, true);
         pst_info("event=ready hostname=%s", conf->hostname);
         pst_notify_ready("serving");
+        /* the loop's lines are written once per turn (core/log.c) */
+        uv_prepare_init(srv.loop, &srv.log_flush);
+        uv_prepare_start(&srv.log_flush, on_log_flush);
+        uv_unref((uv_handle_t *)&srv.log_flush);
+        pst_log_batch(true);
         uv_run(srv.loop, UV_RUN_DEFAULT);
     } else {
         server_stop(&srv, "startup failed");
         uv_run(srv.loop, UV_RUN_DEFAULT);
     }
+    pst_log_batch(false);           /* if the stop path did not */
     pst_frt_close(srv.frt);         /* if the stop path did not */
     srv.frt = NULL;
     uv_walk(srv.loop, on_walk_close, NULL);

@@ -75,6 +75,7 @@ struct pst_server {
     struct pst_mhttp *mhttp;        /* the metrics endpoint, or NULL */
     uv_timer_t tick;                /* once a second: health, gauges */
     uv_timer_t drain_timer;         /* while draining: is it over? */
+    uv_prepare_t log_flush;         /* the log's batch out before a wait */
     uint64_t drain_deadline;        /* loop ms */
     bool draining;                  /* SIGTERM: finishing what is open */
     struct pst_session *sessions;   /* live sessions, doubly linked */

@@ -5,8 +5,13 @@
  * becomes U+FFFD; an object too long for its buffer keeps whole fields
  * only and says it was truncated. Text and JSON lines on stderr: the
  * time stamp (to the millisecond, UTC, the second of the call), the pid,
- * the level, the text.
+ * the level, the text. Batched lines (pst_log_batch): held until a flush,
+ * an error-level line, another thread's line, a full buffer or exit, then
+ * written whole and in the order of the calls; a forked child never
+ * writes its parent's.
  */
+#include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -139,6 +146,168 @@ test_lines_on_stderr(void **state)
     assert_string_equal(nl + 1, "");
 }
 
+/* stderr to a fresh unlinked file; returns its fd, the old one in *saved */
+static int
+capture(int *saved)
+{
+    char path[] = "/tmp/log_test.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    *saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    return fd;
+}
+
+static void
+release(int fd, int saved)
+{
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fd);
+}
+
+/* what the file holds: each line's text after the level, joined by '|' */
+static void
+texts(int fd, char *out, size_t outsz)
+{
+    static char buf[65536];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    assert_true(n >= 0);
+    buf[n] = '\0';
+    size_t o = 0;
+    out[0] = '\0';
+    for (char *line = buf, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        *nl = '\0';
+        char *t = strstr(line, "]: ");
+        assert_non_null(t);
+        o += (size_t)snprintf(out + o, outsz - o, "%s%s", o ? "|" : "", t + 3);
+        assert_true(o < outsz);
+    }
+}
+
+static off_t
+fsize(int fd)
+{
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    return st.st_size;
+}
+
+static void *
+other_thread(void *arg)
+{
+    (void)arg;
+    pst_log(PST_LOG_INFO, "event=other");
+    return NULL;
+}
+
+static void
+test_batch(void **state)
+{
+    (void)state;
+    char got[2048];
+    int saved, fd = capture(&saved);
+    pst_log_open("postern", 0, 0, PST_LOG_INFO);
+    pst_log_batch(true);
+    pst_log(PST_LOG_INFO, "event=a");
+    pst_log(PST_LOG_WARN, "event=b");
+    assert_int_equal(fsize(fd), 0);         /* held */
+    pst_log_flush();
+    texts(fd, got, sizeof(got));
+    assert_string_equal(got, "info event=a|warn event=b");
+    /* an error-level line takes the batch out with it, in order */
+    pst_log(PST_LOG_INFO, "event=c");
+    pst_log(PST_LOG_ERR, "event=d");
+    texts(fd, got, sizeof(got));
+    assert_string_equal(got, "info event=a|warn event=b|info event=c|"
+                             "error event=d");
+    /* another thread's line goes out behind the batch */
+    pst_log(PST_LOG_INFO, "event=e");
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, other_thread, NULL), 0);
+    pthread_join(t, NULL);
+    texts(fd, got, sizeof(got));
+    assert_string_equal(got, "info event=a|warn event=b|info event=c|"
+                             "error event=d|info event=e|info event=other");
+    /* JSON lines batch the same way */
+    pst_log_set_format(PST_LOG_JSON);
+    off_t before = fsize(fd);
+    pst_log(PST_LOG_INFO, "event=f");
+    assert_int_equal(fsize(fd), before);
+    pst_log_batch(false);                   /* flushes */
+    assert_true(fsize(fd) > before);
+    pst_log_set_format(PST_LOG_TEXT);
+    release(fd, saved);
+}
+
+/* A full batch is written as whole lines, at most PIPE_BUF octets. */
+static void
+test_batch_bound(void **state)
+{
+    (void)state;
+    int saved, fd = capture(&saved);
+    pst_log_open("postern", 0, 0, PST_LOG_INFO);
+    pst_log_batch(true);
+    off_t last = 0;
+    int writes = 0;
+    for (int i = 0; i < 200; i++) {
+        pst_log(PST_LOG_INFO, "event=fill n=%03d pad=%0100d", i, 0);
+        off_t now = fsize(fd);
+        if (now != last) {
+            assert_true(now - last <= PIPE_BUF);
+            char c;
+            assert_int_equal(pread(fd, &c, 1, now - 1), 1);
+            assert_int_equal(c, '\n');
+            writes++;
+            last = now;
+        }
+    }
+    pst_log_batch(false);
+    assert_true(writes >= 200 * 150 / PIPE_BUF - 1);
+    assert_true(writes < 20);               /* not one per line */
+    static char got[65536];
+    texts(fd, got, sizeof(got));
+    char *p = got;
+    for (int i = 0; i < 200; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "info event=fill n=%03d ", i);
+        assert_int_equal(strncmp(p, want, strlen(want)), 0);
+        p = strchr(p, '|');
+        if (i < 199)
+            assert_non_null(p++);
+    }
+    release(fd, saved);
+}
+
+/* exit(3) writes the batch; a forked child does not repeat its parent's. */
+static void
+test_batch_exit_fork(void **state)
+{
+    (void)state;
+    char got[1024];
+    int saved, fd = capture(&saved);
+    pst_log_open("postern", 0, 0, PST_LOG_INFO);
+    pst_log_batch(true);
+    pst_log(PST_LOG_INFO, "event=parent");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pst_log_batch(true);
+        pst_log(PST_LOG_INFO, "event=child");
+        exit(0);                            /* atexit: the child's batch */
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    texts(fd, got, sizeof(got));
+    assert_string_equal(got, "info event=child");
+    pst_log_batch(false);
+    texts(fd, got, sizeof(got));
+    assert_string_equal(got, "info event=child|info event=parent");
+    release(fd, saved);
+}
+
 int
 main(void)
 {
@@ -146,6 +315,9 @@ main(void)
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_lines_on_stderr),
+        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_batch_bound),
+        cmocka_unit_test(test_batch_exit_fork),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
