@@ -261,7 +261,9 @@ struct pst_conf_hook {
 void pst_conf_set_filters_hook(const struct pst_conf_hook *h);
 
 struct pst_dns;
-/* pst_conf_dns_new - a resolver (core/dns.h) with c's resolver settings. */
+/* pst_conf_dns_new - a resolver (core/dns.h) with c's resolver settings,
+ * keeping PTR and address answers for their TTL (the gateway's: a client
+ * that comes back is not looked up again). */
 int pst_conf_dns_new(struct pst_dns **dp, uv_loop_t *loop,
                      const struct pst_conf *c, struct pst_err *err);
 

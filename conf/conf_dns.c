@@ -18,7 +18,8 @@ pst_conf_dns_new(struct pst_dns **dp, uv_loop_t *loop,
     struct pst_dns_opts o = {.nameservers = ns,
                              .nnameservers = r->nnameservers,
                              .timeout_ms = r->timeout,
-                             .tries = r->tries};
+                             .tries = r->tries,
+                             .cache = true};
     int rc = pst_dns_new(dp, loop, &o, err);
     free(ns);
     return rc;

@@ -16,6 +16,16 @@
  * query), empties the done list and closes the handles; the struct itself
  * goes with the last close callback.
  *
+ * Names and addresses are looked up in /etc/hosts first (a files-only
+ * channel: c-ares answers it at once, inside the call), then in the DNS (a
+ * DNS-only channel): the order c-ares' default "fb" has, made explicit so
+ * that the answer's source is known. With pst_dns_opts.cache, successful
+ * PTR and address answers are kept per key for their TTL (the smallest in
+ * the answer; from /etc/hosts PST_DNS_HOSTS_TTL), at most
+ * PST_DNS_CACHE_TTL_MAX, PST_DNS_CACHE_MAX entries (the oldest goes
+ * first); failures and TTL 0 are not kept. A cached answer is delivered
+ * from the loop like any other.
+ *
  * Limits: PST_DNS_MAX_MX / PST_DNS_MAX_ADDRS per answer; socket watchers
  * are as many as c-ares opens (one or two per name server).
  */
@@ -32,8 +42,24 @@
 #include <sys/queue.h>
 
 #include "core/log.h"
+#include "core/strmap.h"
 
 enum qkind { Q_MX, Q_ADDR, Q_PTR };
+
+#define PST_DNS_CACHE_MAX 1024
+#define PST_DNS_CACHE_TTL_MAX 3600      /* seconds */
+#define PST_DNS_HOSTS_TTL 60            /* seconds, for /etc/hosts answers */
+
+/* one cached answer: a PTR name or addresses */
+struct cache_ent {
+    TAILQ_ENTRY(cache_ent) link;        /* oldest first */
+    uint64_t expires;                   /* uv_now() ms */
+    char *name;
+    struct pst_ip *ips;
+    size_t n;
+    size_t klen;
+    char key[];
+};
 
 struct pst_dns_query {
     TAILQ_ENTRY(pst_dns_query) link;    /* on the done list */
@@ -47,6 +73,12 @@ struct pst_dns_query {
     struct pst_ip ips[PST_DNS_MAX_ADDRS];
     size_t n;
     char *name;                         /* PTR */
+    struct pst_ip ptr_ip;               /* PTR: the address asked about */
+    char *host;                         /* ADDR: the name asked about */
+    int family;                         /* ADDR: the family asked for */
+    unsigned ttl;                       /* seconds the answer may be kept */
+    char *key;                          /* cache key (NULL: not cached) */
+    size_t klen;
 };
 
 struct sockw {
@@ -58,7 +90,8 @@ struct sockw {
 
 struct pst_dns {
     uv_loop_t *loop;
-    ares_channel ch;
+    ares_channel ch;                    /* the DNS only */
+    ares_channel files;                 /* /etc/hosts only */
     bool ch_open;
     uv_timer_t timer;                   /* c-ares timeouts */
     uv_timer_t kick;                    /* deliver the done list */
@@ -66,6 +99,8 @@ struct pst_dns {
     bool closing;
     LIST_HEAD(, sockw) socks;
     TAILQ_HEAD(, pst_dns_query) donel;
+    struct pst_strmap *cache;           /* key -> cache_ent; NULL: none */
+    TAILQ_HEAD(, cache_ent) cache_order;
 };
 
 static void update_timer(struct pst_dns *d);
@@ -180,7 +215,70 @@ query_free(struct pst_dns_query *q)
         for (size_t i = 0; i < q->n; i++)
             free(q->mx[i].host);
     free(q->name);
+    free(q->host);
+    free(q->key);
     free(q);
+}
+
+/* ---- the cache ---- */
+
+static void
+cache_ent_free(void *v)
+{
+    struct cache_ent *e = v;
+    free(e->name);
+    free(e->ips);
+    free(e);
+}
+
+static void
+cache_drop(struct pst_dns *d, struct cache_ent *e)
+{
+    TAILQ_REMOVE(&d->cache_order, e, link);
+    pst_strmap_del(d->cache, e->key, e->klen);
+    cache_ent_free(e);
+}
+
+/* cache_get - the live entry for key, or NULL (an expired one is gone). */
+static struct cache_ent *
+cache_get(struct pst_dns *d, const char *key, size_t klen)
+{
+    struct cache_ent *e = pst_strmap_get(d->cache, key, klen);
+    if (e != NULL && uv_now(d->loop) >= e->expires) {
+        cache_drop(d, e);
+        e = NULL;
+    }
+    return e;
+}
+
+/* cache_put - keep q's answer (OK, a TTL, a key) for its TTL. */
+static void
+cache_put(struct pst_dns *d, struct pst_dns_query *q)
+{
+    if (d->cache == NULL || q->key == NULL || q->st != PST_DNS_OK ||
+        q->ttl == 0)
+        return;
+    struct cache_ent *old = pst_strmap_get(d->cache, q->key, q->klen);
+    if (old != NULL)
+        cache_drop(d, old);
+    if (pst_strmap_count(d->cache) >= PST_DNS_CACHE_MAX)
+        cache_drop(d, TAILQ_FIRST(&d->cache_order));
+    struct cache_ent *e = pst_xcalloc(1, sizeof(*e) + q->klen);
+    unsigned ttl = q->ttl < PST_DNS_CACHE_TTL_MAX ? q->ttl
+                                                  : PST_DNS_CACHE_TTL_MAX;
+    e->expires = uv_now(d->loop) + (uint64_t)ttl * 1000;
+    e->klen = q->klen;
+    memcpy(e->key, q->key, q->klen);
+    if (q->kind == Q_PTR) {
+        e->name = pst_xstrdup(q->name);
+    } else {
+        e->ips = pst_xcalloc(q->n, sizeof(*e->ips));
+        memcpy(e->ips, q->ips, q->n * sizeof(*e->ips));
+        e->n = q->n;
+    }
+    void **slot = pst_strmap_slot(d->cache, e->key, e->klen, NULL);
+    *slot = e;
+    TAILQ_INSERT_TAIL(&d->cache_order, e, link);
 }
 
 static void
@@ -236,7 +334,12 @@ finish(struct pst_dns_query *q, int status)
 
     q->done = true;
     if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED ||
-        q->cb == NULL || d->closing) {
+        d->closing) {
+        query_free(q);
+        return;
+    }
+    cache_put(d, q);                    /* also for a cancelled query */
+    if (q->cb == NULL) {
         query_free(q);
         return;
     }
@@ -308,6 +411,69 @@ add_ip(struct pst_dns_query *q, const struct sockaddr *sa)
     q->ips[q->n++] = ip;
 }
 
+/* answer_ttl - the smallest TTL of the answer section of a DNS reply (0
+ * if there is none or the reply does not parse). */
+static unsigned
+answer_ttl(const unsigned char *abuf, int alen)
+{
+    if (alen < 12)
+        return 0;
+    unsigned qd = (unsigned)abuf[4] << 8 | abuf[5];
+    unsigned an = (unsigned)abuf[6] << 8 | abuf[7];
+    const unsigned char *p = abuf + 12, *end = abuf + alen;
+    unsigned min = 0;
+    bool any = false;
+    for (unsigned i = 0; i < qd + an; i++) {
+        char *nm;
+        long enclen;
+        if (p >= end ||
+            ares_expand_name(p, abuf, alen, &nm, &enclen) != ARES_SUCCESS)
+            return 0;
+        ares_free_string(nm);
+        p += enclen;
+        if (i < qd) {
+            p += 4;                     /* type, class */
+            continue;
+        }
+        if (end - p < 10)
+            return 0;
+        unsigned ttl = (unsigned)p[4] << 24 | (unsigned)p[5] << 16 |
+                       (unsigned)p[6] << 8 | p[7];
+        unsigned rdlen = (unsigned)p[8] << 8 | p[9];
+        p += 10 + rdlen;
+        if (p > end)
+            return 0;
+        if (ttl > 0x7fffffffu)          /* RFC 2181 8: read as 0 */
+            ttl = 0;
+        min = any && min < ttl ? min : ttl;
+        any = true;
+    }
+    return min;
+}
+
+/* take_addrs - ai's addresses into q: IPv6 first, then IPv4, each in the
+ * answer's order; the TTL the smallest of the addresses' and names'. */
+static void
+take_addrs(struct pst_dns_query *q, struct ares_addrinfo *ai)
+{
+    unsigned ttl = 0;
+    bool any = false;
+    for (int pass = 0; pass < 2; pass++)
+        for (struct ares_addrinfo_node *n = ai->nodes; n; n = n->ai_next)
+            if ((n->ai_family == AF_INET6) == (pass == 0)) {
+                add_ip(q, n->ai_addr);
+                unsigned t = n->ai_ttl > 0 ? (unsigned)n->ai_ttl : 0;
+                ttl = any && ttl < t ? ttl : t;
+                any = true;
+            }
+    for (struct ares_addrinfo_cname *c = ai->cnames; c; c = c->next) {
+        unsigned t = c->ttl > 0 ? (unsigned)c->ttl : 0;
+        ttl = ttl < t ? ttl : t;
+    }
+    q->ttl = ttl;
+}
+
+/* on_addr - the DNS's answer. */
 static void
 on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 {
@@ -316,11 +482,7 @@ on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
     (void)timeouts;
     q->st = map_status(status);
     if (status == ARES_SUCCESS && ai != NULL) {
-        /* IPv6 first, then IPv4, each in the answer's order */
-        for (int pass = 0; pass < 2; pass++)
-            for (struct ares_addrinfo_node *n = ai->nodes; n; n = n->ai_next)
-                if ((n->ai_family == AF_INET6) == (pass == 0))
-                    add_ip(q, n->ai_addr);
+        take_addrs(q, ai);
         if (q->n == 0)
             q->st = PST_DNS_NODATA;
     }
@@ -330,20 +492,107 @@ on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 }
 
 static void
-on_ptr(void *arg, int status, int timeouts, struct hostent *h)
+addr_hints(struct ares_addrinfo_hints *hints, int family)
+{
+    memset(hints, 0, sizeof(*hints));
+    hints->ai_family = family;
+    hints->ai_flags = ARES_AI_NOSORT;
+}
+
+/* on_addr_files - /etc/hosts' answer (given inside the call that asked):
+ * the name found there, or the question goes to the DNS. */
+static void
+on_addr_files(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 {
     struct pst_dns_query *q = arg;
+    struct ares_addrinfo_hints hints;
 
     (void)timeouts;
+    if (status == ARES_SUCCESS && ai != NULL) {
+        take_addrs(q, ai);
+        q->ttl = PST_DNS_HOSTS_TTL;
+    }
+    if (ai != NULL)
+        ares_freeaddrinfo(ai);
+    if (q->n > 0 || status == ARES_EDESTRUCTION || q->d->closing) {
+        q->st = PST_DNS_OK;
+        finish(q, q->n > 0 ? ARES_SUCCESS : ARES_EDESTRUCTION);
+        return;
+    }
+    addr_hints(&hints, q->family);
+    ares_getaddrinfo(q->d->ch, q->host, NULL, &hints, on_addr, q);
+}
+
+/* on_ptr - the DNS's answer. */
+static void
+on_ptr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    struct pst_dns_query *q = arg;
+    struct hostent *h = NULL;
+
+    (void)timeouts;
+    if (status == ARES_SUCCESS)
+        status = ares_parse_ptr_reply(
+            abuf, alen, q->ptr_ip.addr, q->ptr_ip.family == AF_INET ? 4 : 16,
+            q->ptr_ip.family, &h);
     q->st = map_status(status);
     if (status == ARES_SUCCESS) {
         if (h != NULL && h->h_name != NULL && h->h_name[0] != '\0' &&
-            strlen(h->h_name) <= 255)
+            strlen(h->h_name) <= 255) {
             q->name = norm_name(h->h_name);
-        else
+            q->ttl = answer_ttl(abuf, alen);
+        } else {
             q->st = PST_DNS_NODATA;
+        }
     }
+    if (h != NULL)
+        ares_free_hostent(h);
     finish(q, status);
+}
+
+/* arpa_name - the in-addr.arpa / ip6.arpa name of ip (out: 80 octets). */
+static void
+arpa_name(char *out, const struct pst_ip *ip)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (ip->family == AF_INET) {
+        sprintf(out, "%u.%u.%u.%u.in-addr.arpa", ip->addr[3], ip->addr[2],
+                ip->addr[1], ip->addr[0]);
+        return;
+    }
+    char *p = out;
+    for (int i = 15; i >= 0; i--) {
+        *p++ = hex[ip->addr[i] & 15];
+        *p++ = '.';
+        *p++ = hex[ip->addr[i] >> 4];
+        *p++ = '.';
+    }
+    strcpy(p, "ip6.arpa");
+}
+
+/* on_ptr_files - /etc/hosts' answer (given inside the call that asked):
+ * the name found there, or the question goes to the DNS. */
+static void
+on_ptr_files(void *arg, int status, int timeouts, struct hostent *h)
+{
+    struct pst_dns_query *q = arg;
+    char arpa[80];
+
+    (void)timeouts;
+    if (status == ARES_SUCCESS && h != NULL && h->h_name != NULL &&
+        h->h_name[0] != '\0' && strlen(h->h_name) <= 255) {
+        q->name = norm_name(h->h_name);
+        q->st = PST_DNS_OK;
+        q->ttl = PST_DNS_HOSTS_TTL;
+        finish(q, ARES_SUCCESS);
+        return;
+    }
+    if (status == ARES_EDESTRUCTION || q->d->closing) {
+        finish(q, ARES_EDESTRUCTION);
+        return;
+    }
+    arpa_name(arpa, &q->ptr_ip);
+    ares_query(q->d->ch, arpa, 1 /* C_IN */, 12 /* T_PTR */, on_ptr, q);
 }
 
 /* ---- queries ---- */
@@ -372,6 +621,29 @@ fail_now(struct pst_dns_query *q, enum pst_dns_status st)
     TAILQ_INSERT_TAIL(&q->d->donel, q, link);
     uv_timer_start(&q->d->kick, on_kick, 0, 0);
     return q;
+}
+
+/* cached - answer q from the cache if it holds key (kept in q for the
+ * answer otherwise). */
+static bool
+cached(struct pst_dns_query *q, const char *key, size_t klen)
+{
+    struct pst_dns *d = q->d;
+    if (d->cache == NULL)
+        return false;
+    struct cache_ent *e = cache_get(d, key, klen);
+    if (e == NULL) {
+        q->key = pst_xmalloc(klen);
+        memcpy(q->key, key, klen);
+        q->klen = klen;
+        return false;
+    }
+    if (e->name != NULL)
+        q->name = pst_xstrdup(e->name);
+    memcpy(q->ips, e->ips, e->n * sizeof(*e->ips));
+    q->n = e->n;
+    fail_now(q, PST_DNS_OK);
+    return true;
 }
 
 static bool
@@ -418,10 +690,15 @@ pst_dns_addr(struct pst_dns *d, const char *host, int family,
     }
     if (!name_ok(host))
         return fail_now(q, PST_DNS_BADNAME);
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = family;
-    hints.ai_flags = ARES_AI_NOSORT;
-    ares_getaddrinfo(d->ch, host, NULL, &hints, on_addr, q);
+    char key[262];
+    size_t klen = (size_t)snprintf(key, sizeof(key), "a%d:%s", family, host);
+    if (cached(q, key, klen))
+        return q;
+    q->host = pst_xstrdup(host);
+    q->family = family;
+    addr_hints(&hints, family);
+    /* /etc/hosts, answered inside the call; then the DNS */
+    ares_getaddrinfo(d->files, host, NULL, &hints, on_addr_files, q);
     update_timer(d);
     return q;
 }
@@ -436,8 +713,15 @@ pst_dns_ptr(struct pst_dns *d, const struct pst_ip *ip, pst_dns_ptr_cb cb,
         return NULL;
     if (ip->family != AF_INET && ip->family != AF_INET6)
         return fail_now(q, PST_DNS_BADNAME);
-    ares_gethostbyaddr(d->ch, ip->addr, ip->family == AF_INET ? 4 : 16,
-                       ip->family, on_ptr, q);
+    char key[18] = {'p', (char)(ip->family == AF_INET ? 4 : 6)};
+    size_t alen = ip->family == AF_INET ? 4 : 16;
+    memcpy(key + 2, ip->addr, alen);
+    if (cached(q, key, 2 + alen))
+        return q;
+    q->ptr_ip = *ip;
+    /* /etc/hosts, answered inside the call; then the DNS */
+    ares_gethostbyaddr(d->files, ip->addr, (int)alen, ip->family,
+                       on_ptr_files, q);
     update_timer(d);
     return q;
 }
@@ -519,19 +803,31 @@ pst_dns_new(struct pst_dns **dp, uv_loop_t *loop,
     ao.tries = o && o->tries ? (int)o->tries : 2;
     ao.ndomains = 0;                    /* no search list: names are FQDNs */
     ao.domains = NULL;
+    ao.lookups = (char *)"b";           /* the DNS; d->files: /etc/hosts */
     mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-           ARES_OPT_DOMAINS;
+           ARES_OPT_DOMAINS | ARES_OPT_LOOKUPS;
     if ((rc = ares_init_options(&d->ch, &ao, mask)) != ARES_SUCCESS) {
         pst_err_add(err, NULL, 0, "c-ares init: %s", ares_strerror(rc));
+        free(d);
+        return -EIO;
+    }
+    ao.lookups = (char *)"f";
+    if ((rc = ares_init_options(&d->files, &ao, mask)) != ARES_SUCCESS) {
+        pst_err_add(err, NULL, 0, "c-ares init: %s", ares_strerror(rc));
+        ares_destroy(d->ch);
         free(d);
         return -EIO;
     }
     d->ch_open = true;
     if (o && o->nnameservers && set_servers(d, o, err) != 0) {
         ares_destroy(d->ch);
+        ares_destroy(d->files);
         free(d);
         return -EINVAL;
     }
+    TAILQ_INIT(&d->cache_order);
+    if (o && o->cache)
+        d->cache = pst_strmap_new();
     uv_timer_init(loop, &d->timer);
     uv_timer_init(loop, &d->kick);
     d->timer.data = d;
@@ -552,7 +848,11 @@ pst_dns_free(struct pst_dns *d)
     d->closing = true;
     /* every pending c-ares callback runs now (ARES_EDESTRUCTION) */
     ares_destroy(d->ch);
+    ares_destroy(d->files);
     d->ch_open = false;
+    if (d->cache != NULL)
+        pst_strmap_free(d->cache, cache_ent_free);
+    d->cache = NULL;
     while ((q = TAILQ_FIRST(&d->donel)) != NULL) {
         TAILQ_REMOVE(&d->donel, q, link);
         query_free(q);

@@ -18,6 +18,7 @@
 #ifndef PST_CORE_DNS_H
 #define PST_CORE_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -45,6 +46,8 @@ struct pst_dns_opts {
     size_t nnameservers;
     unsigned timeout_ms;            /* per try; 0: 5000 */
     unsigned tries;                 /* 0: 2 */
+    bool cache;                     /* keep PTR and address answers for
+                                       their TTL (dns.c) */
 };
 
 struct pst_dns_mx {

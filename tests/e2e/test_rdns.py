@@ -1,5 +1,10 @@
 """Client names in Received: reverse DNS confirmed forward (FCrDNS),
-against dnsmasq on loopback."""
+against dnsmasq on loopback. The answers are kept for their TTL: a client
+that comes back gets the same name without a query reaching dnsmasq
+(counted in its --log-queries log), a TTL of 0 is not kept, and a short
+one runs out."""
+import re
+import time
 import unittest
 
 import harness
@@ -38,6 +43,64 @@ class ReverseDns(PosternTestCase):
                       got[0])
         self.assertIn("from helo.name.test (unknown [127.0.0.3])", got[1])
         self.assertIn("from helo.name.test (unknown [127.0.0.4])", got[2])
+
+    def counting_dnsmasq(self, ttl):
+        return self.dnsmasq([
+            "--log-queries", "--log-facility=-", "--local-ttl=%d" % ttl,
+            "--ptr-record=2.0.0.127.in-addr.arpa,good.rdns.test",
+            "--host-record=good.rdns.test,127.0.0.2",
+        ], domains=("test", "in-addr.arpa"))
+
+    def queries(self, dns, want=None, timeout=10.0):
+        """(PTR, A) queries dnsmasq logged; with want, wait until at
+        least that many arrived (then a moment for any late one)."""
+        def count():
+            with open(dns.log_path, "rb") as f:
+                text = f.read()
+            return (len(re.findall(rb"query\[PTR\] 2\.0\.0\.127\.in-addr"
+                                   rb"\.arpa ", text)),
+                    len(re.findall(rb"query\[A\] good\.rdns\.test ", text)))
+        if want is not None:
+            harness.wait_for(lambda: all(c >= w for c, w in
+                                         zip(count(), want)), timeout,
+                             "dnsmasq to log %r queries" % (want,))
+            time.sleep(0.5)
+        return count()
+
+    def names(self, p, n):
+        return [re.search(r"\((\S+) \[127\.0\.0\.2\]\)", m.received)
+                .group(1) for m in p.wait_for_delivered(n)]
+
+    def test_answers_kept_for_their_ttl(self):
+        dns = self.counting_dnsmasq(300)
+        p = self.postern({"resolver": dns.resolver(),
+                          "relay": {"trusted_networks": ["127.0.0.0/8"]}})
+        self.send_from(p, "127.0.0.2")
+        self.assertEqual(self.queries(dns, (1, 1)), (1, 1))
+        self.send_from(p, "127.0.0.2")
+        self.send_from(p, "127.0.0.2")
+        self.assertEqual(self.names(p, 3), ["good.rdns.test"] * 3)
+        self.assertEqual(self.queries(dns), (1, 1))
+
+    def test_ttl_zero_not_kept(self):
+        dns = self.counting_dnsmasq(0)
+        p = self.postern({"resolver": dns.resolver(),
+                          "relay": {"trusted_networks": ["127.0.0.0/8"]}})
+        self.send_from(p, "127.0.0.2")
+        self.send_from(p, "127.0.0.2")
+        self.assertEqual(self.names(p, 2), ["good.rdns.test"] * 2)
+        self.assertEqual(self.queries(dns, (2, 2)), (2, 2))
+
+    def test_short_ttl_runs_out(self):
+        dns = self.counting_dnsmasq(1)
+        p = self.postern({"resolver": dns.resolver(),
+                          "relay": {"trusted_networks": ["127.0.0.0/8"]}})
+        self.send_from(p, "127.0.0.2")
+        self.assertEqual(self.queries(dns, (1, 1)), (1, 1))
+        time.sleep(1.5)
+        self.send_from(p, "127.0.0.2")
+        self.assertEqual(self.names(p, 2), ["good.rdns.test"] * 2)
+        self.assertEqual(self.queries(dns, (2, 2)), (2, 2))
 
     def test_dead_resolver_gives_unknown_promptly(self):
         # the harness default points the resolver at a closed port

@@ -325,7 +325,7 @@ static void
 test_ptr(void **state)
 {
     uv_loop_t loop;
-    struct res a = {0}, b = {0};
+    struct res a = {0}, b = {0}, c = {0};
     struct pst_ip ip;
     (void)state;
     uv_loop_init(&loop);
@@ -334,7 +334,12 @@ test_ptr(void **state)
     pst_dns_ptr(d, &ip, ptr_cb, &a);
     pst_ip_parse(&ip, "127.0.0.2");         /* from --host-record */
     pst_dns_ptr(d, &ip, ptr_cb, &b);
+    pst_ip_parse(&ip, "::2");               /* ip6.arpa, same record */
+    pst_dns_ptr(d, &ip, ptr_cb, &c);
     uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.st, PST_DNS_OK);
+    assert_string_equal(c.name, "mx-a.two.test");
     assert_int_equal(a.calls, 1);
     assert_int_equal(a.st, PST_DNS_OK);
     assert_string_equal(a.name, "client.example.test");
