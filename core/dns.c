@@ -640,7 +640,8 @@ cached(struct pst_dns_query *q, const char *key, size_t klen)
     }
     if (e->name != NULL)
         q->name = pst_xstrdup(e->name);
-    memcpy(q->ips, e->ips, e->n * sizeof(*e->ips));
+    if (e->n > 0)
+        memcpy(q->ips, e->ips, e->n * sizeof(*e->ips));
     q->n = e->n;
     fail_now(q, PST_DNS_OK);
     return true;

@@ -17,7 +17,6 @@
  */
 #include "core/log.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -27,12 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/util.h"
 
 #define PST_LOG_LINE_MAX 4096
 #define PST_LOG_JSON_MAX 16384
@@ -74,38 +73,13 @@ fork_child(void)
     pthread_mutex_unlock(&out_mu);
 }
 
-/* write_all - iov to stderr, resumed after a short write or EINTR; a
- * failing stderr loses the lines (there is nowhere to say so). */
-static void
-write_all(struct iovec *iov, int n)
-{
-    while (n > 0) {
-        ssize_t w = writev(STDERR_FILENO, iov, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return;
-        }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-}
-
 /* flush_locked - the batch out (out_mu held). */
 static void
 flush_locked(void)
 {
     if (batch_len > 0) {
-        struct iovec iov = {batch, batch_len};
-        write_all(&iov, 1);
-        batch_len = 0;
+        (void)pst_write_all(STDERR_FILENO, batch, batch_len);
+        batch_len = 0;              /* a failing stderr loses them */
     }
 }
 
@@ -124,15 +98,16 @@ emit(enum pst_log_level lvl, const char *line, size_t n)
         pthread_mutex_unlock(&out_mu);
         return;
     }
-    /* one write while it stays within PIPE_BUF, whole lines each */
+    /* behind the batch, in one write while that stays within PIPE_BUF */
     if (batch_len + n > sizeof(batch))
         flush_locked();
-    struct iovec iov[2] = {{batch, batch_len}, {(char *)line, n}};
-    if (batch_len > 0)
-        write_all(iov, 2);
-    else
-        write_all(iov + 1, 1);
-    batch_len = 0;
+    if (batch_len > 0) {
+        memcpy(batch + batch_len, line, n);
+        batch_len += n;
+        flush_locked();
+    } else {
+        (void)pst_write_all(STDERR_FILENO, line, n);
+    }
     pthread_mutex_unlock(&out_mu);
 }
 

@@ -62,20 +62,24 @@ pst_tbuf_puts(struct pst_tbuf *b, const char *s)
     pst_tbuf_add(b, s, strlen(s));
 }
 
-/* pst_tbuf_printf - append formatted text. */
+/* pst_tbuf_printf - append formatted text: formatted once into the room
+ * there is, a second time only when it did not fit. */
 void
 pst_tbuf_printf(struct pst_tbuf *b, const char *fmt, ...)
 {
     va_list ap;
+    size_t room = b->cap > b->len ? b->cap - b->len : 0;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room ? b->p + b->len : NULL, room, fmt, ap);
     va_end(ap);
     if (n <= 0)
         return;
-    pst_tbuf_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n >= room) {
+        pst_tbuf_reserve(b, (size_t)n);
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
 }
 

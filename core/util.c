@@ -12,9 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/log.h"
+
 static void
 oom(size_t n)
 {
+    pst_log_flush();                /* the lines before it, in order */
     fprintf(stderr, "postern: panic: out of memory allocating %zu bytes\n", n);
     abort();
 }

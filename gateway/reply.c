@@ -4,7 +4,6 @@
  */
 #include "gateway/reply.h"
 
-#include <stdio.h>
 #include <string.h>
 
 static const struct {
@@ -92,19 +91,47 @@ static const struct {
                             "Sender address rejected: not owned by user %s"},
 };
 
+/* put - n octets of s at line[*o], as many as fit before end. */
+static void
+put(char *line, size_t *o, size_t end, const char *s, size_t n)
+{
+    if (n > end - *o)
+        n = end - *o;
+    memcpy(line + *o, s, n);
+    *o += n;
+}
+
 void
 pst_reply_add(struct pst_tbuf *out, enum pst_reply r, const char *arg)
 {
-    char text[512];
-    /* The table's texts are constant formats with at most one %s. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-    snprintf(text, sizeof(text), table[r].text, arg ? arg : "");
-#pragma GCC diagnostic pop
-    if (table[r].enh[0])
-        pst_tbuf_printf(out, "%d %s %s\r\n", table[r].code, table[r].enh, text);
-    else
-        pst_tbuf_printf(out, "%d %s\r\n", table[r].code, text);
+    /* "CODE [ENH ]TEXT\r\n", the table's text with its one %s (if any)
+     * replaced by arg, at most 511 octets of it; composed without printf
+     * (a reply is sent after every command) */
+    char line[600];
+    size_t o = 0;
+    int code = table[r].code;
+    line[o++] = (char)('0' + code / 100);
+    line[o++] = (char)('0' + code / 10 % 10);
+    line[o++] = (char)('0' + code % 10);
+    line[o++] = ' ';
+    size_t el = strlen(table[r].enh);
+    if (el > 0) {
+        memcpy(line + o, table[r].enh, el);
+        o += el;
+        line[o++] = ' ';
+    }
+    size_t end = o + 511;
+    const char *t = table[r].text, *pct = strstr(t, "%s");
+    if (pct != NULL) {
+        const char *a = arg ? arg : "";
+        put(line, &o, end, t, (size_t)(pct - t));
+        put(line, &o, end, a, strlen(a));
+        t = pct + 2;
+    }
+    put(line, &o, end, t, strlen(t));
+    line[o++] = '\r';
+    line[o++] = '\n';
+    pst_tbuf_add(out, line, o);
 }
 
 int

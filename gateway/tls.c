@@ -39,6 +39,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "core/log.h"
 #include "core/util.h"
 
 struct pair {
@@ -323,6 +324,7 @@ pst_tls_new(struct pst_tls_ctx *x)
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
     if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
+        pst_log_flush();
         fprintf(stderr, "postern: panic: out of memory creating TLS state\n");
         abort();
     }
@@ -345,6 +347,7 @@ void
 pst_tls_feed(struct pst_tls *t, const void *p, size_t n)
 {
     if (n > 0 && BIO_write(t->rbio, p, (int)n) != (int)n) {
+        pst_log_flush();
         fprintf(stderr, "postern: panic: TLS input BIO write failed\n");
         abort();
     }
