@@ -23,7 +23,8 @@ concurrency and per mode; each run on a fresh postern and smtp-sink.
                         [--out DIR]         (keep the raw outputs there)
                         [--log-level info]  (postern's logging.level)
                         [--conf FILE]       (settings appended to the
-                                             config, e.g. a filter chain)
+                                             config, e.g. a filter chain;
+                                             @DNS_PORT@: dnsmasq started)
 
 Run as root (postern then runs as the postern account, as in
 peer_bench.py). Not run by ctest.
@@ -40,6 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer_bench as pb     # noqa: E402  (free ports, smtp-sink, postern)
+import relay_bench as rb    # noqa: E402  (dnsmasq for the spf module)
 
 
 def tids(pid):
@@ -102,9 +104,10 @@ def parse_callgrind(text):
     return fn
 
 
-def tweak(srv, log_level, conf_file):
+def tweak(srv, log_level, conf_file, dns_port=None):
     """postern's bench config with another log level, and the settings of
-    conf_file (e.g. a filter chain) appended."""
+    conf_file (e.g. a filter chain) appended, @DNS_PORT@ in it replaced by
+    dns_port."""
     base = srv.config
 
     def config(tmp, sink_port):
@@ -112,17 +115,30 @@ def tweak(srv, log_level, conf_file):
                                             'level = "%s"' % log_level)
         if conf_file:
             with open(conf_file) as f:
-                text += f.read()
+                extra = f.read()
+            if dns_port is not None:
+                extra = extra.replace("@DNS_PORT@", str(dns_port))
+            text += extra
         return text
     srv.config = config
+
+
+def needs_dns(conf_file):
+    if not conf_file:
+        return False
+    with open(conf_file) as f:
+        return "@DNS_PORT@" in f.read()
 
 
 def run(build, mode, n, conc, size, keep, log_level="info", conf_file=None):
     tmp = tempfile.mkdtemp(prefix="cost-bench-")
     srv = Callgrind(build) if mode == "callgrind" else pb.Postern(build)
-    tweak(srv, log_level, conf_file)
-    sink, helper, out = None, None, {}
+    sink, helper, out, procs = None, None, {}, []
     try:
+        # relay_bench.py's dnsmasq (bench.test's SPF record) for a config
+        # that names @DNS_PORT@ (bench/filters_on.conf, filters_off.conf)
+        dns = rb.start_dnsmasq(tmp, procs) if needs_dns(conf_file) else None
+        tweak(srv, log_level, conf_file, dns)
         sink = pb.Sink(tmp)
         srv.start(tmp, sink.port)
         pid = srv.root
@@ -202,6 +218,9 @@ def run(build, mode, n, conc, size, keep, log_level="info", conf_file=None):
         srv.stop()
         if sink:
             sink.stop()
+        for d in procs:
+            d.terminate()
+            d.wait(10)
         if keep:
             dst = os.path.join(keep, "%s-c%d" % (mode, conc))
             shutil.rmtree(dst, ignore_errors=True)
@@ -222,8 +241,9 @@ def main():
     ap.add_argument("--log-level", default="info",
                     help="postern's logging.level (default info)")
     ap.add_argument("--conf", help="a file of settings appended to "
-                    "postern's config (e.g. a filters list; @DNS_PORT@ is not "
-                    "filled in: relay_bench.py runs the DNS-using cases)")
+                    "postern's config (e.g. a filters list); if it names "
+                    "@DNS_PORT@, relay_bench.py's dnsmasq is started and its "
+                    "port put there (bench/filters_on.conf)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("cost_bench.py: run as root (see peer_bench.py)")

@@ -412,12 +412,30 @@ field_finish(struct pst_mime_parser *p)
     f->raw_len = n;
     f->len = len;
     f->name = ar_strndup(a, raw, i);
-    /* Unfold: drop line ends, trim blanks around. */
+    /* One pass over the octets: 8-bit and NUL noted (the value's apart),
+     * the value unfolded (line ends dropped), then trimmed of blanks. */
+    bool hi = false, nul = false, odd_value = false;
+    for (size_t k = 0; k <= j && k < n; k++) {
+        hi |= (unsigned char)raw[k] >= 0x80;
+        nul |= raw[k] == '\0';
+    }
     char *v = ar_alloc(a, n - j + 1);
     size_t vl = 0;
-    for (size_t k = j + 1; k < n; k++)
-        if (raw[k] != '\r' && raw[k] != '\n')
-            v[vl++] = raw[k];
+    for (size_t k = j + 1; k < n; k++) {
+        unsigned char c = (unsigned char)raw[k];
+        if (c == '\r' || c == '\n')
+            continue;
+        if (c >= 0x80 || c == '\0') {
+            odd_value = true;
+            hi |= c >= 0x80;
+            nul |= c == '\0';
+        }
+        v[vl++] = (char)c;
+    }
+    if (hi)
+        flag(p, part, PST_MIME_F_HEADER_8BIT);
+    if (nul)
+        flag(p, part, PST_MIME_F_HEADER_NUL);
     size_t b = 0;
     while (b < vl && (v[b] == ' ' || v[b] == '\t'))
         b++;
@@ -428,19 +446,9 @@ field_finish(struct pst_mime_parser *p)
     v[vl] = '\0';
     f->value = v;
     f->value_len = vl;
-    for (size_t k = 0; k < n; k++) {
-        if ((unsigned char)raw[k] >= 0x80)
-            flag(p, part, PST_MIME_F_HEADER_8BIT);
-        else if (raw[k] == '\0')
-            flag(p, part, PST_MIME_F_HEADER_NUL);
-    }
     /* Most values are plain ASCII without encoded words: then the decoded
-     * text is the value itself. */
-    bool plain = memmem(v, vl, "=?", 2) == NULL;
-    for (size_t k = 0; plain && k < vl; k++)
-        if ((unsigned char)v[k] >= 0x80 || v[k] == '\0')
-            plain = false;
-    if (plain) {
+     * text is the value itself (the blanks trimmed were neither). */
+    if (!odd_value && memmem(v, vl, "=?", 2) == NULL) {
         f->decoded = v;
         return;
     }

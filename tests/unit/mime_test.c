@@ -332,6 +332,35 @@ test_structure(void **state)
     pst_tbuf_free(&b);
 }
 
+/* A field's octets: a plain value is its own decoded text; an 8-bit
+ * value flags the header and is decoded; folds and blanks around the
+ * value go. */
+static void
+test_field_octets(void **state)
+{
+    static const char s[] = "X-Plain:plain value\r\n"
+                            "Subject: \t caf\xc3\xa9\r\n  au lait \r\n"
+                            "X-Enc: =?utf-8?q?a_b?=\r\n"
+                            "\r\nbody\r\n";
+    struct pst_msg *m = parse(s, sizeof(s) - 1, 0, NULL, NULL);
+    const struct pst_mime_part *r = m->root;
+    (void)state;
+    assert_int_equal(r->nfields, 3);
+    assert_true(r->flags & PST_MIME_F_HEADER_8BIT);
+    assert_false(r->flags & PST_MIME_F_HEADER_NUL);
+    assert_string_equal(r->fields[0].value, "plain value");
+    assert_ptr_equal(r->fields[0].decoded, r->fields[0].value);
+    assert_string_equal(r->fields[1].value, "caf\xc3\xa9  au lait");
+    assert_int_equal(r->fields[1].value_len, 14);
+    assert_ptr_not_equal(r->fields[1].decoded, r->fields[1].value);
+    assert_string_equal(r->fields[2].decoded, "a b");
+    pst_msg_free(m);
+    m = parse("Subject: ok\r\n\r\n", 15, 0, NULL, NULL);
+    assert_false(m->root->flags & PST_MIME_F_HEADER_8BIT);
+    assert_ptr_equal(m->root->fields[0].decoded, m->root->fields[0].value);
+    pst_msg_free(m);
+}
+
 static void
 test_malformed(void **state)
 {
@@ -866,6 +895,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_structure),
+        cmocka_unit_test(test_field_octets),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_prefix_boundaries),
         cmocka_unit_test(test_epilogue_line_ends),
