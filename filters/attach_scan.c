@@ -518,14 +518,30 @@ att_thread_fini(void)
 }
 
 /* att_binary - see attach.h. No executable or archive format starts like
- * text (their magic numbers hold NUL or control octets). */
+ * text (their magic numbers hold NUL or control octets). Eight octets at
+ * a time: a word with no octet below 0x20 (the test is exact: (w - 0x20
+ * in every octet) & ~w has an octet's high bit set iff one is below
+ * 0x20) is skipped whole; in text that leaves the words with a line end
+ * to be looked at one octet at a time. */
 bool
 att_binary(const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\r' && p[i] != '\n' &&
-            p[i] != '\f' && p[i] != 0x1b)
-            return true;
+    const uint64_t ones = 0x0101010101010101ull, highs = ones << 7;
+    size_t i = 0;
+    while (i < n) {
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (((w - 0x20 * ones) & ~w & highs) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        for (size_t end = PST_MIN(n, i + 8); i < end; i++)
+            if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\r' &&
+                p[i] != '\n' && p[i] != '\f' && p[i] != 0x1b)
+                return true;
+    }
     return false;
 }
 

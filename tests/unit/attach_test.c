@@ -453,10 +453,51 @@ teardown(void **state)
     return 0;
 }
 
+/* att_binary word by word agrees with the octet-by-octet definition at
+ * every length and alignment, a control octet anywhere or none. */
+static bool
+binary_ref(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\r' && p[i] != '\n' &&
+            p[i] != '\f' && p[i] != 0x1b)
+            return true;
+    return false;
+}
+
+static void
+test_binary(void **state)
+{
+    uint8_t buf[80];
+    unsigned seed = 7;
+    (void)state;
+    for (int round = 0; round < 4000; round++) {
+        size_t n = (size_t)round % 41, off = (size_t)(round / 41) % 8;
+        for (size_t i = 0; i < sizeof(buf); i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* text, line ends and tabs; now and then any octet */
+            unsigned r = (seed >> 16) % 100;
+            buf[i] = r < 3   ? (uint8_t)(seed >> 8)
+                     : r < 8 ? (uint8_t)"\r\n\t\f\x1b"[r - 3]
+                             : (uint8_t)(0x20 + (seed >> 9) % 0xe0);
+        }
+        assert_int_equal(att_binary(buf + off, n), binary_ref(buf + off, n));
+    }
+    /* each control octet alone, at each place of a word */
+    for (unsigned c = 0; c < 256; c++)
+        for (size_t at = 0; at < 24; at++) {
+            memset(buf, 'a', sizeof(buf));
+            buf[at] = (uint8_t)c;
+            assert_int_equal(att_binary(buf, 24), binary_ref(buf, 24));
+            assert_int_equal(att_binary(buf, at), false);
+        }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_binary),
         cmocka_unit_test(test_normalise),
         cmocka_unit_test(test_part_names),
         cmocka_unit_test(test_part_names_over),
