@@ -706,6 +706,7 @@ pst_server_run(struct pst_conf *conf)
     signal(SIGHUP, SIG_IGN);
     if (uv_loop_close(srv.loop) != 0)
         pst_warn("event=loop_close_busy");
+    pst_session_spares_free();
     pst_mhttp_stop(srv.mhttp);
     free(srv.listeners);
     pst_gen_unref(srv.gen);

@@ -476,9 +476,56 @@ in_want(const struct pst_session *s)
 static char in_none[1];
 
 /*
+ * Input buffers a session gave back, for the next read to take: a malloc
+ * and a free of a 4 KiB or 64 KiB block per read cost more than the read
+ * (glibc consolidates its fast bins for every request that large), and a
+ * session reads six or seven times per message. At most IN_SPARES of each
+ * size; the loop thread's own (sessions live on it).
+ */
+#define IN_SPARES 16
+static __thread char *spare_small[IN_SPARES], *spare_big[IN_SPARES];
+static __thread size_t n_small, n_big;
+
+/* in_take - a buffer of want octets (PST_IN_SMALL or PST_IN_CAP). */
+static char *
+in_take(size_t want)
+{
+    if (want == PST_IN_SMALL && n_small > 0)
+        return spare_small[--n_small];
+    if (want == PST_IN_CAP && n_big > 0)
+        return spare_big[--n_big];
+    return pst_xmalloc(want);
+}
+
+/* in_give - the session's input buffer back (kept, or freed). */
+static void
+in_give(struct pst_session *s)
+{
+    if (s->in == in_none)
+        return;
+    if (s->in_cap == PST_IN_SMALL && n_small < IN_SPARES)
+        spare_small[n_small++] = s->in;
+    else if (s->in_cap == PST_IN_CAP && n_big < IN_SPARES)
+        spare_big[n_big++] = s->in;
+    else
+        free(s->in);
+    s->in = in_none;
+    s->in_cap = 0;
+}
+
+void
+pst_session_spares_free(void)
+{
+    while (n_small > 0)
+        free(spare_small[--n_small]);
+    while (n_big > 0)
+        free(spare_big[--n_big]);
+}
+
+/*
  * in_fit - size the input buffer for the state: grown while text streams,
  * small again once what it holds fits. A new buffer each time (not
- * realloc, which shrinks in place): the large one is freed whole, so the
+ * realloc, which shrinks in place): the large one goes back whole, so the
  * next streaming session reuses it instead of leaving a hole per session.
  */
 static void
@@ -487,26 +534,24 @@ in_fit(struct pst_session *s)
     size_t want = in_want(s);
     if (s->in_cap == want || (s->in_cap > want && s->in_len > want))
         return;
-    char *in = pst_xmalloc(want);
-    memcpy(in, s->in, s->in_len);
-    if (s->in != in_none)
-        free(s->in);
+    char *in = in_take(want);
+    size_t len = s->in_len;
+    memcpy(in, s->in, len);
+    in_give(s);
     s->in = in;
     s->in_cap = want;
+    s->in_len = len;
 }
 
 /* in_settle - after a pass over the input: none left and no text
  * streaming, the buffer goes (a greeted session waiting for its client
  * costs its struct and handles, not 4 KiB more; the next read, or
- * tls_fill, allocates it again); else in_fit. */
+ * tls_fill, takes one again); else in_fit. */
 static void
 in_settle(struct pst_session *s)
 {
     if (s->in_len == 0 && !pst__smtp_streaming(s)) {
-        if (s->in != in_none)
-            free(s->in);
-        s->in = in_none;
-        s->in_cap = 0;
+        in_give(s);
         return;
     }
     in_fit(s);
@@ -829,8 +874,7 @@ pst__smtp_free(struct pst_session *s)
     pst_envelope_free(&s->facts);
     free(s->auth_login);
     pst_tbuf_free(&s->out);
-    if (s->in != in_none)
-        free(s->in);
+    in_give(s);
     free(s->helo);
     free(s->client_name);
     free(s->ptr_name);

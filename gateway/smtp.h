@@ -28,6 +28,9 @@ void pst_session_drain(struct pst_session *s);
 void pst_session_drain_all(struct pst_server *srv);
 /* pst_session_shutdown_all - pst_session_shutdown for every live session. */
 void pst_session_shutdown_all(struct pst_server *srv);
+/* pst_session_spares_free - free the input buffers sessions gave back for
+ * reuse (smtp.c keeps a few per loop thread); once no session is left. */
+void pst_session_spares_free(void);
 /*
  * pst_session_auth_done - the outcome of an AUTH check (auth.h) for the
  * session with id sid; dropped if that session has gone. arg is the server.
