@@ -65,17 +65,16 @@ le32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
-/* Read and check the EDITS record at off and set up the edit applier:
- * one pread when the record is short (a header edit's is a few dozen
- * octets), a second for the rest of a longer one. */
+#define EDITS_PEEK 1024       /* octets of an EDITS record read blind */
+
+/* The EDITS record at off, of which first holds the got octets the file
+ * has there (up to EDITS_PEEK past its header): the rest read if it is
+ * longer, its CRC checked, the edit applier set up. */
 static int
-load_edits(struct pst_spool_reader *r, uint64_t off)
+edits_from(struct pst_spool_reader *r, uint64_t off, const uint8_t *first,
+           size_t got)
 {
-    uint8_t first[PST_REC_HDR_LEN + 1024];
-    size_t got;
-    int rc = pst__pread_upto(r->fd, first, sizeof(first), off, &got);
-    if (rc != 0)
-        return rc;
+    int rc = 0;
     if (got < PST_REC_HDR_LEN)
         return -EBADMSG;
     uint32_t len = le32(first + 4);
@@ -97,6 +96,39 @@ load_edits(struct pst_spool_reader *r, uint64_t off)
     }
     free(p);
     return rc;
+}
+
+/* Read the EDITS record at off and set up the edit applier. When it
+ * follows a text whose records fit in the buffer, a few records on (a
+ * log group: CHUNK ENVELOPE EDITS), one pread from the text's start
+ * takes both: the text's records stay in buf (checked as they are read),
+ * so the message is then read without another system call. Else one
+ * pread for a short record, a second for the rest of a longer one. */
+static int
+load_edits(struct pst_spool_reader *r, uint64_t off)
+{
+    uint64_t span = r->data_end - r->data_off;
+    uint64_t tail = off + PST_REC_HDR_LEN + EDITS_PEEK;
+    size_t got;
+    int rc;
+
+    if (off >= r->data_end && span > 0 && span <= r->bufsize &&
+        tail - r->data_off <= PST_SPOOL_WBUF) {
+        size_t n = (size_t)(tail - r->data_off), at = (size_t)(off -
+                                                               r->data_off);
+        r->buf = pst_xrealloc(r->buf, n);
+        rc = pst__pread_upto(r->fd, r->buf, n, r->data_off, &got);
+        if (rc != 0)
+            return rc;
+        if (got < at)
+            return -EBADMSG;        /* the file ends before its edits */
+        r->boff = r->data_off;
+        r->blen = (size_t)span;
+        return edits_from(r, off, r->buf + at, got - at);
+    }
+    uint8_t first[PST_REC_HDR_LEN + EDITS_PEEK];
+    rc = pst__pread_upto(r->fd, first, sizeof(first), off, &got);
+    return rc != 0 ? rc : edits_from(r, off, first, got);
 }
 
 /* pst__reader_open - see reader.h. */
