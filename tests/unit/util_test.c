@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "core/net.h"
 #include "core/util.h"
 
 struct seen {
@@ -175,6 +177,32 @@ test_line_span(void **state)
     assert_int_equal(pst_line_span("ab\ncd\r", 6), 2);
 }
 
+/* pst_ip_str's IPv4 text is inet_ntop's, for every octet value in
+ * every place, and "?" where inet_ntop finds the buffer too small. */
+static void
+test_ip_str(void **state)
+{
+    char got[64], want[64];
+    struct pst_ip ip = {.family = AF_INET};
+    (void)state;
+    for (unsigned v = 0; v < 256; v++)
+        for (unsigned at = 0; at < 4; at++) {
+            uint8_t a[4] = {(uint8_t)(v * 7), 10, (uint8_t)(255 - v), 1};
+            a[at] = (uint8_t)v;
+            memcpy(ip.addr, a, 4);
+            assert_non_null(inet_ntop(AF_INET, a, want, sizeof(want)));
+            assert_string_equal(pst_ip_str(&ip, got, sizeof(got)), want);
+            for (size_t n = 1; n <= strlen(want) + 1; n++) {
+                if (inet_ntop(AF_INET, a, want, (socklen_t)n) == NULL)
+                    snprintf(want, n, "?");
+                assert_string_equal(pst_ip_str(&ip, got, n), want);
+            }
+        }
+    struct pst_ip six = {.family = AF_INET6};
+    six.addr[15] = 1;
+    assert_string_equal(pst_ip_str(&six, got, sizeof(got)), "::1");
+}
+
 int
 main(void)
 {
@@ -183,6 +211,7 @@ main(void)
         cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_rand),
         cmocka_unit_test(test_line_span),
+        cmocka_unit_test(test_ip_str),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
