@@ -70,6 +70,7 @@ worker(void *arg)
     int rc = 0;
 
     pthread_setname_np(pthread_self(), p->name);
+    pst_stop_signals_block(true);   /* the loop thread's to take */
     if (p->thread_init)
         rc = p->thread_init(p->arg, &tctx);
     pthread_mutex_lock(&p->mu);

@@ -5,6 +5,8 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,4 +230,16 @@ pst_line_span(const char *p, size_t n)
         off += w;
     }
     return n;
+}
+
+/* pst_stop_signals_block - see util.h. */
+void
+pst_stop_signals_block(bool block)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }

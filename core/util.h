@@ -71,6 +71,12 @@ uint64_t pst_rand64(uint64_t *state);
 /* pst_rand_seed - a nonzero seed (getrandom, else the clock and pid). */
 uint64_t pst_rand_seed(void);
 
+/* pst_stop_signals_block - block (true) or unblock SIGTERM, SIGINT and
+ * SIGHUP in the calling thread. Only the loop thread takes them, and only
+ * while it serves: libuv's handler for them is gone once their handles
+ * close at exit, and one landing then would take the default action. */
+void pst_stop_signals_block(bool block);
+
 /* pst_line_span - how many octets of p[0..n) come before the first CR or
  * LF (n if there is none). memchr's vector scan in 256-octet windows: a
  * text without one of the two (all bare LFs, say) costs no rescans. */

@@ -134,6 +134,30 @@ listen_one(struct pst_server *srv, struct pst_listener *l)
 }
 
 static void
+uv_pool_noop(uv_work_t *w)
+{
+    (void)w;
+}
+
+static void
+uv_pool_started(uv_work_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
+/* libuv's thread pool (the delivery's spool reads) starts its threads on
+ * first use: start them now, while the stop signals are blocked, so that
+ * none of them ever takes one */
+static void
+start_uv_pool(uv_loop_t *loop)
+{
+    uv_work_t *w = pst_xcalloc(1, sizeof(*w));
+    if (uv_queue_work(loop, w, uv_pool_noop, uv_pool_started) < 0)
+        free(w);
+}
+
+static void
 on_walk_close(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -573,6 +597,10 @@ pst_server_run(struct pst_conf *conf)
         srv.id_base = (uint64_t)time(NULL) << 32;
     srv.id_base &= ~(uint64_t)0xffffffff;   /* low half counts sessions */
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM, SIGINT and SIGHUP blocked from here on, so every thread
+     * started (by us, libmicrohttpd, libuv) has them blocked; the loop
+     * thread takes them while it serves (below) */
+    pst_stop_signals_block(true);
     raise_fd_limit(conf);
 
     struct pst_privs pv;
@@ -689,7 +717,13 @@ pst_server_run(struct pst_conf *conf)
         uv_prepare_start(&srv.log_flush, on_log_flush);
         uv_unref((uv_handle_t *)&srv.log_flush);
         pst_log_batch(true);
+        start_uv_pool(srv.loop);
+        pst_stop_signals_block(false);
         uv_run(srv.loop, UV_RUN_DEFAULT);
+        /* closing the signal handles below gives SIGTERM its default
+         * action back: from now on no thread takes these signals, and
+         * one sent during the rest of the exit stays pending, harmless */
+        pst_stop_signals_block(true);
     } else {
         server_stop(&srv, "startup failed");
         uv_run(srv.loop, UV_RUN_DEFAULT);
@@ -700,7 +734,7 @@ pst_server_run(struct pst_conf *conf)
     uv_walk(srv.loop, on_walk_close, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
     /* closing libuv's signal handles gave the signals their default
-     * action back: the rest of the exit must not be cut short by one */
+     * action back; they are blocked, and ignored from now on */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);

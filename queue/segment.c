@@ -252,6 +252,7 @@ seg_main(void *arg)
 {
     struct pst_spool *sp = arg;
 
+    pst_stop_signals_block(true);   /* the loop thread's to take */
     pthread_mutex_lock(&sp->mu);
     for (;;) {
         while (!sp->stop &&

@@ -239,6 +239,7 @@ sync_main(void *arg)
     struct pst_spool_msg *m;
     struct pst_seg *s;
 
+    pst_stop_signals_block(true);   /* the loop thread's to take */
     pthread_mutex_lock(&sp->mu);
     for (;;) {
         bool timed = false;
