@@ -40,7 +40,6 @@
  * socket (a helper exits at end of input), waits up to STOP_WAIT_MS for
  * them, then kills what is left.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -56,6 +55,7 @@
 #include <unistd.h>
 
 #include "core/metrics.h"
+#include "core/net.h"
 #include "core/util.h"
 #include "filters/spf/spf_int.h"
 
@@ -504,15 +504,18 @@ static void
 result_key(char *key, size_t n, int kind, int family, const uint8_t *addr,
            const char *sender, const char *helo)
 {
-    char ip[INET6_ADDRSTRLEN] = "";
-    inet_ntop(family, addr, ip, sizeof(ip));
+    char ip[PST_IP_STRLEN] = "";
+    struct pst_ip a = {.family = family};
+    memcpy(a.addr, addr, family == AF_INET6 ? 16 : 4);
+    if (family == AF_INET || family == AF_INET6)
+        pst_ip_str(&a, ip, sizeof(ip));
     if (kind == RK_DOMAIN)
         snprintf(key, n, "%s|%s", ip, checked_domain(sender, helo, ""));
     else
         snprintf(key, n, "%s|%s|%s", ip, sender, helo);
 }
 
-#define RKEY_MAX (INET6_ADDRSTRLEN + SPF_SENDER_MAX + SPF_NAME_MAX + 4)
+#define RKEY_MAX (PST_IP_STRLEN + SPF_SENDER_MAX + SPF_NAME_MAX + 4)
 
 /* spf_cached - see spf_int.h. */
 bool
