@@ -128,8 +128,14 @@ listen_one(struct pst_server *srv, struct pst_listener *l)
     rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, flags);
     if (rc == 0)
         rc = pst_session_sock_options(&l->tcp);
+    /* a burst of connections as large as the session limit waits in the
+     * accept queue rather than having its SYNs dropped (each a 1 s
+     * retransmission for that client); the kernel caps the backlog at
+     * net.core.somaxconn */
+    int backlog = (int)PST_MAX(511u, PST_MIN(srv->gen->conf->limits.sessions,
+                                              65535u));
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+        rc = uv_listen((uv_stream_t *)&l->tcp, backlog, on_connection);
     return rc;
 }
 

@@ -1,6 +1,8 @@
 """Listeners on IPv4, IPv6 and IPv4-mapped IPv6 addresses, and the client
 address as policy, logs and Received see it: an IPv4 client reaching an
-IPv6 socket is normalised to plain IPv4 (so 127.0.0.1/32 trusts it)."""
+IPv6 socket is normalised to plain IPv4 (so 127.0.0.1/32 trusts it); the
+accept backlog is the session limit."""
+import subprocess
 import unittest
 
 import harness
@@ -40,6 +42,24 @@ class MappedListener(PosternTestCase):
             c.cmd("RCPT TO:<b@elsewhere.example>", 554, "5.7.1")
             c.quit()
         p.wait_for_log(r"event=connect ip=::1 ")
+
+
+class Backlog(PosternTestCase):
+
+    def test_accept_queue_holds_a_burst_of_the_session_limit(self):
+        # the listening socket's backlog (ss shows it as a listener's
+        # Send-Q) is limits.sessions, within the kernel's somaxconn: a
+        # burst of that many connections waits to be accepted instead of
+        # having SYNs dropped (a 1 s retransmission each)
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+        want = min(3000, somaxconn)
+        p = self.postern({"limits": {"sessions": 3000}})
+        out = subprocess.run(
+            ["ss", "-ltnH", "( sport = :%d )" % p.listen_port],
+            capture_output=True, text=True, check=True, timeout=20).stdout
+        self.assertEqual([int(l.split()[2]) for l in out.splitlines()],
+                         [want], out)
 
 
 if __name__ == "__main__":
