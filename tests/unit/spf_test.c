@@ -1,7 +1,8 @@
 /*
  * spf_test.c - the spf module's parts that need no network: the record
  * check (the CVE-2023-42118 defence), the helper frames, DNS answers as
- * helpers get them, RFC 7208 4.6.4 accounting, and the helper pool
+ * helpers get them, RFC 7208 4.6.4 accounting, the cache of answers and
+ * results, and the helper pool
  * (processes started, killed, replaced).
  */
 #include <setjmp.h>
@@ -411,6 +412,86 @@ test_pool(void **state)
     assert_false(alive(pids2[1]));
 }
 
+/* ---- the cache (answers and results) ---- */
+
+static long
+get(struct spf_cache *c, const char *key, int *val)
+{
+    return spf_cache_get_blob(c, 1, key, val, sizeof(*val));
+}
+
+/* bounded by entries (least recently used out first), by bytes, keyed by
+ * kind as well, case-blind; TTL 0 is not kept, and an entry goes at the
+ * end of its TTL; a DNS answer says how long it has left */
+static void
+test_cache(void **state)
+{
+    (void)state;
+    struct spf_cache *c = spf_cache_new(3, 1 << 20);
+    int v;
+    char k[16];
+    uint64_t hits, misses;
+    size_t n;
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(k, sizeof(k), "k%d", i);
+        spf_cache_put_blob(c, 1, k, &i, sizeof(i), 60);
+    }
+    assert_int_equal(get(c, "K0", &v), (long)sizeof(v));   /* k0 now newest */
+    assert_int_equal(v, 0);
+    v = 3;
+    spf_cache_put_blob(c, 1, "k3", &v, sizeof(v), 60);      /* k1 out */
+    assert_int_equal(get(c, "k1", &v), -1);
+    assert_int_equal(get(c, "k0", &v), (long)sizeof(v));
+    assert_int_equal(get(c, "k3", &v), (long)sizeof(v));
+    assert_int_equal(v, 3);
+    assert_int_equal(spf_cache_get_blob(c, 2, "k3", &v, sizeof(v)), -1);
+    v = 9;
+    spf_cache_put_blob(c, 1, "k3", &v, sizeof(v), 60);      /* replaced */
+    assert_int_equal(get(c, "k3", &v), (long)sizeof(v));
+    assert_int_equal(v, 9);
+    spf_cache_put_blob(c, 1, "zero", &v, sizeof(v), 0);
+    assert_int_equal(get(c, "zero", &v), -1);
+    spf_cache_counts(c, &hits, &misses, &n);
+    assert_int_equal(n, 3);
+    /* a value larger than the caller's room is not given */
+    char big[64] = {0};
+    spf_cache_put_blob(c, 1, "big", big, sizeof(big), 60);
+    assert_int_equal(get(c, "big", &v), -1);
+    spf_cache_free(c);
+
+    /* bytes: each entry costs its key, its value and its bookkeeping */
+    c = spf_cache_new(1000, 2048);
+    char val[400] = {0};
+    for (int i = 0; i < 20; i++) {
+        snprintf(k, sizeof(k), "b%d", i);
+        spf_cache_put_blob(c, 1, k, val, sizeof(val), 60);
+    }
+    spf_cache_counts(c, &hits, &misses, &n);
+    assert_true(n >= 1 && n < 5);
+    assert_int_equal(spf_cache_get_blob(c, 1, "b19", val, sizeof(val)),
+                     (long)sizeof(val));
+    assert_int_equal(spf_cache_get_blob(c, 1, "b0", val, sizeof(val)), -1);
+    spf_cache_free(c);
+
+    /* expiry, and the life a cached DNS answer has left */
+    c = spf_cache_new(10, 1 << 20);
+    struct spf_dns d, got;
+    spf_dns_simple(&d, SPF_Q_TXT, SPF_D_NXDOMAIN);
+    d.ttl = 1;
+    spf_cache_put(c, SPF_Q_TXT, "gone.test", &d);
+    d.ttl = 30;
+    spf_cache_put(c, SPF_Q_TXT, "kept.test", &d);
+    assert_int_equal(spf_cache_get(c, SPF_Q_TXT, "kept.test", &got), 1);
+    assert_true(got.ttl >= 29 && got.ttl <= 30);
+    assert_int_equal(spf_cache_get(c, SPF_Q_A, "kept.test", &got), 0);
+    usleep(1100 * 1000);
+    assert_int_equal(spf_cache_get(c, SPF_Q_TXT, "gone.test", &got), 0);
+    assert_int_equal(spf_cache_get(c, SPF_Q_TXT, "kept.test", &got), 1);
+    assert_true(got.ttl >= 28 && got.ttl <= 29);
+    spf_cache_free(c);
+}
+
 int
 main(void)
 {
@@ -419,6 +500,7 @@ main(void)
         cmocka_unit_test(test_frames),
         cmocka_unit_test(test_dns_answers),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_cache),
         cmocka_unit_test(test_pool),
     };
     ares_library_init(ARES_LIB_INIT_ALL);

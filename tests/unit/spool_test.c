@@ -1775,6 +1775,46 @@ test_log_corrupt_at_delivery(void **state)
     free(body);
 }
 
+
+/* A committed message's group parsed from its segment and the segment
+ * open, as a reader's reference (what the queue manager builds). */
+struct group_ref {
+    char *seg, *b;
+    struct pst_scan sc;
+    struct pst_spool_ref ref;
+};
+
+static void
+group_ref_of(struct fx *f, const char *qid, struct group_ref *gr)
+{
+    size_t len;
+    int mark;
+    gr->seg = seg_path(f, 0);
+    long g = group_of(gr->seg, qid);
+    gr->b = slurp(gr->seg, &len);
+    uint32_t salt = seg_salt(gr->seg);
+    assert_int_equal(pst__group_parse((uint8_t *)gr->b + g,
+                                      len - (size_t)g, (uint64_t)g, salt,
+                                      &gr->sc, &mark),
+                     PST_GROUP_OK);
+    int fd = open(gr->seg, O_RDONLY);
+    assert_true(fd >= 0);
+    gr->ref = (struct pst_spool_ref){.fd = fd, .seed = salt,
+                                     .data_off = gr->sc.data_off,
+                                     .data_end = gr->sc.env_off,
+                                     .size = gr->sc.msg_size,
+                                     .edits_off = gr->sc.edits_off};
+}
+
+static void
+group_ref_free(struct group_ref *gr)
+{
+    close(gr->ref.fd);
+    pst__scan_free(&gr->sc);
+    free(gr->b);
+    free(gr->seg);
+}
+
 /* The reader's page-cache-only read (what the delivery client does on the
  * loop): a small message in the log is read whole; a message larger than
  * one buffer is left to the blocking read, with nothing consumed. */
@@ -1790,21 +1830,9 @@ test_reader_try_read(void **state)
     pst_queue_pause(f->q, true);
     submit(f, &s, "from@example.com", rc, 1, small, 3000);
     assert_true(run_until(f, pred_done, &s, 5000));
-    char *seg = seg_path(f, 0);
-    long g = group_of(seg, s.qid);
-    size_t len;
-    char *b = slurp(seg, &len);
-    struct pst_scan sc;
-    int mark;
-    uint32_t salt = seg_salt(seg);
-    assert_int_equal(pst__group_parse((uint8_t *)b + g, len - (size_t)g,
-                                      (uint64_t)g, salt, &sc, &mark),
-                     PST_GROUP_OK);
-    int fd = open(seg, O_RDONLY);
-    assert_true(fd >= 0);
-    struct pst_spool_ref ref = {.fd = fd, .seed = salt,
-                                .data_off = sc.data_off,
-                                .data_end = sc.env_off, .size = sc.msg_size};
+    struct group_ref gr;
+    group_ref_of(f, s.qid, &gr);
+    struct pst_spool_ref ref = gr.ref;
     struct pst_spool_reader *r;
     assert_int_equal(pst__reader_open(&r, &ref, s.qid), 0);
     char out[4096];
@@ -1819,10 +1847,7 @@ test_reader_try_read(void **state)
     assert_int_equal(pst_spool_reader_try_read(r, out, sizeof(out)), -EAGAIN);
     assert_int_equal(pst_spool_reader_read(r, out, sizeof(out)), 3000);
     pst__reader_close(r);
-    close(fd);
-    pst__scan_free(&sc);
-    free(b);
-    free(seg);
+    group_ref_free(&gr);
     spool_close(f);
     free(small);
 }
@@ -1867,23 +1892,10 @@ test_reader_try_read_edits(void **state)
     assert_true(run_until(f, pred_done, &s, 5000));
     assert_int_equal(s.status, 0);
 
-    char *seg = seg_path(f, 0);
-    long g = group_of(seg, s.qid);
-    size_t len;
-    char *b = slurp(seg, &len);
-    struct pst_scan sc;
-    int mark;
-    uint32_t salt = seg_salt(seg);
-    assert_int_equal(pst__group_parse((uint8_t *)b + g, len - (size_t)g,
-                                      (uint64_t)g, salt, &sc, &mark),
-                     PST_GROUP_OK);
-    assert_true(sc.edits_off > 0);
-    int fd = open(seg, O_RDONLY);
-    assert_true(fd >= 0);
-    struct pst_spool_ref ref = {.fd = fd, .seed = salt,
-                                .data_off = sc.data_off,
-                                .data_end = sc.env_off, .size = sc.msg_size,
-                                .edits_off = sc.edits_off};
+    struct group_ref gr;
+    group_ref_of(f, s.qid, &gr);
+    assert_true(gr.sc.edits_off > 0);
+    struct pst_spool_ref ref = gr.ref;
     struct pst_spool_reader *r;
     char out[8192];
     assert_int_equal(pst__reader_open(&r, &ref, s.qid), 0);
@@ -1910,10 +1922,7 @@ test_reader_try_read_edits(void **state)
                      (ssize_t)want.len);
     assert_memory_equal(out, want.p, want.len);
     pst__reader_close(r);
-    close(fd);
-    pst__scan_free(&sc);
-    free(b);
-    free(seg);
+    group_ref_free(&gr);
     spool_close(f);
     pst_tbuf_free(&blob);
     pst_tbuf_free(&want);
