@@ -105,6 +105,8 @@ struct att_conf {
         uint64_t max_bytes;         /* uncompressed, all members */
         unsigned max_ratio;         /* uncompressed / compressed */
         uint64_t nested_max;        /* a nested archive held in memory */
+        uint64_t memory;            /* octets an inspection may allocate
+                                       (attach_jail.c) */
         enum att_action on_limit, on_error, on_encrypted;
     } ar;
     struct att_counters n;
@@ -203,7 +205,19 @@ void att_special(struct att_item *it, enum att_action a, const char *why,
 /* att_scan_item - read it's content (magic, uuencode, archives) and
  * judge every file found. -1 when the scanner itself failed (s->err). */
 int att_scan_item(struct att_scan *s, struct att_item *it);
-/* att_scan_archive_mem - inspect an archive held in memory (fuzzing). */
+/*
+ * att_jail_run - fn(s, it, arg) in a child process of its own, confined
+ * (attach_jail.c): at most ar.memory octets more than the gateway had,
+ * seccomp, s->deadline and s->cancel. What fn decided about it (its
+ * verdict, s->members, s->bytes, s->err, the module's counters) comes
+ * back; a child that does not report gives ar.on_error ("archive-error"),
+ * one out of time ar.on_limit ("archive-limit"), both for `shown`.
+ */
+typedef void att_jail_fn(struct att_scan *s, struct att_item *it, void *arg);
+void att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
+                  att_jail_fn *fn, void *arg);
+/* att_scan_archive_mem - inspect an archive held in memory, in this
+ * process (fuzzing, tests). */
 void att_scan_archive_mem(struct att_scan *s, struct att_item *it,
                           const void *p, size_t n, const char *name);
 /* att_uu_line - one line of text (without its LF): the name of a

@@ -15,6 +15,9 @@
  * message's scan time, checked in every read; the job also stops when
  * the chain stops waiting (cancel). A limit hit, an archive that does
  * not parse and an encrypted member each give their configured action.
+ * An archive is walked in a confined child process (attach_jail.c): what
+ * libarchive allocates for it is bounded by archives.memory, and a fault
+ * in a decoder costs that archive, not the gateway.
  *
  * libmagic's magic_t is not thread-safe: one per worker thread, loaded
  * as the filter pool's thread starts when a configured policy needs it
@@ -937,11 +940,18 @@ walk_archive(struct walk *w, struct archive *a, unsigned depth,
     }
 }
 
-/* Open the part as an archive of format fmt and walk it. */
+/* The part as an archive of format fmt, walked (in the child of
+ * att_jail_run: everything libarchive allocates counts there). */
+struct part_archive {
+    unsigned fmt;
+    const uint8_t *head;
+    size_t hn;
+};
+
 static void
-scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt,
-             const uint8_t *head, size_t hn)
+walk_part_archive(struct att_scan *s, struct att_item *it, void *arg)
 {
+    const struct part_archive *pa = arg;
     struct walk w = {s, it, it->size, false};
     const char *outer = it->names.n ? it->names.v[0] : NULL;
     struct arin *in = pst_xcalloc(1, sizeof(*in));
@@ -949,7 +959,7 @@ scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt,
     in->r = pst_fbody_open(s->t, &it->body);
     in->size = it->size;
     struct archive *a = archive_read_new();
-    ar_support(a, fmt, true);
+    ar_support(a, pa->fmt, true);
     archive_read_set_callback_data(a, in);
     archive_read_set_read_callback(a, arin_read);
     archive_read_set_seek_callback(a, arin_seek);
@@ -957,10 +967,20 @@ scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt,
     if (archive_read_open1(a) != ARCHIVE_OK)
         error_hit(&w, a, false, outer ? outer : "");
     else
-        walk_archive(&w, a, 0, outer, head, hn);
+        walk_archive(&w, a, 0, outer, pa->head, pa->hn);
     archive_read_free(a);
     pst_mime_reader_close(in->r);
     free(in);
+}
+
+/* Open the part as an archive of format fmt and walk it, confined. */
+static void
+scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt,
+             const uint8_t *head, size_t hn)
+{
+    struct part_archive pa = {fmt, head, hn};
+    att_jail_run(s, it, it->names.n ? it->names.v[0] : "",
+                 walk_part_archive, &pa);
 }
 
 /* att_scan_archive_mem - see attach.h. */

@@ -11,6 +11,7 @@
  *                             "xz"];
  *                  depth = 3; max_members = 10000; max_bytes = 104857600;
  *                  max_ratio = 100; nested_max = 16777216;
+ *                  memory = 268435456;
  *                  on_limit = "reject"; on_error = "reject";
  *                  on_encrypted = "reject"; };
  *     rules = (
@@ -441,7 +442,8 @@ parse_archives(struct att_conf *c, const config_setting_t *s,
 {
     static const char *const keys[] = {
         "formats", "depth", "max_members", "max_bytes", "max_ratio",
-        "nested_max", "on_limit", "on_error", "on_encrypted", NULL};
+        "nested_max", "memory", "on_limit", "on_error", "on_encrypted",
+        NULL};
     static const char *const fmts[] = {"zip", "7z", "rar", "tar", "gzip",
                                        "bzip2", "xz", NULL};
     bool bad = false;
@@ -496,6 +498,16 @@ parse_archives(struct att_conf *c, const config_setting_t *s,
     if (get_num(s, "nested_max", 1024, UINT64_C(1) << 30, file, err,
                 &c->ar.nested_max) < 0)
         bad = true;
+    if (get_num(s, "memory", UINT64_C(16) << 20, UINT64_C(1) << 40, file,
+                err, &c->ar.memory) < 0)
+        bad = true;
+    else if (c->ar.memory < c->ar.nested_max + (UINT64_C(16) << 20)) {
+        pst_fconf_error(err, file, s, "filter attachments: archives.memory "
+                        "(%" PRIu64 ") must exceed nested_max (%" PRIu64
+                        ") by 16 MiB: a nested archive is held in it",
+                        c->ar.memory, c->ar.nested_max);
+        bad = true;
+    }
     if ((m = config_setting_get_member(s, "on_limit")) != NULL &&
         get_action(m, file, err, setting_names, setting_vals,
                    &c->ar.on_limit) < 0)
@@ -575,6 +587,7 @@ att_configure(const config_setting_t *s, const char *file,
     c->ar.max_bytes = 100u << 20;
     c->ar.max_ratio = 100;
     c->ar.nested_max = 16u << 20;
+    c->ar.memory = 256u << 20;
     c->ar.on_limit = c->ar.on_error = c->ar.on_encrypted = ATT_REJECT;
     metrics(&c->n);
     c->mctx = pcre2_match_context_create(NULL);

@@ -20,6 +20,28 @@
 #include "filters/chain.h"
 #include "gateway/cli.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#endif
+#ifdef UNDER_ASAN
+/* A sanitizer build's malloc returns NULL when memory is refused, as the
+ * C library's does: the child that walks an archive (filters/
+ * attach_jail.c) is bounded by RLIMIT_DATA, and libarchive is to see a
+ * failed allocation there, not a sanitizer report. ASAN_OPTIONS from the
+ * environment still set everything else. */
+const char *__asan_default_options(void);
+const char *
+__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+
 static const char run_usage[] = "postern -c FILE\n"
                                 "postern -n -c FILE\n";
 

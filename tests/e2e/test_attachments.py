@@ -14,7 +14,10 @@ sent base64-encoded); a PE
 executable under a harmless name and with no name (libmagic on the
 decoded content); a zip with a blocked member (Python's zipfile), nested
 archives, a tar.gz, a rar, a 7z, a tar.bz2, a lone .xz file, an encrypted zip (zip -P) and 7z (7z -p -mhe), a zip
-bomb; strip keeps every other part byte-identical and the structure
+bomb, a 7z whose compressed header alone asks libarchive for 512 MiB
+(refused as unreadable by the child bounded by archives.memory, the
+gateway's own peak memory unchanged); strip keeps every other part
+byte-identical and the structure
 valid; reject (554 5.7.1, 552 5.3.4 for size) and quarantine (the hold
 area, released unfiltered); multipart/signed and encrypted behaviour;
 check-config errors with file and line; the module's counters at
@@ -40,6 +43,7 @@ import zipfile
 import zlib
 
 import harness
+import loadgen
 import prom
 from harness import POSTERN_BIN, PosternTestCase
 
@@ -146,6 +150,39 @@ def rar4(members):
         out += struct.pack("<H", zlib.crc32(fields) & 0xffff) + fields + data
     end = struct.pack("<BHH", 0x7b, 0x4000, 7)
     return out + struct.pack("<H", zlib.crc32(end) & 0xffff) + end
+
+
+def sevenz_header_bomb(names_octets):
+    """A 7z archive whose LZMA-encoded header declares a file-name table
+    of names_octets zero octets: a few dozen KB that make libarchive
+    allocate and fill names_octets while it reads the first header, before
+    any member (and so before max_bytes or max_ratio can count anything).
+    Built by hand: signature header, the packed (LZMA1) header stream, and
+    the kEncodedHeader that describes it."""
+    def num(v):
+        return b"\xff" + struct.pack("<Q", v)
+    header = b"\x01\x05\x01\x11" + num(names_octets + 1) + b"\x00"
+    comp = lzma.LZMACompressor(format=lzma.FORMAT_RAW, filters=[{
+        "id": lzma.FILTER_LZMA1, "dict_size": 1 << 20, "lc": 3, "lp": 0,
+        "pb": 2, "mode": lzma.MODE_FAST, "nice_len": 273,
+        "mf": lzma.MF_HC3, "depth": 1}])
+    out = [comp.compress(header)]
+    zeros = bytes(1 << 24)
+    left = names_octets
+    while left:
+        out.append(comp.compress(zeros[:min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    out.append(comp.compress(b"\x00\x00"))
+    out.append(comp.flush())
+    packed = b"".join(out)
+    props = b"\x5d" + struct.pack("<I", 1 << 20)    # lc 3 lp 0 pb 2, 1 MiB
+    encoded = (b"\x17"                              # kEncodedHeader
+               b"\x06\x00\x01\x09" + num(len(packed)) + b"\x00"
+               b"\x07\x0b\x01\x00\x01\x23\x03\x01\x01\x05" + props +
+               b"\x0c" + num(len(header) + names_octets + 2) + b"\x00\x00")
+    tail = struct.pack("<QQI", len(packed), len(encoded), zlib.crc32(encoded))
+    return (b"7z\xbc\xaf\x27\x1c\x00\x04" +
+            struct.pack("<I", zlib.crc32(tail)) + tail + packed + encoded)
 
 
 def attachment(name_headers, data, ctype=b"application/octet-stream"):
@@ -637,6 +674,35 @@ class Attachments(PosternTestCase):
 
 
 
+class Confinement(PosternTestCase):
+    """Archives are walked in a child process bounded by archives.memory:
+    a 7z whose header alone asks libarchive for 512 MiB is refused as
+    unreadable while the gateway's own peak memory stays where it was,
+    and the next archive is inspected as usual."""
+
+    def test_header_bomb_bounded(self):
+        policy = dict(POLICY, archives=dict(POLICY["archives"],
+                                            memory=64 << 20))
+        p = self.postern({"filters": [policy]})
+        bomb = sevenz_header_bomb(512 << 20)
+        self.assertLess(len(bomb), 200000)
+        hwm0 = loadgen.proc_kib(p.pid, "VmHWM")
+        msg = multipart([TEXT, attachment(
+            [b"Content-Disposition: attachment; filename=\"names.7z\""],
+            bomb)])
+        r = send(p, msg, final=554)
+        self.assertIn("unreadable archive", r.text)
+        grew = loadgen.proc_kib(p.pid, "VmHWM") - hwm0
+        self.assertLess(grew, 64 << 10, "the gateway's peak grew %d KiB"
+                        % grew)
+        msg = multipart([TEXT, attachment(
+            [b"Content-Disposition: attachment; filename=\"t.zip\""],
+            zip_of([("run.exe", b"MZ" + b"\0" * 200)]))])
+        send(p, msg)
+        got = p.wait_for_delivered(1)[0]
+        self.assertIn(b"t.zip/run.exe", got.raw)
+
+
 class Metrics(PosternTestCase):
     def test_counters_move(self):
         mport = harness.free_port()
@@ -772,6 +838,16 @@ class CheckConfig(PosternTestCase):
                          r'compile')
         self.assertRegex(err, r"bad.conf:9: .*a rule needs a condition")
         self.assertRegex(err, r"bad.conf:10: .*unknown rule key 'size'")
+
+    def test_memory_must_hold_a_nested_archive(self):
+        err = self.check(
+            '{ module = "attachments";\n'                       # line 3
+            '  archives = { memory = 33554432;\n'               # 4
+            '               nested_max = 67108864; };\n'
+            '  rules = ({ extensions = ["exe"]; action = "strip"; });\n'
+            '}')
+        self.assertRegex(err, r"bad.conf:4: .*archives.memory \(33554432\) "
+                         r"must exceed nested_max \(67108864\) by 16 MiB")
 
 
 if __name__ == "__main__":

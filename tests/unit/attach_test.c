@@ -4,7 +4,10 @@
  * uuencode "begin" lines, the mismatch rule, rule matching (last
  * extension, globs, regex, types, size, where), and archive inspection
  * of archives built here (zip stored and deflated, nested, a bomb by
- * ratio, a member count limit, truncated input).
+ * ratio, a member count limit, truncated input); the child an archive is
+ * walked in (att_jail_run): what it decides comes back, it cannot open a
+ * file or allocate past archives.memory, and a child that faults or
+ * overruns the deadline costs its archive only.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +19,11 @@
 #include <cmocka.h>
 #include <archive.h>
 #include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/charset.h"
 #include "filters/attach.h"
@@ -446,6 +454,102 @@ test_archives(void **state)
     conf_free(c);
 }
 
+/* ---- the child an archive is walked in ---- */
+
+/* A walk that decides: one rule's strip for a member, members and octets
+ * counted, one file judged. */
+static void
+jail_decides(struct att_scan *s, struct att_item *it, void *arg)
+{
+    struct att_file f = {"in.exe", NULL, NULL, 2, true, true};
+    att_consider(s->c, it, &f, "t.zip/in.exe");
+    s->members += 3;
+    s->bytes += 1000;
+}
+
+/* What the confinement leaves a walk: errno of an open, of a mapping past
+ * the memory bound, and whether one within it works. */
+static void
+jail_probes(struct att_scan *s, struct att_item *it, void *arg)
+{
+    int fd = open("/etc/hostname", O_RDONLY);
+    int open_errno = fd < 0 ? errno : 0;
+    size_t big = (size_t)s->c->ar.memory + (8u << 20);
+    void *p = mmap(NULL, big, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int big_errno = p == MAP_FAILED ? errno : 0;
+    void *q = mmap(NULL, 4u << 20, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    snprintf(s->err, sizeof(s->err), "open=%d big=%d small=%s", open_errno,
+             big_errno, q == MAP_FAILED ? "failed" : "ok");
+}
+
+/* a fault (raise would not do: kill and tgkill are not allowed) */
+static void
+jail_faults(struct att_scan *s, struct att_item *it, void *arg)
+{
+    volatile int *nowhere = arg;
+    *nowhere = 1;
+}
+
+/* spins (sleeping is not allowed either) until it is killed */
+static void
+jail_spins(struct att_scan *s, struct att_item *it, void *arg)
+{
+    for (volatile unsigned long i = 0;; i++)
+        ;
+}
+
+static void
+test_jail(void **state)
+{
+    struct att_conf *c = conf_of(
+        "a = { archives = { memory = 67108864; on_error = \"quarantine\";"
+        "                   on_limit = \"strip\"; };"
+        "  rules = ( { name = \"exe\"; extensions = \"exe\";"
+        "              action = \"reject\"; } ); };");
+    struct att_scan s = {0};
+    struct att_item it = {0};
+    s.c = c;
+    s.deadline = att_now() + 10000000000ull;
+    it.v.rule = -1;
+    uint64_t files0 = (uint64_t)pst_metric_value(c->n.files);
+
+    att_jail_run(&s, &it, "t.zip", jail_decides, NULL);
+    assert_int_equal(it.v.action, ATT_REJECT);
+    assert_int_equal(it.v.rule, 0);
+    assert_string_equal(it.v.why, "exe");
+    assert_string_equal(it.v.file, "t.zip/in.exe");
+    assert_int_equal(s.members, 3);
+    assert_int_equal(s.bytes, 1000);
+    assert_int_equal((uint64_t)pst_metric_value(c->n.files), files0 + 1);
+
+    memset(&it, 0, sizeof(it));
+    it.v.rule = -1;
+    att_jail_run(&s, &it, "t.zip", jail_probes, NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "open=%d big=%d small=ok", EPERM, ENOMEM);
+    assert_string_equal(s.err, want);
+    assert_int_equal(it.v.action, ATT_PASS);
+
+    uint64_t errors0 = (uint64_t)pst_metric_value(c->n.errors);
+    att_jail_run(&s, &it, "t.zip", jail_faults, NULL);
+    assert_int_equal(it.v.action, ATT_QUARANTINE);
+    assert_string_equal(it.v.why, "archive-error");
+    assert_int_equal((uint64_t)pst_metric_value(c->n.errors), errors0 + 1);
+
+    memset(&it, 0, sizeof(it));
+    it.v.rule = -1;
+    s.deadline = att_now() + 200000000ull;
+    uint64_t t0 = att_now();
+    att_jail_run(&s, &it, "slow.zip", jail_spins, NULL);
+    assert_true(att_now() - t0 < 5000000000ull);
+    assert_int_equal(it.v.action, ATT_STRIP);
+    assert_string_equal(it.v.why, "archive-limit");
+    assert_string_equal(it.v.file, "slow.zip");
+    conf_free(c);
+}
+
 static int
 teardown(void **state)
 {
@@ -505,6 +609,7 @@ main(void)
         cmocka_unit_test(test_mismatch),
         cmocka_unit_test(test_judge),
         cmocka_unit_test(test_archives),
+        cmocka_unit_test(test_jail),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
