@@ -86,6 +86,8 @@ struct att_counters {                   /* core/metrics.h series */
 };
 
 struct att_conf {
+    uint64_t id;                    /* unique per configure (a helper
+                                       serves one conf: attach_jail.c) */
     struct att_rule *rules;
     size_t nrules;
     pcre2_match_context *mctx;
@@ -206,16 +208,23 @@ void att_special(struct att_item *it, enum att_action a, const char *why,
  * judge every file found. -1 when the scanner itself failed (s->err). */
 int att_scan_item(struct att_scan *s, struct att_item *it);
 /*
- * att_jail_run - fn(s, it, arg) in a child process of its own, confined
- * (attach_jail.c): at most ar.memory octets more than the gateway had,
- * seccomp, s->deadline and s->cancel. What fn decided about it (its
- * verdict, s->members, s->bytes, s->err, the module's counters) comes
- * back; a child that does not report gives ar.on_error ("archive-error"),
- * one out of time ar.on_limit ("archive-limit"), both for `shown`.
+ * att_jail_run - fn(s, it, arg, p, n, outer) in this worker thread's
+ * helper process, confined (attach_jail.c): p and n are the fd's size
+ * octets mapped there (fd -1 and size 0: none); at most ar.memory octets
+ * more than the helper had, seccomp, s->deadline and s->cancel. What fn
+ * decided about it (its verdict, s->members, s->bytes, s->err, the
+ * module's counters) comes back; a helper that does not report gives
+ * ar.on_error ("archive-error"), one out of time ar.on_limit
+ * ("archive-limit"), both for `shown`.
  */
-typedef void att_jail_fn(struct att_scan *s, struct att_item *it, void *arg);
+typedef void att_jail_fn(struct att_scan *s, struct att_item *it,
+                         unsigned arg, const void *p, size_t n,
+                         const char *outer);
 void att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
-                  att_jail_fn *fn, void *arg);
+                  att_jail_fn *fn, unsigned arg, int fd, uint64_t size,
+                  const char *outer);
+/* att_jail_stop - end this thread's helper (att_thread_fini). */
+void att_jail_stop(void);
 /* att_scan_archive_mem - inspect an archive held in memory, in this
  * process (fuzzing, tests). */
 void att_scan_archive_mem(struct att_scan *s, struct att_item *it,

@@ -1,6 +1,6 @@
 /*
- * attach_jail.c - archive inspection in a child process of its own
- * (att_jail_run, attach.h).
+ * attach_jail.c - archive inspection in a helper process (att_jail_run,
+ * attach.h).
  *
  * Why: libarchive trusts the headers it reads with memory, and those
  * headers are written by whoever sends the mail. A 150 KB 7z whose
@@ -8,43 +8,65 @@
  * allocate and fill 1 GiB while it reads the first header (600 KB does
  * 4 GiB), before any member's data, so max_bytes and max_ratio never see
  * it; and a fault in one of its decoders would end the gateway with every
- * session in it. So each archive a part holds is walked in a child forked
- * from the worker thread, and what the walk decided comes back as one
- * fixed-size record on a pipe.
+ * session in it. So archives are walked in a helper process, and what a
+ * walk decided comes back as one fixed-size record.
  *
- * The child:
- *   - may use archives.memory octets more than the gateway had at the
- *     fork (RLIMIT_DATA: heap and private writable mappings); past it an
+ * One helper per filter worker thread, forked from that thread when it
+ * first meets an archive and kept: a fork of the whole gateway costs some
+ * 4 ms of CPU (page tables, copy-on-write faults on both sides, TLB
+ * shootdowns across its threads), too much to pay per archive. The
+ * helper is a fork of this image, so it has the module's conf (judging
+ * happens there, as in process), this thread's libmagic handle and the
+ * walk's code; a request names the function to run by its address. A
+ * helper serves the conf it was forked with (a reload's new conf gets a
+ * new helper, by conf id), at most RECYCLE archives, and is replaced after
+ * a walk that ended in archive-error (the memory bound may have been
+ * hit: a fresh heap for the next one).
+ *
+ * The part's decoded content reaches it as a memfd (SCM_RIGHTS on a
+ * SOCK_SEQPACKET socketpair), mapped read-only: the spool's descriptors
+ * are not the helper's.
+ *
+ * The helper:
+ *   - keeps descriptors 0-2 and its socket, nothing else of the gateway's
+ *     (close_range): no listener, session, spool or log descriptor;
+ *   - may use archives.memory octets more than it had at the fork
+ *     (RLIMIT_DATA: heap and private writable mappings); past it an
  *     allocation fails, libarchive reports the archive unreadable, and
  *     the part takes on_error ("archive-error");
  *   - dumps no core, is not dumpable, dies with the worker thread that
- *     forked it (PR_SET_PDEATHSIG);
- *   - runs under a seccomp filter: pread (the spool's shared fds, which
- *     the walk reads through), write on the result pipe alone, memory,
+ *     forked it (PR_SET_PDEATHSIG) and at end of input on its socket;
+ *   - runs under a seccomp filter: receive and send on its socket, memory,
  *     clocks, exit. Opening a file or socket, signalling, tracing, forking
- *     and executing fail with EPERM: a decoder exploited in there holds
- *     no more than the message it was given.
- * The parent (the worker) waits for the record until the scan's deadline,
- * looking at the chain's cancel flag every 50 ms; then it kills the child
- * (SIGKILL) and the part takes on_limit ("archive-limit"), as a walk that
- * ran out of time in process would. A child that ends without a whole
- * record (a signal, the memory bound hit where libarchive cannot return
- * an error) gives on_error ("archive-error"), counted and logged.
+ *     and executing fail with EPERM.
+ * The worker waits for the record until the scan's deadline, looking at
+ * the chain's cancel flag every 50 ms; then it kills the helper (SIGKILL)
+ * and the part takes on_limit ("archive-limit"), as a walk that ran out
+ * of time in process would. A helper that ends without a whole record (a
+ * signal, the memory bound hit where libarchive cannot return an error)
+ * gives on_error ("archive-error"), counted and logged; the next archive
+ * gets a new helper.
  *
  * The record is checked, not trusted: an action only ever raises the
  * item's verdict; a rule is an index into the conf, the reason for a
  * setting one of the walk's three; the shown name is cut to its field.
- * The module's counters: the child's copies of the metrics are the
- * parent's at the fork plus its own counts, so it sends their growth.
+ * The module's counters: the helper's copies of the metrics change only
+ * by its own counts, so it sends their growth per walk.
  *
- * Forking a threaded process: the child only walks - malloc (glibc
- * resets its locks in a forked child), libarchive, libmagic (this
- * thread's handle, copied with the thread), PCRE2 (att_judge) and pread.
- * It logs nothing and takes no lock of the gateway's. A libc lock another
- * thread held at the fork (iconv's, which libarchive's name conversion
- * may take) could block it: the deadline ends that like any slow archive.
- * A fork costs some 0.1-0.3 ms with the gateway's pages shared
- * copy-on-write; only parts detected as archives pay it.
+ * Forking a threaded process: the helper runs only the walk - malloc
+ * (glibc resets its locks in a forked child), libarchive, libmagic (this
+ * thread's handle, copied with the thread), PCRE2 (att_judge). It logs
+ * nothing and takes no lock of the gateway's. A libc lock another thread
+ * held at the fork (iconv's, which libarchive's name conversion may take)
+ * could block it: the deadline ends that like any slow archive, and the
+ * next archive gets a new helper.
+ *
+ * Not done: the helper is a fork, so its memory holds what the gateway's
+ * did when it was forked (the TLS keys among it). A decoder exploited in
+ * there cannot open, connect or signal, but could put what it reads into
+ * the one channel it has, the verdict's file name, which a refusal shows
+ * the sender. A helper started by exec (as postern-spf is) would hold
+ * nothing; that needs the walk's facts judged on this side.
  */
 #include "filters/attach.h"
 
@@ -57,8 +79,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,7 +90,8 @@
 #include "core/util.h"
 
 #define POLL_MS 50
-#define EXIT_UNCONFINED 2           /* the child's confinement failed */
+#define RECYCLE 256                 /* archives one helper walks */
+#define EXIT_UNCONFINED 2           /* the helper's confinement failed */
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -84,6 +109,18 @@ static const char *const setting_whys[] = {"encrypted", "archive-limit",
 /* The module's counters a walk adds to, in the record's order. */
 #define NCOUNT 6
 
+struct request {
+    uint32_t magic;                 /* REQUEST_MAGIC */
+    uint32_t arg;
+    att_jail_fn *fn;                /* an address in this image */
+    uint64_t size;                  /* octets of the memfd sent with it */
+    uint64_t deadline;              /* CLOCK_MONOTONIC ns */
+    uint64_t bytes;
+    uint32_t members;
+    char outer[ATT_NAME_MAX + 1];
+};
+#define REQUEST_MAGIC 0x7a6a7131u
+
 struct record {
     uint32_t magic;                 /* RECORD_MAGIC: a whole record */
     int32_t action, rule;
@@ -96,7 +133,15 @@ struct record {
     char err[sizeof(((struct att_scan *)0)->err)];
 };
 #define RECORD_MAGIC 0x7a6a6131u
-_Static_assert(sizeof(struct record) <= PIPE_BUF, "one atomic write");
+
+/* This worker thread's helper. */
+struct helper {
+    pid_t pid;                      /* 0: none */
+    int fd;
+    uint64_t conf_id;
+    unsigned uses;
+};
+static _Thread_local struct helper helper;
 
 static void
 counters(const struct att_conf *c, struct pst_metric *out[NCOUNT])
@@ -108,6 +153,8 @@ counters(const struct att_conf *c, struct pst_metric *out[NCOUNT])
     out[4] = c->n.encrypted;
     out[5] = c->n.errors;
 }
+
+/* ---- the helper's side ---- */
 
 /* VmData of this process, octets (0 if unknown). */
 static uint64_t
@@ -126,11 +173,18 @@ data_now(void)
 }
 
 static int
-sandbox(int out)
+allow_on(scmp_filter_ctx ctx, int call, int fd)
+{
+    struct scmp_arg_cmp on = {0, SCMP_CMP_EQ, (scmp_datum_t)fd, 0};
+    return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, call, 1, &on);
+}
+
+static int
+sandbox(int sock)
 {
     static const int allow[] = {
-        SCMP_SYS(pread64), SCMP_SYS(exit), SCMP_SYS(exit_group),
-        SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap),
+        SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(brk),
+        SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap),
         SCMP_SYS(madvise), SCMP_SYS(mprotect), SCMP_SYS(clock_gettime),
         SCMP_SYS(gettimeofday), SCMP_SYS(time), SCMP_SYS(getpid),
         SCMP_SYS(gettid), SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask),
@@ -142,16 +196,13 @@ sandbox(int out)
     int rc = ctx ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < PST_ARRAY_LEN(allow); i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allow[i], 0);
-    struct scmp_arg_cmp on_out = {0, SCMP_CMP_EQ, (scmp_datum_t)out, 0};
     if (rc == 0)
-        rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(write), 1,
-                                    &on_out);
+        rc = allow_on(ctx, SCMP_SYS(recvmsg), sock);
+    if (rc == 0)
+        rc = allow_on(ctx, SCMP_SYS(sendto), sock);
 #ifdef UNDER_ASAN
-    /* a sanitizer's report goes to stderr */
-    struct scmp_arg_cmp on_err = {0, SCMP_CMP_EQ, 2, 0};
-    if (rc == 0)
-        rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(write), 1,
-                                    &on_err);
+    if (rc == 0)                    /* a sanitizer's report */
+        rc = allow_on(ctx, SCMP_SYS(write), 2);
 #endif
     if (rc == 0)
         rc = seccomp_load(ctx);     /* sets no_new_privs too */
@@ -160,50 +211,193 @@ sandbox(int out)
     return rc;
 }
 
-/* In the child: confine, walk, report, exit. Never returns. */
-static void
-child(struct att_scan *s, struct att_item *it, att_jail_fn *fn, void *arg,
-      int out, pid_t parent)
+static int
+confine(const struct att_conf *c, int sock, pid_t parent)
 {
-    struct pst_metric *m[NCOUNT];
-    uint64_t before[NCOUNT];
-    counters(s->c, m);
-    for (int i = 0; i < NCOUNT; i++)
-        before[i] = (uint64_t)pst_metric_value(m[i]);
-
-    struct rlimit no_core = {0, 0};
-    uint64_t cap = data_now() + s->c->ar.memory;
-    struct rlimit data = {cap, cap};
 #ifndef UNDER_ASAN
-    /* a fault ends the child, whatever handler the gateway has */
+    /* a fault ends the helper, whatever handler the gateway has */
     static const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
     for (size_t i = 0; i < PST_ARRAY_LEN(faults); i++)
         signal(faults[i], SIG_DFL);
 #endif
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent ||
-        setrlimit(RLIMIT_CORE, &no_core) < 0 ||
-        prctl(PR_SET_DUMPABLE, 0) < 0 ||
-        setrlimit(RLIMIT_DATA, &data) < 0 || sandbox(out) < 0)
-        _exit(EXIT_UNCONFINED);
+    struct rlimit no_core = {0, 0};
+    uint64_t cap = data_now() + c->ar.memory;
+    struct rlimit data = {cap, cap};
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        return -1;
+    if ((sock > 3 && close_range(3, (unsigned)sock - 1, 0) < 0) ||
+        close_range((unsigned)sock + 1, ~0u, 0) < 0)
+        return -1;
+    if (setrlimit(RLIMIT_CORE, &no_core) < 0 ||
+        prctl(PR_SET_DUMPABLE, 0) < 0 || setrlimit(RLIMIT_DATA, &data) < 0)
+        return -1;
+    return sandbox(sock);
+}
 
-    fn(s, it, arg);
+/* One request, with its descriptor (-1: none); 0 at end of input, -1 on
+ * anything malformed. */
+static int
+receive(int sock, struct request *q, int *fd)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {q, sizeof(*q)};
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.b;
+    mh.msg_controllen = sizeof(ctl.b);
+    *fd = -1;
+    ssize_t n;
+    while ((n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    if (n == 0)
+        return 0;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+    if (h && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+        h->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(fd, CMSG_DATA(h), sizeof(int));
+    if (n != (ssize_t)sizeof(*q) || q->magic != REQUEST_MAGIC ||
+        (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        (q->size > 0 && *fd < 0))
+        return -1;
+    q->outer[sizeof(q->outer) - 1] = '\0';
+    return 1;
+}
 
-    struct record r;
-    memset(&r, 0, sizeof(r));
-    r.magic = RECORD_MAGIC;
-    r.action = (int32_t)it->v.action;
-    r.rule = it->v.rule;
-    r.size = it->v.size;
-    if (it->v.rule < 0 && it->v.why)
-        snprintf(r.why, sizeof(r.why), "%s", it->v.why);
-    memcpy(r.file, it->v.file, sizeof(r.file));
-    r.members = s->members;
-    r.bytes = s->bytes;
-    for (int i = 0; i < NCOUNT; i++)
-        r.counts[i] = (uint64_t)pst_metric_value(m[i]) - before[i];
-    memcpy(r.err, s->err, sizeof(r.err));
-    ssize_t n = write(out, &r, sizeof(r));
-    _exit(n == (ssize_t)sizeof(r) ? 0 : 3);
+/* The helper's life: walk what it is sent until end of input. */
+static void
+serve(const struct att_conf *c, int sock)
+{
+    struct pst_metric *m[NCOUNT];
+    counters(c, m);
+    for (;;) {
+        struct request q;
+        int fd;
+        int rc = receive(sock, &q, &fd);
+        if (rc <= 0)
+            _exit(rc == 0 ? 0 : 4);
+        const void *p = NULL;
+        if (q.size > 0) {
+            p = mmap(NULL, q.size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED)
+                _exit(5);
+        }
+        if (fd >= 0)
+            close(fd);
+
+        struct att_scan s = {0};
+        struct att_item it = {0};
+        s.c = c;
+        s.deadline = q.deadline;
+        s.members = q.members;
+        s.bytes = q.bytes;
+        it.v.rule = -1;
+        it.size = q.size;
+        uint64_t before[NCOUNT];
+        for (int i = 0; i < NCOUNT; i++)
+            before[i] = (uint64_t)pst_metric_value(m[i]);
+        q.fn(&s, &it, q.arg, p, (size_t)q.size, q.outer);
+        if (p)
+            munmap((void *)p, q.size);
+
+        struct record r;
+        memset(&r, 0, sizeof(r));
+        r.magic = RECORD_MAGIC;
+        r.action = (int32_t)it.v.action;
+        r.rule = it.v.rule;
+        r.size = it.v.size;
+        if (it.v.rule < 0 && it.v.why)
+            snprintf(r.why, sizeof(r.why), "%s", it.v.why);
+        memcpy(r.file, it.v.file, sizeof(r.file));
+        r.members = s.members;
+        r.bytes = s.bytes;
+        for (int i = 0; i < NCOUNT; i++)
+            r.counts[i] = (uint64_t)pst_metric_value(m[i]) - before[i];
+        memcpy(r.err, s.err, sizeof(r.err));
+        if (send(sock, &r, sizeof(r), MSG_NOSIGNAL) != (ssize_t)sizeof(r))
+            _exit(3);
+    }
+}
+
+/* ---- the worker's side ---- */
+
+static void
+stop(struct helper *h)
+{
+    if (h->pid <= 0)
+        return;
+    kill(h->pid, SIGKILL);
+    close(h->fd);
+    while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    h->pid = 0;
+}
+
+/* Reap a helper that ended by itself; its wait status. */
+static int
+reap(struct helper *h)
+{
+    int st = 0;
+    close(h->fd);
+    while (waitpid(h->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    h->pid = 0;
+    return st;
+}
+
+static int
+spawn(struct helper *h, const struct att_conf *c)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (confine(c, sv[1], parent) < 0)
+            _exit(EXIT_UNCONFINED);
+        serve(c, sv[1]);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return -1;
+    }
+    h->pid = pid;
+    h->fd = sv[0];
+    h->conf_id = c->id;
+    h->uses = 0;
+    return 0;
+}
+
+static int
+send_request(int sock, const struct request *q, int fd)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {(void *)q, sizeof(*q)};
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (fd >= 0) {
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.b;
+        mh.msg_controllen = sizeof(ctl.b);
+        struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &fd, sizeof(int));
+    }
+    ssize_t n;
+    while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return n == (ssize_t)sizeof(*q) ? 0 : -1;
 }
 
 /* Take a checked record into the scan and the item. */
@@ -241,12 +435,11 @@ apply(struct att_scan *s, struct att_item *it, struct record *r)
     memcpy(it->v.file, r->file, sizeof(it->v.file));
 }
 
-/* Read the record, up to the deadline; 1 read, 0 none (the child
- * ended first), -1 out of time or cancelled. */
+/* Read the record, up to the deadline; 1 read, 0 none (the helper
+ * ended first, or said something else), -1 out of time or cancelled. */
 static int
 await(struct att_scan *s, int fd, struct record *r)
 {
-    size_t got = 0;
     for (;;) {
         if ((s->cancel && atomic_load(s->cancel)) || att_now() > s->deadline)
             return -1;
@@ -257,73 +450,90 @@ await(struct att_scan *s, int fd, struct record *r)
             return 0;
         if (rc <= 0)
             continue;
-        ssize_t n = read(fd, (char *)r + got, sizeof(*r) - got);
+        ssize_t n = recv(fd, r, sizeof(*r), 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return 0;
-        got += (size_t)n;
-        if (got == sizeof(*r))
-            return r->magic == RECORD_MAGIC;
+        return n == (ssize_t)sizeof(*r) && r->magic == RECORD_MAGIC;
     }
+}
+
+static void
+failed(struct att_scan *s, struct att_item *it, const char *shown,
+       const char *what)
+{
+    pst_log(PST_LOG_WARN, "attachments: the inspection of archive %s %s",
+            shown, what);
+    pst_metric_add(s->c->n.errors, 1);
+    att_special(it, s->c->ar.on_error, "archive-error", shown);
 }
 
 /* att_jail_run - see attach.h. */
 void
 att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
-             att_jail_fn *fn, void *arg)
+             att_jail_fn *fn, unsigned arg, int fd, uint64_t size,
+             const char *outer)
 {
     const struct att_conf *c = s->c;
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        snprintf(s->err, sizeof(s->err), "pipe: %s", strerror(errno));
-        att_special(it, c->ar.on_error, "archive-error", shown);
-        return;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        child(s, it, fn, arg, p[1], parent);
-    }
-    close(p[1]);
-    if (pid < 0) {
-        pst_log(PST_LOG_WARN, "attachments: cannot start the archive "
-                "inspection of %s: %s", shown, strerror(errno));
-        close(p[0]);
-        pst_metric_add(c->n.errors, 1);
-        att_special(it, c->ar.on_error, "archive-error", shown);
-        return;
+    struct helper *h = &helper;
+    struct request q;
+    memset(&q, 0, sizeof(q));
+    q.magic = REQUEST_MAGIC;
+    q.arg = arg;
+    q.fn = fn;
+    q.size = size;
+    q.deadline = s->deadline;
+    q.bytes = s->bytes;
+    q.members = s->members;
+    snprintf(q.outer, sizeof(q.outer), "%s", outer ? outer : "");
+
+    if (h->pid > 0 && h->conf_id != c->id)
+        stop(h);                    /* a reload's conf: a new helper */
+    for (int tries = 0;; tries++) {
+        if (h->pid <= 0 && spawn(h, c) < 0) {
+            char why[96];
+            snprintf(why, sizeof(why), "cannot start: %s", strerror(errno));
+            failed(s, it, shown, why);
+            return;
+        }
+        if (send_request(h->fd, &q, fd) == 0)
+            break;
+        stop(h);                    /* gone while idle: once more */
+        if (tries > 0) {
+            failed(s, it, shown, "cannot reach its helper");
+            return;
+        }
     }
     struct record r;
-    int got = await(s, p[0], &r);
-    close(p[0]);
-    if (got < 0)
-        kill(pid, SIGKILL);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
+    int got = await(s, h->fd, &r);
     if (got > 0) {
         apply(s, it, &r);
+        r.why[sizeof(r.why) - 1] = '\0';
+        if (++h->uses >= RECYCLE || strcmp(r.why, "archive-error") == 0)
+            stop(h);                /* a fresh heap for the next */
     } else if (got < 0) {
+        stop(h);
         pst_metric_add(c->n.limits, 1);
         att_special(it, c->ar.on_limit, "archive-limit", shown);
     } else {
-        if (WIFSIGNALED(st))
-            pst_log(PST_LOG_WARN, "attachments: the inspection of "
-                    "archive %s ended by signal %d (archives.memory is "
-                    "%" PRIu64 " octets)", shown, WTERMSIG(st),
-                    c->ar.memory);
+        kill(h->pid, SIGKILL);      /* it may have said something else */
+        int st = reap(h);
+        char why[160];
+        if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
+            snprintf(why, sizeof(why), "ended by signal %d (archives.memory "
+                     "is %" PRIu64 " octets)", WTERMSIG(st), c->ar.memory);
         else if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_UNCONFINED)
-            pst_log(PST_LOG_WARN, "attachments: the inspection of "
-                    "archive %s could not confine itself (prctl, setrlimit "
-                    "or seccomp refused); archives are judged by on_error",
-                    shown);
+            snprintf(why, sizeof(why), "could not confine itself (prctl, "
+                     "close_range, setrlimit or seccomp refused)");
         else
-            pst_log(PST_LOG_WARN, "attachments: the inspection of "
-                    "archive %s ended with status %d", shown,
-                    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-        pst_metric_add(c->n.errors, 1);
-        att_special(it, c->ar.on_error, "archive-error", shown);
+            snprintf(why, sizeof(why), "ended without a result (status "
+                     "%d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        failed(s, it, shown, why);
     }
+}
+
+/* att_jail_stop - see attach.h. */
+void
+att_jail_stop(void)
+{
+    stop(&helper);
 }

@@ -15,9 +15,10 @@
  * message's scan time, checked in every read; the job also stops when
  * the chain stops waiting (cancel). A limit hit, an archive that does
  * not parse and an encrypted member each give their configured action.
- * An archive is walked in a confined child process (attach_jail.c): what
- * libarchive allocates for it is bounded by archives.memory, and a fault
- * in a decoder costs that archive, not the gateway.
+ * An archive is walked in a confined helper process (attach_jail.c), from
+ * a copy of its decoded content: what libarchive allocates for it is
+ * bounded by archives.memory, and a fault in a decoder costs that
+ * archive, not the gateway.
  *
  * libmagic's magic_t is not thread-safe: one per worker thread, loaded
  * as the filter pool's thread starts when a configured policy needs it
@@ -39,7 +40,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/charset.h"
 #include "core/rfc2047.h"
@@ -512,6 +516,7 @@ att_thread_init(void)
 void
 att_thread_fini(void)
 {
+    att_jail_stop();
     pthread_once(&magic_once, magic_key_init);
     magic_t m = pthread_getspecific(magic_key);
     if (m) {
@@ -680,60 +685,6 @@ ar_encrypted(struct archive *a, bool opened)
     return (opened && archive_read_has_encrypted_entries(a) > 0) ||
            (e && (strcasestr(e, "encrypt") || strcasestr(e, "passphrase") ||
                   strcasestr(e, "password")));
-}
-
-/* The decoded part as libarchive's input: reads and seeks go through the
- * filter API's reader; every read checks the clock. */
-struct arin {
-    struct att_scan *s;
-    struct pst_mime_reader *r;
-    uint64_t size;
-    bool timeout;
-    uint8_t buf[AR_BLOCK];
-};
-
-static la_ssize_t
-arin_read(struct archive *a, void *data, const void **out)
-{
-    struct arin *in = data;
-    if (out_of_time(in->s)) {
-        in->timeout = true;
-        archive_set_error(a, ETIMEDOUT, "scan time limit");
-        return -1;
-    }
-    ssize_t n = pst_mime_reader_read(in->r, in->buf, sizeof(in->buf));
-    if (n < 0) {
-        archive_set_error(a, (int)-n, "read error");
-        return -1;
-    }
-    *out = in->buf;
-    return n;
-}
-
-static la_int64_t
-arin_seek(struct archive *a, void *data, la_int64_t off, int whence)
-{
-    struct arin *in = data;
-    int64_t base = whence == SEEK_SET   ? 0
-                   : whence == SEEK_CUR ? (int64_t)pst_mime_reader_tell(in->r)
-                                        : (int64_t)in->size;
-    int64_t to = base + off;
-    if (to < 0)
-        to = 0;
-    if ((uint64_t)to > in->size)
-        to = (int64_t)in->size;
-    if (pst_mime_reader_seek(in->r, (uint64_t)to) < 0)
-        return ARCHIVE_FATAL;
-    return to;
-}
-
-static la_int64_t
-arin_skip(struct archive *a, void *data, la_int64_t n)
-{
-    struct arin *in = data;
-    uint64_t at = pst_mime_reader_tell(in->r);
-    la_int64_t to = arin_seek(a, data, n, SEEK_CUR);
-    return to < 0 ? to : to - (la_int64_t)at;
 }
 
 struct walk {
@@ -940,47 +891,69 @@ walk_archive(struct walk *w, struct archive *a, unsigned depth,
     }
 }
 
-/* The part as an archive of format fmt, walked (in the child of
- * att_jail_run: everything libarchive allocates counts there). */
-struct part_archive {
-    unsigned fmt;
-    const uint8_t *head;
-    size_t hn;
-};
-
+/* An archive of format fmt held in memory, walked (in the helper of
+ * att_jail_run, or in process by att_scan_archive_mem). */
 static void
-walk_part_archive(struct att_scan *s, struct att_item *it, void *arg)
+walk_mem(struct att_scan *s, struct att_item *it, unsigned fmt,
+         const void *p, size_t n, const char *outer)
 {
-    const struct part_archive *pa = arg;
-    struct walk w = {s, it, it->size, false};
-    const char *outer = it->names.n ? it->names.v[0] : NULL;
-    struct arin *in = pst_xcalloc(1, sizeof(*in));
-    in->s = s;
-    in->r = pst_fbody_open(s->t, &it->body);
-    in->size = it->size;
+    struct walk w = {s, it, n, false};
     struct archive *a = archive_read_new();
-    ar_support(a, pa->fmt, true);
-    archive_read_set_callback_data(a, in);
-    archive_read_set_read_callback(a, arin_read);
-    archive_read_set_seek_callback(a, arin_seek);
-    archive_read_set_skip_callback(a, arin_skip);
-    if (archive_read_open1(a) != ARCHIVE_OK)
+    ar_support(a, fmt, true);
+    if (archive_read_open_memory(a, p, n) != ARCHIVE_OK)
         error_hit(&w, a, false, outer ? outer : "");
     else
-        walk_archive(&w, a, 0, outer, pa->head, pa->hn);
+        walk_archive(&w, a, 0, outer && outer[0] ? outer : NULL, p,
+                     PST_MIN(n, (size_t)s->c->detect_bytes));
     archive_read_free(a);
-    pst_mime_reader_close(in->r);
-    free(in);
 }
 
-/* Open the part as an archive of format fmt and walk it, confined. */
-static void
-scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt,
-             const uint8_t *head, size_t hn)
+/* The part's decoded content into a memfd (read-only mappable by the
+ * helper); -1 with s->err when it cannot be (a local failure: the scan
+ * fails, and the message is retried later). */
+static int
+decoded_copy(struct att_scan *s, struct att_item *it)
 {
-    struct part_archive pa = {fmt, head, hn};
-    att_jail_run(s, it, it->names.n ? it->names.v[0] : "",
-                 walk_part_archive, &pa);
+    int fd = memfd_create("postern-archive", MFD_CLOEXEC);
+    if (fd < 0) {
+        snprintf(s->err, sizeof(s->err), "memfd_create: %s",
+                 strerror(errno));
+        return -1;
+    }
+    struct pst_mime_reader *r = pst_fbody_open(s->t, &it->body);
+    uint8_t *buf = pst_xmalloc(AR_BLOCK);
+    ssize_t n = r ? 0 : -EIO;
+    while (r && (n = pst_mime_reader_read(r, buf, AR_BLOCK)) > 0) {
+        if (pst_write_all(fd, buf, (size_t)n) < 0) {
+            n = -errno;
+            break;
+        }
+    }
+    free(buf);
+    pst_mime_reader_close(r);
+    if (n < 0) {
+        snprintf(s->err, sizeof(s->err), "copying an archive: %s",
+                 strerror((int)-n));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Open the part as an archive of format fmt and walk it, confined. -1
+ * when the part could not be handed over (s->err). */
+static int
+scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt)
+{
+    int fd = decoded_copy(s, it);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    const char *outer = it->names.n ? it->names.v[0] : "";
+    att_jail_run(s, it, outer, walk_mem, fmt, size ? fd : -1, size, outer);
+    close(fd);
+    return 0;
 }
 
 /* att_scan_archive_mem - see attach.h. */
@@ -988,20 +961,12 @@ void
 att_scan_archive_mem(struct att_scan *s, struct att_item *it, const void *p,
                      size_t n, const char *name)
 {
-    struct walk w = {s, it, n, false};
     char detected[ATT_TYPE_MAX];
     if (detect(s, p, PST_MIN(n, (size_t)s->c->detect_bytes), detected) < 0)
         return;
     unsigned fmt = ar_format(detected) & s->c->ar.formats;
-    if (fmt == 0)
-        return;
-    struct archive *a = archive_read_new();
-    ar_support(a, fmt, true);
-    if (archive_read_open_memory(a, p, n) != ARCHIVE_OK)
-        error_hit(&w, a, false, name);
-    else
-        walk_archive(&w, a, 0, name, p, n);
-    archive_read_free(a);
+    if (fmt)
+        walk_mem(s, it, fmt, p, n, name);
 }
 
 /* ---- one item ---- */
@@ -1127,8 +1092,10 @@ att_scan_item(struct att_scan *s, struct att_item *it)
     if (found.over)                 /* uuencoded names beyond those kept */
         att_special(it, c->ar.on_limit, "name-limit", found.v[0]);
     unsigned fmt = run_magic ? ar_format(detected) & c->ar.formats : 0;
-    if (fmt)
-        scan_archive(s, it, fmt, head, hn);
+    if (fmt && scan_archive(s, it, fmt) < 0) {
+        rc = -1;
+        goto out;
+    }
     if (strncmp(it->declared, "message/", 8) == 0 &&
         scan_message(s, it) < 0)
         rc = -1;

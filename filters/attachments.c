@@ -568,10 +568,12 @@ att_configure(const config_setting_t *s, const char *file,
     static const char *const keys[] = {"rules", "detect_bytes", "uuencode",
                                        "scan_time", "signed", "encrypted",
                                        "archives", NULL};
+    static atomic_uint_fast64_t conf_ids;
     struct aconf *ac = pst_xcalloc(1, sizeof(*ac));
     struct att_conf *c = &ac->c;
     const config_setting_t *m;
     bool bad = pst_fconf_check_keys(s, file, keys, err) > 0;
+    c->id = atomic_fetch_add(&conf_ids, 1) + 1;
     uint64_t v;
 
     atomic_init(&ac->refs, 1);

@@ -15,7 +15,7 @@ executable under a harmless name and with no name (libmagic on the
 decoded content); a zip with a blocked member (Python's zipfile), nested
 archives, a tar.gz, a rar, a 7z, a tar.bz2, a lone .xz file, an encrypted zip (zip -P) and 7z (7z -p -mhe), a zip
 bomb, a 7z whose compressed header alone asks libarchive for 512 MiB
-(refused as unreadable by the child bounded by archives.memory, the
+(refused as unreadable by the helper bounded by archives.memory, the
 gateway's own peak memory unchanged); strip keeps every other part
 byte-identical and the structure
 valid; reject (554 5.7.1, 552 5.3.4 for size) and quarantine (the hold
@@ -675,7 +675,7 @@ class Attachments(PosternTestCase):
 
 
 class Confinement(PosternTestCase):
-    """Archives are walked in a child process bounded by archives.memory:
+    """Archives are walked in a helper process bounded by archives.memory:
     a 7z whose header alone asks libarchive for 512 MiB is refused as
     unreadable while the gateway's own peak memory stays where it was,
     and the next archive is inspected as usual."""

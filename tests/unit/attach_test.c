@@ -5,9 +5,10 @@
  * extension, globs, regex, types, size, where), and archive inspection
  * of archives built here (zip stored and deflated, nested, a bomb by
  * ratio, a member count limit, truncated input); the child an archive is
- * walked in (att_jail_run): what it decides comes back, it cannot open a
- * file or allocate past archives.memory, and a child that faults or
- * overruns the deadline costs its archive only.
+ * walked in (att_jail_run): what it decides comes back, it is kept for the
+ * next archive, it cannot open a file, allocate past archives.memory or
+ * reach the gateway's descriptors, a helper that faults or overruns the
+ * deadline costs its archive only, and another conf gets another helper.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/charset.h"
@@ -454,50 +456,77 @@ test_archives(void **state)
     conf_free(c);
 }
 
-/* ---- the child an archive is walked in ---- */
+/* ---- the helper an archive is walked in ---- */
 
 /* A walk that decides: one rule's strip for a member, members and octets
- * counted, one file judged. */
+ * counted, one file judged; and says which process it ran in and what
+ * it was given. */
 static void
-jail_decides(struct att_scan *s, struct att_item *it, void *arg)
+jail_decides(struct att_scan *s, struct att_item *it, unsigned arg,
+             const void *p, size_t n, const char *outer)
 {
+    char shown[64];
+    snprintf(shown, sizeof(shown), "%s/in.exe", outer);
     struct att_file f = {"in.exe", NULL, NULL, 2, true, true};
-    att_consider(s->c, it, &f, "t.zip/in.exe");
+    att_consider(s->c, it, &f, shown);
     s->members += 3;
     s->bytes += 1000;
+    snprintf(s->err, sizeof(s->err), "pid=%d arg=%u n=%zu data=%.*s",
+             (int)getpid(), arg, n, (int)n, n ? (const char *)p : "");
 }
 
 /* What the confinement leaves a walk: errno of an open, of a mapping past
- * the memory bound, and whether one within it works. */
+ * the memory bound, whether one within it works, and whether a
+ * descriptor of the gateway's is there. */
 static void
-jail_probes(struct att_scan *s, struct att_item *it, void *arg)
+jail_probes(struct att_scan *s, struct att_item *it, unsigned arg,
+            const void *p, size_t n, const char *outer)
 {
     int fd = open("/etc/hostname", O_RDONLY);
     int open_errno = fd < 0 ? errno : 0;
     size_t big = (size_t)s->c->ar.memory + (8u << 20);
-    void *p = mmap(NULL, big, PROT_READ | PROT_WRITE,
+    void *b = mmap(NULL, big, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int big_errno = p == MAP_FAILED ? errno : 0;
+    int big_errno = b == MAP_FAILED ? errno : 0;
     void *q = mmap(NULL, 4u << 20, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    snprintf(s->err, sizeof(s->err), "open=%d big=%d small=%s", open_errno,
-             big_errno, q == MAP_FAILED ? "failed" : "ok");
+    struct stat st;
+    snprintf(s->err, sizeof(s->err), "open=%d big=%d small=%s fd%u=%s",
+             open_errno, big_errno, q == MAP_FAILED ? "failed" : "ok", arg,
+             fstat((int)arg, &st) == 0 ? "open" : "closed");
 }
 
 /* a fault (raise would not do: kill and tgkill are not allowed) */
 static void
-jail_faults(struct att_scan *s, struct att_item *it, void *arg)
+jail_faults(struct att_scan *s, struct att_item *it, unsigned arg,
+            const void *p, size_t n, const char *outer)
 {
-    volatile int *nowhere = arg;
+    volatile int *nowhere = NULL;
     *nowhere = 1;
 }
 
 /* spins (sleeping is not allowed either) until it is killed */
 static void
-jail_spins(struct att_scan *s, struct att_item *it, void *arg)
+jail_spins(struct att_scan *s, struct att_item *it, unsigned arg,
+           const void *p, size_t n, const char *outer)
 {
     for (volatile unsigned long i = 0;; i++)
         ;
+}
+
+static int
+pid_of(const struct att_scan *s)
+{
+    int pid = 0;
+    sscanf(s->err, "pid=%d", &pid);
+    return pid;
+}
+
+static void
+reset(struct att_item *it)
+{
+    memset(it, 0, sizeof(*it));
+    it->v.rule = -1;
 }
 
 static void
@@ -509,13 +538,17 @@ test_jail(void **state)
         "  rules = ( { name = \"exe\"; extensions = \"exe\";"
         "              action = \"reject\"; } ); };");
     struct att_scan s = {0};
-    struct att_item it = {0};
+    struct att_item it;
     s.c = c;
     s.deadline = att_now() + 10000000000ull;
-    it.v.rule = -1;
+    reset(&it);
     uint64_t files0 = (uint64_t)pst_metric_value(c->n.files);
 
-    att_jail_run(&s, &it, "t.zip", jail_decides, NULL);
+    /* the verdict, the counts and the counters come back; the content
+     * arrives through the descriptor */
+    int fd = memfd_create("t", 0);
+    assert_int_equal(write(fd, "hello", 5), 5);
+    att_jail_run(&s, &it, "t.zip", jail_decides, 7, fd, 5, "t.zip");
     assert_int_equal(it.v.action, ATT_REJECT);
     assert_int_equal(it.v.rule, 0);
     assert_string_equal(it.v.why, "exe");
@@ -523,30 +556,58 @@ test_jail(void **state)
     assert_int_equal(s.members, 3);
     assert_int_equal(s.bytes, 1000);
     assert_int_equal((uint64_t)pst_metric_value(c->n.files), files0 + 1);
+    int helper = pid_of(&s);
+    assert_true(helper > 0 && helper != getpid());
+    assert_non_null(strstr(s.err, " arg=7 n=5 data=hello"));
 
-    memset(&it, 0, sizeof(it));
-    it.v.rule = -1;
-    att_jail_run(&s, &it, "t.zip", jail_probes, NULL);
-    char want[64];
-    snprintf(want, sizeof(want), "open=%d big=%d small=ok", EPERM, ENOMEM);
+    /* the same helper walks the next one */
+    reset(&it);
+    att_jail_run(&s, &it, "u.zip", jail_decides, 0, -1, 0, "u.zip");
+    assert_int_equal(pid_of(&s), helper);
+    assert_int_equal(s.members, 6);
+
+    /* confined: no files, no memory past the bound, none of our fds */
+    reset(&it);
+    att_jail_run(&s, &it, "t.zip", jail_probes, (unsigned)fd, -1, 0, "");
+    char want[96];
+    snprintf(want, sizeof(want), "open=%d big=%d small=ok fd%d=closed",
+             EPERM, ENOMEM, fd);
     assert_string_equal(s.err, want);
     assert_int_equal(it.v.action, ATT_PASS);
+    close(fd);
 
+    /* a fault costs that archive on_error, and a new helper follows */
     uint64_t errors0 = (uint64_t)pst_metric_value(c->n.errors);
-    att_jail_run(&s, &it, "t.zip", jail_faults, NULL);
+    att_jail_run(&s, &it, "t.zip", jail_faults, 0, -1, 0, "");
     assert_int_equal(it.v.action, ATT_QUARANTINE);
     assert_string_equal(it.v.why, "archive-error");
     assert_int_equal((uint64_t)pst_metric_value(c->n.errors), errors0 + 1);
+    reset(&it);
+    att_jail_run(&s, &it, "v.zip", jail_decides, 0, -1, 0, "v.zip");
+    assert_true(pid_of(&s) > 0 && pid_of(&s) != helper);
+    helper = pid_of(&s);
 
-    memset(&it, 0, sizeof(it));
-    it.v.rule = -1;
+    /* out of time: on_limit, in time */
+    reset(&it);
     s.deadline = att_now() + 200000000ull;
     uint64_t t0 = att_now();
-    att_jail_run(&s, &it, "slow.zip", jail_spins, NULL);
+    att_jail_run(&s, &it, "slow.zip", jail_spins, 0, -1, 0, "");
     assert_true(att_now() - t0 < 5000000000ull);
     assert_int_equal(it.v.action, ATT_STRIP);
     assert_string_equal(it.v.why, "archive-limit");
     assert_string_equal(it.v.file, "slow.zip");
+
+    /* another conf (a reload's) gets a helper of its own */
+    struct att_conf *c2 = conf_of(
+        "a = { rules = ( { extensions = \"exe\"; action = \"strip\"; } ); };");
+    s.c = c2;
+    s.deadline = att_now() + 10000000000ull;
+    reset(&it);
+    att_jail_run(&s, &it, "w.zip", jail_decides, 0, -1, 0, "w.zip");
+    assert_int_equal(it.v.action, ATT_STRIP);
+    assert_true(pid_of(&s) != helper);
+    att_jail_stop();
+    conf_free(c2);
     conf_free(c);
 }
 
