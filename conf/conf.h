@@ -277,4 +277,13 @@ struct pst_conf *pst_conf_defaults(void);
  */
 void pst_conf_print(FILE *f, const struct pst_conf *c, bool only_changed);
 
+/*
+ * pst_conf_setting_write - one libconfig setting's value (a group, list,
+ * array or scalar) in libconfig syntax, such that "x = TEXT;" reads back
+ * to an equal setting: how a module's settings reach a helper process
+ * that configures itself from them (filters/attach_jail.c).
+ */
+void pst_conf_setting_write(FILE *f, const void *setting);  /* a
+                                           const config_setting_t * */
+
 #endif

@@ -24,9 +24,13 @@ put_string(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
             fputc('\\', f);
-        fputc(*s, f);
+        if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\x%02x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -238,4 +242,59 @@ pst_conf_print(FILE *f, const struct pst_conf *c, bool only_changed)
     struct pst_conf *def = only_changed ? pst_conf_defaults() : NULL;
     print_table(f, pst__conf_root, c, def, 0, 0);
     pst_conf_unref(def);
+}
+
+/* pst_conf_setting_write - see conf.h. */
+void
+pst_conf_setting_write(FILE *f, const void *setting)
+{
+    const config_setting_t *s = setting;
+    int n = config_setting_length(s);
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_GROUP:
+        fputs("{ ", f);
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
+            fprintf(f, "%s = ", config_setting_name(m));
+            pst_conf_setting_write(f, m);
+            fputs("; ", f);
+        }
+        fputc('}', f);
+        break;
+    case CONFIG_TYPE_ARRAY:
+    case CONFIG_TYPE_LIST: {
+        bool list = config_setting_type(s) == CONFIG_TYPE_LIST;
+        fputc(list ? '(' : '[', f);
+        for (int i = 0; i < n; i++) {
+            if (i)
+                fputs(", ", f);
+            pst_conf_setting_write(f, config_setting_get_elem(s, (unsigned)i));
+        }
+        fputc(list ? ')' : ']', f);
+        break;
+    }
+    case CONFIG_TYPE_INT:
+        fprintf(f, "%d", config_setting_get_int(s));
+        break;
+    case CONFIG_TYPE_INT64:
+        fprintf(f, "%lldL", config_setting_get_int64(s));
+        break;
+    case CONFIG_TYPE_FLOAT: {
+        char b[40];
+        snprintf(b, sizeof(b), "%.17g", config_setting_get_float(s));
+        fputs(b, f);
+        if (!strpbrk(b, ".eEn"))    /* "2" would read back an int */
+            fputs(".0", f);
+        break;
+    }
+    case CONFIG_TYPE_BOOL:
+        fputs(config_setting_get_bool(s) ? "true" : "false", f);
+        break;
+    case CONFIG_TYPE_STRING:
+        put_string(f, config_setting_get_string(s));
+        break;
+    default:
+        fputs("()", f);
+        break;
+    }
 }

@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/metrics.h"
 #include "filters/filter.h"
@@ -88,6 +89,11 @@ struct att_counters {                   /* core/metrics.h series */
 struct att_conf {
     uint64_t id;                    /* unique per configure (a helper
                                        serves one conf: attach_jail.c) */
+    char *text;                     /* the module's settings, libconfig
+                                       text: what a helper configures
+                                       itself from */
+    char *helper_path;              /* postern-archive, if archives are */
+    int exe_fd;                     /* opened O_PATH, or -1 */
     struct att_rule *rules;
     size_t nrules;
     pcre2_match_context *mctx;
@@ -207,24 +213,37 @@ void att_special(struct att_item *it, enum att_action a, const char *why,
 /* att_scan_item - read it's content (magic, uuencode, archives) and
  * judge every file found. -1 when the scanner itself failed (s->err). */
 int att_scan_item(struct att_scan *s, struct att_item *it);
+/* What a helper does with a request (attach_jail.c). */
+enum att_jail_op {
+    ATT_JAIL_WALK = 1,              /* att_walk_mem(arg: the format) */
+    ATT_JAIL_PROBE = 2,             /* report its confinement (tests) */
+};
 /*
- * att_jail_run - fn(s, it, arg, p, n, outer) in this worker thread's
- * helper process, confined (attach_jail.c): p and n are the fd's size
- * octets mapped there (fd -1 and size 0: none); at most ar.memory octets
- * more than the helper had, seccomp, s->deadline and s->cancel. What fn
- * decided about it (its verdict, s->members, s->bytes, s->err, the
- * module's counters) comes back; a helper that does not report gives
- * ar.on_error ("archive-error"), one out of time ar.on_limit
- * ("archive-limit"), both for `shown`.
+ * att_jail_run - op on the fd's size octets (fd -1 and size 0: none) in
+ * this worker thread's helper process, postern-archive (attach_jail.c):
+ * at most ar.memory octets more than the helper had, seccomp,
+ * s->deadline and s->cancel. What the walk decided about it (its
+ * verdict, s->members, s->bytes, s->err, the module's counters) comes
+ * back; a helper that does not report gives ar.on_error
+ * ("archive-error"), one out of time ar.on_limit ("archive-limit"), both
+ * for `shown`.
  */
-typedef void att_jail_fn(struct att_scan *s, struct att_item *it,
-                         unsigned arg, const void *p, size_t n,
-                         const char *outer);
 void att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
-                  att_jail_fn *fn, unsigned arg, int fd, uint64_t size,
+                  enum att_jail_op op, unsigned arg, int fd, uint64_t size,
                   const char *outer);
 /* att_jail_stop - end this thread's helper (att_thread_fini). */
 void att_jail_stop(void);
+/* att_jail_helper_pid - this thread's helper, 0 if none (tests). */
+pid_t att_jail_helper_pid(void);
+/* In postern-archive: att_jail_settings reads the settings' text the
+ * worker sends first (NULL if malformed); att_jail_serve confines the
+ * process and answers requests on sock until end of input (it exits). */
+char *att_jail_settings(int sock);
+void att_jail_serve(const struct att_conf *c, int sock)
+    __attribute__((noreturn));
+/* att_walk_mem - walk an archive of format fmt held in memory. */
+void att_walk_mem(struct att_scan *s, struct att_item *it, unsigned fmt,
+                  const void *p, size_t n, const char *outer);
 /* att_scan_archive_mem - inspect an archive held in memory, in this
  * process (fuzzing, tests). */
 void att_scan_archive_mem(struct att_scan *s, struct att_item *it,

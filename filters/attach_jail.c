@@ -1,6 +1,6 @@
 /*
- * attach_jail.c - archive inspection in a helper process (att_jail_run,
- * attach.h).
+ * attach_jail.c - archive inspection in a helper process, postern-archive
+ * (att_jail_run, attach.h; its main is filters/attach_helper.c).
  *
  * Why: libarchive trusts the headers it reads with memory, and those
  * headers are written by whoever sends the mail. A 150 KB 7z whose
@@ -11,31 +11,27 @@
  * session in it. So archives are walked in a helper process, and what a
  * walk decided comes back as one fixed-size record.
  *
- * One helper per filter worker thread, forked from that thread when it
- * first meets an archive and kept: a fork of the whole gateway costs some
- * 4 ms of CPU (page tables, copy-on-write faults on both sides, TLB
- * shootdowns across its threads), too much to pay per archive. The
- * helper is a fork of this image, so it has the module's conf (judging
- * happens there, as in process), this thread's libmagic handle and the
- * walk's code; a request names the function to run by its address. A
- * helper serves the conf it was forked with (a reload's new conf gets a
- * new helper, by conf id), at most RECYCLE archives, and is replaced after
- * a walk that ended in archive-error (the memory bound may have been
- * hit: a fresh heap for the next one).
+ * One helper per filter worker thread, started (fork and execveat of the
+ * executable the module opened at configure, as the spf helpers are) when
+ * the thread first meets an archive, and kept: starting one costs a few
+ * milliseconds, too much to pay per archive. It is a new image: it holds
+ * nothing of the gateway's memory (no TLS key, no other message), only
+ * what it is sent - the module's settings as libconfig text, from which
+ * it configures itself with the module's own code (so its rules are the
+ * gateway's), then each archive's decoded content as a memfd (SCM_RIGHTS
+ * on a SOCK_SEQPACKET socketpair), mapped read-only. A helper serves the
+ * conf it was started for (a reload's new conf gets a new helper, by conf
+ * id), at most RECYCLE archives, and is replaced after a walk that ended
+ * in archive-error (the memory bound may have been hit: a fresh heap).
  *
- * The part's decoded content reaches it as a memfd (SCM_RIGHTS on a
- * SOCK_SEQPACKET socketpair), mapped read-only: the spool's descriptors
- * are not the helper's.
- *
- * The helper:
- *   - keeps descriptors 0-2 and its socket, nothing else of the gateway's
- *     (close_range): no listener, session, spool or log descriptor;
- *   - may use archives.memory octets more than it had at the fork
- *     (RLIMIT_DATA: heap and private writable mappings); past it an
- *     allocation fails, libarchive reports the archive unreadable, and
- *     the part takes on_error ("archive-error");
+ * The helper (att_jail_serve), once configured and libmagic loaded:
+ *   - keeps descriptors 0-3 (0 and 1 /dev/null, 3 its socket);
+ *   - may use archives.memory octets more than it then has (RLIMIT_DATA:
+ *     heap and private writable mappings); past it an allocation fails,
+ *     libarchive reports the archive unreadable, and the part takes
+ *     on_error ("archive-error");
  *   - dumps no core, is not dumpable, dies with the worker thread that
- *     forked it (PR_SET_PDEATHSIG) and at end of input on its socket;
+ *     started it (PR_SET_PDEATHSIG, set before the exec);
  *   - runs under a seccomp filter: receive and send on its socket, memory,
  *     clocks, exit. Opening a file or socket, signalling, tracing, forking
  *     and executing fail with EPERM.
@@ -50,23 +46,8 @@
  * The record is checked, not trusted: an action only ever raises the
  * item's verdict; a rule is an index into the conf, the reason for a
  * setting one of the walk's three; the shown name is cut to its field.
- * The module's counters: the helper's copies of the metrics change only
- * by its own counts, so it sends their growth per walk.
- *
- * Forking a threaded process: the helper runs only the walk - malloc
- * (glibc resets its locks in a forked child), libarchive, libmagic (this
- * thread's handle, copied with the thread), PCRE2 (att_judge). It logs
- * nothing and takes no lock of the gateway's. A libc lock another thread
- * held at the fork (iconv's, which libarchive's name conversion may take)
- * could block it: the deadline ends that like any slow archive, and the
- * next archive gets a new helper.
- *
- * Not done: the helper is a fork, so its memory holds what the gateway's
- * did when it was forked (the TLS keys among it). A decoder exploited in
- * there cannot open, connect or signal, but could put what it reads into
- * the one channel it has, the verdict's file name, which a refusal shows
- * the sender. A helper started by exec (as postern-spf is) would hold
- * nothing; that needs the walk's facts judged on this side.
+ * The module's counters: the helper's own series change only by its own
+ * counts, so it sends their growth per walk.
  */
 #include "filters/attach.h"
 
@@ -83,6 +64,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -109,10 +92,20 @@ static const char *const setting_whys[] = {"encrypted", "archive-limit",
 /* The module's counters a walk adds to, in the record's order. */
 #define NCOUNT 6
 
+/* The first message a helper reads; the settings' text follows in
+ * messages of at most TEXT_PIECE octets. */
+struct init {
+    uint32_t magic;                 /* INIT_MAGIC */
+    uint32_t text_len;
+};
+#define INIT_MAGIC 0x7a6a6931u
+#define TEXT_PIECE 32768
+#define TEXT_MAX (1u << 20)
+
 struct request {
     uint32_t magic;                 /* REQUEST_MAGIC */
+    uint32_t op;                    /* enum att_jail_op */
     uint32_t arg;
-    att_jail_fn *fn;                /* an address in this image */
     uint64_t size;                  /* octets of the memfd sent with it */
     uint64_t deadline;              /* CLOCK_MONOTONIC ns */
     uint64_t bytes;
@@ -154,7 +147,7 @@ counters(const struct att_conf *c, struct pst_metric *out[NCOUNT])
     out[5] = c->n.errors;
 }
 
-/* ---- the helper's side ---- */
+/* ---- the helper's side (postern-archive, after its exec) ---- */
 
 /* VmData of this process, octets (0 if unknown). */
 static uint64_t
@@ -212,73 +205,112 @@ sandbox(int sock)
 }
 
 static int
-confine(const struct att_conf *c, int sock, pid_t parent)
+confine(const struct att_conf *c, int sock)
 {
-#ifndef UNDER_ASAN
-    /* a fault ends the helper, whatever handler the gateway has */
-    static const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
-    for (size_t i = 0; i < PST_ARRAY_LEN(faults); i++)
-        signal(faults[i], SIG_DFL);
-#endif
     struct rlimit no_core = {0, 0};
     uint64_t cap = data_now() + c->ar.memory;
     struct rlimit data = {cap, cap};
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-        return -1;
-    if ((sock > 3 && close_range(3, (unsigned)sock - 1, 0) < 0) ||
-        close_range((unsigned)sock + 1, ~0u, 0) < 0)
-        return -1;
     if (setrlimit(RLIMIT_CORE, &no_core) < 0 ||
         prctl(PR_SET_DUMPABLE, 0) < 0 || setrlimit(RLIMIT_DATA, &data) < 0)
         return -1;
     return sandbox(sock);
 }
 
-/* One request, with its descriptor (-1: none); 0 at end of input, -1 on
- * anything malformed. */
-static int
-receive(int sock, struct request *q, int *fd)
+/* One message into buf (at most n octets), with the descriptor it
+ * carries (-1: none); its length, 0 at end of input, -1 on error. */
+static ssize_t
+receive(int sock, void *buf, size_t n, int *fd)
 {
     union {
         struct cmsghdr h;
         char b[CMSG_SPACE(sizeof(int))];
     } ctl;
-    struct iovec iov = {q, sizeof(*q)};
+    struct iovec iov = {buf, n};
     struct msghdr mh = {0};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
     mh.msg_control = ctl.b;
     mh.msg_controllen = sizeof(ctl.b);
     *fd = -1;
-    ssize_t n;
-    while ((n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+    ssize_t got;
+    while ((got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
         ;
-    if (n == 0)
-        return 0;
-    struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+    struct cmsghdr *h = got > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
     if (h && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
         h->cmsg_len == CMSG_LEN(sizeof(int)))
         memcpy(fd, CMSG_DATA(h), sizeof(int));
-    if (n != (ssize_t)sizeof(*q) || q->magic != REQUEST_MAGIC ||
-        (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-        (q->size > 0 && *fd < 0))
+    if (got > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         return -1;
-    q->outer[sizeof(q->outer) - 1] = '\0';
-    return 1;
+    return got;
 }
 
-/* The helper's life: walk what it is sent until end of input. */
+/* att_jail_settings - see attach.h. */
+char *
+att_jail_settings(int sock)
+{
+    struct init in;
+    int fd;
+    if (receive(sock, &in, sizeof(in), &fd) != (ssize_t)sizeof(in) ||
+        fd >= 0 || in.magic != INIT_MAGIC || in.text_len > TEXT_MAX)
+        return NULL;
+    char *text = pst_xmalloc((size_t)in.text_len + 1);
+    size_t got = 0;
+    while (got < in.text_len) {
+        ssize_t n = receive(sock, text + got,
+                            PST_MIN((size_t)TEXT_PIECE, in.text_len - got),
+                            &fd);
+        if (n <= 0 || fd >= 0) {
+            free(text);
+            return NULL;
+        }
+        got += (size_t)n;
+    }
+    text[got] = '\0';
+    return text;
+}
+
+/* What the confinement leaves a walk (ATT_JAIL_PROBE): errno of an open,
+ * of a mapping past the memory bound, whether one within it works, and
+ * whether descriptor `fd` is there. */
 static void
-serve(const struct att_conf *c, int sock)
+probe(const struct att_conf *c, unsigned fd, char *out, size_t n)
+{
+    int f = open("/etc/hostname", O_RDONLY);
+    int open_errno = f < 0 ? errno : 0;
+    void *big = mmap(NULL, (size_t)c->ar.memory + (8u << 20),
+                     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    int big_errno = big == MAP_FAILED ? errno : 0;
+    void *small = mmap(NULL, 4u << 20, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct stat st;
+    snprintf(out, n, "pid=%d open=%d big=%d small=%s fd%u=%s", (int)getpid(),
+             open_errno, big_errno, small == MAP_FAILED ? "failed" : "ok",
+             fd, fstat((int)fd, &st) == 0 ? "open" : "closed");
+    if (small != MAP_FAILED)
+        munmap(small, 4u << 20);
+}
+
+/* att_jail_serve - see attach.h. */
+void
+att_jail_serve(const struct att_conf *c, int sock)
 {
     struct pst_metric *m[NCOUNT];
     counters(c, m);
+    /* what configuring opened (the module's own executable, O_PATH) */
+    if (syscall(SYS_close_range, (unsigned)sock + 1, ~0U, 0) < 0 ||
+        confine(c, sock) < 0)
+        _exit(EXIT_UNCONFINED);
     for (;;) {
         struct request q;
         int fd;
-        int rc = receive(sock, &q, &fd);
-        if (rc <= 0)
-            _exit(rc == 0 ? 0 : 4);
+        ssize_t n = receive(sock, &q, sizeof(q), &fd);
+        if (n == 0)
+            _exit(0);
+        if (n != (ssize_t)sizeof(q) || q.magic != REQUEST_MAGIC ||
+            (q.size > 0 && fd < 0))
+            _exit(4);
+        q.outer[sizeof(q.outer) - 1] = '\0';
         const void *p = NULL;
         if (q.size > 0) {
             p = mmap(NULL, q.size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -299,7 +331,12 @@ serve(const struct att_conf *c, int sock)
         uint64_t before[NCOUNT];
         for (int i = 0; i < NCOUNT; i++)
             before[i] = (uint64_t)pst_metric_value(m[i]);
-        q.fn(&s, &it, q.arg, p, (size_t)q.size, q.outer);
+        if (q.op == ATT_JAIL_WALK)
+            att_walk_mem(&s, &it, q.arg, p, (size_t)q.size, q.outer);
+        else if (q.op == ATT_JAIL_PROBE)
+            probe(c, q.arg, s.err, sizeof(s.err));
+        else
+            _exit(4);
         if (p)
             munmap((void *)p, q.size);
 
@@ -336,7 +373,7 @@ stop(struct helper *h)
     h->pid = 0;
 }
 
-/* Reap a helper that ended by itself; its wait status. */
+/* Reap a helper that ended (or was just killed); its wait status. */
 static int
 reap(struct helper *h)
 {
@@ -349,38 +386,13 @@ reap(struct helper *h)
 }
 
 static int
-spawn(struct helper *h, const struct att_conf *c)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return -1;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (confine(c, sv[1], parent) < 0)
-            _exit(EXIT_UNCONFINED);
-        serve(c, sv[1]);
-    }
-    close(sv[1]);
-    if (pid < 0) {
-        close(sv[0]);
-        return -1;
-    }
-    h->pid = pid;
-    h->fd = sv[0];
-    h->conf_id = c->id;
-    h->uses = 0;
-    return 0;
-}
-
-static int
-send_request(int sock, const struct request *q, int fd)
+send_msg(int sock, const void *p, size_t n, int fd)
 {
     union {
         struct cmsghdr h;
         char b[CMSG_SPACE(sizeof(int))];
     } ctl;
-    struct iovec iov = {(void *)q, sizeof(*q)};
+    struct iovec iov = {(void *)p, n};
     struct msghdr mh = {0};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
@@ -394,12 +406,72 @@ send_request(int sock, const struct request *q, int fd)
         h->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(h), &fd, sizeof(int));
     }
-    ssize_t n;
-    while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+    ssize_t sent;
+    while ((sent = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
-    return n == (ssize_t)sizeof(*q) ? 0 : -1;
+    return sent == (ssize_t)n ? 0 : -1;
 }
 
+/* Start a helper for conf c and send it the settings. */
+static int
+spawn(struct helper *h, const struct att_conf *c)
+{
+    int sv[2];
+    char *argv[] = {"postern-archive", NULL};
+    char *envp[] = {NULL};
+    if (c->exe_fd < 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    if (sv[1] == 3) {               /* dup2(3, 3) would keep CLOEXEC */
+        int t = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+        close(sv[1]);
+        sv[1] = t;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* the child of a threaded process: async-signal-safe calls only */
+        struct sigaction dfl;
+        sigset_t none;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < NSIG; sig++)
+            sigaction(sig, &dfl, NULL);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setpgid(0, 0);              /* a ^C to the terminal is the gateway's */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() == parent &&
+            dup2(sv[1], 3) == 3)
+            syscall(SYS_execveat, c->exe_fd, "", argv, envp, AT_EMPTY_PATH);
+        _exit(127);
+    }
+    int e = errno;
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        errno = e;
+        return -1;
+    }
+    h->pid = pid;
+    h->fd = sv[0];
+    h->conf_id = c->id;
+    h->uses = 0;
+    size_t len = strlen(c->text);
+    struct init in = {INIT_MAGIC, (uint32_t)len};
+    int rc = len > TEXT_MAX ? -1 : send_msg(h->fd, &in, sizeof(in), -1);
+    for (size_t off = 0; rc == 0 && off < len; off += TEXT_PIECE)
+        rc = send_msg(h->fd, c->text + off, PST_MIN(len - off,
+                                                    (size_t)TEXT_PIECE), -1);
+    if (rc < 0) {
+        e = errno;
+        stop(h);
+        errno = e;
+    }
+    return rc;
+}
 /* Take a checked record into the scan and the item. */
 static void
 apply(struct att_scan *s, struct att_item *it, struct record *r)
@@ -470,7 +542,7 @@ failed(struct att_scan *s, struct att_item *it, const char *shown,
 /* att_jail_run - see attach.h. */
 void
 att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
-             att_jail_fn *fn, unsigned arg, int fd, uint64_t size,
+             enum att_jail_op op, unsigned arg, int fd, uint64_t size,
              const char *outer)
 {
     const struct att_conf *c = s->c;
@@ -478,8 +550,8 @@ att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
     struct request q;
     memset(&q, 0, sizeof(q));
     q.magic = REQUEST_MAGIC;
+    q.op = op;
     q.arg = arg;
-    q.fn = fn;
     q.size = size;
     q.deadline = s->deadline;
     q.bytes = s->bytes;
@@ -495,7 +567,7 @@ att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
             failed(s, it, shown, why);
             return;
         }
-        if (send_request(h->fd, &q, fd) == 0)
+        if (send_msg(h->fd, &q, sizeof(q), fd) == 0)
             break;
         stop(h);                    /* gone while idle: once more */
         if (tries > 0) {
@@ -522,8 +594,11 @@ att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
             snprintf(why, sizeof(why), "ended by signal %d (archives.memory "
                      "is %" PRIu64 " octets)", WTERMSIG(st), c->ar.memory);
         else if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_UNCONFINED)
-            snprintf(why, sizeof(why), "could not confine itself (prctl, "
-                     "close_range, setrlimit or seccomp refused)");
+            snprintf(why, sizeof(why), "could not confine itself "
+                     "(setrlimit or seccomp refused)");
+        else if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+            snprintf(why, sizeof(why), "could not start %s",
+                     c->helper_path ? c->helper_path : "postern-archive");
         else
             snprintf(why, sizeof(why), "ended without a result (status "
                      "%d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
@@ -536,4 +611,11 @@ void
 att_jail_stop(void)
 {
     stop(&helper);
+}
+
+/* att_jail_helper_pid - see attach.h. */
+pid_t
+att_jail_helper_pid(void)
+{
+    return helper.pid;
 }

@@ -15,10 +15,10 @@
  * message's scan time, checked in every read; the job also stops when
  * the chain stops waiting (cancel). A limit hit, an archive that does
  * not parse and an encrypted member each give their configured action.
- * An archive is walked in a confined helper process (attach_jail.c), from
- * a copy of its decoded content: what libarchive allocates for it is
- * bounded by archives.memory, and a fault in a decoder costs that
- * archive, not the gateway.
+ * An archive is walked in a confined helper process, postern-archive
+ * (attach_jail.c), from a copy of its decoded content: what libarchive
+ * allocates for it is bounded by archives.memory, and a fault in a
+ * decoder costs that archive, not the gateway.
  *
  * libmagic's magic_t is not thread-safe: one per worker thread, loaded
  * as the filter pool's thread starts when a configured policy needs it
@@ -891,11 +891,11 @@ walk_archive(struct walk *w, struct archive *a, unsigned depth,
     }
 }
 
-/* An archive of format fmt held in memory, walked (in the helper of
- * att_jail_run, or in process by att_scan_archive_mem). */
-static void
-walk_mem(struct att_scan *s, struct att_item *it, unsigned fmt,
-         const void *p, size_t n, const char *outer)
+/* att_walk_mem - see attach.h (in postern-archive, or in process by
+ * att_scan_archive_mem). */
+void
+att_walk_mem(struct att_scan *s, struct att_item *it, unsigned fmt,
+             const void *p, size_t n, const char *outer)
 {
     struct walk w = {s, it, n, false};
     struct archive *a = archive_read_new();
@@ -951,7 +951,8 @@ scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt)
     struct stat st;
     uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
     const char *outer = it->names.n ? it->names.v[0] : "";
-    att_jail_run(s, it, outer, walk_mem, fmt, size ? fd : -1, size, outer);
+    att_jail_run(s, it, outer, ATT_JAIL_WALK, fmt, size ? fd : -1, size,
+                 outer);
     close(fd);
     return 0;
 }
@@ -966,7 +967,7 @@ att_scan_archive_mem(struct att_scan *s, struct att_item *it, const void *p,
         return;
     unsigned fmt = ar_format(detected) & s->c->ar.formats;
     if (fmt)
-        walk_mem(s, it, fmt, p, n, name);
+        att_walk_mem(s, it, fmt, p, n, name);
 }
 
 /* ---- one item ---- */

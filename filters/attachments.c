@@ -7,6 +7,7 @@
  *   { module = "attachments";
  *     detect_bytes = 16384;  uuencode = true;  scan_time = 20;
  *     signed = "strip";      encrypted = "pass";
+ *     helper = "/usr/lib/postern/postern-archive";  # default: beside postern
  *     archives = { formats = ["zip", "7z", "rar", "tar", "gzip", "bzip2",
  *                             "xz"];
  *                  depth = 3; max_members = 10000; max_bytes = 104857600;
@@ -55,7 +56,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "conf/conf.h"
 #include "core/tbuf.h"
 
 #define RULES_MAX 256
@@ -141,6 +144,10 @@ aconf_unref(struct aconf *ac)
     free(c->rules);
     if (c->mctx)
         pcre2_match_context_free(c->mctx);
+    free(c->text);
+    free(c->helper_path);
+    if (c->exe_fd >= 0)
+        close(c->exe_fd);
     free(ac);
 }
 
@@ -567,13 +574,14 @@ att_configure(const config_setting_t *s, const char *file,
 {
     static const char *const keys[] = {"rules", "detect_bytes", "uuencode",
                                        "scan_time", "signed", "encrypted",
-                                       "archives", NULL};
+                                       "archives", "helper", NULL};
     static atomic_uint_fast64_t conf_ids;
     struct aconf *ac = pst_xcalloc(1, sizeof(*ac));
     struct att_conf *c = &ac->c;
     const config_setting_t *m;
     bool bad = pst_fconf_check_keys(s, file, keys, err) > 0;
     c->id = atomic_fetch_add(&conf_ids, 1) + 1;
+    c->exe_fd = -1;
     uint64_t v;
 
     atomic_init(&ac->refs, 1);
@@ -661,6 +669,20 @@ att_configure(const config_setting_t *s, const char *file,
                            config_setting_get_elem(m, (unsigned)i), file,
                            err) < 0)
                 bad = true;
+    }
+    /* archives are walked by postern-archive (attach_jail.c), which
+     * configures itself from these same settings */
+    if (!bad && c->ar.formats &&
+        pst_fconf_helper(s, file, "attachments", "postern-archive",
+                         &c->helper_path, &c->exe_fd, err) < 0)
+        bad = true;
+    if (!bad) {
+        size_t n;
+        FILE *f = open_memstream(&c->text, &n);
+        if (f == NULL)
+            abort();                /* out of memory, as pst_x* do */
+        pst_conf_setting_write(f, s);
+        fclose(f);
     }
     if (bad) {
         aconf_unref(ac);

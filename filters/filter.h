@@ -393,5 +393,13 @@ void pst_fconf_error(struct pst_err *err, const char *file,
  * ended) nor the chain's own keys; returns the number reported. */
 int pst_fconf_check_keys(const config_setting_t *s, const char *file,
                          const char *const *keys, struct pst_err *err);
+/* pst_fconf_helper - the helper executable of a module: the path its
+ * `helper` setting gives, or `name` beside the running postern binary;
+ * opened O_PATH (so it can be started later whatever the privileges
+ * then: fork and execveat(fd, "", ..., AT_EMPTY_PATH)). *path is malloc'd;
+ * 0, or -1 with err (not a regular executable file, with the line). */
+int pst_fconf_helper(const config_setting_t *s, const char *file,
+                     const char *module, const char *name, char **path,
+                     int *fd, struct pst_err *err);
 
 #endif

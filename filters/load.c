@@ -315,3 +315,54 @@ pst_chain_stop(struct pst_chain *ch)
         if (ch->e[i].f->stop)
             ch->e[i].f->stop(ch->e[i].conf);
 }
+
+/* pst_fconf_helper - see filter.h. */
+int
+pst_fconf_helper(const config_setting_t *s, const char *file,
+                 const char *module, const char *name, char **path, int *fd,
+                 struct pst_err *err)
+{
+    const char *p = NULL;
+    char self[PATH_MAX];
+    struct stat st;
+    *path = NULL;
+    *fd = -1;
+    config_setting_lookup_string(s, "helper", &p);
+    if (p != NULL) {
+        *path = pst_xstrdup(p);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0) {
+            pst_fconf_error(err, file, s, "filter %s: cannot find the "
+                            "postern binary to locate %s; set 'helper'",
+                            module, name);
+            return -1;
+        }
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        *path = pst_xasprintf("%s/%s", self, name);
+    }
+    *fd = open(*path, O_PATH | O_CLOEXEC);
+    if (*fd >= 0 && *fd < 10) {
+        /* not one of the low numbers a starting helper's child dup2()s
+         * its socket onto (fd 3) before it execveat()s this one */
+        int high = fcntl(*fd, F_DUPFD_CLOEXEC, 10);
+        close(*fd);
+        *fd = high;
+    }
+    if (*fd < 0 || fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        (st.st_mode & 0111) == 0) {
+        const config_setting_t *m = config_setting_get_member(s, "helper");
+        pst_fconf_error(err, file, m ? m : s,
+                        "filter %s: helper %s is not an executable file%s%s",
+                        module, *path, *fd < 0 ? ": " : "",
+                        *fd < 0 ? strerror(errno) : "");
+        if (*fd >= 0)
+            close(*fd);
+        *fd = -1;
+        return -1;
+    }
+    return 0;
+}

@@ -16,7 +16,8 @@
 extern const struct pst_filter pst_filter_headers;
 extern const struct pst_filter pst_filter_attachments;
 extern const struct pst_filter pst_filter_spf;
-/* filters/attach_scan.c: libmagic, one handle per worker thread */
+/* filters/attach_scan.c: libmagic and the archive helper, one of each
+ * per worker thread */
 extern void att_thread_init(void);
 extern void att_thread_fini(void);
 

@@ -208,37 +208,8 @@ static int
 open_helper(struct sconf *c, const config_setting_t *s, const char *file,
             struct pst_err *err)
 {
-    const char *p = NULL;
-    char self[PATH_MAX];
-    struct stat st;
-    config_setting_lookup_string(s, "helper", &p);
-    if (p != NULL) {
-        c->helper_path = pst_xstrdup(p);
-    } else {
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n <= 0) {
-            pst_fconf_error(err, file, s,
-                            "filter spf: cannot find the postern binary to "
-                            "locate postern-spf; set 'helper'");
-            return -1;
-        }
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash)
-            *slash = '\0';
-        c->helper_path = pst_xasprintf("%s/postern-spf", self);
-    }
-    c->exe_fd = open(c->helper_path, O_PATH | O_CLOEXEC);
-    if (c->exe_fd < 0 || fstat(c->exe_fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-        (st.st_mode & 0111) == 0) {
-        const config_setting_t *m = config_setting_get_member(s, "helper");
-        pst_fconf_error(err, file, m ? m : s,
-                        "filter spf: helper %s is not an executable file%s%s",
-                        c->helper_path, c->exe_fd < 0 ? ": " : "",
-                        c->exe_fd < 0 ? strerror(errno) : "");
-        return -1;
-    }
-    return 0;
+    return pst_fconf_helper(s, file, "spf", "postern-spf", &c->helper_path,
+                            &c->exe_fd, err);
 }
 
 static int

@@ -231,6 +231,27 @@ def _quiet_ports():
 _port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
 
 
+def child_pids(ppid, name):
+    """pids of the live children of ppid whose argv[0] is name (bytes):
+    the helpers postern starts."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        fields_ = stat.rsplit(")", 1)[1].split()
+        if int(fields_[1]) == ppid and cmd.startswith(name + b"\0") \
+                and fields_[0] != "Z":
+            out.append(int(d))
+    return sorted(out)
+
+
 def free_port(host="127.0.0.1"):
     """A TCP port currently free on host (never the same one twice in this
     process, so that parallel starts in one test do not collide), taken at

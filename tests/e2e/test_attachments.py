@@ -701,6 +701,19 @@ class Confinement(PosternTestCase):
         send(p, msg)
         got = p.wait_for_delivered(1)[0]
         self.assertIn(b"t.zip/run.exe", got.raw)
+        # the walk ran in postern-archive: stdin, stdout, stderr and its
+        # socket are all it holds, under a seccomp filter, no privileges
+        # to gain
+        helpers = harness.child_pids(p.pid, b"postern-archive")
+        self.assertGreaterEqual(len(helpers), 1)
+        for h in helpers:
+            self.assertEqual(sorted(int(fd) for fd in
+                                    os.listdir("/proc/%d/fd" % h)),
+                             [0, 1, 2, 3])
+            with open("/proc/%d/status" % h) as f:
+                status = f.read()
+            self.assertRegex(status, r"\nSeccomp:\s+2\n")
+            self.assertRegex(status, r"\nNoNewPrivs:\s+1\n")
 
 
 class Metrics(PosternTestCase):
@@ -848,6 +861,16 @@ class CheckConfig(PosternTestCase):
             '}')
         self.assertRegex(err, r"bad.conf:4: .*archives.memory \(33554432\) "
                          r"must exceed nested_max \(67108864\) by 16 MiB")
+
+    def test_helper_must_be_an_executable(self):
+        err = self.check(
+            '{ module = "attachments";\n'                       # line 3
+            '  helper = "/nonexistent/postern-archive";\n'      # 4
+            '  rules = ({ extensions = ["exe"]; action = "strip"; });\n'
+            '}')
+        self.assertRegex(err, r"bad.conf:4: .*helper /nonexistent/"
+                         r"postern-archive is not an executable file: No "
+                         r"such file or directory")
 
 
 if __name__ == "__main__":

@@ -124,22 +124,7 @@ class SlowDns:
 
 def helper_pids(ppid):
     """pids of the postern-spf children of ppid."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        fields_ = stat.rsplit(")", 1)[1].split()
-        if int(fields_[1]) == ppid and cmd.startswith(b"postern-spf\0") \
-                and fields_[0] != "Z":
-            out.append(int(d))
-    return sorted(out)
+    return harness.child_pids(ppid, b"postern-spf")
 
 
 class Spf(PosternTestCase):

@@ -22,6 +22,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -458,75 +459,32 @@ test_archives(void **state)
 
 /* ---- the helper an archive is walked in ---- */
 
-/* A walk that decides: one rule's strip for a member, members and octets
- * counted, one file judged; and says which process it ran in and what
- * it was given. */
-static void
-jail_decides(struct att_scan *s, struct att_item *it, unsigned arg,
-             const void *p, size_t n, const char *outer)
-{
-    char shown[64];
-    snprintf(shown, sizeof(shown), "%s/in.exe", outer);
-    struct att_file f = {"in.exe", NULL, NULL, 2, true, true};
-    att_consider(s->c, it, &f, shown);
-    s->members += 3;
-    s->bytes += 1000;
-    snprintf(s->err, sizeof(s->err), "pid=%d arg=%u n=%zu data=%.*s",
-             (int)getpid(), arg, n, (int)n, n ? (const char *)p : "");
-}
-
-/* What the confinement leaves a walk: errno of an open, of a mapping past
- * the memory bound, whether one within it works, and whether a
- * descriptor of the gateway's is there. */
-static void
-jail_probes(struct att_scan *s, struct att_item *it, unsigned arg,
-            const void *p, size_t n, const char *outer)
-{
-    int fd = open("/etc/hostname", O_RDONLY);
-    int open_errno = fd < 0 ? errno : 0;
-    size_t big = (size_t)s->c->ar.memory + (8u << 20);
-    void *b = mmap(NULL, big, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int big_errno = b == MAP_FAILED ? errno : 0;
-    void *q = mmap(NULL, 4u << 20, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    struct stat st;
-    snprintf(s->err, sizeof(s->err), "open=%d big=%d small=%s fd%u=%s",
-             open_errno, big_errno, q == MAP_FAILED ? "failed" : "ok", arg,
-             fstat((int)arg, &st) == 0 ? "open" : "closed");
-}
-
-/* a fault (raise would not do: kill and tgkill are not allowed) */
-static void
-jail_faults(struct att_scan *s, struct att_item *it, unsigned arg,
-            const void *p, size_t n, const char *outer)
-{
-    volatile int *nowhere = NULL;
-    *nowhere = 1;
-}
-
-/* spins (sleeping is not allowed either) until it is killed */
-static void
-jail_spins(struct att_scan *s, struct att_item *it, unsigned arg,
-           const void *p, size_t n, const char *outer)
-{
-    for (volatile unsigned long i = 0;; i++)
-        ;
-}
-
-static int
-pid_of(const struct att_scan *s)
-{
-    int pid = 0;
-    sscanf(s->err, "pid=%d", &pid);
-    return pid;
-}
-
 static void
 reset(struct att_item *it)
 {
     memset(it, 0, sizeof(*it));
     it->v.rule = -1;
+}
+
+static int
+memfd_of(const struct ar *z)
+{
+    int fd = memfd_create("t", 0);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, z->p, z->n), (ssize_t)z->n);
+    return fd;
+}
+
+/* After a while, a fault for a helper that was stopped (so the request
+ * waits for it): it dies of SIGSEGV while the worker waits. */
+static void *
+fault_later(void *arg)
+{
+    pid_t pid = *(pid_t *)arg;
+    usleep(100000);
+    kill(pid, SIGSEGV);
+    kill(pid, SIGCONT);
+    return NULL;
 }
 
 static void
@@ -543,70 +501,101 @@ test_jail(void **state)
     s.deadline = att_now() + 10000000000ull;
     reset(&it);
     uint64_t files0 = (uint64_t)pst_metric_value(c->n.files);
+    uint64_t archives0 = (uint64_t)pst_metric_value(c->n.archives);
 
-    /* the verdict, the counts and the counters come back; the content
-     * arrives through the descriptor */
-    int fd = memfd_create("t", 0);
-    assert_int_equal(write(fd, "hello", 5), 5);
-    att_jail_run(&s, &it, "t.zip", jail_decides, 7, fd, 5, "t.zip");
+    /* a zip walked in postern-archive: the verdict, the counts and the
+     * counters come back */
+    const char *n1[] = {"a.txt", "dir/b.exe"};
+    const void *d1[] = {"hello", "MZ"};
+    size_t l1[] = {5, 2};
+    struct ar z = make_zip(n1, d1, l1, 2, true);
+    int fd = memfd_of(&z);
+    att_jail_run(&s, &it, "t.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
+                 "t.zip");
+    close(fd);
     assert_int_equal(it.v.action, ATT_REJECT);
     assert_int_equal(it.v.rule, 0);
     assert_string_equal(it.v.why, "exe");
-    assert_string_equal(it.v.file, "t.zip/in.exe");
-    assert_int_equal(s.members, 3);
-    assert_int_equal(s.bytes, 1000);
-    assert_int_equal((uint64_t)pst_metric_value(c->n.files), files0 + 1);
-    int helper = pid_of(&s);
-    assert_true(helper > 0 && helper != getpid());
-    assert_non_null(strstr(s.err, " arg=7 n=5 data=hello"));
+    assert_string_equal(it.v.file, "t.zip/dir/b.exe");
+    assert_int_equal(s.members, 2);
+    assert_int_equal(s.bytes, 7);
+    assert_int_equal((uint64_t)pst_metric_value(c->n.files), files0 + 2);
+    assert_int_equal((uint64_t)pst_metric_value(c->n.archives),
+                     archives0 + 1);
+    pid_t helper = att_jail_helper_pid();
+    assert_true(helper > 0);
 
-    /* the same helper walks the next one */
+    /* the same helper walks the next one; the helper is confined: no
+     * files, no memory past the bound, none of our descriptors */
     reset(&it);
-    att_jail_run(&s, &it, "u.zip", jail_decides, 0, -1, 0, "u.zip");
-    assert_int_equal(pid_of(&s), helper);
-    assert_int_equal(s.members, 6);
-
-    /* confined: no files, no memory past the bound, none of our fds */
-    reset(&it);
-    att_jail_run(&s, &it, "t.zip", jail_probes, (unsigned)fd, -1, 0, "");
-    char want[96];
-    snprintf(want, sizeof(want), "open=%d big=%d small=ok fd%d=closed",
-             EPERM, ENOMEM, fd);
+    int low = open("/dev/null", O_RDONLY);
+    int mine = fcntl(low, F_DUPFD, 20);     /* not 0-3, which it has */
+    close(low);
+    att_jail_run(&s, &it, "", ATT_JAIL_PROBE, (unsigned)mine, -1, 0, "");
+    char want[128];
+    snprintf(want, sizeof(want), "pid=%d open=%d big=%d small=ok fd%d=closed",
+             (int)helper, EPERM, ENOMEM, mine);
     assert_string_equal(s.err, want);
     assert_int_equal(it.v.action, ATT_PASS);
-    close(fd);
+    assert_int_equal(att_jail_helper_pid(), helper);
+    close(mine);
+    s.err[0] = '\0';
 
-    /* a fault costs that archive on_error, and a new helper follows */
+    /* gone while idle: a new one takes the next archive, no verdict lost */
+    kill(helper, SIGKILL);
+    usleep(50000);
+    reset(&it);
+    fd = memfd_of(&z);
+    att_jail_run(&s, &it, "t.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
+                 "t.zip");
+    assert_int_equal(it.v.action, ATT_REJECT);
+    assert_true(att_jail_helper_pid() != helper);
+    helper = att_jail_helper_pid();
+
+    /* a fault while walking costs that archive on_error, counted */
     uint64_t errors0 = (uint64_t)pst_metric_value(c->n.errors);
-    att_jail_run(&s, &it, "t.zip", jail_faults, 0, -1, 0, "");
+    reset(&it);
+    kill(helper, SIGSTOP);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fault_later, &helper), 0);
+    att_jail_run(&s, &it, "t.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
+                 "t.zip");
+    pthread_join(t, NULL);
     assert_int_equal(it.v.action, ATT_QUARANTINE);
     assert_string_equal(it.v.why, "archive-error");
     assert_int_equal((uint64_t)pst_metric_value(c->n.errors), errors0 + 1);
-    reset(&it);
-    att_jail_run(&s, &it, "v.zip", jail_decides, 0, -1, 0, "v.zip");
-    assert_true(pid_of(&s) > 0 && pid_of(&s) != helper);
-    helper = pid_of(&s);
+    assert_int_equal(att_jail_helper_pid(), 0);
 
-    /* out of time: on_limit, in time */
+    /* out of time (a helper that does not answer): on_limit, in time */
     reset(&it);
+    att_jail_run(&s, &it, "", ATT_JAIL_PROBE, 0, -1, 0, "");
+    helper = att_jail_helper_pid();
+    kill(helper, SIGSTOP);
     s.deadline = att_now() + 200000000ull;
     uint64_t t0 = att_now();
-    att_jail_run(&s, &it, "slow.zip", jail_spins, 0, -1, 0, "");
+    att_jail_run(&s, &it, "slow.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
+                 "slow.zip");
     assert_true(att_now() - t0 < 5000000000ull);
     assert_int_equal(it.v.action, ATT_STRIP);
     assert_string_equal(it.v.why, "archive-limit");
     assert_string_equal(it.v.file, "slow.zip");
+    assert_int_equal(att_jail_helper_pid(), 0);
 
-    /* another conf (a reload's) gets a helper of its own */
+    /* another conf (a reload's) gets a helper of its own, with its rules */
     struct att_conf *c2 = conf_of(
         "a = { rules = ( { extensions = \"exe\"; action = \"strip\"; } ); };");
+    att_jail_run(&s, &it, "", ATT_JAIL_PROBE, 0, -1, 0, "");
+    helper = att_jail_helper_pid();
     s.c = c2;
     s.deadline = att_now() + 10000000000ull;
     reset(&it);
-    att_jail_run(&s, &it, "w.zip", jail_decides, 0, -1, 0, "w.zip");
+    att_jail_run(&s, &it, "t.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
+                 "t.zip");
     assert_int_equal(it.v.action, ATT_STRIP);
-    assert_true(pid_of(&s) != helper);
+    assert_true(att_jail_helper_pid() != helper);
     att_jail_stop();
+    close(fd);
+    free(z.p);
     conf_free(c2);
     conf_free(c);
 }
