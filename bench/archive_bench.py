@@ -18,8 +18,6 @@ the difference of two runs is the archive's cost. Not run by ctest.
 """
 import io
 import os
-import re
-import shutil
 import smtplib
 import subprocess
 import sys
@@ -76,22 +74,7 @@ def main():
         sink_port, port = rb.free_port(), rb.free_port()
         procs.append(rb.start_sink(sink_port))
         rb.wait_port(sink_port)
-        conf = os.path.join(tmp, "postern.conf")
-        with open(conf, "w") as f:
-            f.write("""hostname = "bench.test";
-%s
-listeners = ( { address = "127.0.0.1"; port = %d; } );
-relay = { trusted_networks = [ "127.0.0.0/8" ]; };
-queue = { directory = "%s/spool"; };
-delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 20; };
-logging = { level = "info"; };
-%s
-""" % ('user = "postern";' if os.geteuid() == 0 else "", port, tmp,
-       sink_port, extra))
-        os.chmod(tmp, 0o755)
-        log = open(os.path.join(tmp, "postern.log"), "wb")
-        pst = subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
-                                conf], stdout=log, stderr=log)
+        pst = rb.start_postern(build, tmp, port, sink_port, extra)
         procs.append(pst)
         rb.wait_port(port)
         per = [n // sessions + (1 if i < n % sessions else 0)
@@ -110,14 +93,7 @@ logging = { level = "info"; };
         for t in ts:
             t.join()
         path = os.path.join(tmp, "postern.log")
-        rx = re.compile(rb"event=delivered")
-        deadline = time.monotonic() + 300
-        while True:
-            with open(path, "rb") as f:
-                done = len(rx.findall(f.read()))
-            if done >= n or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        done = rb.wait_delivered(path, n)
         wall = time.monotonic() - t0
         cpu = cpu_with_children(pst.pid) - cpu0
         with open(path, "rb") as f:
@@ -127,13 +103,7 @@ logging = { level = "info"; };
               % ("no" if plain else "zip", n, sessions, done, stripped,
                  wall, done / wall, cpu, cpu * 1000 / max(done, 1)))
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        rb.stop_all(procs, tmp)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,54 @@ def ceiling(kind, build, n, sessions, size):
         sink.wait(10)
 
 
+def start_postern(build, tmp, port, sink_port, extra):
+    """postern from build on 127.0.0.1:port, relaying everything to
+    smtp-sink on sink_port, with `extra` settings (filters); its spool and
+    log (postern.log) in tmp. The Popen."""
+    conf = os.path.join(tmp, "postern.conf")
+    with open(conf, "w") as f:
+        f.write("""hostname = "bench.test";
+%s
+listeners = ( { address = "127.0.0.1"; port = %d; } );
+limits = { sessions = 2000; sessions_per_ip = 2000; };
+relay = { trusted_networks = [ "127.0.0.0/8" ]; };
+queue = { directory = "%s/spool"; };
+delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
+             destination_concurrency = 20; };
+logging = { level = "info"; };
+%s
+""" % ('user = "postern";' if os.geteuid() == 0 else "", port, tmp,
+       sink_port, extra))
+    os.chmod(tmp, 0o755)
+    log = open(os.path.join(tmp, "postern.log"), "wb")
+    return subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
+                             conf], stdout=log, stderr=log)
+
+
+def wait_delivered(log_path, n, limit=300):
+    """Messages postern's log says were delivered, once n are (or after
+    limit seconds)."""
+    rx = re.compile(rb"event=delivered")
+    deadline = time.monotonic() + limit
+    while True:
+        with open(log_path, "rb") as f:
+            done = len(rx.findall(f.read()))
+        if done >= n or time.monotonic() > deadline:
+            return done
+        time.sleep(0.05)
+
+
+def stop_all(procs, tmp):
+    """End the processes a run started (last first), remove its files."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     args = sys.argv[1:]
     kind = "source"
@@ -172,36 +220,12 @@ def main():
         sink = start_sink(sink_port)
         procs.append(sink)
         wait_port(sink_port)
-        conf = os.path.join(tmp, "postern.conf")
-        with open(conf, "w") as f:
-            f.write("""hostname = "bench.test";
-%s
-listeners = ( { address = "127.0.0.1"; port = %d; } );
-limits = { sessions = 2000; sessions_per_ip = 2000; };
-relay = { trusted_networks = [ "127.0.0.0/8" ]; };
-queue = { directory = "%s/spool"; };
-delivery = { default_route = "smtp:[127.0.0.1]:%d"; concurrency = 100;
-             destination_concurrency = 20; };
-logging = { level = "info"; };
-%s
-""" % ('user = "postern";' if os.geteuid() == 0 else "", port, tmp,
-       sink_port, extra))
-        os.chmod(tmp, 0o755)
-        log = open(os.path.join(tmp, "postern.log"), "wb")
-        pst = subprocess.Popen([os.path.join(build, "bin", "postern"), "-c",
-                                conf], stdout=log, stderr=log)
+        pst = start_postern(build, tmp, port, sink_port, extra)
         procs.append(pst)
         t0, t_in, cpu0 = drive(kind, build, port, n, sessions, size,
                                lambda: tree_cpu_seconds(pst.pid))
-        rx = re.compile(rb"event=delivered")
         path = os.path.join(tmp, "postern.log")
-        deadline = time.monotonic() + 300
-        while True:
-            with open(path, "rb") as f:
-                done = len(rx.findall(f.read()))
-            if done >= n or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        done = wait_delivered(path, n)
         t_all = time.monotonic() - t0
         cpu = tree_cpu_seconds(pst.pid) - cpu0
         with open(path, "rb") as f:
@@ -218,13 +242,7 @@ logging = { level = "info"; };
                  done, cpu, cpu * 1000 / max(done, 1)) +
               ("".join(" spf_%s=%d" % kv for kv in sorted(spf.items()))))
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(procs, tmp)
 
 
 if __name__ == "__main__":

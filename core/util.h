@@ -16,6 +16,16 @@
 #include <stdio.h>
 
 #define PST_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* PST_UNDER_ASAN - defined in an AddressSanitizer build (clang or gcc) */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PST_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(PST_UNDER_ASAN)
+#define PST_UNDER_ASAN 1
+#endif
 #define PST_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PST_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -21,20 +21,13 @@
 #include <libconfig.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "filters/attach.h"
 #include "filters/chain.h"
 
 #define FD 3
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#endif
-#ifdef UNDER_ASAN
+#ifdef PST_UNDER_ASAN
 /* as in postern (gateway/main.c): a refused allocation is a NULL for
  * libarchive to handle, not a sanitizer report; and LeakSanitizer's
  * exit-time scan needs ptrace, which the sandbox denies */

@@ -76,15 +76,6 @@
 #define RECYCLE 256                 /* archives one helper walks */
 #define EXIT_UNCONFINED 2           /* the helper's confinement failed */
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#endif
-
 /* The walk's reasons for a setting's action (attach_scan.c). */
 static const char *const setting_whys[] = {"encrypted", "archive-limit",
                                            "archive-error"};
@@ -193,7 +184,7 @@ sandbox(int sock)
         rc = allow_on(ctx, SCMP_SYS(recvmsg), sock);
     if (rc == 0)
         rc = allow_on(ctx, SCMP_SYS(sendto), sock);
-#ifdef UNDER_ASAN
+#ifdef PST_UNDER_ASAN
     if (rc == 0)                    /* a sanitizer's report */
         rc = allow_on(ctx, SCMP_SYS(write), 2);
 #endif
@@ -417,8 +408,6 @@ static int
 spawn(struct helper *h, const struct att_conf *c)
 {
     int sv[2];
-    char *argv[] = {"postern-archive", NULL};
-    char *envp[] = {NULL};
     if (c->exe_fd < 0) {
         errno = ENOENT;
         return -1;
@@ -432,22 +421,8 @@ spawn(struct helper *h, const struct att_conf *c)
     }
     pid_t parent = getpid();
     pid_t pid = fork();
-    if (pid == 0) {
-        /* the child of a threaded process: async-signal-safe calls only */
-        struct sigaction dfl;
-        sigset_t none;
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        for (int sig = 1; sig < NSIG; sig++)
-            sigaction(sig, &dfl, NULL);
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        setpgid(0, 0);              /* a ^C to the terminal is the gateway's */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() == parent &&
-            dup2(sv[1], 3) == 3)
-            syscall(SYS_execveat, c->exe_fd, "", argv, envp, AT_EMPTY_PATH);
-        _exit(127);
-    }
+    if (pid == 0)
+        pst_fhelper_exec(sv[1], c->exe_fd, "postern-archive", parent);
     int e = errno;
     close(sv[1]);
     if (pid < 0) {

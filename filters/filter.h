@@ -401,5 +401,14 @@ int pst_fconf_check_keys(const config_setting_t *s, const char *file,
 int pst_fconf_helper(const config_setting_t *s, const char *file,
                      const char *module, const char *name, char **path,
                      int *fd, struct pst_err *err);
+/* pst_fhelper_exec - in the child of fork() (the gateway has threads:
+ * async-signal-safe calls only): default signal dispositions, an empty
+ * mask, a process group of its own (a ^C to the gateway's terminal does
+ * not reach it), `sock` as fd 3, an empty environment, then exe_fd run
+ * with argv[0] `name`. parent: if not 0, the child dies (SIGKILL) with
+ * the thread that forked it, and gives up if that is already gone.
+ * Never returns: _exit(127) if the exec fails. */
+void pst_fhelper_exec(int sock, int exe_fd, const char *name, pid_t parent)
+    __attribute__((noreturn));
 
 #endif

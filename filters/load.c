@@ -26,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static const char *const chain_keys[] = {"module", "path", "deadline",
@@ -365,4 +368,27 @@ pst_fconf_helper(const config_setting_t *s, const char *file,
         return -1;
     }
     return 0;
+}
+
+/* pst_fhelper_exec - see filter.h. */
+void
+pst_fhelper_exec(int sock, int exe_fd, const char *name, pid_t parent)
+{
+    struct sigaction dfl;
+    sigset_t none;
+    char *argv[] = {(char *)name, NULL};
+    char *envp[] = {NULL};
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setpgid(0, 0);
+    if (parent != 0 &&
+        (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+        _exit(127);
+    if (dup2(sock, 3) == 3)
+        syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
+    _exit(127);
 }

@@ -20,15 +20,7 @@
 #include "filters/chain.h"
 #include "gateway/cli.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#endif
-#ifdef UNDER_ASAN
+#ifdef PST_UNDER_ASAN
 /* A sanitizer build's malloc returns NULL when memory is refused, as the
  * C library's does: the child that walks an archive (filters/
  * attach_jail.c) is bounded by RLIMIT_DATA, and libarchive is to see a

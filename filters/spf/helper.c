@@ -53,21 +53,13 @@
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
 
+#include "core/util.h"
 #include "filters/spf/proto.h"
 
 #define FD 3
 #define DEFAULT_EXP "see the receiving server's log"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#endif
-
-#ifdef UNDER_ASAN
+#ifdef PST_UNDER_ASAN
 /* LeakSanitizer's exit-time scan needs ptrace, which the sandbox denies */
 int __lsan_is_turned_off(void);
 int

@@ -57,6 +57,7 @@
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/util.h"
+#include "filters/filter.h"
 #include "filters/spf/spf_int.h"
 
 #define HELLO_WAIT_MS 5000
@@ -174,9 +175,6 @@ static int
 spawn_one(struct spf_pool *p, struct helper *h, char *why, size_t wl)
 {
     int sv[2];
-    sigset_t none;
-    char *argv[] = {"postern-spf", NULL};
-    char *envp[] = {NULL};
     pid_t pid;
     int rc;
 
@@ -190,21 +188,8 @@ spawn_one(struct spf_pool *p, struct helper *h, char *why, size_t wl)
         sv[1] = t;
     }
     pid = fork();
-    if (pid == 0) {
-        /* the child of a threaded process: async-signal-safe calls only */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        for (int sig = 1; sig < NSIG; sig++)
-            sigaction(sig, &dfl, NULL);
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        setpgid(0, 0);
-        if (dup2(sv[1], 3) == 3)
-            syscall(SYS_execveat, p->o.exe_fd, "", argv, envp,
-                    AT_EMPTY_PATH);
-        _exit(127);
-    }
+    if (pid == 0)
+        pst_fhelper_exec(sv[1], p->o.exe_fd, "postern-spf", 0);
     rc = pid < 0 ? errno : 0;
     close(sv[1]);
     if (rc != 0) {
