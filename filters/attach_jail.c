@@ -66,6 +66,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +75,8 @@
 
 #define POLL_MS 50
 #define RECYCLE 256                 /* archives one helper walks */
+#define SEND_WAIT_S 5               /* to hand a helper its settings or a
+                                       request */
 #define EXIT_UNCONFINED 2           /* the helper's confinement failed */
 
 /* The walk's reasons for a setting's action (attach_scan.c). */
@@ -434,6 +437,9 @@ spawn(struct helper *h, const struct att_conf *c)
     h->fd = sv[0];
     h->conf_id = c->id;
     h->uses = 0;
+    /* a helper that never reads does not hold the worker */
+    struct timeval tv = {SEND_WAIT_S, 0};
+    setsockopt(h->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     size_t len = strlen(c->text);
     struct init in = {INIT_MAGIC, (uint32_t)len};
     int rc = len > TEXT_MAX ? -1 : send_msg(h->fd, &in, sizeof(in), -1);
