@@ -23,8 +23,14 @@
  * PTR and address answers are kept per key for their TTL (the smallest in
  * the answer; from /etc/hosts PST_DNS_HOSTS_TTL), at most
  * PST_DNS_CACHE_TTL_MAX, PST_DNS_CACHE_MAX entries (the oldest goes
- * first); failures and TTL 0 are not kept. A cached answer is delivered
- * from the loop like any other.
+ * first); TTL 0 is not kept. A name that does not exist (NXDOMAIN) or has
+ * no such record (NODATA) is kept PST_DNS_NEG_TTL seconds - a client
+ * without a PTR record is the common case for unknown senders, and each
+ * of its connections would otherwise ask again. c-ares' host lookups do
+ * not show the negative answer's SOA (whose TTL RFC 2308 would use), so
+ * the time is fixed and short, as nscd's negative-time-to-live is. A
+ * temporary failure is never kept. A cached answer is delivered from the
+ * loop like any other.
  *
  * Limits: PST_DNS_MAX_MX / PST_DNS_MAX_ADDRS per answer; socket watchers
  * are as many as c-ares opens (one or two per name server).
@@ -49,11 +55,13 @@ enum qkind { Q_MX, Q_ADDR, Q_PTR };
 #define PST_DNS_CACHE_MAX 1024
 #define PST_DNS_CACHE_TTL_MAX 3600      /* seconds */
 #define PST_DNS_HOSTS_TTL 60            /* seconds, for /etc/hosts answers */
+#define PST_DNS_NEG_TTL 30              /* seconds, for NXDOMAIN and NODATA */
 
 /* one cached answer: a PTR name or addresses */
 struct cache_ent {
     TAILQ_ENTRY(cache_ent) link;        /* oldest first */
     uint64_t expires;                   /* uv_now() ms */
+    enum pst_dns_status st;             /* OK, NXDOMAIN or NODATA */
     char *name;
     struct pst_ip *ips;
     size_t n;
@@ -255,8 +263,9 @@ cache_get(struct pst_dns *d, const char *key, size_t klen)
 static void
 cache_put(struct pst_dns *d, struct pst_dns_query *q)
 {
-    if (d->cache == NULL || q->key == NULL || q->st != PST_DNS_OK ||
-        q->ttl == 0)
+    bool negative = q->st == PST_DNS_NXDOMAIN || q->st == PST_DNS_NODATA;
+    if (d->cache == NULL || q->key == NULL ||
+        (!negative && (q->st != PST_DNS_OK || q->ttl == 0)))
         return;
     struct cache_ent *old = pst_strmap_get(d->cache, q->key, q->klen);
     if (old != NULL)
@@ -264,12 +273,16 @@ cache_put(struct pst_dns *d, struct pst_dns_query *q)
     if (pst_strmap_count(d->cache) >= PST_DNS_CACHE_MAX)
         cache_drop(d, TAILQ_FIRST(&d->cache_order));
     struct cache_ent *e = pst_xcalloc(1, sizeof(*e) + q->klen);
-    unsigned ttl = q->ttl < PST_DNS_CACHE_TTL_MAX ? q->ttl
-                                                  : PST_DNS_CACHE_TTL_MAX;
+    unsigned ttl = negative                         ? PST_DNS_NEG_TTL
+                   : q->ttl < PST_DNS_CACHE_TTL_MAX ? q->ttl
+                                                    : PST_DNS_CACHE_TTL_MAX;
     e->expires = uv_now(d->loop) + (uint64_t)ttl * 1000;
+    e->st = q->st;
     e->klen = q->klen;
     memcpy(e->key, q->key, q->klen);
-    if (q->kind == Q_PTR) {
+    if (negative) {
+        /* nothing but the status */
+    } else if (q->kind == Q_PTR) {
         e->name = pst_xstrdup(q->name);
     } else {
         e->ips = pst_xcalloc(q->n, sizeof(*e->ips));
@@ -643,7 +656,7 @@ cached(struct pst_dns_query *q, const char *key, size_t klen)
     if (e->n > 0)
         memcpy(q->ips, e->ips, e->n * sizeof(*e->ips));
     q->n = e->n;
-    fail_now(q, PST_DNS_OK);
+    fail_now(q, e->st);
     return true;
 }
 

@@ -2,7 +2,8 @@
 against dnsmasq on loopback. The answers are kept for their TTL: a client
 that comes back gets the same name without a query reaching dnsmasq
 (counted in its --log-queries log), a TTL of 0 is not kept, and a short
-one runs out."""
+one runs out; a client without a PTR record is not looked up again either
+(the negative answer kept 30 seconds)."""
 import re
 import time
 import unittest
@@ -81,6 +82,22 @@ class ReverseDns(PosternTestCase):
         self.send_from(p, "127.0.0.2")
         self.assertEqual(self.names(p, 3), ["good.rdns.test"] * 3)
         self.assertEqual(self.queries(dns), (1, 1))
+
+    def test_no_ptr_kept_too(self):
+        dns = self.counting_dnsmasq(300)
+        p = self.postern({"resolver": dns.resolver(),
+                          "relay": {"trusted_networks": ["127.0.0.0/8"]}})
+
+        def ptr_queries():
+            with open(dns.log_path, "rb") as f:
+                return len(re.findall(rb"query\[PTR\] 4\.0\.0\.127\."
+                                      rb"in-addr\.arpa ", f.read()))
+        for _ in range(3):
+            self.send_from(p, "127.0.0.4")
+        for m in p.wait_for_delivered(3):
+            self.assertIn("(unknown [127.0.0.4])", m.received)
+        time.sleep(0.5)
+        self.assertEqual(ptr_queries(), 1)
 
     def test_ttl_zero_not_kept(self):
         dns = self.counting_dnsmasq(0)
