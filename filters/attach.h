@@ -239,6 +239,8 @@ pid_t att_jail_helper_pid(void);
  * worker sends first (NULL if malformed); att_jail_serve confines the
  * process and answers requests on sock until end of input (it exits). */
 char *att_jail_settings(int sock);
+#define ATT_HELPER_NO_SETTINGS 65   /* its exit status when the settings
+                                       do not come or do not configure */
 void att_jail_serve(const struct att_conf *c, int sock)
     __attribute__((noreturn));
 /* att_walk_mem - walk an archive of format fmt held in memory. */

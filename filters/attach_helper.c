@@ -68,7 +68,7 @@ main(void)
 
     char *text = att_jail_settings(FD);
     if (text == NULL)
-        die(65, "no settings from the worker");
+        die(ATT_HELPER_NO_SETTINGS, "no settings from the worker");
     size_t n = strlen(text) + 8;
     char *doc = malloc(n);
     if (doc == NULL)
@@ -83,7 +83,7 @@ main(void)
         pst_filter_attachments.configure(config_lookup(&cf, "a"),
                                          "postern-archive", NULL, &out,
                                          &err) != 0)
-        die(65, "the settings do not configure");
+        die(ATT_HELPER_NO_SETTINGS, "the settings do not configure");
     free(doc);
     att_thread_init();              /* libmagic, before the sandbox */
     att_jail_serve(out, FD);

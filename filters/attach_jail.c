@@ -446,12 +446,8 @@ spawn(struct helper *h, const struct att_conf *c)
     for (size_t off = 0; rc == 0 && off < len; off += TEXT_PIECE)
         rc = send_msg(h->fd, c->text + off, PST_MIN(len - off,
                                                     (size_t)TEXT_PIECE), -1);
-    if (rc < 0) {
-        e = errno;
-        stop(h);
-        errno = e;
-    }
-    return rc;
+    return rc;                      /* on failure h->pid is kept: the
+                                       caller reaps it and says why */
 }
 /* Take a checked record into the scan and the item. */
 static void
@@ -520,6 +516,29 @@ failed(struct att_scan *s, struct att_item *it, const char *shown,
     att_special(it, s->c->ar.on_error, "archive-error", shown);
 }
 
+/* A helper that ended, or said something other than a record: kill
+ * (if it lives), reap, and say why in why. */
+static void
+ended(struct helper *h, const struct att_conf *c, char *why, size_t n)
+{
+    kill(h->pid, SIGKILL);
+    int st = reap(h);
+    const char *exe = c->helper_path ? c->helper_path : "postern-archive";
+    if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
+        snprintf(why, n, "ended by signal %d (archives.memory is %" PRIu64
+                 " octets)", WTERMSIG(st), c->ar.memory);
+    else if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_UNCONFINED)
+        snprintf(why, n, "could not confine itself (setrlimit or seccomp "
+                 "refused)");
+    else if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+        snprintf(why, n, "could not start %s", exe);
+    else if (WIFEXITED(st) && WEXITSTATUS(st) == ATT_HELPER_NO_SETTINGS)
+        snprintf(why, n, "%s did not take the module's settings", exe);
+    else
+        snprintf(why, n, "ended without a result (status %d)",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 /* att_jail_run - see attach.h. */
 void
 att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
@@ -543,8 +562,12 @@ att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
         stop(h);                    /* a reload's conf: a new helper */
     for (int tries = 0;; tries++) {
         if (h->pid <= 0 && spawn(h, c) < 0) {
-            char why[96];
-            snprintf(why, sizeof(why), "cannot start: %s", strerror(errno));
+            char why[200];
+            if (h->pid > 0)         /* started, but did not take them */
+                ended(h, c, why, sizeof(why));
+            else
+                snprintf(why, sizeof(why), "cannot start: %s",
+                         strerror(errno));
             failed(s, it, shown, why);
             return;
         }
@@ -568,21 +591,8 @@ att_jail_run(struct att_scan *s, struct att_item *it, const char *shown,
         pst_metric_add(c->n.limits, 1);
         att_special(it, c->ar.on_limit, "archive-limit", shown);
     } else {
-        kill(h->pid, SIGKILL);      /* it may have said something else */
-        int st = reap(h);
-        char why[160];
-        if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
-            snprintf(why, sizeof(why), "ended by signal %d (archives.memory "
-                     "is %" PRIu64 " octets)", WTERMSIG(st), c->ar.memory);
-        else if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_UNCONFINED)
-            snprintf(why, sizeof(why), "could not confine itself "
-                     "(setrlimit or seccomp refused)");
-        else if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
-            snprintf(why, sizeof(why), "could not start %s",
-                     c->helper_path ? c->helper_path : "postern-archive");
-        else
-            snprintf(why, sizeof(why), "ended without a result (status "
-                     "%d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        char why[200];
+        ended(h, c, why, sizeof(why));
         failed(s, it, shown, why);
     }
 }

@@ -594,8 +594,24 @@ test_jail(void **state)
     assert_int_equal(it.v.action, ATT_STRIP);
     assert_true(att_jail_helper_pid() != helper);
     att_jail_stop();
+
+    /* a helper executable that does not serve: the archive takes
+     * on_error, counted, and the worker goes on */
+    struct att_conf *c3 = conf_of(
+        "a = { helper = \"/bin/false\";"
+        "  rules = ( { extensions = \"exe\"; action = \"strip\"; } ); };");
+    s.c = c3;
+    reset(&it);
+    errors0 = (uint64_t)pst_metric_value(c3->n.errors);
+    att_jail_run(&s, &it, "t.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
+                 "t.zip");
+    assert_int_equal(it.v.action, ATT_REJECT);
+    assert_string_equal(it.v.why, "archive-error");
+    assert_int_equal((uint64_t)pst_metric_value(c3->n.errors), errors0 + 1);
+    assert_int_equal(att_jail_helper_pid(), 0);
     close(fd);
     free(z.p);
+    conf_free(c3);
     conf_free(c2);
     conf_free(c);
 }
