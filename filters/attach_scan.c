@@ -6,19 +6,20 @@
  * libarchive, nested to a depth.
  *
  * Bounds. Names: ATT_NAME_MAX octets, ATT_NAMES_MAX per part. Content is
- * read through the filter API's reader (one 16 KiB block, seek
- * checkpoints) and never held whole, except a nested archive, held in
- * memory up to archives.nested_max so libarchive can seek in it. Archive
- * work is bounded by members, uncompressed octets (counted as they are
+ * read through the filter API's reader (one 16 KiB block) and not held
+ * whole, except an archive: a part detected as one is decoded whole into
+ * a memory file (at most the message's size, one per worker at a time)
+ * and walked from there by a confined helper process, postern-archive
+ * (attach_jail.c), where what libarchive allocates is bounded by
+ * archives.memory and a fault in a decoder costs that archive, not the
+ * gateway; a nested archive is held in the helper's memory up to
+ * archives.nested_max so libarchive can seek in it. Archive work is
+ * bounded by members, uncompressed octets (counted as they are
  * decompressed, and refused at once when a header declares more), the
  * ratio of those to the part's decoded size, nesting depth and the
- * message's scan time, checked in every read; the job also stops when
+ * message's scan time, checked in every block; the job also stops when
  * the chain stops waiting (cancel). A limit hit, an archive that does
  * not parse and an encrypted member each give their configured action.
- * An archive is walked in a confined helper process, postern-archive
- * (attach_jail.c), from a copy of its decoded content: what libarchive
- * allocates for it is bounded by archives.memory, and a fault in a
- * decoder costs that archive, not the gateway.
  *
  * libmagic's magic_t is not thread-safe: one per worker thread, loaded
  * as the filter pool's thread starts when a configured policy needs it
