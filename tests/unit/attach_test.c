@@ -487,6 +487,27 @@ fault_later(void *arg)
     return NULL;
 }
 
+/* Until pid (a child of this process, not reaped) has ended: its socket
+ * is closed then. At most 10 s. */
+static void
+wait_gone(pid_t pid)
+{
+    char path[64], st[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(st, 1, sizeof(st) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        st[n] = '\0';
+        const char *paren = strrchr(st, ')');
+        if (paren == NULL || paren[1] == '\0' || paren[2] == 'Z')
+            return;
+        usleep(10000);
+    }
+    fail_msg("helper %d did not end", (int)pid);
+}
+
 static void
 test_jail(void **state)
 {
@@ -543,7 +564,7 @@ test_jail(void **state)
 
     /* gone while idle: a new one takes the next archive, no verdict lost */
     kill(helper, SIGKILL);
-    usleep(50000);
+    wait_gone(helper);
     reset(&it);
     fd = memfd_of(&z);
     att_jail_run(&s, &it, "t.zip", ATT_JAIL_WALK, ATT_AR_ZIP, fd, z.n,
