@@ -239,6 +239,7 @@ pid_t att_jail_helper_pid(void);
  * worker sends first (NULL if malformed); att_jail_serve confines the
  * process and answers requests on sock until end of input (it exits). */
 char *att_jail_settings(int sock);
+#define ATT_SETTINGS_MAX (1u << 20) /* octets of the settings' text */
 #define ATT_HELPER_NO_SETTINGS 65   /* its exit status when the settings
                                        do not come or do not configure */
 void att_jail_serve(const struct att_conf *c, int sock)

@@ -94,7 +94,6 @@ struct init {
 };
 #define INIT_MAGIC 0x7a6a6931u
 #define TEXT_PIECE 32768
-#define TEXT_MAX (1u << 20)
 
 struct request {
     uint32_t magic;                 /* REQUEST_MAGIC */
@@ -245,7 +244,7 @@ att_jail_settings(int sock)
     struct init in;
     int fd;
     if (receive(sock, &in, sizeof(in), &fd) != (ssize_t)sizeof(in) ||
-        fd >= 0 || in.magic != INIT_MAGIC || in.text_len > TEXT_MAX)
+        fd >= 0 || in.magic != INIT_MAGIC || in.text_len > ATT_SETTINGS_MAX)
         return NULL;
     char *text = pst_xmalloc((size_t)in.text_len + 1);
     size_t got = 0;
@@ -281,6 +280,10 @@ probe(const struct att_conf *c, unsigned fd, char *out, size_t n)
     snprintf(out, n, "pid=%d open=%d big=%d small=%s fd%u=%s", (int)getpid(),
              open_errno, big_errno, small == MAP_FAILED ? "failed" : "ok",
              fd, fstat((int)fd, &st) == 0 ? "open" : "closed");
+    if (f >= 0)
+        close(f);
+    if (big != MAP_FAILED)
+        munmap(big, (size_t)c->ar.memory + (8u << 20));
     if (small != MAP_FAILED)
         munmap(small, 4u << 20);
 }
@@ -442,7 +445,8 @@ spawn(struct helper *h, const struct att_conf *c)
     setsockopt(h->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     size_t len = strlen(c->text);
     struct init in = {INIT_MAGIC, (uint32_t)len};
-    int rc = len > TEXT_MAX ? -1 : send_msg(h->fd, &in, sizeof(in), -1);
+    int rc = send_msg(h->fd, &in, sizeof(in), -1);  /* len: configure
+                                                       checked it */
     for (size_t off = 0; rc == 0 && off < len; off += TEXT_PIECE)
         rc = send_msg(h->fd, c->text + off, PST_MIN(len - off,
                                                     (size_t)TEXT_PIECE), -1);

@@ -42,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -910,10 +909,10 @@ att_walk_mem(struct att_scan *s, struct att_item *it, unsigned fmt,
 }
 
 /* The part's decoded content into a memfd (read-only mappable by the
- * helper); -1 with s->err when it cannot be (a local failure: the scan
- * fails, and the message is retried later). */
+ * helper), its length in *size; -1 with s->err when it cannot be (a local
+ * failure: the scan fails, and the message is retried later). */
 static int
-decoded_copy(struct att_scan *s, struct att_item *it)
+decoded_copy(struct att_scan *s, struct att_item *it, uint64_t *size)
 {
     int fd = memfd_create("postern-archive", MFD_CLOEXEC);
     if (fd < 0) {
@@ -924,11 +923,13 @@ decoded_copy(struct att_scan *s, struct att_item *it)
     struct pst_mime_reader *r = pst_fbody_open(s->t, &it->body);
     uint8_t *buf = pst_xmalloc(AR_BLOCK);
     ssize_t n = r ? 0 : -EIO;
+    *size = 0;
     while (r && (n = pst_mime_reader_read(r, buf, AR_BLOCK)) > 0) {
         if (pst_write_all(fd, buf, (size_t)n) < 0) {
             n = -errno;
             break;
         }
+        *size += (uint64_t)n;
     }
     free(buf);
     pst_mime_reader_close(r);
@@ -946,11 +947,10 @@ decoded_copy(struct att_scan *s, struct att_item *it)
 static int
 scan_archive(struct att_scan *s, struct att_item *it, unsigned fmt)
 {
-    int fd = decoded_copy(s, it);
+    uint64_t size;
+    int fd = decoded_copy(s, it, &size);
     if (fd < 0)
         return -1;
-    struct stat st;
-    uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
     const char *outer = it->names.n ? it->names.v[0] : "";
     att_jail_run(s, it, outer, ATT_JAIL_WALK, fmt, size ? fd : -1, size,
                  outer);

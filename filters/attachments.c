@@ -683,6 +683,13 @@ att_configure(const config_setting_t *s, const char *file,
             abort();                /* out of memory, as pst_x* do */
         pst_conf_setting_write(f, s);
         fclose(f);
+        if (n > ATT_SETTINGS_MAX) {
+            pst_fconf_error(err, file, s, "filter attachments: the "
+                            "module's settings take %zu octets written out, "
+                            "more than the %u its archive helper takes",
+                            n, ATT_SETTINGS_MAX);
+            bad = true;
+        }
     }
     if (bad) {
         aconf_unref(ac);

@@ -862,6 +862,20 @@ class CheckConfig(PosternTestCase):
         self.assertRegex(err, r"bad.conf:4: .*archives.memory \(33554432\) "
                          r"must exceed nested_max \(67108864\) by 16 MiB")
 
+    def test_settings_too_large_for_the_helper(self):
+        # the helper configures itself from the settings written out: a
+        # policy beyond what it takes (1 MiB) is refused here, not at the
+        # first archive
+        exts = ", ".join('"e%06d"' % i for i in range(110000))
+        err = self.check(
+            '{ module = "attachments";\n'                       # line 3
+            '  rules = ({ extensions = [' + exts + '];\n'
+            '             action = "strip"; });\n'
+            '}')
+        self.assertRegex(err, r"bad.conf:3: .*the module's settings take "
+                         r"\d+ octets written out, more than the 1048576 "
+                         r"its archive helper takes")
+
     def test_helper_must_be_an_executable(self):
         err = self.check(
             '{ module = "attachments";\n'                       # line 3

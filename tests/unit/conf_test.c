@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
+#include <libconfig.h>
 #include <syslog.h>
 
 #include "conf/conf.h"
@@ -975,6 +976,65 @@ test_cidr_sockaddr_mapped(void **state)
     assert_int_equal(pst_cidr_parse(&c, "10.0.0/8"), -1);
 }
 
+/* A setting written out reads back to the same setting: every type, the
+ * escapes a string needs, an int64 and floats that must stay floats. */
+static char *
+written(const config_setting_t *s)
+{
+    char *text = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&text, &n);
+    assert_non_null(f);
+    pst_conf_setting_write(f, s);
+    fclose(f);
+    return text;
+}
+
+static void
+test_setting_written_reads_back(void **state)
+{
+    (void)state;
+    static const char doc[] =
+        "x = { s = \"q\\\"uote \\\\back \\t tab \\x01 end\"; i = -7;"
+        "      big = 5000000000L; f = 2.0; g = 0.5; b = true;"
+        "      arr = [1, 2, 3]; strs = [\"a\", \"b\"];"
+        "      lst = ( { k = \"v\"; }, 4, \"w\" ); empty = ( ); g2 = { }; };";
+    config_t a, b;
+    config_init(&a);
+    config_init(&b);
+    assert_true(config_read_string(&a, doc));
+    char *t1 = written(config_lookup(&a, "x"));
+    size_t n = strlen(t1) + 8;
+    char *again = malloc(n);
+    snprintf(again, n, "x = %s;", t1);
+    if (!config_read_string(&b, again))
+        fail_msg("%s: %s at %d", t1, config_error_text(&b),
+                 config_error_line(&b));
+    char *t2 = written(config_lookup(&b, "x"));
+    assert_string_equal(t1, t2);
+    const char *str;
+    long long big;
+    double f;
+    assert_true(config_lookup_string(&b, "x.s", &str));
+    assert_string_equal(str, "q\"uote \\back \t tab \x01 end");
+    assert_true(config_lookup_int64(&b, "x.big", &big));
+    assert_int_equal(big, 5000000000LL);
+    assert_int_equal(config_setting_type(config_lookup(&b, "x.f")),
+                     CONFIG_TYPE_FLOAT);
+    assert_true(config_lookup_float(&b, "x.g", &f));
+    assert_true(f == 0.5);
+    assert_int_equal(config_setting_type(config_lookup(&b, "x.lst")),
+                     CONFIG_TYPE_LIST);
+    assert_int_equal(config_setting_type(config_lookup(&b, "x.arr")),
+                     CONFIG_TYPE_ARRAY);
+    assert_int_equal(config_setting_length(config_lookup(&b, "x.lst")), 3);
+    free(t1);
+    free(t2);
+    free(again);
+    config_destroy(&a);
+    config_destroy(&b);
+}
+
 int
 main(void)
 {
@@ -984,6 +1044,7 @@ main(void)
         cmocka_unit_test(test_no_follow_on_errors),
         cmocka_unit_test(test_cannot_open),
         cmocka_unit_test(test_defaults_empty_file),
+        cmocka_unit_test(test_setting_written_reads_back),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_routes_accepted),
         cmocka_unit_test(test_delivery_routes_resolver),
